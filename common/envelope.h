@@ -1,0 +1,69 @@
+/* The frame envelope of DESIGN.md (big-endian):
+ *   0 magic "STRA" | 4 version 1 | 5 codec (0 none, 1 zstd) | 6 flags (bit 0
+ *   signed) | 8 agent id (16) | 24 seq (8) | 32 uncompressed length (4) |
+ *   36 CRC32C of the payload as sent (4) | 40 payload | [end-32 HMAC-SHA256
+ *   of every byte before it, when signed]
+ * Dedup and authentication happen before anything is decompressed: open
+ * parses and checks the header and CRC, verify checks the HMAC in constant
+ * time, and only then does decompress touch zstd. This is the only module
+ * that touches zstd. */
+#ifndef ST_ENVELOPE_H
+#define ST_ENVELOPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "util.h" /* st_crc32c */
+
+#define ST_ENV_MAGIC "STRA"
+#define ST_ENV_VERSION 1
+#define ST_ENV_HEADER_LEN 40
+#define ST_ENV_MAC_LEN 32
+#define ST_ENV_MAX_LEN (4u << 20)         /* whole envelope */
+#define ST_ENV_MAX_PAYLOAD (16u << 20)    /* uncompressed */
+#define ST_ENV_MAX_WINDOW (8u << 20)      /* zstd window */
+#define ST_ENV_FLAG_SIGNED 0x0001u
+#define ST_ENV_KEY_MAX 64
+
+enum st_codec { ST_CODEC_NONE = 0, ST_CODEC_ZSTD = 1 };
+
+typedef struct st_envelope {
+    uint8_t version;
+    uint8_t codec;
+    uint16_t flags;
+    uint8_t agent_id[16];
+    uint64_t seq;
+    uint32_t raw_len;          /* declared uncompressed payload length */
+    uint32_t crc;
+    const uint8_t *payload;    /* points into the buffer given to open */
+    size_t payload_len;        /* as sent (compressed) */
+} st_envelope;
+
+/* Reusable zstd state; one per thread. */
+typedef struct st_zctx st_zctx;
+int st_zctx_new(st_zctx **out);
+void st_zctx_free(st_zctx *z);
+
+/* Builds an envelope around frame bytes into out (which is reset first).
+ * codec ST_CODEC_ZSTD compresses at level (1..19) with the content size
+ * declared and the window kept within ST_ENV_MAX_WINDOW. With key != NULL
+ * the envelope is signed. ST_ETOOBIG when the result exceeds the limits. */
+int st_envelope_encode(st_zctx *z, const uint8_t agent_id[16], uint64_t seq, int codec, int level,
+                       const uint8_t *frame, size_t frame_len, const uint8_t *key, size_t key_len,
+                       st_buf *out);
+
+/* Parses and checks the header, lengths and CRC (not the HMAC). out points
+ * into buf. Errors: ST_EENV_TRUNCATED, _MAGIC, _VERSION, _CODEC, _FLAGS,
+ * _TOOBIG, _LENGTH, _SEQ, _CRC. */
+int st_envelope_open(const uint8_t *buf, size_t len, st_envelope *out);
+/* Checks the HMAC trailer in constant time. ST_EENV_UNSIGNED when the
+ * envelope is not signed, ST_EENV_HMAC on mismatch. */
+int st_envelope_verify(const uint8_t *buf, size_t len, const st_envelope *env, const uint8_t *key,
+                       size_t key_len);
+/* Decompresses (or copies, for codec none) the payload into out, checking:
+ * exactly one zstd frame, declared content size, window <= 8 MiB, output
+ * equal to raw_len. Errors: ST_EZSTD_FRAMES, _SIZE, _WINDOW, _LENGTH, ST_EZSTD. */
+int st_envelope_decompress(st_zctx *z, const st_envelope *env, st_buf *out);
+
+#endif
