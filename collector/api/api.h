@@ -1,0 +1,39 @@
+/* The collector's HTTP API on nng's HTTP server: JSON routes, /metrics and
+ * health. Each route is one row in the table in routes.c. Handlers run on
+ * nng's threads and use short LMDB read transactions. */
+#ifndef ST_API_H
+#define ST_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ingest.h"
+#include "metrics.h"
+#include "store.h"
+#include "writer.h"
+
+#define ST_API_MAX_QUERY 4096 /* bytes of a request's query string */
+#define ST_API_MAX_PARAMS 64
+#define ST_API_MAX_BODY (1u << 20)
+#define ST_API_MAX_RESPONSE (64u << 20)
+
+struct st_api_deps {
+    st_store *store;
+    st_metrics *metrics;
+    st_ingest *ingest;
+    st_writer *writer;
+    int64_t started_ms;
+};
+
+struct st_api_opts {
+    const char *addr; /* host:port, default 127.0.0.1:9741 */
+};
+
+typedef struct st_api st_api;
+
+int st_api_start(const struct st_api_opts *opts, const struct st_api_deps *deps, st_api **out);
+void st_api_stop(st_api *api);
+/* The port actually bound (useful with port 0). */
+int st_api_port(st_api *api);
+
+#endif

@@ -1,0 +1,353 @@
+/* nng HTTP server adapter: one catch-all handler routes every request
+ * through the table in routes.c, so unknown paths and methods get JSON
+ * errors too, and route code never touches nng. */
+#include "http.h"
+
+#include "err.h"
+#include "log.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <nng/nng.h>
+#include <nng/supplemental/http/http.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct st_api {
+    nng_http_server *srv;
+    nng_http_handler *h;
+    struct st_api_deps deps;
+    int port;
+};
+
+static int hexv(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+/* Percent-decodes s[0..n) ('+' is a space) into a new string; NULL on a
+ * bad escape or when memory runs out. */
+static char *decode(const char *s, size_t n)
+{
+    char *out = malloc(n + 1);
+    size_t k = 0;
+    if (out == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            out[k++] = s[i] == '+' ? ' ' : s[i];
+            continue;
+        }
+        if (n - i < 3 || hexv(s[i + 1]) < 0 || hexv(s[i + 2]) < 0) {
+            free(out);
+            return NULL;
+        }
+        out[k++] = (char)(hexv(s[i + 1]) << 4 | hexv(s[i + 2]));
+        i += 2;
+    }
+    out[k] = '\0';
+    return out;
+}
+
+void st_params_free(st_req *req)
+{
+    for (size_t i = 0; i < req->nparams; i++) {
+        free(req->params[i].key);
+        free(req->params[i].value);
+    }
+    req->nparams = 0;
+}
+
+static int add_param(st_req *req, const char *s, size_t n, char *err, size_t errlen)
+{
+    const char *eq = memchr(s, '=', n);
+    size_t klen = eq != NULL ? (size_t)(eq - s) : n;
+    st_param *p;
+    if (req->nparams >= ST_API_MAX_PARAMS) {
+        snprintf(err, errlen, "more than %d query parameters", ST_API_MAX_PARAMS);
+        return ST_ETOOBIG;
+    }
+    p = &req->params[req->nparams];
+    p->key = decode(s, klen);
+    p->value = eq != NULL ? decode(eq + 1, n - klen - 1) : strdup("");
+    req->nparams++;
+    if (p->key == NULL || p->value == NULL) {
+        snprintf(err, errlen, "query parameter '%.*s': bad percent-encoding", (int)ST_MIN(klen, 64),
+                 s);
+        return ST_EINVAL;
+    }
+    if (!st_utf8_valid(p->key, strlen(p->key)) || !st_utf8_valid(p->value, strlen(p->value))) {
+        snprintf(err, errlen, "query parameter '%.*s': not valid UTF-8", (int)ST_MIN(klen, 64), s);
+        return ST_EINVAL;
+    }
+    return ST_OK;
+}
+
+int st_params_parse(const char *qs, st_req *req, char *err, size_t errlen)
+{
+    size_t len = strlen(qs);
+    const char *p = qs;
+    if (len > ST_API_MAX_QUERY) {
+        snprintf(err, errlen, "query string over %d bytes", ST_API_MAX_QUERY);
+        return ST_ETOOBIG;
+    }
+    while (*p != '\0') {
+        const char *amp = strchr(p, '&');
+        size_t n = amp != NULL ? (size_t)(amp - p) : strlen(p);
+        int rv;
+        if (n > 0 && (rv = add_param(req, p, n, err, errlen)) != ST_OK) {
+            return rv;
+        }
+        p += n + (amp != NULL);
+    }
+    return ST_OK;
+}
+
+const char *st_param_get(const st_req *req, const char *key)
+{
+    for (size_t i = 0; i < req->nparams; i++) {
+        if (strcmp(req->params[i].key, key) == 0) {
+            return req->params[i].value;
+        }
+    }
+    return NULL;
+}
+
+int st_resp_error(st_resp *resp, int status, const char *fmt, ...)
+{
+    char msg[512];
+    json_t *o;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    st_buf_reset(&resp->body);
+    resp->status = status;
+    resp->content_type = "application/json";
+    o = json_pack("{s:s}", "error", msg);
+    if (o != NULL) {
+        char *s = json_dumps(o, JSON_COMPACT);
+        if (s != NULL) {
+            st_buf_append_str(&resp->body, s);
+            free(s);
+        }
+        json_decref(o);
+    }
+    return ST_OK;
+}
+
+int st_resp_json(st_resp *resp, json_t *obj)
+{
+    char *s;
+    int rv;
+    if (obj == NULL) {
+        return st_resp_error(resp, 500, "out of memory");
+    }
+    s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (s == NULL) {
+        return st_resp_error(resp, 500, "out of memory");
+    }
+    resp->status = 200;
+    resp->content_type = "application/json";
+    st_buf_reset(&resp->body);
+    rv = st_buf_append_str(&resp->body, s);
+    free(s);
+    if (rv != ST_OK) {
+        return st_resp_error(resp, 500, "answer over %u bytes", ST_API_MAX_RESPONSE);
+    }
+    return ST_OK;
+}
+
+static bool path_matches(const st_route *r, const char *path)
+{
+    size_t n = strlen(r->path);
+    if (!r->tree) {
+        return strcmp(path, r->path) == 0;
+    }
+    return strncmp(path, r->path, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+/* Rejects query parameters the route does not know, naming the first. */
+static bool params_known(const st_route *r, const st_req *req, st_resp *resp)
+{
+    for (size_t i = 0; i < req->nparams; i++) {
+        bool known = false;
+        for (size_t k = 0; r->params != NULL && r->params[k] != NULL; k++) {
+            known = known || strcmp(r->params[k], req->params[i].key) == 0;
+        }
+        if (!known) {
+            st_resp_error(resp, 400, "unknown query parameter '%.64s'", req->params[i].key);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void dispatch(const struct st_api_deps *d, st_req *req, st_resp *resp)
+{
+    bool path_seen = false;
+    for (const st_route *r = st_routes; r->path != NULL; r++) {
+        if (!path_matches(r, req->path)) {
+            continue;
+        }
+        path_seen = true;
+        if (strcmp(r->method, req->method) != 0 &&
+            !(strcmp(req->method, "HEAD") == 0 && strcmp(r->method, "GET") == 0)) {
+            continue;
+        }
+        if (params_known(r, req, resp)) {
+            r->fn(d, req, resp);
+        }
+        return;
+    }
+    if (path_seen) {
+        st_resp_error(resp, 405, "method %s not allowed on %s", req->method, req->path);
+    } else {
+        st_resp_error(resp, 404, "no such path: %.200s", req->path);
+    }
+}
+
+/* Fills req from the nng request: path, query parameters, body, auth. */
+static int read_request(nng_http_req *hr, st_req *req, st_resp *resp)
+{
+    const char *uri = nng_http_req_get_uri(hr);
+    const char *q = strchr(uri, '?');
+    size_t plen = q != NULL ? (size_t)(q - uri) : strlen(uri);
+    char err[256];
+    void *body;
+    size_t blen;
+    req->method = nng_http_req_get_method(hr);
+    if (plen >= sizeof(req->path)) {
+        st_resp_error(resp, 414, "path over %zu bytes", sizeof(req->path) - 1);
+        return ST_EINVAL;
+    }
+    memcpy(req->path, uri, plen);
+    req->path[plen] = '\0';
+    if (q != NULL && st_params_parse(q + 1, req, err, sizeof(err)) != ST_OK) {
+        st_resp_error(resp, 400, "%s", err);
+        return ST_EINVAL;
+    }
+    nng_http_req_get_data(hr, &body, &blen);
+    req->body = body;
+    req->body_len = blen;
+    req->authorization = nng_http_req_get_header(hr, "Authorization");
+    return ST_OK;
+}
+
+static void handler_cb(nng_aio *aio)
+{
+    nng_http_req *hr = nng_aio_get_input(aio, 0);
+    nng_http_handler *h = nng_aio_get_input(aio, 1);
+    st_api *api = nng_http_handler_get_data(h);
+    nng_http_res *res = NULL;
+    st_req req;
+    st_resp resp = {.status = 200, .content_type = "application/json"};
+    memset(&req, 0, sizeof(req));
+    st_buf_init(&resp.body, ST_API_MAX_RESPONSE);
+    st_metric_add(&api->deps.metrics->http_requests, 1);
+    if (read_request(hr, &req, &resp) == ST_OK) {
+        dispatch(&api->deps, &req, &resp);
+    }
+    if (resp.status >= 400) {
+        st_metric_add(&api->deps.metrics->http_errors, 1);
+    }
+    if (nng_http_res_alloc(&res) != 0 || nng_http_res_set_status(res, (uint16_t)resp.status) != 0 ||
+        nng_http_res_set_header(res, "Content-Type", resp.content_type) != 0 ||
+        nng_http_res_set_header(res, "Cache-Control", "no-store") != 0 ||
+        nng_http_res_copy_data(res, resp.body.data, resp.body.len) != 0) {
+        nng_http_res_free(res);
+        res = NULL;
+    }
+    st_params_free(&req);
+    st_buf_free(&resp.body);
+    if (res == NULL) {
+        nng_aio_finish(aio, NNG_ENOMEM);
+        return;
+    }
+    nng_aio_set_output(aio, 0, res);
+    nng_aio_finish(aio, 0);
+}
+
+static int map_nng(int rv, const char *what, const char *addr)
+{
+    if (rv == 0) {
+        return ST_OK;
+    }
+    ST_ERROR("api", "%s %s: %s", what, addr, nng_strerror(rv));
+    return rv == NNG_ENOMEM ? ST_ENOMEM : ST_ENET;
+}
+
+int st_api_start(const struct st_api_opts *opts, const struct st_api_deps *deps, st_api **out)
+{
+    char url[300];
+    nng_url *u = NULL;
+    nng_sockaddr sa;
+    st_api *api;
+    int rv;
+    const char *addr = opts->addr != NULL ? opts->addr : "127.0.0.1:9741";
+    if (strlen(addr) > 256 || (api = calloc(1, sizeof(*api))) == NULL) {
+        return ST_EINVAL;
+    }
+    api->deps = *deps;
+    snprintf(url, sizeof(url), "http://%s", addr);
+    if ((rv = map_nng(nng_url_parse(&u, url), "parse", addr)) != ST_OK ||
+        (rv = map_nng(nng_http_server_hold(&api->srv, u), "server", addr)) != ST_OK ||
+        (rv = map_nng(nng_http_handler_alloc(&api->h, "/", handler_cb), "handler", addr)) !=
+            ST_OK) {
+        goto fail;
+    }
+    nng_http_handler_set_method(api->h, NULL);
+    nng_http_handler_set_tree(api->h);
+    nng_http_handler_collect_body(api->h, true, ST_API_MAX_BODY);
+    nng_http_handler_set_data(api->h, api, NULL);
+    if ((rv = map_nng(nng_http_server_add_handler(api->srv, api->h), "add handler", addr)) !=
+        ST_OK) {
+        nng_http_handler_free(api->h);
+        goto fail;
+    }
+    if ((rv = map_nng(nng_http_server_start(api->srv), "listen", addr)) != ST_OK) {
+        goto fail;
+    }
+    if (nng_http_server_get_addr(api->srv, &sa) == 0 && sa.s_family == NNG_AF_INET) {
+        api->port = ntohs(sa.s_in.sa_port);
+    }
+    nng_url_free(u);
+    ST_INFO("api", "HTTP API on http://%s", addr);
+    *out = api;
+    return ST_OK;
+fail:
+    nng_url_free(u);
+    if (api->srv != NULL) {
+        nng_http_server_release(api->srv);
+    }
+    free(api);
+    return rv;
+}
+
+int st_api_port(st_api *api)
+{
+    return api->port;
+}
+
+void st_api_stop(st_api *api)
+{
+    if (api == NULL) {
+        return;
+    }
+    nng_http_server_stop(api->srv);
+    nng_http_server_release(api->srv);
+    free(api);
+}

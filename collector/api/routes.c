@@ -1,0 +1,202 @@
+/* The route table of the HTTP API and its handlers: one row a route. */
+#include "http.h"
+
+#include "err.h"
+#include "query.h"
+#include "timeutil.h"
+#include "util.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const no_params[] = {NULL};
+static const char *const query_params[] = {"metric", "agg", "match", "by",
+                                           "from",   "to",  "step",  NULL};
+
+static int get_healthz(const struct st_api_deps *d, const st_req *req, st_resp *resp)
+{
+    (void)d;
+    (void)req;
+    return st_resp_json(resp, json_pack("{s:s}", "status", "ok"));
+}
+
+static int get_readyz(const struct st_api_deps *d, const st_req *req, st_resp *resp)
+{
+    (void)req;
+    if (d->store == NULL || !st_ingest_listening(d->ingest)) {
+        return st_resp_error(resp, 503, "not ready: %s",
+                             d->store == NULL ? "store closed" : "ingest not listening");
+    }
+    return st_resp_json(resp, json_pack("{s:s}", "status", "ready"));
+}
+
+static json_t *agent_json(const st_agent_info *a, int64_t now)
+{
+    const Strata__V1__AgentRecord *r = a->rec;
+    const Strata__V1__Agent *ag = r->agent;
+    json_t *labels = json_object();
+    static const char *roles[] = {"", "edge", "cdn", "app", "db"};
+    const char *role = "";
+    if (ag != NULL && (size_t)ag->role < ST_ARRAY_LEN(roles)) {
+        role = roles[ag->role];
+    }
+    for (size_t i = 0; ag != NULL && labels != NULL && i < ag->n_labels; i++) {
+        json_object_set_new(labels, ag->labels[i]->key, json_string(ag->labels[i]->value));
+    }
+    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "id", a->id, "host",
+                     ag && ag->host ? ag->host : "", "role", role, "version",
+                     ag && ag->version ? ag->version : "", "labels", labels, "first_seen_unix_ms",
+                     (json_int_t)r->first_seen_unix_ms, "last_seen_unix_ms",
+                     (json_int_t)r->last_seen_unix_ms, "seq", (json_int_t)r->seq, "frames",
+                     (json_int_t)r->frames, "samples", (json_int_t)r->samples, "spool_frames",
+                     (json_int_t)r->spool_frames, "spool_dropped", (json_int_t)r->spool_dropped,
+                     "seconds_since_last_frame", (double)(now - r->last_seen_unix_ms) / 1000.0);
+}
+
+struct agents_ctx {
+    json_t *arr;
+    int64_t now;
+};
+
+static int agents_each(void *arg, const st_agent_info *a)
+{
+    struct agents_ctx *c = arg;
+    return json_array_append_new(c->arr, agent_json(a, c->now)) == 0 ? ST_OK : ST_ENOMEM;
+}
+
+static int get_agents(const struct st_api_deps *d, const st_req *req, st_resp *resp)
+{
+    struct agents_ctx c = {json_array(), st_time_wall_ms()};
+    int rv;
+    (void)req;
+    if (c.arr == NULL) {
+        return st_resp_error(resp, 500, "out of memory");
+    }
+    if ((rv = st_store_agents(d->store, agents_each, &c)) != ST_OK) {
+        json_decref(c.arr);
+        return st_resp_error(resp, 500, "store: %s", st_strerror(rv));
+    }
+    return st_resp_json(resp, json_pack("{s:o}", "agents", c.arr));
+}
+
+static int get_query(const struct st_api_deps *d, const st_req *req, st_resp *resp)
+{
+    st_qparam p[ST_API_MAX_PARAMS];
+    st_query q;
+    json_t *out = NULL;
+    char err[300];
+    int rv;
+    for (size_t i = 0; i < req->nparams; i++) {
+        p[i].key = req->params[i].key;
+        p[i].value = req->params[i].value;
+    }
+    if (st_query_parse(p, req->nparams, st_time_wall_ms(), &q, err, sizeof(err)) != ST_OK) {
+        return st_resp_error(resp, 400, "%s", err);
+    }
+    rv = st_query_run(d->store, &q, &out, err, sizeof(err));
+    st_query_release(&q);
+    if (rv != ST_OK) {
+        return st_resp_error(resp, rv == ST_ETOOBIG ? 400 : 500, "%s", err);
+    }
+    return st_resp_json(resp, out);
+}
+
+/* ---- /metrics ---- */
+
+static void counter(st_buf *b, const char *name, const char *help, uint64_t v)
+{
+    st_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", name, help, name, name,
+                  v);
+}
+
+static void gauge(st_buf *b, const char *name, const char *help, double v)
+{
+    st_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name, v);
+}
+
+static void metrics_rejects(st_buf *b, st_metrics *m)
+{
+    st_buf_printf(b, "# HELP strata_ingest_frames_rejected_total Frames refused, by reason.\n"
+                     "# TYPE strata_ingest_frames_rejected_total counter\n");
+    for (int i = 0; i < ST_ERR_COUNT; i++) {
+        uint64_t v = st_metric_get(&m->rejects[i]);
+        if (v > 0) {
+            int code = i + ST_ERR_FIRST_ + 1;
+            st_buf_printf(b, "strata_ingest_frames_rejected_total{reason=\"%s\"} %" PRIu64 "\n",
+                          st_errname(code), v);
+        }
+    }
+}
+
+static void metrics_commit(st_buf *b, st_metrics *m)
+{
+    uint64_t cum = 0;
+    st_buf_printf(b, "# HELP strata_store_commit_seconds Latency of group commits.\n"
+                     "# TYPE strata_store_commit_seconds histogram\n");
+    for (int i = 0; i <= ST_COMMIT_BUCKETS; i++) {
+        cum += st_metric_get(&m->commit_bucket[i]);
+        if (i < ST_COMMIT_BUCKETS) {
+            st_buf_printf(b, "strata_store_commit_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                          st_commit_bucket_le[i], cum);
+        } else {
+            st_buf_printf(b, "strata_store_commit_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+        }
+    }
+    st_buf_printf(
+        b, "strata_store_commit_seconds_sum %.9f\nstrata_store_commit_seconds_count %" PRIu64 "\n",
+        (double)st_metric_get(&m->commit_ns_sum) / 1e9, cum);
+}
+
+static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *resp)
+{
+    st_metrics *m = d->metrics;
+    struct st_store_stats ss;
+    st_buf *b = &resp->body;
+    (void)req;
+    counter(b, "strata_ingest_frames_received_total", "Envelopes received.",
+            st_metric_get(&m->frames_received));
+    counter(b, "strata_ingest_frames_applied_total", "Frames committed to the store.",
+            st_metric_get(&m->frames_applied));
+    counter(b, "strata_ingest_frames_duplicate_total", "Frames acknowledged as duplicates.",
+            st_metric_get(&m->frames_duplicate));
+    counter(b, "strata_ingest_frames_retry_later_total", "Frames answered RETRY_LATER.",
+            st_metric_get(&m->frames_retry_later));
+    counter(b, "strata_ingest_samples_total", "Samples committed to the store.",
+            st_metric_get(&m->samples_applied));
+    counter(b, "strata_ingest_bytes_total", "Envelope bytes received.",
+            st_metric_get(&m->bytes_received));
+    metrics_rejects(b, m);
+    metrics_commit(b, m);
+    counter(b, "strata_store_commit_failures_total", "Batches that could not be committed.",
+            st_metric_get(&m->commit_failures));
+    counter(b, "strata_store_map_grows_total", "Times the LMDB map was grown.",
+            st_metric_get(&m->map_grows));
+    if (st_store_stats(d->store, &ss) == ST_OK) {
+        gauge(b, "strata_store_file_bytes", "Bytes of the store file on disk.",
+              (double)ss.file_bytes);
+        gauge(b, "strata_store_used_bytes", "Bytes of store pages in use.", (double)ss.used_bytes);
+        gauge(b, "strata_store_map_bytes", "LMDB map size.", (double)ss.map_size);
+        gauge(b, "strata_store_series", "Series in the dictionary.", (double)ss.series);
+        gauge(b, "strata_store_point_blocks", "Point blocks stored.", (double)ss.point_blocks);
+        gauge(b, "strata_agents", "Agents known to the store.", (double)ss.agents);
+    }
+    gauge(b, "strata_writer_backlog_frames", "Frames waiting for the writer.",
+          (double)st_writer_backlog(d->writer));
+    counter(b, "strata_http_requests_total", "HTTP requests served.",
+            st_metric_get(&m->http_requests));
+    gauge(b, "strata_uptime_seconds", "Seconds since the collector started.",
+          (double)(st_time_wall_ms() - d->started_ms) / 1000.0);
+    resp->status = 200;
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    return ST_OK;
+}
+
+const st_route st_routes[] = {
+    {"GET", "/healthz", false, get_healthz, no_params},
+    {"GET", "/readyz", false, get_readyz, no_params},
+    {"GET", "/metrics", false, get_metrics, no_params},
+    {"GET", "/v1/agents", false, get_agents, no_params},
+    {"GET", "/v1/query", false, get_query, query_params},
+    {NULL, NULL, false, NULL, NULL},
+};

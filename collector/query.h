@@ -1,0 +1,66 @@
+/* Queries over the store: parameter parsing with errors that name the
+ * parameter, and execution into the JSON answer of GET /v1/query. */
+#ifndef ST_QUERY_H
+#define ST_QUERY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+#define ST_QUERY_MAX_MATCHERS 16
+#define ST_QUERY_MAX_BY 8
+#define ST_QUERY_MAX_SERIES 2000
+#define ST_QUERY_MAX_POINTS 250000
+#define ST_QUERY_MAX_RANGE_MS (400LL * 86400 * 1000)
+
+enum st_agg {
+    ST_AGG_DEFAULT = 0, /* counters: delta, gauges: value, distributions: p95 */
+    ST_AGG_P50,
+    ST_AGG_P90,
+    ST_AGG_P95,
+    ST_AGG_P99,
+    ST_AGG_AVG,
+    ST_AGG_MIN,
+    ST_AGG_MAX,
+    ST_AGG_SUM,
+    ST_AGG_COUNT,
+    ST_AGG_RATE,
+    ST_AGG_RATIO,
+};
+
+typedef struct st_query {
+    char metric[129];
+    enum st_agg agg;
+    st_matcher m[ST_QUERY_MAX_MATCHERS];
+    size_t nm;
+    char by[ST_QUERY_MAX_BY][129];
+    size_t nby;
+    int64_t from_ms;
+    int64_t to_ms;
+    int64_t step_ms;
+} st_query;
+
+/* One query parameter as received. */
+typedef struct st_qparam {
+    const char *key;
+    const char *value;
+} st_qparam;
+
+/* Parses metric, agg, match (repeatable: k=v, k!=v, k=~re, k!~re), by,
+ * from, to (unix ms, RFC 3339, "now" or relative like -1h), step. On error
+ * err names the parameter. Release with st_query_release. */
+int st_query_parse(const st_qparam *p, size_t n, int64_t now_ms, st_query *q, char *err,
+                   size_t errlen);
+void st_query_release(st_query *q);
+/* Parses a time as accepted by from/to. */
+int st_query_time(const char *s, int64_t now_ms, int64_t *out);
+const char *st_agg_name(enum st_agg a);
+
+/* Runs q: {"metric", "kind", "unit", "series": [{"labels": {}, "points":
+ * [[unix_ms, value], ...]}]}. ST_ETOOBIG with err naming the limit. */
+int st_query_run(st_store *st, const st_query *q, json_t **out, char *err, size_t errlen);
+
+#endif

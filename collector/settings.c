@@ -1,0 +1,70 @@
+/* The collector's config map. */
+#include "settings.h"
+
+#include "err.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#define F(field) offsetof(st_collector_settings, field)
+
+static const st_cfg_map ingest_rows[] = {
+    {ST_CFG_STR, "url", "tcp://127.0.0.1:9740", F(ingest_url),
+     "where agents send frames (tcp://, tls+tcp://, ipc://)", NULL, 0, 0},
+    {ST_CFG_INT, "contexts", "64", F(ingest_contexts), "frames received concurrently", NULL, 1,
+     4096},
+    {ST_CFG_DURATION, "max_skew", "5m", F(max_skew_ms), "how far ahead of our clock a point may be",
+     NULL, 0, 0},
+    {ST_CFG_DURATION, "max_age", "48h", F(max_age_ms), "oldest point accepted", NULL, 0, 0},
+    {ST_CFG_STR, "tls_cert", NULL, F(tls_cert), "PEM certificate and key for tls+tcp://", NULL, 0,
+     0},
+    {ST_CFG_STR, "tls_key", NULL, F(tls_key), "PEM private key when not in tls_cert", NULL, 0, 0},
+    {ST_CFG_STR, "tls_ca", NULL, F(tls_ca), "CA that agent certificates must chain to", NULL, 0, 0},
+    {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
+};
+
+static const st_cfg_map http_rows[] = {
+    {ST_CFG_STR, "addr", "127.0.0.1:9741", F(http_addr), "HTTP API, /metrics and dashboard", NULL,
+     0, 0},
+    {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
+};
+
+static const st_cfg_map store_rows[] = {
+    {ST_CFG_SIZE, "map_size", "1GiB", F(map_size), "initial LMDB map size (grows by doubling)",
+     NULL, 0, 0},
+    {ST_CFG_SIZE, "max_map_size", "1TiB", F(max_map_size), "largest map size", NULL, 0, 0},
+    {ST_CFG_INT, "max_batch", "2048", F(max_batch), "frames per group commit", NULL, 1, 100000},
+    {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
+};
+
+const st_cfg_map st_collector_rows[] = {
+    {ST_CFG_STR, "data_dir", "./var/collector", F(data_dir), "where the LMDB store lives", NULL, 0,
+     0},
+    {ST_CFG_STR, "log_level", "info", F(log_level), "debug, info, warn or error", NULL, 0, 0},
+    {ST_CFG_SECTION, "ingest", NULL, 0, "agent connections", ingest_rows, 0, 0},
+    {ST_CFG_SECTION, "http", NULL, 0, "HTTP server", http_rows, 0, 0},
+    {ST_CFG_SECTION, "store", NULL, 0, "LMDB store", store_rows, 0, 0},
+    {ST_CFG_NODE, "targets", NULL, F(targets), "performance targets (see README)", NULL, 0, 0},
+    {ST_CFG_NODE, "engine", NULL, F(engine), "optimization loop settings", NULL, 0, 0},
+    {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
+};
+
+int st_collector_settings_load(const char *path, st_collector_settings *s, st_cfg_doc **doc,
+                               st_cfg_error *err)
+{
+    int rv;
+    memset(s, 0, sizeof(*s));
+    *doc = NULL;
+    if (path == NULL) {
+        return st_cfg_defaults(st_collector_rows, s, err);
+    }
+    if ((rv = st_cfg_load_file(path, doc, err)) != ST_OK) {
+        return rv;
+    }
+    return st_cfg_bind(*doc, st_cfg_root(*doc), st_collector_rows, s, err);
+}
+
+void st_collector_settings_release(st_collector_settings *s)
+{
+    st_cfg_release(st_collector_rows, s);
+}

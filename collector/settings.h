@@ -1,0 +1,37 @@
+/* collector.yaml: the collector's settings, their defaults and the config
+ * map that binds them. Command-line flags override the file. */
+#ifndef ST_COLLECTOR_SETTINGS_H
+#define ST_COLLECTOR_SETTINGS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+
+typedef struct st_collector_settings {
+    char *data_dir;
+    char *log_level;
+    char *ingest_url;
+    int64_t ingest_contexts;
+    int64_t max_skew_ms;
+    int64_t max_age_ms;
+    char *tls_cert;
+    char *tls_key;
+    char *tls_ca;
+    char *http_addr;
+    uint64_t map_size;
+    uint64_t max_map_size;
+    int64_t max_batch;
+    const st_cfg_node *targets; /* parsed by the engine */
+    const st_cfg_node *engine;
+} st_collector_settings;
+
+extern const st_cfg_map st_collector_rows[];
+
+/* Loads path (NULL: defaults only) into s. The doc stays alive in *doc for
+ * NODE fields; free it after the settings. */
+int st_collector_settings_load(const char *path, st_collector_settings *s, st_cfg_doc **doc,
+                               st_cfg_error *err);
+void st_collector_settings_release(st_collector_settings *s);
+
+#endif

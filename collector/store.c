@@ -1,0 +1,949 @@
+/* LMDB store: agents, the series dictionary and per-series point blocks.
+ * See store.h for the layout. LMDB return codes are mapped to st_err here
+ * and logged with their original text. */
+#include "store.h"
+
+#include "err.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define DEFAULT_MAP (1ULL << 30)
+#define DEFAULT_MAX_MAP (1ULL << 40)
+#define SCHEMA_VERSION 1
+#define POINT_KEY_LEN 16
+#define DEDUP_WINDOW 64
+#define CACHE_INIT 4096
+
+struct cache_ent {
+    struct cache_ent *next;
+    uint32_t id;
+    uint32_t keylen;
+    char key[];
+};
+
+struct st_store {
+    MDB_env *env;
+    MDB_dbi meta, agents, series, series_id, points;
+    pthread_rwlock_t resize; /* readers hold it shared; st_store_grow exclusive */
+    uint64_t map_size;
+    uint64_t max_map_size;
+    char path[4096];
+    /* Writer-only state: the series dictionary cache and the next id. */
+    struct cache_ent **cache;
+    size_t cache_size;
+    size_t cache_count;
+    uint32_t next_id;
+    bool next_id_loaded;
+};
+
+struct st_store_txn {
+    st_store *st;
+    MDB_txn *txn;
+    char keybuf[ST_STORE_MAX_KEY + 1];
+    uint8_t *packbuf;
+    size_t packcap;
+};
+
+static int map_mdb(int rc, const char *what)
+{
+    if (rc == MDB_SUCCESS) {
+        return ST_OK;
+    }
+    if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) {
+        return ST_EMAPFULL;
+    }
+    if (rc == MDB_NOTFOUND) {
+        return ST_ENOENT;
+    }
+    if (rc == ENOSPC || rc == EDQUOT) {
+        ST_WARN("store", "%s: %s", what, mdb_strerror(rc));
+        return ST_ENOSPC;
+    }
+    ST_ERROR("store", "%s: %s", what, mdb_strerror(rc));
+    return ST_ESTORE;
+}
+
+static uint64_t be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v = v << 8 | p[i];
+    }
+    return v;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static int open_dbs(st_store *st)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc != MDB_SUCCESS) {
+        return map_mdb(rc, "begin");
+    }
+    if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) != 0 ||
+        (rc = mdb_dbi_open(txn, "agents", MDB_CREATE, &st->agents)) != 0 ||
+        (rc = mdb_dbi_open(txn, "series", MDB_CREATE, &st->series)) != 0 ||
+        (rc = mdb_dbi_open(txn, "series_id", MDB_CREATE, &st->series_id)) != 0 ||
+        (rc = mdb_dbi_open(txn, "points", MDB_CREATE, &st->points)) != 0) {
+        mdb_txn_abort(txn);
+        return map_mdb(rc, "dbi_open");
+    }
+    return map_mdb(mdb_txn_commit(txn), "commit dbi");
+}
+
+int st_store_open(const struct st_store_opts *opts, st_store **out)
+{
+    st_store *st;
+    int rc;
+    int rv;
+    if (opts == NULL || opts->dir == NULL || strlen(opts->dir) >= sizeof(st->path) - 16) {
+        return ST_EINVAL;
+    }
+    if ((rv = st_mkdir_p(opts->dir)) != ST_OK) {
+        ST_ERROR("store", "cannot create %s", opts->dir);
+        return rv;
+    }
+    if ((st = calloc(1, sizeof(*st))) == NULL) {
+        return ST_ENOMEM;
+    }
+    pthread_rwlock_init(&st->resize, NULL);
+    snprintf(st->path, sizeof(st->path), "%s", opts->dir);
+    st->map_size = opts->map_size ? opts->map_size : DEFAULT_MAP;
+    st->max_map_size = opts->max_map_size ? opts->max_map_size : DEFAULT_MAX_MAP;
+    st->cache_size = CACHE_INIT;
+    st->cache = calloc(st->cache_size, sizeof(*st->cache));
+    if (st->cache == NULL) {
+        rv = ST_ENOMEM;
+        goto fail;
+    }
+    if ((rc = mdb_env_create(&st->env)) != 0) {
+        rv = map_mdb(rc, "env_create");
+        goto fail;
+    }
+    mdb_env_set_maxdbs(st->env, 8);
+    mdb_env_set_mapsize(st->env, st->map_size);
+    rc = mdb_env_open(st->env, opts->dir, MDB_NOTLS | (opts->no_sync ? MDB_NOSYNC : 0), 0600);
+    if (rc != 0) {
+        rv = map_mdb(rc, "env_open");
+        goto fail;
+    }
+    {
+        /* A map file larger than asked (after an earlier grow) is kept. */
+        MDB_envinfo info;
+        mdb_env_info(st->env, &info);
+        st->map_size = info.me_mapsize;
+    }
+    if ((rv = open_dbs(st)) != ST_OK) {
+        goto fail;
+    }
+    *out = st;
+    return ST_OK;
+fail:
+    st_store_close(st);
+    return rv;
+}
+
+static void cache_clear(st_store *st)
+{
+    for (size_t i = 0; i < st->cache_size; i++) {
+        struct cache_ent *e = st->cache[i];
+        while (e != NULL) {
+            struct cache_ent *n = e->next;
+            free(e);
+            e = n;
+        }
+        st->cache[i] = NULL;
+    }
+    st->cache_count = 0;
+    st->next_id_loaded = false;
+}
+
+void st_store_close(st_store *st)
+{
+    if (st == NULL) {
+        return;
+    }
+    if (st->cache != NULL) {
+        cache_clear(st);
+        free(st->cache);
+    }
+    if (st->env != NULL) {
+        mdb_env_close(st->env);
+    }
+    pthread_rwlock_destroy(&st->resize);
+    free(st);
+}
+
+int st_store_grow(st_store *st)
+{
+    uint64_t want = st->map_size * 2;
+    int rc;
+    if (st->map_size >= st->max_map_size) {
+        ST_ERROR("store", "map is full at its maximum size %llu", (unsigned long long)st->map_size);
+        return ST_ENOSPC;
+    }
+    if (want > st->max_map_size) {
+        want = st->max_map_size;
+    }
+    /* LMDB requires that no transaction is active in this process. */
+    pthread_rwlock_wrlock(&st->resize);
+    rc = mdb_env_set_mapsize(st->env, want);
+    pthread_rwlock_unlock(&st->resize);
+    if (rc != 0) {
+        return map_mdb(rc, "set_mapsize");
+    }
+    ST_INFO("store", "map grown from %llu to %llu bytes", (unsigned long long)st->map_size,
+            (unsigned long long)want);
+    st->map_size = want;
+    return ST_OK;
+}
+
+/* ---- writer ---- */
+
+int st_store_begin(st_store *st, st_store_txn **out)
+{
+    st_store_txn *t = calloc(1, sizeof(*t));
+    int rc;
+    if (t == NULL) {
+        return ST_ENOMEM;
+    }
+    t->st = st;
+    /* The write txn also holds the resize lock shared so a grow cannot
+     * happen under it; only the writer grows, so this never blocks. */
+    pthread_rwlock_rdlock(&st->resize);
+    rc = mdb_txn_begin(st->env, NULL, 0, &t->txn);
+    if (rc != 0) {
+        pthread_rwlock_unlock(&st->resize);
+        free(t);
+        return map_mdb(rc, "txn_begin");
+    }
+    *out = t;
+    return ST_OK;
+}
+
+static void txn_release(st_store_txn *t)
+{
+    pthread_rwlock_unlock(&t->st->resize);
+    free(t->packbuf);
+    free(t);
+}
+
+void st_store_abort(st_store_txn *t)
+{
+    if (t == NULL) {
+        return;
+    }
+    mdb_txn_abort(t->txn);
+    /* Series created inside the aborted txn are gone: forget the cache. */
+    cache_clear(t->st);
+    txn_release(t);
+}
+
+int st_store_commit(st_store_txn *t)
+{
+    int rc = mdb_txn_commit(t->txn);
+    int rv = map_mdb(rc, "commit");
+    if (rv != ST_OK) {
+        cache_clear(t->st);
+    }
+    txn_release(t);
+    return rv;
+}
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ (uint8_t)p[i]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+static struct cache_ent *cache_find(st_store *st, const char *key, size_t len)
+{
+    struct cache_ent *e = st->cache[hash_bytes(key, len) & (st->cache_size - 1)];
+    for (; e != NULL; e = e->next) {
+        if (e->keylen == len && memcmp(e->key, key, len) == 0) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static void cache_grow(st_store *st)
+{
+    size_t nsize = st->cache_size * 2;
+    struct cache_ent **nt = calloc(nsize, sizeof(*nt));
+    if (nt == NULL) {
+        return; /* chains get longer; still correct */
+    }
+    for (size_t i = 0; i < st->cache_size; i++) {
+        struct cache_ent *e = st->cache[i];
+        while (e != NULL) {
+            struct cache_ent *n = e->next;
+            size_t b = hash_bytes(e->key, e->keylen) & (nsize - 1);
+            e->next = nt[b];
+            nt[b] = e;
+            e = n;
+        }
+    }
+    free(st->cache);
+    st->cache = nt;
+    st->cache_size = nsize;
+}
+
+static void cache_put(st_store *st, const char *key, size_t len, uint32_t id)
+{
+    struct cache_ent *e = malloc(sizeof(*e) + len);
+    size_t b;
+    if (e == NULL) {
+        return; /* the next lookup reads LMDB instead */
+    }
+    e->id = id;
+    e->keylen = (uint32_t)len;
+    memcpy(e->key, key, len);
+    b = hash_bytes(key, len) & (st->cache_size - 1);
+    e->next = st->cache[b];
+    st->cache[b] = e;
+    if (++st->cache_count > st->cache_size) {
+        cache_grow(st);
+    }
+}
+
+/* ---- series identity ---- */
+
+typedef struct kv {
+    const char *k;
+    const char *v;
+} kv;
+
+static const char *role_name(Strata__V1__Role r)
+{
+    switch (r) {
+    case STRATA__V1__ROLE__EDGE:
+        return "edge";
+    case STRATA__V1__ROLE__CDN:
+        return "cdn";
+    case STRATA__V1__ROLE__APP:
+        return "app";
+    case STRATA__V1__ROLE__DB:
+        return "db";
+    default:
+        return NULL;
+    }
+}
+
+static void sort_kv(kv *a, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        kv x = a[i];
+        size_t j = i;
+        while (j > 0 && strcmp(a[j - 1].k, x.k) > 0) {
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = x;
+    }
+}
+
+static bool has_key(const kv *a, size_t n, const char *k)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(a[i].k, k) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The series' labels plus its agent's (host, role, configured labels);
+ * a label the series sets itself wins over the agent's. */
+static int merged_labels(const Strata__V1__Series *s, const Strata__V1__Agent *a, kv *out,
+                         size_t *n)
+{
+    size_t k = 0;
+    const char *role;
+    for (size_t i = 0; i < s->n_labels; i++) {
+        out[k++] = (kv){s->labels[i]->key, s->labels[i]->value};
+    }
+    if (a != NULL) {
+        if (a->host != NULL && a->host[0] != '\0' && !has_key(out, k, "host")) {
+            out[k++] = (kv){"host", a->host};
+        }
+        if ((role = role_name(a->role)) != NULL && !has_key(out, k, "role")) {
+            out[k++] = (kv){"role", role};
+        }
+        for (size_t i = 0; i < a->n_labels && k < ST_STORE_MAX_LABELS; i++) {
+            if (!has_key(out, k, a->labels[i]->key)) {
+                out[k++] = (kv){a->labels[i]->key, a->labels[i]->value};
+            }
+        }
+    }
+    sort_kv(out, k);
+    *n = k;
+    return ST_OK;
+}
+
+/* name \0 k \0 v \0 ... ; ST_ETOOBIG past LMDB's key limit. */
+static int encode_key(const char *name, const kv *l, size_t n, char *buf, size_t *len)
+{
+    size_t off = 0;
+    for (size_t i = 0; i <= 2 * n; i++) {
+        const char *s = i == 0 ? name : ((i & 1) ? l[i / 2].k : l[i / 2 - 1].v);
+        size_t sl = strlen(s);
+        if (off + sl + 1 > ST_STORE_MAX_KEY) {
+            return ST_ETOOBIG;
+        }
+        memcpy(buf + off, s, sl + 1);
+        off += sl + 1;
+    }
+    *len = off;
+    return ST_OK;
+}
+
+static int load_next_id(st_store_txn *t)
+{
+    MDB_val k = {14, "next_series_id"};
+    MDB_val v;
+    int rc;
+    if (t->st->next_id_loaded) {
+        return ST_OK;
+    }
+    rc = mdb_get(t->txn, t->st->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        t->st->next_id = 1;
+    } else if (rc != 0 || v.mv_size != 4) {
+        return map_mdb(rc ? rc : MDB_CORRUPTED, "next_series_id");
+    } else {
+        t->st->next_id = be32(v.mv_data);
+    }
+    t->st->next_id_loaded = true;
+    return ST_OK;
+}
+
+static int put_series_record(st_store_txn *t, uint32_t id, const Strata__V1__Series *s, const kv *l,
+                             size_t n)
+{
+    Strata__V1__SeriesRecord rec = STRATA__V1__SERIES_RECORD__INIT;
+    Strata__V1__Label lab[ST_STORE_MAX_LABELS];
+    Strata__V1__Label *labp[ST_STORE_MAX_LABELS];
+    uint8_t idk[4];
+    MDB_val k = {4, idk};
+    MDB_val v;
+    int rc;
+    for (size_t i = 0; i < n; i++) {
+        strata__v1__label__init(&lab[i]);
+        lab[i].key = (char *)l[i].k;
+        lab[i].value = (char *)l[i].v;
+        labp[i] = &lab[i];
+    }
+    rec.id = id;
+    rec.name = s->name;
+    rec.labels = labp;
+    rec.n_labels = n;
+    rec.layer = s->layer;
+    rec.unit = s->unit;
+    rec.kind = s->kind;
+    put_be32(idk, id);
+    v.mv_size = strata__v1__series_record__get_packed_size(&rec);
+    if ((rc = mdb_put(t->txn, t->st->series_id, &k, &v, MDB_RESERVE)) != 0) {
+        return map_mdb(rc, "put series_id");
+    }
+    strata__v1__series_record__pack(&rec, v.mv_data);
+    return ST_OK;
+}
+
+/* Finds or creates the id of a series (name + merged labels). */
+static int resolve_series(st_store_txn *t, const Strata__V1__Series *s, const Strata__V1__Agent *a,
+                          uint32_t *id)
+{
+    kv l[ST_STORE_MAX_LABELS];
+    size_t n;
+    size_t len;
+    struct cache_ent *e;
+    MDB_val k;
+    MDB_val v;
+    uint8_t idb[4];
+    int rc;
+    int rv;
+    if (s->n_labels > ST_FRAME_MAX_LABELS) {
+        return ST_EINVAL;
+    }
+    merged_labels(s, a, l, &n);
+    if ((rv = encode_key(s->name, l, n, t->keybuf, &len)) != ST_OK) {
+        return rv;
+    }
+    if ((e = cache_find(t->st, t->keybuf, len)) != NULL) {
+        *id = e->id;
+        return ST_OK;
+    }
+    k = (MDB_val){len, t->keybuf};
+    rc = mdb_get(t->txn, t->st->series, &k, &v);
+    if (rc == 0 && v.mv_size == 4) {
+        *id = be32(v.mv_data);
+        cache_put(t->st, t->keybuf, len, *id);
+        return ST_OK;
+    }
+    if (rc != MDB_NOTFOUND) {
+        return map_mdb(rc ? rc : MDB_CORRUPTED, "get series");
+    }
+    if ((rv = load_next_id(t)) != ST_OK) {
+        return rv;
+    }
+    *id = t->st->next_id;
+    put_be32(idb, *id + 1);
+    v = (MDB_val){4, idb};
+    if ((rc = mdb_put(t->txn, t->st->meta, &(MDB_val){14, "next_series_id"}, &v, 0)) != 0) {
+        return map_mdb(rc, "put next_series_id");
+    }
+    put_be32(idb, *id);
+    if ((rc = mdb_put(t->txn, t->st->series, &k, &v, 0)) != 0) {
+        return map_mdb(rc, "put series");
+    }
+    if ((rv = put_series_record(t, *id, s, l, n)) != ST_OK) {
+        return rv;
+    }
+    t->st->next_id++;
+    cache_put(t->st, t->keybuf, len, *id);
+    return ST_OK;
+}
+
+/* Writes the data columns of s as one block under (id, start, seq). */
+static int put_block(st_store_txn *t, uint32_t id, const Strata__V1__Series *s, uint64_t seq)
+{
+    Strata__V1__Series blk = *s;
+    uint8_t key[POINT_KEY_LEN];
+    MDB_val k = {POINT_KEY_LEN, key};
+    MDB_val v;
+    int rc;
+    /* Identity lives in the series dictionary; the block keeps only data. */
+    blk.name = (char *)protobuf_c_empty_string;
+    blk.unit = (char *)protobuf_c_empty_string;
+    blk.n_labels = 0;
+    blk.labels = NULL;
+    blk.layer = 0;
+    blk.kind = 0;
+    put_be32(key, id);
+    put_be64(key + 4, (uint64_t)s->start_unix_ms);
+    put_be32(key + 12, (uint32_t)seq);
+    v.mv_size = strata__v1__series__get_packed_size(&blk);
+    if ((rc = mdb_put(t->txn, t->st->points, &k, &v, MDB_RESERVE)) != 0) {
+        return map_mdb(rc, "put points");
+    }
+    strata__v1__series__pack(&blk, v.mv_data);
+    return ST_OK;
+}
+
+/* ---- agents and dedup ---- */
+
+/* Decides whether seq is new for rec and, if so, records it in the window.
+ * Bit i of seen_mask says seq (rec->seq - 1 - i) was applied. Agents keep
+ * fewer than DEDUP_WINDOW frames in flight, so a seq older than the window
+ * was applied (or dropped by the agent) long ago. */
+static bool dedup_accept(Strata__V1__AgentRecord *rec, uint64_t seq)
+{
+    if (rec->seq == 0 || seq > rec->seq) {
+        uint64_t shift = rec->seq == 0 ? DEDUP_WINDOW : seq - rec->seq;
+        uint64_t mask = shift >= DEDUP_WINDOW ? 0 : rec->seen_mask << shift;
+        if (rec->seq != 0 && shift - 1 < DEDUP_WINDOW) {
+            mask |= 1ULL << (shift - 1);
+        }
+        rec->seen_mask = mask;
+        rec->seq = seq;
+        return true;
+    }
+    if (seq == rec->seq || rec->seq - seq > DEDUP_WINDOW) {
+        return false;
+    }
+    if (rec->seen_mask & (1ULL << (rec->seq - seq - 1))) {
+        return false;
+    }
+    rec->seen_mask |= 1ULL << (rec->seq - seq - 1);
+    return true;
+}
+
+static int get_agent(st_store_txn *t, const uint8_t id[16], Strata__V1__AgentRecord **out)
+{
+    MDB_val k = {16, (void *)id};
+    MDB_val v;
+    int rc = mdb_get(t->txn, t->st->agents, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        *out = NULL;
+        return ST_OK;
+    }
+    if (rc != 0) {
+        return map_mdb(rc, "get agent");
+    }
+    *out = strata__v1__agent_record__unpack(NULL, v.mv_size, v.mv_data);
+    if (*out == NULL) {
+        ST_ERROR("store", "agent record does not decode");
+        return ST_ECORRUPT;
+    }
+    return ST_OK;
+}
+
+static int put_agent(st_store_txn *t, const Strata__V1__AgentRecord *rec)
+{
+    MDB_val k = {16, rec->agent_id.data};
+    MDB_val v;
+    int rc;
+    v.mv_size = strata__v1__agent_record__get_packed_size(rec);
+    if ((rc = mdb_put(t->txn, t->st->agents, &k, &v, MDB_RESERVE)) != 0) {
+        return map_mdb(rc, "put agent");
+    }
+    strata__v1__agent_record__pack(rec, v.mv_data);
+    return ST_OK;
+}
+
+/* The agent reports its spool as series; the registry keeps the latest. */
+static void note_agent_series(Strata__V1__AgentRecord *rec, const Strata__V1__Series *s)
+{
+    size_t n = st_series_npoints(s);
+    if (n == 0 || s->n_labels != 0) {
+        return;
+    }
+    if (strcmp(s->name, "agent.spool.frames") == 0) {
+        rec->spool_frames = (uint64_t)st_series_value(s, n - 1);
+    } else if (strcmp(s->name, "agent.spool.dropped") == 0) {
+        rec->spool_dropped = (uint64_t)st_series_value(s, n - 1);
+    }
+}
+
+static int apply_series(st_store_txn *t, const st_frame *f, Strata__V1__AgentRecord *rec)
+{
+    for (size_t i = 0; i < f->n_series; i++) {
+        const Strata__V1__Series *s = f->series[i];
+        uint32_t id;
+        int rv = resolve_series(t, s, f->agent, &id);
+        if (rv == ST_ETOOBIG) {
+            ST_WARN("store", "series %s: name and labels exceed %d bytes; skipped", s->name,
+                    ST_STORE_MAX_KEY);
+            continue;
+        }
+        if (rv != ST_OK || (rv = put_block(t, id, s, f->seq)) != ST_OK) {
+            return rv;
+        }
+        rec->samples += st_series_npoints(s);
+        note_agent_series(rec, s);
+    }
+    return ST_OK;
+}
+
+int st_store_apply(st_store_txn *t, const st_frame *f, int64_t now_ms, bool *duplicate)
+{
+    Strata__V1__AgentRecord *old = NULL;
+    Strata__V1__AgentRecord rec = STRATA__V1__AGENT_RECORD__INIT;
+    int rv;
+    if (f->agent_id.len != 16 || f->seq == 0) {
+        return ST_EINVAL;
+    }
+    if ((rv = get_agent(t, f->agent_id.data, &old)) != ST_OK) {
+        return rv;
+    }
+    if (old != NULL) {
+        rec = *old;
+    } else {
+        rec.agent_id = f->agent_id;
+        rec.first_seen_unix_ms = now_ms;
+    }
+    if (!dedup_accept(&rec, f->seq)) {
+        *duplicate = true;
+        rv = ST_OK;
+        goto out;
+    }
+    *duplicate = false;
+    if ((rv = apply_series(t, f, &rec)) != ST_OK) {
+        goto out;
+    }
+    if (f->agent != NULL) {
+        rec.agent = f->agent;
+    }
+    rec.frames++;
+    rec.last_seen_unix_ms = now_ms;
+    rv = put_agent(t, &rec);
+out:
+    strata__v1__agent_record__free_unpacked(old, NULL);
+    return rv;
+}
+
+/* ---- readers ---- */
+
+static int read_begin(st_store *st, MDB_txn **txn)
+{
+    int rc;
+    pthread_rwlock_rdlock(&st->resize);
+    rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn);
+    if (rc != 0) {
+        pthread_rwlock_unlock(&st->resize);
+        return map_mdb(rc, "read txn");
+    }
+    return ST_OK;
+}
+
+static void read_end(st_store *st, MDB_txn *txn)
+{
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&st->resize);
+}
+
+int st_store_agents(st_store *st, int (*fn)(void *arg, const st_agent_info *a), void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k;
+    MDB_val v;
+    int rv = read_begin(st, &txn);
+    int rc;
+    if (rv != ST_OK) {
+        return rv;
+    }
+    if ((rc = mdb_cursor_open(txn, st->agents, &cur)) != 0) {
+        read_end(st, txn);
+        return map_mdb(rc, "cursor agents");
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && rv >= 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        st_agent_info info;
+        Strata__V1__AgentRecord *rec = strata__v1__agent_record__unpack(NULL, v.mv_size, v.mv_data);
+        if (rec == NULL || k.mv_size != 16) {
+            strata__v1__agent_record__free_unpacked(rec, NULL);
+            continue;
+        }
+        st_uuid_format(k.mv_data, info.id);
+        info.rec = rec;
+        rv = fn(arg, &info);
+        strata__v1__agent_record__free_unpacked(rec, NULL);
+    }
+    mdb_cursor_close(cur);
+    read_end(st, txn);
+    return rv < 0 ? rv : ST_OK;
+}
+
+static const char *label_value(const Strata__V1__SeriesRecord *rec, const char *key)
+{
+    for (size_t i = 0; i < rec->n_labels; i++) {
+        if (strcmp(rec->labels[i]->key, key) == 0) {
+            return rec->labels[i]->value;
+        }
+    }
+    return "";
+}
+
+bool st_store_labels_match(const Strata__V1__SeriesRecord *rec, const st_matcher *m, size_t nm)
+{
+    for (size_t i = 0; i < nm; i++) {
+        const char *v = label_value(rec, m[i].key);
+        bool hit;
+        switch (m[i].op) {
+        case ST_MATCH_EQ:
+        case ST_MATCH_NE:
+            hit = strcmp(v, m[i].value) == 0;
+            break;
+        default:
+            hit = m[i].re != NULL && regexec(m[i].re, v, 0, NULL, 0) == 0;
+            break;
+        }
+        if (hit != (m[i].op == ST_MATCH_EQ || m[i].op == ST_MATCH_RE)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int64_t block_end(const Strata__V1__Series *b)
+{
+    return b->start_unix_ms + (int64_t)b->interval_ms * (int64_t)st_series_npoints(b);
+}
+
+/* Positions cur on the first block of series id that may overlap from_ms:
+ * seek to (id, from) and step back over blocks that still reach past it. */
+static int seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val *k, MDB_val *v)
+{
+    uint8_t key[POINT_KEY_LEN] = {0};
+    int rc;
+    put_be32(key, id);
+    put_be64(key + 4, (uint64_t)(from_ms > 0 ? from_ms : 0));
+    *k = (MDB_val){POINT_KEY_LEN, key};
+    rc = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND) {
+        rc = mdb_cursor_get(cur, k, v, MDB_LAST);
+        if (rc != 0) {
+            return rc;
+        }
+        if (be32(k->mv_data) != id) {
+            return MDB_NOTFOUND;
+        }
+    }
+    for (int steps = 0; rc == 0 && steps < 64; steps++) {
+        Strata__V1__Series *b;
+        bool reaches;
+        if (mdb_cursor_get(cur, k, v, MDB_PREV) != 0) {
+            return mdb_cursor_get(cur, k, v, MDB_FIRST);
+        }
+        if (k->mv_size != POINT_KEY_LEN || be32(k->mv_data) != id) {
+            break;
+        }
+        b = strata__v1__series__unpack(NULL, v->mv_size, v->mv_data);
+        reaches = b != NULL && block_end(b) > from_ms;
+        strata__v1__series__free_unpacked(b, NULL);
+        if (!reaches) {
+            break;
+        }
+    }
+    return mdb_cursor_get(cur, k, v, MDB_NEXT);
+}
+
+static int scan_blocks(MDB_cursor *cur, const st_scan_series *ss, int64_t from_ms, int64_t to_ms,
+                       const st_scan_cb *cb)
+{
+    MDB_val k;
+    MDB_val v;
+    int rv = ST_OK;
+    int rc = seek_blocks(cur, ss->id, from_ms, &k, &v);
+    for (; rc == 0 && rv >= 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        Strata__V1__Series *b;
+        if (k.mv_size != POINT_KEY_LEN || be32(k.mv_data) != ss->id) {
+            break;
+        }
+        if ((int64_t)be64((uint8_t *)k.mv_data + 4) >= to_ms) {
+            break;
+        }
+        b = strata__v1__series__unpack(NULL, v.mv_size, v.mv_data);
+        if (b == NULL) {
+            ST_WARN("store", "series %u: a block does not decode; skipped", ss->id);
+            continue;
+        }
+        if (block_end(b) > from_ms) {
+            rv = cb->block(cb->arg, ss, b);
+        }
+        strata__v1__series__free_unpacked(b, NULL);
+    }
+    return rv;
+}
+
+static Strata__V1__SeriesRecord *get_series_record(MDB_txn *txn, MDB_dbi dbi, uint32_t id)
+{
+    uint8_t idk[4];
+    MDB_val k = {4, idk};
+    MDB_val v;
+    put_be32(idk, id);
+    if (mdb_get(txn, dbi, &k, &v) != 0) {
+        return NULL;
+    }
+    return strata__v1__series_record__unpack(NULL, v.mv_size, v.mv_data);
+}
+
+static int scan_series(st_store *st, MDB_txn *txn, const char *metric, const st_matcher *m,
+                       size_t nm, int64_t from_ms, int64_t to_ms, const st_scan_cb *cb)
+{
+    size_t mlen = strlen(metric) + 1; /* the name and its NUL */
+    MDB_cursor *sc = NULL;
+    MDB_cursor *pc = NULL;
+    MDB_val k = {mlen, (void *)metric};
+    MDB_val v;
+    int rv = ST_OK;
+    int rc;
+    if ((rc = mdb_cursor_open(txn, st->series, &sc)) != 0 ||
+        (rc = mdb_cursor_open(txn, st->points, &pc)) != 0) {
+        rv = map_mdb(rc, "cursor");
+        goto out;
+    }
+    for (rc = mdb_cursor_get(sc, &k, &v, MDB_SET_RANGE); rc == 0 && rv >= 0;
+         rc = mdb_cursor_get(sc, &k, &v, MDB_NEXT)) {
+        st_scan_series ss;
+        Strata__V1__SeriesRecord *rec;
+        if (k.mv_size < mlen || memcmp(k.mv_data, metric, mlen) != 0) {
+            break;
+        }
+        ss.id = v.mv_size == 4 ? be32(v.mv_data) : 0;
+        if ((rec = get_series_record(txn, st->series_id, ss.id)) == NULL) {
+            continue;
+        }
+        ss.rec = rec;
+        if (st_store_labels_match(rec, m, nm) && (rv = cb->series(cb->arg, &ss)) == 1) {
+            rv = scan_blocks(pc, &ss, from_ms, to_ms, cb);
+        }
+        strata__v1__series_record__free_unpacked(rec, NULL);
+    }
+out:
+    mdb_cursor_close(pc);
+    mdb_cursor_close(sc);
+    return rv < 0 ? rv : ST_OK;
+}
+
+int st_store_scan(st_store *st, const char *metric, const st_matcher *m, size_t nm, int64_t from_ms,
+                  int64_t to_ms, const st_scan_cb *cb)
+{
+    MDB_txn *txn;
+    int rv;
+    if (metric == NULL || metric[0] == '\0' || strlen(metric) > ST_FRAME_MAX_NAME) {
+        return ST_EINVAL;
+    }
+    if ((rv = read_begin(st, &txn)) != ST_OK) {
+        return rv;
+    }
+    rv = scan_series(st, txn, metric, m, nm, from_ms, to_ms, cb);
+    read_end(st, txn);
+    return rv;
+}
+
+int st_store_stats(st_store *st, struct st_store_stats *out)
+{
+    MDB_envinfo info;
+    MDB_stat ms;
+    MDB_txn *txn;
+    struct stat sb;
+    char path[4200];
+    int rv;
+    memset(out, 0, sizeof(*out));
+    mdb_env_info(st->env, &info);
+    mdb_env_stat(st->env, &ms);
+    out->map_size = info.me_mapsize;
+    out->used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+    snprintf(path, sizeof(path), "%s/data.mdb", st->path);
+    if (stat(path, &sb) == 0) {
+        out->file_bytes = (uint64_t)sb.st_blocks * 512;
+    }
+    if ((rv = read_begin(st, &txn)) != ST_OK) {
+        return rv;
+    }
+    if (mdb_stat(txn, st->series_id, &ms) == 0) {
+        out->series = ms.ms_entries;
+    }
+    if (mdb_stat(txn, st->points, &ms) == 0) {
+        out->point_blocks = ms.ms_entries;
+    }
+    if (mdb_stat(txn, st->agents, &ms) == 0) {
+        out->agents = ms.ms_entries;
+    }
+    read_end(st, txn);
+    return ST_OK;
+}

@@ -1,0 +1,111 @@
+/* The collector's store: the only module that touches LMDB.
+ *
+ * Named databases in one environment (default flags, fsync on commit):
+ *   meta       "version", "next_series_id"
+ *   agents     agent id (16 bytes) -> AgentRecord
+ *   series     name \0 k \0 v \0 ... (labels sorted) -> series id (u32 BE)
+ *   series_id  series id (u32 BE) -> SeriesRecord
+ *   points     series id (u32 BE) | start ms (u64 BE) | seq low bits (u32 BE)
+ *              -> a data-only Series message: a block of back-to-back points
+ * Points live in per-series blocks (one entry per series per frame, never
+ * one per sample), ordered by series then time, so a series reads in time
+ * order with one cursor (the export path relies on that).
+ *
+ * One writer: st_store_begin .. st_store_commit on the writer thread only.
+ * Readers may run on any thread (MDB_NOTLS); keep read transactions short.
+ * When the map is full, the writer aborts, calls st_store_grow (which waits
+ * for readers to leave) and retries. */
+#ifndef ST_STORE_H
+#define ST_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "frame.h"
+#include "proto/strata.pb-c.h"
+
+#define ST_STORE_MAX_KEY 511   /* LMDB's default maximum key size */
+#define ST_STORE_MAX_LABELS 48 /* series labels plus the agent's */
+
+typedef struct st_store st_store;
+typedef struct st_store_txn st_store_txn;
+
+struct st_store_opts {
+    const char *dir;
+    uint64_t map_size;     /* initial map size; 0: 1 GiB */
+    uint64_t max_map_size; /* growth stops here; 0: 1 TiB */
+    bool no_sync;          /* benchmarks only: MDB_NOSYNC */
+};
+
+int st_store_open(const struct st_store_opts *opts, st_store **out);
+void st_store_close(st_store *st);
+
+/* ---- writer ---- */
+
+/* Starts the write transaction of a batch. */
+int st_store_begin(st_store *st, st_store_txn **out);
+/* Applies one validated frame inside the batch: dedup by (agent, seq)
+ * against the agent's high-water mark and a 64-frame window below it, then
+ * series and point blocks and the agent record. *duplicate tells whether
+ * the frame was already applied (nothing written then). ST_EMAPFULL when
+ * the map is full (abort, grow, retry), ST_ESTORE otherwise. */
+int st_store_apply(st_store_txn *t, const st_frame *f, int64_t now_ms, bool *duplicate);
+/* Commits durably. ST_ENOSPC when the disk is full (nothing committed),
+ * ST_EMAPFULL, ST_ESTORE. The txn is gone after commit or abort. */
+int st_store_commit(st_store_txn *t);
+void st_store_abort(st_store_txn *t);
+/* Doubles the map size (up to max_map_size) with no transaction open. */
+int st_store_grow(st_store *st);
+
+/* ---- readers ---- */
+
+typedef struct st_agent_info {
+    char id[37];
+    const Strata__V1__AgentRecord *rec;
+} st_agent_info;
+
+/* Calls fn for each agent record, in id order. */
+int st_store_agents(st_store *st, int (*fn)(void *arg, const st_agent_info *a), void *arg);
+
+/* A label matcher for queries. */
+enum st_match_op { ST_MATCH_EQ, ST_MATCH_NE, ST_MATCH_RE, ST_MATCH_NRE };
+typedef struct st_matcher {
+    char key[129];
+    char value[1025];
+    enum st_match_op op;
+    void *re; /* compiled regex_t for RE/NRE, owned by the caller */
+} st_matcher;
+
+/* One series during a scan: its record, then its blocks in time order. */
+typedef struct st_scan_series {
+    uint32_t id;
+    const Strata__V1__SeriesRecord *rec;
+} st_scan_series;
+
+typedef struct st_scan_cb {
+    /* Return 1 to read this series' blocks, 0 to skip, <0 to stop. */
+    int (*series)(void *arg, const st_scan_series *s);
+    /* A block overlapping [from, to); blk is a data-only Series. */
+    int (*block)(void *arg, const st_scan_series *s, const Strata__V1__Series *blk);
+    void *arg;
+} st_scan_cb;
+
+/* Scans every series of metric whose labels satisfy all matchers, and
+ * their blocks overlapping [from_ms, to_ms). */
+int st_store_scan(st_store *st, const char *metric, const st_matcher *m, size_t nm, int64_t from_ms,
+                  int64_t to_ms, const st_scan_cb *cb);
+/* True when the labels of rec satisfy every matcher. */
+bool st_store_labels_match(const Strata__V1__SeriesRecord *rec, const st_matcher *m, size_t nm);
+
+struct st_store_stats {
+    uint64_t map_size;
+    uint64_t used_bytes; /* pages in use * page size */
+    uint64_t file_bytes; /* size of data.mdb on disk */
+    uint64_t series;
+    uint64_t point_blocks;
+    uint64_t agents;
+};
+int st_store_stats(st_store *st, struct st_store_stats *out);
+
+#endif
