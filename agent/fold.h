@@ -7,6 +7,7 @@
 #ifndef ST_FOLD_H
 #define ST_FOLD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +25,12 @@ void st_fold_free(st_fold *f);
  * [floor(now_ms / interval_ms) * interval_ms, + interval_ms). The emitter
  * lives until the next st_fold_begin. */
 st_emit *st_fold_begin(st_fold *f, int64_t now_ms, int64_t interval_ms);
+
+/* The same with an explicit point [start_ms, start_ms + interval_ms). */
+st_emit *st_fold_begin_at(st_fold *f, int64_t start_ms, int64_t interval_ms, int64_t now_ms);
+/* With on, the first total a counter reports counts from zero instead of
+ * only setting the base (--once: totals since the source started). */
+void st_fold_totals_from_zero(st_fold *f, bool on);
 
 /* Closes every open point whose interval ended at or before now_ms (all of
  * them when now_ms is INT64_MAX) and moves all closed points into newly

@@ -1,3 +1,185 @@
-/* strata-agent entry point (placeholder until the agent lands). */
-int main(void);
-int main(void) { return 0; }
+/* strata-agent: flags, configuration, signals; the agent does the rest. */
+#include "agent.h"
+#include "err.h"
+#include "log.h"
+#include "settings.h"
+#include "timeutil.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Set by the signal handler; main's own state. */
+static atomic_int stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    atomic_store(&stop_flag, 1);
+}
+
+static void usage_line(const char *line)
+{
+    printf("%s\n", line);
+}
+
+static void usage(void)
+{
+    printf("usage: strata-agent [--config FILE] [flags]\n\n"
+           "  --config FILE        agent.yaml (defaults apply without it)\n"
+           "  --collector URL      collector ingest URL (collector)\n"
+           "  --data-dir DIR       spool and checkpoints (data_dir)\n"
+           "  --interval DURATION  default sampler interval (interval)\n"
+           "  --log-level LEVEL    debug, info, warn, error\n"
+           "  --once               sample twice, print one frame as JSON and exit\n"
+           "  --once-wait DURATION pause between the two samples of --once (default 1s)\n"
+           "  --check-config       validate the configuration and exit\n"
+           "  --version, --help\n\n"
+           "configuration keys:\n");
+    st_cfg_usage(st_agent_rows, NULL, usage_line);
+}
+
+struct opts {
+    const char *config;
+    const char *set[16][2];
+    size_t nset;
+    int once;
+    int check;
+    int64_t once_wait_ms;
+};
+
+static int parse_flags(int argc, char **argv, struct opts *o)
+{
+    static const struct option lo[] = {{"config", required_argument, NULL, 'c'},
+                                       {"collector", required_argument, NULL, 'C'},
+                                       {"data-dir", required_argument, NULL, 'd'},
+                                       {"interval", required_argument, NULL, 'i'},
+                                       {"log-level", required_argument, NULL, 'l'},
+                                       {"once", no_argument, NULL, 'o'},
+                                       {"once-wait", required_argument, NULL, 'w'},
+                                       {"check-config", no_argument, NULL, 'k'},
+                                       {"version", no_argument, NULL, 'v'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+    static const char *keys[] = {
+        ['C'] = "collector", ['d'] = "data_dir", ['i'] = "interval", ['l'] = "log_level"};
+    int c;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'C':
+        case 'd':
+        case 'i':
+        case 'l':
+            o->set[o->nset][0] = keys[c];
+            o->set[o->nset++][1] = optarg;
+            break;
+        case 'o':
+            o->once = 1;
+            break;
+        case 'w':
+            if (st_duration_parse(optarg, &o->once_wait_ms) != ST_OK) {
+                fprintf(stderr, "strata-agent: flag '--once-wait': bad duration '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'k':
+            o->check = 1;
+            break;
+        case 'v':
+            printf("strata-agent %s\n", ST_VERSION);
+            return 1;
+        case 'h':
+            usage();
+            return 1;
+        default:
+            fprintf(stderr, "strata-agent: see --help\n");
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "strata-agent: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+static int load(const struct opts *o, st_agent_settings *s, st_cfg_doc **doc, st_agent **agent)
+{
+    st_cfg_error err;
+    enum st_log_level lv;
+    if (st_agent_settings_load(o->config, s, doc, &err) != ST_OK) {
+        fprintf(stderr, "strata-agent: %s\n", err.msg);
+        return ST_ECONFIG;
+    }
+    for (size_t i = 0; i < o->nset; i++) {
+        if (st_cfg_set(st_agent_rows, s, o->set[i][0], o->set[i][1], &err) != ST_OK) {
+            fprintf(stderr, "strata-agent: %s\n", err.msg);
+            return ST_ECONFIG;
+        }
+    }
+    if (st_log_parse_level(s->log_level, &lv) != ST_OK) {
+        fprintf(stderr, "strata-agent: log_level '%s' is not debug, info, warn or error\n",
+                s->log_level);
+        return ST_ECONFIG;
+    }
+    if (s->interval_ms < 10 || s->flush_ms < 100) {
+        fprintf(stderr, "strata-agent: interval must be >= 10ms and flush_interval >= 100ms\n");
+        return ST_ECONFIG;
+    }
+    st_log_set_level(lv);
+    if (st_agent_new(s, *doc, agent, &err) != ST_OK) {
+        fprintf(stderr, "strata-agent: %s\n", err.msg);
+        return ST_ECONFIG;
+    }
+    return ST_OK;
+}
+
+static int run_once(st_agent *agent, int64_t wait_ms)
+{
+    char *json = NULL;
+    int rv = st_agent_once(agent, wait_ms, &json);
+    if (rv != ST_OK) {
+        fprintf(stderr, "strata-agent: --once: %s\n", st_strerror(rv));
+        return 1;
+    }
+    printf("%s\n", json);
+    free(json);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {.once_wait_ms = 1000};
+    st_agent_settings s;
+    st_cfg_doc *doc = NULL;
+    st_agent *agent = NULL;
+    struct sigaction sa;
+    int rv = parse_flags(argc, argv, &o);
+    if (rv != 0) {
+        return rv == 1 ? 0 : 2;
+    }
+    if (load(&o, &s, &doc, &agent) != ST_OK) {
+        rv = 1;
+    } else if (o.check) {
+        printf("configuration OK\n");
+    } else if (o.once) {
+        rv = run_once(agent, o.once_wait_ms);
+    } else {
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_signal;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        rv = st_agent_run(agent, &stop_flag) == ST_OK ? 0 : 1;
+    }
+    st_agent_free(agent);
+    st_agent_settings_release(&s);
+    st_cfg_doc_free(doc);
+    return rv;
+}
