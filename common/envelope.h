@@ -20,9 +20,9 @@
 #define ST_ENV_VERSION 1
 #define ST_ENV_HEADER_LEN 40
 #define ST_ENV_MAC_LEN 32
-#define ST_ENV_MAX_LEN (4u << 20)         /* whole envelope */
-#define ST_ENV_MAX_PAYLOAD (16u << 20)    /* uncompressed */
-#define ST_ENV_MAX_WINDOW (8u << 20)      /* zstd window */
+#define ST_ENV_MAX_LEN (4u << 20)      /* whole envelope */
+#define ST_ENV_MAX_PAYLOAD (16u << 20) /* uncompressed */
+#define ST_ENV_MAX_WINDOW (8u << 20)   /* zstd window */
 #define ST_ENV_FLAG_SIGNED 0x0001u
 #define ST_ENV_KEY_MAX 64
 
@@ -34,10 +34,10 @@ typedef struct st_envelope {
     uint16_t flags;
     uint8_t agent_id[16];
     uint64_t seq;
-    uint32_t raw_len;          /* declared uncompressed payload length */
+    uint32_t raw_len; /* declared uncompressed payload length */
     uint32_t crc;
-    const uint8_t *payload;    /* points into the buffer given to open */
-    size_t payload_len;        /* as sent (compressed) */
+    const uint8_t *payload; /* points into the buffer given to open */
+    size_t payload_len;     /* as sent (compressed) */
 } st_envelope;
 
 /* Reusable zstd state; one per thread. */
@@ -48,22 +48,32 @@ void st_zctx_free(st_zctx *z);
 /* Builds an envelope around frame bytes into out (which is reset first).
  * codec ST_CODEC_ZSTD compresses at level (1..19) with the content size
  * declared and the window kept within ST_ENV_MAX_WINDOW. With key != NULL
- * the envelope is signed. ST_ETOOBIG when the result exceeds the limits. */
+ * the envelope is signed (key_len 1..ST_ENV_KEY_MAX). ST_ETOOBIG when the
+ * frame is over ST_ENV_MAX_PAYLOAD or the result over ST_ENV_MAX_LEN (or
+ * out's limit); ST_EINVAL on seq 0, an unknown codec or level, a bad key. */
 int st_envelope_encode(st_zctx *z, const uint8_t agent_id[16], uint64_t seq, int codec, int level,
                        const uint8_t *frame, size_t frame_len, const uint8_t *key, size_t key_len,
                        st_buf *out);
 
 /* Parses and checks the header, lengths and CRC (not the HMAC). out points
- * into buf. Errors: ST_EENV_TRUNCATED, _MAGIC, _VERSION, _CODEC, _FLAGS,
- * _TOOBIG, _LENGTH, _SEQ, _CRC. */
+ * into buf. Errors, checked in this order: ST_EENV_TRUNCATED (under 40
+ * bytes), _MAGIC, _VERSION, _CODEC, _FLAGS, _TOOBIG, _LENGTH (raw_len over
+ * 16 MiB), _TRUNCATED (signed but no room for the MAC), _SEQ,
+ * ST_EZSTD_LENGTH (codec none whose raw_len is not the payload length),
+ * ST_EENV_CRC. */
 int st_envelope_open(const uint8_t *buf, size_t len, st_envelope *out);
 /* Checks the HMAC trailer in constant time. ST_EENV_UNSIGNED when the
- * envelope is not signed, ST_EENV_HMAC on mismatch. */
+ * envelope is not signed, ST_EENV_HMAC on mismatch, ST_EINVAL when env was
+ * not opened from buf, len or when the key is empty or over ST_ENV_KEY_MAX. */
 int st_envelope_verify(const uint8_t *buf, size_t len, const st_envelope *env, const uint8_t *key,
                        size_t key_len);
-/* Decompresses (or copies, for codec none) the payload into out, checking:
- * exactly one zstd frame, declared content size, window <= 8 MiB, output
- * equal to raw_len. Errors: ST_EZSTD_FRAMES, _SIZE, _WINDOW, _LENGTH, ST_EZSTD. */
+/* Decompresses (or copies, for codec none) the payload into out (reset
+ * first; give it a limit of ST_ENV_MAX_PAYLOAD), checking from the frame
+ * header before decoding: exactly one zstd frame (a skippable frame is not
+ * one), declared content size, window <= 8 MiB, content size equal to
+ * raw_len; then output equal to raw_len. Errors: ST_EZSTD_FRAMES, _SIZE,
+ * _WINDOW, _LENGTH, ST_EZSTD (corrupt data or a dictionary), ST_ETOOBIG
+ * when out's limit is smaller than raw_len. */
 int st_envelope_decompress(st_zctx *z, const st_envelope *env, st_buf *out);
 
 #endif
