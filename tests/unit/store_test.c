@@ -1,0 +1,297 @@
+/* Store: apply, dedup window, series identity, block scans in time order,
+ * map growth with a tiny map, stats. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "err.h"
+#include "frame.h"
+#include "store.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char tmpdir[64];
+static Strata__V1__Agent agent_info = STRATA__V1__AGENT__INIT;
+static uint8_t agent_a[16] = {1, 2, 3};
+static uint8_t agent_b[16] = {9, 9, 9};
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/st-store-XXXXXX");
+    assert_non_null(mkdtemp(tmpdir));
+    agent_info.host = "h1";
+    agent_info.role = STRATA__V1__ROLE__EDGE;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A frame with nseries gauges "m.<i>" {k=<i>} holding npoints values
+ * base+i+p, starting at start. */
+static st_frame *make_frame(const uint8_t id[16], uint64_t seq, int nseries, int npoints,
+                            int64_t start, int64_t base)
+{
+    st_frame *f = calloc(1, sizeof(*f));
+    strata__v1__frame__init(f);
+    f->agent_id.data = malloc(16);
+    memcpy(f->agent_id.data, id, 16);
+    f->agent_id.len = 16;
+    f->seq = seq;
+    f->agent = malloc(sizeof(*f->agent));
+    *f->agent = agent_info;
+    f->agent->host = strdup(agent_info.host);
+    f->series = calloc((size_t)nseries, sizeof(*f->series));
+    f->n_series = (size_t)nseries;
+    for (int i = 0; i < nseries; i++) {
+        Strata__V1__Series *s = calloc(1, sizeof(*s));
+        char name[32];
+        strata__v1__series__init(s);
+        snprintf(name, sizeof(name), "m.%d", i);
+        s->name = strdup(name);
+        s->unit = strdup("B");
+        s->kind = STRATA__V1__KIND__GAUGE;
+        s->labels = calloc(1, sizeof(*s->labels));
+        s->labels[0] = calloc(1, sizeof(**s->labels));
+        strata__v1__label__init(s->labels[0]);
+        s->labels[0]->key = strdup("k");
+        snprintf(name, sizeof(name), "%d", i);
+        s->labels[0]->value = strdup(name);
+        s->n_labels = 1;
+        s->start_unix_ms = start;
+        s->interval_ms = 1000;
+        s->ivalues = calloc((size_t)npoints, sizeof(int64_t));
+        s->n_ivalues = (size_t)npoints;
+        for (int p = 0; p < npoints; p++) {
+            s->ivalues[p] = p == 0 ? base + i : 1; /* deltas: base+i, +1, +1 ... */
+        }
+        f->series[i] = s;
+    }
+    return f;
+}
+
+static int apply_one(st_store *st, st_frame *f, bool *dup)
+{
+    st_store_txn *t;
+    int rv = st_store_begin(st, &t);
+    assert_int_equal(rv, ST_OK);
+    rv = st_store_apply(t, f, 1000, dup);
+    if (rv != ST_OK) {
+        st_store_abort(t);
+        return rv;
+    }
+    return st_store_commit(t);
+}
+
+struct agent_seen {
+    uint64_t seq, frames, samples;
+    int count;
+};
+
+static int agent_cb(void *arg, const st_agent_info *a)
+{
+    struct agent_seen *s = arg;
+    if (a->rec->agent_id.len == 16 && memcmp(a->rec->agent_id.data, agent_a, 16) == 0) {
+        s->seq = a->rec->seq;
+        s->frames = a->rec->frames;
+        s->samples = a->rec->samples;
+    }
+    s->count++;
+    return ST_OK;
+}
+
+static void test_dedup_window(void **state)
+{
+    struct st_store_opts o = {tmpdir, 0, 0, true};
+    st_store *st;
+    bool dup;
+    uint64_t order[] = {3, 1, 2, 2, 5, 4, 5, 1, 70, 6, 7, 6, 5};
+    bool want_dup[] = {false, false, false, true,  false, false, true,
+                       true,  false, false, false, true,  true};
+    struct agent_seen seen = {0};
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    for (size_t i = 0; i < ST_ARRAY_LEN(order); i++) {
+        st_frame *f = make_frame(agent_a, order[i], 2, 1, 1000 + (int64_t)order[i] * 1000, 10);
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        /* 6 is 64 below 70, the edge of the window: still new. 5 is past
+         * the window and counts as applied (the sender never goes that far
+         * ahead of an unacknowledged frame). */
+        assert_int_equal(dup, want_dup[i]);
+        st_frame_free(f);
+    }
+    assert_int_equal(st_store_agents(st, agent_cb, &seen), ST_OK);
+    assert_int_equal(seen.count, 1);
+    assert_int_equal(seen.seq, 70);
+    assert_int_equal(seen.frames, 8); /* 1 2 3 4 5 70 6 7 */
+    assert_int_equal(seen.samples, 16);
+    st_store_close(st);
+
+    /* The window survives a reopen. */
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    {
+        st_frame *f = make_frame(agent_a, 7, 2, 1, 9000, 10);
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        assert_true(dup);
+        st_frame_free(f);
+        f = make_frame(agent_a, 8, 2, 1, 9000, 10);
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        assert_false(dup);
+        st_frame_free(f);
+    }
+    st_store_close(st);
+}
+
+struct scan_state {
+    int series;
+    int blocks;
+    int64_t last_start;
+    bool ordered;
+    double sum;
+};
+
+static int scan_series(void *arg, const st_scan_series *s)
+{
+    struct scan_state *ss = arg;
+    bool has_host = false;
+    for (size_t i = 0; i < s->rec->n_labels; i++) {
+        has_host |= strcmp(s->rec->labels[i]->key, "host") == 0 &&
+                    strcmp(s->rec->labels[i]->value, "h1") == 0;
+    }
+    assert_true(has_host);
+    ss->series++;
+    ss->last_start = INT64_MIN;
+    return 1;
+}
+
+static int scan_block(void *arg, const st_scan_series *s, const Strata__V1__Series *b)
+{
+    struct scan_state *ss = arg;
+    double v[64];
+    size_t n = st_series_npoints(b);
+    (void)s;
+    assert_true(n <= 64);
+    st_series_values(b, v);
+    for (size_t i = 0; i < n; i++) {
+        ss->sum += v[i];
+    }
+    ss->ordered &= b->start_unix_ms > ss->last_start;
+    ss->last_start = b->start_unix_ms;
+    ss->blocks++;
+    return ST_OK;
+}
+
+static void test_scan_order_and_match(void **state)
+{
+    struct st_store_opts o = {tmpdir, 0, 0, true};
+    st_store *st;
+    bool dup;
+    struct scan_state ss = {0, 0, 0, true, 0};
+    st_scan_cb cb = {scan_series, scan_block, &ss};
+    st_matcher m = {.key = "k", .value = "1", .op = ST_MATCH_EQ};
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    /* Out of order arrival: seq 3 (latest time) first. */
+    for (int seq = 3; seq >= 1; seq--) {
+        st_frame *f = make_frame(agent_b, (uint64_t)seq, 3, 4, 100000 + seq * 4000, 100);
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        assert_false(dup);
+        st_frame_free(f);
+    }
+    /* m.1{k=1}: 3 blocks of 4 points 101..104 each. */
+    assert_int_equal(st_store_scan(st, "m.1", &m, 1, 0, INT64_MAX, &cb), ST_OK);
+    assert_int_equal(ss.series, 1);
+    assert_int_equal(ss.blocks, 3);
+    assert_true(ss.ordered);
+    assert_true(ss.sum == 3 * (101 + 102 + 103 + 104));
+    /* A range that starts inside the middle block still finds it. */
+    memset(&ss, 0, sizeof(ss));
+    ss.ordered = true;
+    assert_int_equal(
+        st_store_scan(st, "m.1", &m, 1, 100000 + 2 * 4000 + 2500, 100000 + 2 * 4000 + 3000, &cb),
+        ST_OK);
+    assert_int_equal(ss.blocks, 1);
+    /* No match: nothing. */
+    memset(&ss, 0, sizeof(ss));
+    m.op = ST_MATCH_NE;
+    assert_int_equal(st_store_scan(st, "m.1", &m, 1, 0, INT64_MAX, &cb), ST_OK);
+    assert_int_equal(ss.series, 0);
+    st_store_close(st);
+}
+
+static void test_map_full_grows(void **state)
+{
+    char dir[128];
+    struct st_store_opts o = {dir, 64 * 1024, 64 << 20, true};
+    st_store *st;
+    struct st_store_stats stats;
+    int grows = 0;
+    (void)state;
+    snprintf(dir, sizeof(dir), "%s/small", tmpdir);
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    for (uint64_t seq = 1; seq <= 200; seq++) {
+        st_frame *f = make_frame(agent_a, seq, 50, 8, 1000000 + (int64_t)seq * 8000, 7);
+        bool dup;
+        int rv;
+        while ((rv = apply_one(st, f, &dup)) == ST_EMAPFULL) {
+            assert_int_equal(st_store_grow(st), ST_OK);
+            grows++;
+        }
+        assert_int_equal(rv, ST_OK);
+        assert_false(dup);
+        st_frame_free(f);
+    }
+    assert_true(grows > 0);
+    assert_int_equal(st_store_stats(st, &stats), ST_OK);
+    assert_int_equal(stats.series, 50);
+    assert_int_equal(stats.point_blocks, 200 * 50);
+    assert_true(stats.map_size > 64 * 1024);
+    st_store_close(st);
+    /* The grown map is kept on reopen and all data is there. */
+    o.map_size = 64 * 1024;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    assert_int_equal(st_store_stats(st, &stats), ST_OK);
+    assert_int_equal(stats.point_blocks, 200 * 50);
+    st_store_close(st);
+}
+
+static void test_series_key_too_long_skipped(void **state)
+{
+    struct st_store_opts o = {tmpdir, 0, 0, true};
+    st_store *st;
+    bool dup;
+    st_frame *f = make_frame(agent_b, 50, 2, 1, 5000, 1);
+    char *big = malloc(600);
+    (void)state;
+    memset(big, 'x', 599);
+    big[599] = '\0';
+    free(f->series[0]->labels[0]->value);
+    f->series[0]->labels[0]->value = big;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    assert_int_equal(apply_one(st, f, &dup), ST_OK);
+    st_frame_free(f);
+    st_store_close(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_dedup_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan_order_and_match, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_full_grows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_series_key_too_long_skipped, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
