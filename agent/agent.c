@@ -164,6 +164,7 @@ static int add_sampler(st_agent *a, const st_cfg_doc *doc, const char *name,
     in->env.proc_root = a->s->proc_root;
     in->env.sys_root = a->s->sys_root;
     in->env.data_dir = a->s->data_dir;
+    in->env.once = a->s->once;
     if ((rv =
              def->init(doc, opts != NULL && st_cfg_node_type(opts) == ST_CFG_NODE_MAP ? opts : NULL,
                        &in->env, &in->ctx, err)) != ST_OK) {

@@ -133,6 +133,7 @@ static int load(const struct opts *o, st_agent_settings *s, st_cfg_doc **doc, st
         return ST_ECONFIG;
     }
     st_log_set_level(lv);
+    s->once = o->once != 0;
     if (st_agent_new(s, *doc, agent, &err) != ST_OK) {
         fprintf(stderr, "strata-agent: %s\n", err.msg);
         return ST_ECONFIG;

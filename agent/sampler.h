@@ -5,6 +5,7 @@
 #ifndef ST_SAMPLER_H
 #define ST_SAMPLER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -16,6 +17,7 @@ typedef struct st_sampler_env {
     const char *sys_root;    /* "/sys" unless configured */
     const char *data_dir;    /* agent data directory, for checkpoints */
     int64_t interval_ms;     /* this sampler's interval */
+    bool once;               /* --once: read sources whole, persist no checkpoint */
 } st_sampler_env;
 
 typedef struct st_sampler_def {

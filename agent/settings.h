@@ -32,6 +32,7 @@ typedef struct st_agent_settings {
     char *key_file;
     const st_cfg_node *samplers;
     const st_cfg_node *actions;
+    bool once; /* set by main for --once, not a configuration key */
 } st_agent_settings;
 
 extern const st_cfg_map st_agent_rows[];
