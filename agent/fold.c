@@ -171,8 +171,10 @@ static int build_key(const st_series_desc *d, char *buf, size_t cap, size_t *len
     if (d->name == NULL || nl > ST_ARRAY_LEN(sorted)) {
         return ST_EINVAL;
     }
-    memcpy(sorted, d->labels, nl * sizeof(*sorted));
-    qsort(sorted, nl, sizeof(*sorted), label_cmp);
+    if (nl > 0) {
+        memcpy(sorted, d->labels, nl * sizeof(*sorted));
+        qsort(sorted, nl, sizeof(*sorted), label_cmp);
+    }
     for (size_t i = 0; i <= 2 * nl; i++) {
         const char *s = i == 0 ? d->name : ((i & 1) ? sorted[i / 2].key : sorted[i / 2 - 1].value);
         size_t l = strlen(s);
