@@ -105,7 +105,13 @@ struct collector {
 
 static int start(struct collector *c)
 {
-    struct st_store_opts so = {c->s.data_dir, c->s.map_size, c->s.max_map_size, false};
+    struct st_store_opts so = {
+        c->s.data_dir,
+        c->s.map_size,
+        c->s.max_map_size,
+        false,
+        !c->s.rollups,
+        {c->s.ret_raw_ms, c->s.ret_10s_ms, c->s.ret_1m_ms, c->s.ret_1h_ms, c->s.rollup_grace_ms}};
     struct st_writer_opts wo = {(size_t)c->s.max_batch, 0};
     struct st_ingest_opts io = {c->s.ingest_url,  (int)c->s.ingest_contexts,
                                 c->s.max_skew_ms, c->s.max_age_ms,

@@ -16,8 +16,8 @@
 #include <string.h>
 #include <time.h>
 
-static const char *agg_names[] = {"",    "p50", "p90", "p95",   "p99",  "avg",
-                                  "min", "max", "sum", "count", "rate", "ratio"};
+static const char *agg_names[] = {"",    "p50", "p90",   "p95",  "p99",   "avg",  "min",
+                                  "max", "sum", "count", "rate", "ratio", "delta"};
 
 const char *st_agg_name(enum st_agg a)
 {
@@ -146,7 +146,7 @@ static int parse_one(const st_qparam *p, int64_t now_ms, st_query *q, char *err,
         if (parse_agg(v, &q->agg) != ST_OK) {
             return fail(err, errlen,
                         "parameter 'agg': unknown aggregation '%.32s' (p50 p90 p95 p99 avg min "
-                        "max sum count rate ratio)",
+                        "max sum count rate ratio delta)",
                         v);
         }
     } else if (strcmp(k, "match") == 0) {
@@ -165,9 +165,21 @@ static int parse_one(const st_qparam *p, int64_t now_ms, st_query *q, char *err,
             return fail(err, errlen, "parameter '%s': bad time '%.64s'", k, v);
         }
     } else if (strcmp(k, "step") == 0) {
-        if (st_duration_parse(v, &q->step_ms) != ST_OK || q->step_ms <= 0) {
-            return fail(err, errlen, "parameter 'step': bad duration '%.32s'", v);
+        if (st_duration_parse(v, &q->step_ms) != ST_OK || q->step_ms < 1000) {
+            return fail(err, errlen, "parameter 'step': bad duration '%.32s' (at least 1s)", v);
         }
+    } else if (strcmp(k, "top") == 0) {
+        int64_t n;
+        if (st_parse_i64(v, &n) != ST_OK || n < 1 || n > ST_QUERY_MAX_TOP) {
+            return fail(err, errlen, "parameter 'top': not a number from 1 to %d",
+                        ST_QUERY_MAX_TOP);
+        }
+        q->top = (int)n;
+    } else if (strcmp(k, "over") == 0) {
+        if (v[0] == '\0' || strlen(v) >= sizeof(q->over)) {
+            return fail(err, errlen, "parameter 'over': empty or over 128 bytes");
+        }
+        snprintf(q->over, sizeof(q->over), "%s", v);
     }
     return ST_OK;
 }
@@ -191,6 +203,14 @@ int st_query_parse(const st_qparam *p, size_t n, int64_t now_ms, st_query *q, ch
     if (q->to_ms <= q->from_ms) {
         st_query_release(q);
         return fail(err, errlen, "parameter 'from': must be before 'to'");
+    }
+    if (q->step_ms > 0 && (q->to_ms - q->from_ms) / q->step_ms > ST_QUERY_MAX_POINTS) {
+        st_query_release(q);
+        return fail(err, errlen, "parameter 'step': more than %d buckets in the range",
+                    ST_QUERY_MAX_POINTS);
+    }
+    if (q->over[0] == '\0') {
+        snprintf(q->over, sizeof(q->over), "result");
     }
     if (q->to_ms - q->from_ms > ST_QUERY_MAX_RANGE_MS) {
         st_query_release(q);
@@ -350,10 +370,10 @@ static int raw_block(void *arg, const st_scan_series *s, const Strata__V1__Serie
     return ST_OK;
 }
 
-int st_query_run(st_store *st, const st_query *q, json_t **out, char *err, size_t errlen)
+static int run_raw(st_store *st, const st_query *q, json_t **out, char *err, size_t errlen)
 {
     struct raw_run r;
-    st_scan_cb cb = {raw_series, raw_block, &r};
+    st_scan_cb cb = {raw_series, raw_block, &r, NULL};
     int rv;
     memset(&r, 0, sizeof(r));
     r.q = q;
@@ -381,4 +401,12 @@ int st_query_run(st_store *st, const st_query *q, json_t **out, char *err, size_
     }
     *out = r.meta;
     return ST_OK;
+}
+
+int st_query_run(st_store *st, const st_query *q, json_t **out, char *err, size_t errlen)
+{
+    if (q->agg != ST_AGG_DEFAULT || q->step_ms > 0 || q->nby > 0 || q->top > 0) {
+        return st_query_run_agg(st, q, out, err, errlen);
+    }
+    return run_raw(st, q, out, err, errlen);
 }

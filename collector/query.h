@@ -15,6 +15,7 @@
 #define ST_QUERY_MAX_SERIES 2000
 #define ST_QUERY_MAX_POINTS 250000
 #define ST_QUERY_MAX_RANGE_MS (400LL * 86400 * 1000)
+#define ST_QUERY_MAX_TOP 1000
 
 enum st_agg {
     ST_AGG_DEFAULT = 0, /* counters: delta, gauges: value, distributions: p95 */
@@ -29,6 +30,7 @@ enum st_agg {
     ST_AGG_COUNT,
     ST_AGG_RATE,
     ST_AGG_RATIO,
+    ST_AGG_DELTA, /* last - first: how much a gauge grew */
 };
 
 typedef struct st_query {
@@ -41,6 +43,8 @@ typedef struct st_query {
     int64_t from_ms;
     int64_t to_ms;
     int64_t step_ms;
+    int top;        /* > 0: only the N groups with the highest value */
+    char over[129]; /* ratio: the label whose matchers only the numerator keeps */
 } st_query;
 
 /* One query parameter as received. */
@@ -50,8 +54,8 @@ typedef struct st_qparam {
 } st_qparam;
 
 /* Parses metric, agg, match (repeatable: k=v, k!=v, k=~re, k!~re), by,
- * from, to (unix ms, RFC 3339, "now" or relative like -1h), step. On error
- * err names the parameter. Release with st_query_release. */
+ * from, to (unix ms, RFC 3339, "now" or relative like -1h), step, top, over.
+ * On error err names the parameter. Release with st_query_release. */
 int st_query_parse(const st_qparam *p, size_t n, int64_t now_ms, st_query *q, char *err,
                    size_t errlen);
 void st_query_release(st_query *q);
@@ -60,7 +64,12 @@ int st_query_time(const char *s, int64_t now_ms, int64_t *out);
 const char *st_agg_name(enum st_agg a);
 
 /* Runs q: {"metric", "kind", "unit", "series": [{"labels": {}, "points":
- * [[unix_ms, value], ...]}]}. ST_ETOOBIG with err naming the limit. */
+ * [[unix_ms, value], ...]}]}. Without agg, step and by, every stored point
+ * of every matching series comes back (raw); otherwise series are grouped
+ * by the `by` labels and each step bucket aggregated exactly (sketches
+ * merged for quantiles). ST_ETOOBIG with err naming the limit. */
 int st_query_run(st_store *st, const st_query *q, json_t **out, char *err, size_t errlen);
+/* The aggregated path of st_query_run (query_agg.c). */
+int st_query_run_agg(st_store *st, const st_query *q, json_t **out, char *err, size_t errlen);
 
 #endif

@@ -34,6 +34,17 @@ static const st_cfg_map store_rows[] = {
      NULL, 0, 0},
     {ST_CFG_SIZE, "max_map_size", "1TiB", F(max_map_size), "largest map size", NULL, 0, 0},
     {ST_CFG_INT, "max_batch", "2048", F(max_batch), "frames per group commit", NULL, 1, 100000},
+    {ST_CFG_BOOL, "rollups", "true", F(rollups), "build 10s, 1m and 1h rollups", NULL, 0, 0},
+    {ST_CFG_DURATION, "rollup_grace", "30s", F(rollup_grace_ms),
+     "a minute is rolled up this long after it ends (later data is rebuilt)", NULL, 0, 0},
+    {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
+};
+
+static const st_cfg_map retention_rows[] = {
+    {ST_CFG_DURATION, "raw", "2d", F(ret_raw_ms), "raw points", NULL, 0, 0},
+    {ST_CFG_DURATION, "10s", "2d", F(ret_10s_ms), "10 s rollups", NULL, 0, 0},
+    {ST_CFG_DURATION, "1m", "30d", F(ret_1m_ms), "1 min rollups", NULL, 0, 0},
+    {ST_CFG_DURATION, "1h", "400d", F(ret_1h_ms), "1 h rollups", NULL, 0, 0},
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
 };
 
@@ -44,6 +55,8 @@ const st_cfg_map st_collector_rows[] = {
     {ST_CFG_SECTION, "ingest", NULL, 0, "agent connections", ingest_rows, 0, 0},
     {ST_CFG_SECTION, "http", NULL, 0, "HTTP server", http_rows, 0, 0},
     {ST_CFG_SECTION, "store", NULL, 0, "LMDB store", store_rows, 0, 0},
+    {ST_CFG_SECTION, "retention", NULL, 0, "how long each resolution is kept", retention_rows, 0,
+     0},
     {ST_CFG_NODE, "targets", NULL, F(targets), "performance targets (see README)", NULL, 0, 0},
     {ST_CFG_NODE, "engine", NULL, F(engine), "optimization loop settings", NULL, 0, 0},
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},

@@ -22,6 +22,12 @@ typedef struct st_collector_settings {
     uint64_t map_size;
     uint64_t max_map_size;
     int64_t max_batch;
+    bool rollups;
+    int64_t rollup_grace_ms;
+    int64_t ret_raw_ms;
+    int64_t ret_10s_ms;
+    int64_t ret_1m_ms;
+    int64_t ret_1h_ms;
     const st_cfg_node *targets; /* parsed by the engine */
     const st_cfg_node *engine;
 } st_collector_settings;

@@ -2,12 +2,14 @@
  * See store.h for the layout. LMDB return codes are mapped to st_err here
  * and logged with their original text. */
 #include "store.h"
+#include "store_internal.h"
 
 #include "err.h"
 #include "log.h"
 #include "util.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <regex.h>
@@ -17,42 +19,10 @@
 
 #define DEFAULT_MAP (1ULL << 30)
 #define DEFAULT_MAX_MAP (1ULL << 40)
-#define SCHEMA_VERSION 1
-#define POINT_KEY_LEN 16
 #define DEDUP_WINDOW 64
 #define CACHE_INIT 4096
 
-struct cache_ent {
-    struct cache_ent *next;
-    uint32_t id;
-    uint32_t keylen;
-    char key[];
-};
-
-struct st_store {
-    MDB_env *env;
-    MDB_dbi meta, agents, series, series_id, points;
-    pthread_rwlock_t resize; /* readers hold it shared; st_store_grow exclusive */
-    uint64_t map_size;
-    uint64_t max_map_size;
-    char path[4096];
-    /* Writer-only state: the series dictionary cache and the next id. */
-    struct cache_ent **cache;
-    size_t cache_size;
-    size_t cache_count;
-    uint32_t next_id;
-    bool next_id_loaded;
-};
-
-struct st_store_txn {
-    st_store *st;
-    MDB_txn *txn;
-    char keybuf[ST_STORE_MAX_KEY + 1];
-    uint8_t *packbuf;
-    size_t packcap;
-};
-
-static int map_mdb(int rc, const char *what)
+int st_store_map_mdb(int rc, const char *what)
 {
     if (rc == MDB_SUCCESS) {
         return ST_OK;
@@ -71,7 +41,7 @@ static int map_mdb(int rc, const char *what)
     return ST_ESTORE;
 }
 
-static uint64_t be64(const uint8_t *p)
+uint64_t st_be64(const uint8_t *p)
 {
     uint64_t v = 0;
     for (int i = 0; i < 8; i++) {
@@ -80,12 +50,12 @@ static uint64_t be64(const uint8_t *p)
     return v;
 }
 
-static uint32_t be32(const uint8_t *p)
+uint32_t st_be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static void put_be64(uint8_t *p, uint64_t v)
+void st_put_be64(uint8_t *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--) {
         p[i] = (uint8_t)v;
@@ -93,7 +63,7 @@ static void put_be64(uint8_t *p, uint64_t v)
     }
 }
 
-static void put_be32(uint8_t *p, uint32_t v)
+void st_put_be32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);
     p[1] = (uint8_t)(v >> 16);
@@ -106,17 +76,19 @@ static int open_dbs(st_store *st)
     MDB_txn *txn;
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
     if (rc != MDB_SUCCESS) {
-        return map_mdb(rc, "begin");
+        return st_store_map_mdb(rc, "begin");
     }
     if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) != 0 ||
         (rc = mdb_dbi_open(txn, "agents", MDB_CREATE, &st->agents)) != 0 ||
         (rc = mdb_dbi_open(txn, "series", MDB_CREATE, &st->series)) != 0 ||
         (rc = mdb_dbi_open(txn, "series_id", MDB_CREATE, &st->series_id)) != 0 ||
-        (rc = mdb_dbi_open(txn, "points", MDB_CREATE, &st->points)) != 0) {
+        (rc = mdb_dbi_open(txn, "points", MDB_CREATE, &st->points)) != 0 ||
+        (rc = mdb_dbi_open(txn, "rollups", MDB_CREATE, &st->rollups)) != 0 ||
+        (rc = mdb_dbi_open(txn, "dirty", MDB_CREATE, &st->dirty)) != 0) {
         mdb_txn_abort(txn);
-        return map_mdb(rc, "dbi_open");
+        return st_store_map_mdb(rc, "dbi_open");
     }
-    return map_mdb(mdb_txn_commit(txn), "commit dbi");
+    return st_store_map_mdb(mdb_txn_commit(txn), "commit dbi");
 }
 
 int st_store_open(const struct st_store_opts *opts, st_store **out)
@@ -138,6 +110,13 @@ int st_store_open(const struct st_store_opts *opts, st_store **out)
     snprintf(st->path, sizeof(st->path), "%s", opts->dir);
     st->map_size = opts->map_size ? opts->map_size : DEFAULT_MAP;
     st->max_map_size = opts->max_map_size ? opts->max_map_size : DEFAULT_MAX_MAP;
+    st->no_rollups = opts->no_rollups;
+    st->ret = opts->retention;
+    st->ret.raw_ms = st->ret.raw_ms ? st->ret.raw_ms : 2 * 86400000LL;
+    st->ret.r10s_ms = st->ret.r10s_ms ? st->ret.r10s_ms : 2 * 86400000LL;
+    st->ret.r1m_ms = st->ret.r1m_ms ? st->ret.r1m_ms : 30 * 86400000LL;
+    st->ret.r1h_ms = st->ret.r1h_ms ? st->ret.r1h_ms : 400 * 86400000LL;
+    st->ret.grace_ms = st->ret.grace_ms ? st->ret.grace_ms : 30000;
     st->cache_size = CACHE_INIT;
     st->cache = calloc(st->cache_size, sizeof(*st->cache));
     if (st->cache == NULL) {
@@ -145,14 +124,14 @@ int st_store_open(const struct st_store_opts *opts, st_store **out)
         goto fail;
     }
     if ((rc = mdb_env_create(&st->env)) != 0) {
-        rv = map_mdb(rc, "env_create");
+        rv = st_store_map_mdb(rc, "env_create");
         goto fail;
     }
     mdb_env_set_maxdbs(st->env, 8);
     mdb_env_set_mapsize(st->env, st->map_size);
     rc = mdb_env_open(st->env, opts->dir, MDB_NOTLS | (opts->no_sync ? MDB_NOSYNC : 0), 0600);
     if (rc != 0) {
-        rv = map_mdb(rc, "env_open");
+        rv = st_store_map_mdb(rc, "env_open");
         goto fail;
     }
     {
@@ -218,7 +197,7 @@ int st_store_grow(st_store *st)
     rc = mdb_env_set_mapsize(st->env, want);
     pthread_rwlock_unlock(&st->resize);
     if (rc != 0) {
-        return map_mdb(rc, "set_mapsize");
+        return st_store_map_mdb(rc, "set_mapsize");
     }
     ST_INFO("store", "map grown from %llu to %llu bytes", (unsigned long long)st->map_size,
             (unsigned long long)want);
@@ -243,8 +222,15 @@ int st_store_begin(st_store *st, st_store_txn **out)
     if (rc != 0) {
         pthread_rwlock_unlock(&st->resize);
         free(t);
-        return map_mdb(rc, "txn_begin");
+        return st_store_map_mdb(rc, "txn_begin");
     }
+    if (!st->rs.loaded && (rc = st_rollup_load(t)) != ST_OK) {
+        mdb_txn_abort(t->txn);
+        pthread_rwlock_unlock(&st->resize);
+        free(t);
+        return rc;
+    }
+    t->rs_saved = st->rs;
     *out = t;
     return ST_OK;
 }
@@ -252,7 +238,6 @@ int st_store_begin(st_store *st, st_store_txn **out)
 static void txn_release(st_store_txn *t)
 {
     pthread_rwlock_unlock(&t->st->resize);
-    free(t->packbuf);
     free(t);
 }
 
@@ -264,15 +249,25 @@ void st_store_abort(st_store_txn *t)
     mdb_txn_abort(t->txn);
     /* Series created inside the aborted txn are gone: forget the cache. */
     cache_clear(t->st);
+    t->st->rs = t->rs_saved;
     txn_release(t);
 }
 
 int st_store_commit(st_store_txn *t)
 {
-    int rc = mdb_txn_commit(t->txn);
-    int rv = map_mdb(rc, "commit");
+    st_store *st = t->st;
+    int rv = t->rs_dirty ? st_rollup_save(t) : ST_OK;
     if (rv != ST_OK) {
-        cache_clear(t->st);
+        st_store_abort(t);
+        return rv;
+    }
+    rv = st_store_map_mdb(mdb_txn_commit(t->txn), "commit");
+    if (rv != ST_OK) {
+        cache_clear(st);
+        st->rs = t->rs_saved;
+    } else {
+        atomic_store(&st->pub_wm_1m, st->rs.wm_1m);
+        atomic_store(&st->pub_wm_1h, st->rs.wm_1h);
     }
     txn_release(t);
     return rv;
@@ -441,9 +436,9 @@ static int load_next_id(st_store_txn *t)
     if (rc == MDB_NOTFOUND) {
         t->st->next_id = 1;
     } else if (rc != 0 || v.mv_size != 4) {
-        return map_mdb(rc ? rc : MDB_CORRUPTED, "next_series_id");
+        return st_store_map_mdb(rc ? rc : MDB_CORRUPTED, "next_series_id");
     } else {
-        t->st->next_id = be32(v.mv_data);
+        t->st->next_id = st_be32(v.mv_data);
     }
     t->st->next_id_loaded = true;
     return ST_OK;
@@ -472,10 +467,10 @@ static int put_series_record(st_store_txn *t, uint32_t id, const Strata__V1__Ser
     rec.layer = s->layer;
     rec.unit = s->unit;
     rec.kind = s->kind;
-    put_be32(idk, id);
+    st_put_be32(idk, id);
     v.mv_size = strata__v1__series_record__get_packed_size(&rec);
     if ((rc = mdb_put(t->txn, t->st->series_id, &k, &v, MDB_RESERVE)) != 0) {
-        return map_mdb(rc, "put series_id");
+        return st_store_map_mdb(rc, "put series_id");
     }
     strata__v1__series_record__pack(&rec, v.mv_data);
     return ST_OK;
@@ -508,25 +503,25 @@ static int resolve_series(st_store_txn *t, const Strata__V1__Series *s, const St
     k = (MDB_val){len, t->keybuf};
     rc = mdb_get(t->txn, t->st->series, &k, &v);
     if (rc == 0 && v.mv_size == 4) {
-        *id = be32(v.mv_data);
+        *id = st_be32(v.mv_data);
         cache_put(t->st, t->keybuf, len, *id);
         return ST_OK;
     }
     if (rc != MDB_NOTFOUND) {
-        return map_mdb(rc ? rc : MDB_CORRUPTED, "get series");
+        return st_store_map_mdb(rc ? rc : MDB_CORRUPTED, "get series");
     }
     if ((rv = load_next_id(t)) != ST_OK) {
         return rv;
     }
     *id = t->st->next_id;
-    put_be32(idb, *id + 1);
+    st_put_be32(idb, *id + 1);
     v = (MDB_val){4, idb};
     if ((rc = mdb_put(t->txn, t->st->meta, &(MDB_val){14, "next_series_id"}, &v, 0)) != 0) {
-        return map_mdb(rc, "put next_series_id");
+        return st_store_map_mdb(rc, "put next_series_id");
     }
-    put_be32(idb, *id);
+    st_put_be32(idb, *id);
     if ((rc = mdb_put(t->txn, t->st->series, &k, &v, 0)) != 0) {
-        return map_mdb(rc, "put series");
+        return st_store_map_mdb(rc, "put series");
     }
     if ((rv = put_series_record(t, *id, s, l, n)) != ST_OK) {
         return rv;
@@ -540,8 +535,8 @@ static int resolve_series(st_store_txn *t, const Strata__V1__Series *s, const St
 static int put_block(st_store_txn *t, uint32_t id, const Strata__V1__Series *s, uint64_t seq)
 {
     Strata__V1__Series blk = *s;
-    uint8_t key[POINT_KEY_LEN];
-    MDB_val k = {POINT_KEY_LEN, key};
+    uint8_t key[ST_POINT_KEY_LEN];
+    MDB_val k = {ST_POINT_KEY_LEN, key};
     MDB_val v;
     int rc;
     /* Identity lives in the series dictionary; the block keeps only data. */
@@ -551,15 +546,15 @@ static int put_block(st_store_txn *t, uint32_t id, const Strata__V1__Series *s, 
     blk.labels = NULL;
     blk.layer = 0;
     blk.kind = 0;
-    put_be32(key, id);
-    put_be64(key + 4, (uint64_t)s->start_unix_ms);
-    put_be32(key + 12, (uint32_t)seq);
+    st_put_be32(key, id);
+    st_put_be64(key + 4, (uint64_t)s->start_unix_ms);
+    st_put_be32(key + 12, (uint32_t)seq);
     v.mv_size = strata__v1__series__get_packed_size(&blk);
     if ((rc = mdb_put(t->txn, t->st->points, &k, &v, MDB_RESERVE)) != 0) {
-        return map_mdb(rc, "put points");
+        return st_store_map_mdb(rc, "put points");
     }
     strata__v1__series__pack(&blk, v.mv_data);
-    return ST_OK;
+    return t->st->no_rollups ? ST_OK : st_rollup_note_block(t, id, s);
 }
 
 /* ---- agents and dedup ---- */
@@ -600,7 +595,7 @@ static int get_agent(st_store_txn *t, const uint8_t id[16], Strata__V1__AgentRec
         return ST_OK;
     }
     if (rc != 0) {
-        return map_mdb(rc, "get agent");
+        return st_store_map_mdb(rc, "get agent");
     }
     *out = strata__v1__agent_record__unpack(NULL, v.mv_size, v.mv_data);
     if (*out == NULL) {
@@ -617,7 +612,7 @@ static int put_agent(st_store_txn *t, const Strata__V1__AgentRecord *rec)
     int rc;
     v.mv_size = strata__v1__agent_record__get_packed_size(rec);
     if ((rc = mdb_put(t->txn, t->st->agents, &k, &v, MDB_RESERVE)) != 0) {
-        return map_mdb(rc, "put agent");
+        return st_store_map_mdb(rc, "put agent");
     }
     strata__v1__agent_record__pack(rec, v.mv_data);
     return ST_OK;
@@ -696,19 +691,19 @@ out:
 
 /* ---- readers ---- */
 
-static int read_begin(st_store *st, MDB_txn **txn)
+int st_store_read_begin(st_store *st, MDB_txn **txn)
 {
     int rc;
     pthread_rwlock_rdlock(&st->resize);
     rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn);
     if (rc != 0) {
         pthread_rwlock_unlock(&st->resize);
-        return map_mdb(rc, "read txn");
+        return st_store_map_mdb(rc, "read txn");
     }
     return ST_OK;
 }
 
-static void read_end(st_store *st, MDB_txn *txn)
+void st_store_read_end(st_store *st, MDB_txn *txn)
 {
     mdb_txn_abort(txn);
     pthread_rwlock_unlock(&st->resize);
@@ -720,14 +715,14 @@ int st_store_agents(st_store *st, int (*fn)(void *arg, const st_agent_info *a), 
     MDB_cursor *cur;
     MDB_val k;
     MDB_val v;
-    int rv = read_begin(st, &txn);
+    int rv = st_store_read_begin(st, &txn);
     int rc;
     if (rv != ST_OK) {
         return rv;
     }
     if ((rc = mdb_cursor_open(txn, st->agents, &cur)) != 0) {
-        read_end(st, txn);
-        return map_mdb(rc, "cursor agents");
+        st_store_read_end(st, txn);
+        return st_store_map_mdb(rc, "cursor agents");
     }
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && rv >= 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -743,7 +738,7 @@ int st_store_agents(st_store *st, int (*fn)(void *arg, const st_agent_info *a), 
         strata__v1__agent_record__free_unpacked(rec, NULL);
     }
     mdb_cursor_close(cur);
-    read_end(st, txn);
+    st_store_read_end(st, txn);
     return rv < 0 ? rv : ST_OK;
 }
 
@@ -778,27 +773,27 @@ bool st_store_labels_match(const Strata__V1__SeriesRecord *rec, const st_matcher
     return true;
 }
 
-static int64_t block_end(const Strata__V1__Series *b)
+int64_t st_store_block_end(const Strata__V1__Series *b)
 {
     return b->start_unix_ms + (int64_t)b->interval_ms * (int64_t)st_series_npoints(b);
 }
 
 /* Positions cur on the first block of series id that may overlap from_ms:
  * seek to (id, from) and step back over blocks that still reach past it. */
-static int seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val *k, MDB_val *v)
+int st_store_seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val *k, MDB_val *v)
 {
-    uint8_t key[POINT_KEY_LEN] = {0};
+    uint8_t key[ST_POINT_KEY_LEN] = {0};
     int rc;
-    put_be32(key, id);
-    put_be64(key + 4, (uint64_t)(from_ms > 0 ? from_ms : 0));
-    *k = (MDB_val){POINT_KEY_LEN, key};
+    st_put_be32(key, id);
+    st_put_be64(key + 4, (uint64_t)(from_ms > 0 ? from_ms : 0));
+    *k = (MDB_val){ST_POINT_KEY_LEN, key};
     rc = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
     if (rc == MDB_NOTFOUND) {
         rc = mdb_cursor_get(cur, k, v, MDB_LAST);
         if (rc != 0) {
             return rc;
         }
-        if (be32(k->mv_data) != id) {
+        if (st_be32(k->mv_data) != id) {
             return MDB_NOTFOUND;
         }
     }
@@ -808,11 +803,11 @@ static int seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val *k
         if (mdb_cursor_get(cur, k, v, MDB_PREV) != 0) {
             return mdb_cursor_get(cur, k, v, MDB_FIRST);
         }
-        if (k->mv_size != POINT_KEY_LEN || be32(k->mv_data) != id) {
+        if (k->mv_size != ST_POINT_KEY_LEN || st_be32(k->mv_data) != id) {
             break;
         }
         b = strata__v1__series__unpack(NULL, v->mv_size, v->mv_data);
-        reaches = b != NULL && block_end(b) > from_ms;
+        reaches = b != NULL && st_store_block_end(b) > from_ms;
         strata__v1__series__free_unpacked(b, NULL);
         if (!reaches) {
             break;
@@ -827,13 +822,13 @@ static int scan_blocks(MDB_cursor *cur, const st_scan_series *ss, int64_t from_m
     MDB_val k;
     MDB_val v;
     int rv = ST_OK;
-    int rc = seek_blocks(cur, ss->id, from_ms, &k, &v);
+    int rc = st_store_seek_blocks(cur, ss->id, from_ms, &k, &v);
     for (; rc == 0 && rv >= 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         Strata__V1__Series *b;
-        if (k.mv_size != POINT_KEY_LEN || be32(k.mv_data) != ss->id) {
+        if (k.mv_size != ST_POINT_KEY_LEN || st_be32(k.mv_data) != ss->id) {
             break;
         }
-        if ((int64_t)be64((uint8_t *)k.mv_data + 4) >= to_ms) {
+        if ((int64_t)st_be64((uint8_t *)k.mv_data + 4) >= to_ms) {
             break;
         }
         b = strata__v1__series__unpack(NULL, v.mv_size, v.mv_data);
@@ -841,7 +836,7 @@ static int scan_blocks(MDB_cursor *cur, const st_scan_series *ss, int64_t from_m
             ST_WARN("store", "series %u: a block does not decode; skipped", ss->id);
             continue;
         }
-        if (block_end(b) > from_ms) {
+        if (st_store_block_end(b) > from_ms) {
             rv = cb->block(cb->arg, ss, b);
         }
         strata__v1__series__free_unpacked(b, NULL);
@@ -849,13 +844,13 @@ static int scan_blocks(MDB_cursor *cur, const st_scan_series *ss, int64_t from_m
     return rv;
 }
 
-static Strata__V1__SeriesRecord *get_series_record(MDB_txn *txn, MDB_dbi dbi, uint32_t id)
+Strata__V1__SeriesRecord *st_store_series_record(MDB_txn *txn, st_store *st, uint32_t id)
 {
     uint8_t idk[4];
     MDB_val k = {4, idk};
     MDB_val v;
-    put_be32(idk, id);
-    if (mdb_get(txn, dbi, &k, &v) != 0) {
+    st_put_be32(idk, id);
+    if (mdb_get(txn, st->series_id, &k, &v) != 0) {
         return NULL;
     }
     return strata__v1__series_record__unpack(NULL, v.mv_size, v.mv_data);
@@ -873,7 +868,7 @@ static int scan_series(st_store *st, MDB_txn *txn, const char *metric, const st_
     int rc;
     if ((rc = mdb_cursor_open(txn, st->series, &sc)) != 0 ||
         (rc = mdb_cursor_open(txn, st->points, &pc)) != 0) {
-        rv = map_mdb(rc, "cursor");
+        rv = st_store_map_mdb(rc, "cursor");
         goto out;
     }
     for (rc = mdb_cursor_get(sc, &k, &v, MDB_SET_RANGE); rc == 0 && rv >= 0;
@@ -883,8 +878,8 @@ static int scan_series(st_store *st, MDB_txn *txn, const char *metric, const st_
         if (k.mv_size < mlen || memcmp(k.mv_data, metric, mlen) != 0) {
             break;
         }
-        ss.id = v.mv_size == 4 ? be32(v.mv_data) : 0;
-        if ((rec = get_series_record(txn, st->series_id, ss.id)) == NULL) {
+        ss.id = v.mv_size == 4 ? st_be32(v.mv_data) : 0;
+        if ((rec = st_store_series_record(txn, st, ss.id)) == NULL) {
             continue;
         }
         ss.rec = rec;
@@ -907,11 +902,11 @@ int st_store_scan(st_store *st, const char *metric, const st_matcher *m, size_t 
     if (metric == NULL || metric[0] == '\0' || strlen(metric) > ST_FRAME_MAX_NAME) {
         return ST_EINVAL;
     }
-    if ((rv = read_begin(st, &txn)) != ST_OK) {
+    if ((rv = st_store_read_begin(st, &txn)) != ST_OK) {
         return rv;
     }
     rv = scan_series(st, txn, metric, m, nm, from_ms, to_ms, cb);
-    read_end(st, txn);
+    st_store_read_end(st, txn);
     return rv;
 }
 
@@ -932,7 +927,7 @@ int st_store_stats(st_store *st, struct st_store_stats *out)
     if (stat(path, &sb) == 0) {
         out->file_bytes = (uint64_t)sb.st_blocks * 512;
     }
-    if ((rv = read_begin(st, &txn)) != ST_OK) {
+    if ((rv = st_store_read_begin(st, &txn)) != ST_OK) {
         return rv;
     }
     if (mdb_stat(txn, st->series_id, &ms) == 0) {
@@ -944,6 +939,42 @@ int st_store_stats(st_store *st, struct st_store_stats *out)
     if (mdb_stat(txn, st->agents, &ms) == 0) {
         out->agents = ms.ms_entries;
     }
-    read_end(st, txn);
+    if (mdb_stat(txn, st->rollups, &ms) == 0) {
+        out->rollup_entries = ms.ms_entries;
+    }
+    if (mdb_stat(txn, st->dirty, &ms) == 0) {
+        out->dirty = ms.ms_entries;
+    }
+    out->wm_1m = atomic_load(&st->pub_wm_1m);
+    out->wm_1h = atomic_load(&st->pub_wm_1h);
+    st_store_read_end(st, txn);
     return ST_OK;
+}
+
+int st_store_metric_kind(st_store *st, const char *metric, int *kind)
+{
+    size_t mlen = strlen(metric) + 1;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k = {mlen, (void *)metric};
+    MDB_val v;
+    int rv = st_store_read_begin(st, &txn);
+    if (rv != ST_OK) {
+        return rv;
+    }
+    rv = ST_ENOENT;
+    if (mdb_cursor_open(txn, st->series, &cur) == 0) {
+        if (mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) == 0 && k.mv_size >= mlen &&
+            memcmp(k.mv_data, metric, mlen) == 0 && v.mv_size == 4) {
+            Strata__V1__SeriesRecord *rec = st_store_series_record(txn, st, st_be32(v.mv_data));
+            if (rec != NULL) {
+                *kind = rec->kind;
+                rv = ST_OK;
+            }
+            strata__v1__series_record__free_unpacked(rec, NULL);
+        }
+        mdb_cursor_close(cur);
+    }
+    st_store_read_end(st, txn);
+    return rv;
 }

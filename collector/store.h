@@ -31,11 +31,25 @@
 typedef struct st_store st_store;
 typedef struct st_store_txn st_store_txn;
 
+/* How long each resolution is kept. The 10 s rollups share the raw
+ * retention by default. */
+struct st_store_retention {
+    int64_t raw_ms;   /* 0: 2 days */
+    int64_t r10s_ms;  /* 0: 2 days */
+    int64_t r1m_ms;   /* 0: 30 days */
+    int64_t r1h_ms;   /* 0: 400 days */
+    int64_t grace_ms; /* a minute is rolled up this long after it ends; 0: 30 s */
+};
+
+enum st_res { ST_RES_RAW = 0, ST_RES_10S = 1, ST_RES_1M = 2, ST_RES_1H = 3 };
+
 struct st_store_opts {
     const char *dir;
     uint64_t map_size;     /* initial map size; 0: 1 GiB */
     uint64_t max_map_size; /* growth stops here; 0: 1 TiB */
     bool no_sync;          /* benchmarks only: MDB_NOSYNC */
+    bool no_rollups;       /* benchmarks only: no rollups, no late marks */
+    struct st_store_retention retention;
 };
 
 int st_store_open(const struct st_store_opts *opts, st_store **out);
@@ -57,6 +71,11 @@ int st_store_commit(st_store_txn *t);
 void st_store_abort(st_store_txn *t);
 /* Doubles the map size (up to max_map_size) with no transaction open. */
 int st_store_grow(st_store *st);
+/* One bounded slice of background work in its own transaction: rebuilding
+ * late-data rollups, building the next closed minute or hour, pruning past
+ * retention. Stops after about budget_ms; *more tells whether work is
+ * left. Writer thread only. ST_EMAPFULL: grow and call again. */
+int st_store_maintain(st_store *st, int64_t now_ms, int64_t budget_ms, bool *more);
 
 /* ---- readers ---- */
 
@@ -89,12 +108,27 @@ typedef struct st_scan_cb {
     /* A block overlapping [from, to); blk is a data-only Series. */
     int (*block)(void *arg, const st_scan_series *s, const Strata__V1__Series *blk);
     void *arg;
+    /* For st_store_scan_rollups: a block of rollup rows. */
+    int (*rollup)(void *arg, const st_scan_series *s, const Strata__V1__RollupBlock *blk);
 } st_scan_cb;
 
 /* Scans every series of metric whose labels satisfy all matchers, and
  * their blocks overlapping [from_ms, to_ms). */
 int st_store_scan(st_store *st, const char *metric, const st_matcher *m, size_t nm, int64_t from_ms,
                   int64_t to_ms, const st_scan_cb *cb);
+/* The same over the rollups of one resolution: cb->rollup gets every
+ * rollup block overlapping [from_ms, to_ms). */
+int st_store_scan_rollups(st_store *st, const char *metric, const st_matcher *m, size_t nm,
+                          enum st_res res, int64_t from_ms, int64_t to_ms, const st_scan_cb *cb);
+/* Rollups of res are complete for every bucket before this time (0: none). */
+int64_t st_store_rollup_watermark(st_store *st, enum st_res res);
+/* The bucket width of a resolution in ms (0 for raw). */
+int64_t st_res_ms(enum st_res res);
+
+/* The kind (Strata__V1__Kind) of a metric's first series; ST_ENOENT when
+ * the metric has no series. */
+int st_store_metric_kind(st_store *st, const char *metric, int *kind);
+
 /* True when the labels of rec satisfy every matcher. */
 bool st_store_labels_match(const Strata__V1__SeriesRecord *rec, const st_matcher *m, size_t nm);
 
@@ -105,6 +139,10 @@ struct st_store_stats {
     uint64_t series;
     uint64_t point_blocks;
     uint64_t agents;
+    uint64_t rollup_entries;
+    uint64_t dirty; /* late-data rebuilds waiting */
+    int64_t wm_1m;
+    int64_t wm_1h;
 };
 int st_store_stats(st_store *st, struct st_store_stats *out);
 

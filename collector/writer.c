@@ -12,6 +12,8 @@
 #define SEEN_BUCKETS 4096
 #define SEEN_WINDOW 64
 #define RETRY_PAUSE_MS 200
+#define MAINT_SLICE_MS 20 /* longest background transaction */
+#define MAINT_IDLE_MS 250 /* background work at least this often */
 
 struct seen {
     struct seen *next;
@@ -125,17 +127,28 @@ size_t st_writer_backlog(st_writer *w)
     return n;
 }
 
-/* Takes up to max_batch requests off the queue; NULL when stopping and
- * empty. */
-static st_write_req *take_batch(st_writer *w)
+/* Takes up to max_batch requests off the queue, waiting at most wait_ms;
+ * NULL when there is nothing (then *stop says whether to end). */
+static st_write_req *take_batch(st_writer *w, int64_t wait_ms, bool *stop)
 {
     st_write_req *first;
     st_write_req *last;
     size_t n = 1;
-    pthread_mutex_lock(&w->mu);
-    while (w->head == NULL && !w->stopping) {
-        pthread_cond_wait(&w->cv, &w->mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += wait_ms / 1000;
+    ts.tv_nsec += (wait_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
     }
+    pthread_mutex_lock(&w->mu);
+    while (w->head == NULL && !w->stopping && wait_ms > 0) {
+        if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) != 0) {
+            break;
+        }
+    }
+    *stop = w->stopping && w->head == NULL;
     first = w->head;
     if (first != NULL) {
         for (last = first; last->next != NULL && n < w->max_batch; last = last->next) {
@@ -241,16 +254,43 @@ static int commit_batch(st_writer *w, st_write_req *batch)
     }
 }
 
+/* One slice of rollup and retention work, between batches. */
+static bool maintain(st_writer *w)
+{
+    bool more = false;
+    int rv = st_store_maintain(w->st, st_time_wall_ms(), MAINT_SLICE_MS, &more);
+    if (rv == ST_EMAPFULL && st_store_grow(w->st) == ST_OK) {
+        st_metric_add(&w->m->map_grows, 1);
+        return true;
+    }
+    if (rv != ST_OK) {
+        ST_WARN("writer", "rollup and retention work failed: %s", st_strerror(rv));
+        return false;
+    }
+    return more;
+}
+
 static void *writer_main(void *arg)
 {
     st_writer *w = arg;
-    st_write_req *batch;
-    while ((batch = take_batch(w)) != NULL) {
-        int rv = commit_batch(w, batch);
-        finish_batch(w, batch, rv);
-        if (rv != ST_OK) {
-            /* A full disk does not empty itself in a microsecond. */
-            st_time_sleep_ms(RETRY_PAUSE_MS);
+    bool more = true;
+    int64_t next_maint = 0;
+    for (;;) {
+        bool stop = false;
+        st_write_req *batch = take_batch(w, more ? 0 : MAINT_IDLE_MS, &stop);
+        if (batch != NULL) {
+            int rv = commit_batch(w, batch);
+            finish_batch(w, batch, rv);
+            if (rv != ST_OK) {
+                /* A full disk does not empty itself in a microsecond. */
+                st_time_sleep_ms(RETRY_PAUSE_MS);
+            }
+        } else if (stop) {
+            break;
+        }
+        if (more || st_time_mono_ms() >= next_maint) {
+            more = maintain(w);
+            next_maint = st_time_mono_ms() + MAINT_IDLE_MS;
         }
     }
     return NULL;
@@ -259,6 +299,7 @@ static void *writer_main(void *arg)
 int st_writer_start(st_store *st, const struct st_writer_opts *opts, st_metrics *m, st_writer **out)
 {
     st_writer *w = calloc(1, sizeof(*w));
+    pthread_condattr_t ca;
     if (w == NULL) {
         return ST_ENOMEM;
     }
@@ -268,7 +309,10 @@ int st_writer_start(st_store *st, const struct st_writer_opts *opts, st_metrics 
     w->max_queue = (opts != NULL && opts->max_queue) ? opts->max_queue : 8192;
     pthread_mutex_init(&w->mu, NULL);
     pthread_mutex_init(&w->seen_mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         st_writer_stop(w);
         return ST_ENOMEM;

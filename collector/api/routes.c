@@ -11,8 +11,8 @@
 #include <string.h>
 
 static const char *const no_params[] = {NULL};
-static const char *const query_params[] = {"metric", "agg", "match", "by",
-                                           "from",   "to",  "step",  NULL};
+static const char *const query_params[] = {"metric", "agg",  "match", "by",   "from",
+                                           "to",     "step", "top",   "over", NULL};
 
 static int get_healthz(const struct st_api_deps *d, const st_req *req, st_resp *resp)
 {
@@ -180,6 +180,12 @@ static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *
         gauge(b, "strata_store_series", "Series in the dictionary.", (double)ss.series);
         gauge(b, "strata_store_point_blocks", "Point blocks stored.", (double)ss.point_blocks);
         gauge(b, "strata_agents", "Agents known to the store.", (double)ss.agents);
+        gauge(b, "strata_store_rollup_entries", "Rollup entries stored.",
+              (double)ss.rollup_entries);
+        gauge(b, "strata_store_rollup_dirty", "Late-data rollup rebuilds waiting.",
+              (double)ss.dirty);
+        gauge(b, "strata_store_rollup_lag_seconds", "How far the minute rollups trail now.",
+              ss.wm_1m > 0 ? (double)(st_time_wall_ms() - ss.wm_1m) / 1000.0 : 0);
     }
     gauge(b, "strata_writer_backlog_frames", "Frames waiting for the writer.",
           (double)st_writer_backlog(d->writer));

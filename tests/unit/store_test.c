@@ -114,7 +114,7 @@ static int agent_cb(void *arg, const st_agent_info *a)
 
 static void test_dedup_window(void **state)
 {
-    struct st_store_opts o = {tmpdir, 0, 0, true};
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
     st_store *st;
     bool dup;
     uint64_t order[] = {3, 1, 2, 2, 5, 4, 5, 1, 70, 6, 7, 6, 5};
@@ -195,11 +195,11 @@ static int scan_block(void *arg, const st_scan_series *s, const Strata__V1__Seri
 
 static void test_scan_order_and_match(void **state)
 {
-    struct st_store_opts o = {tmpdir, 0, 0, true};
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
     st_store *st;
     bool dup;
     struct scan_state ss = {0, 0, 0, true, 0};
-    st_scan_cb cb = {scan_series, scan_block, &ss};
+    st_scan_cb cb = {scan_series, scan_block, &ss, NULL};
     st_matcher m = {.key = "k", .value = "1", .op = ST_MATCH_EQ};
     (void)state;
     assert_int_equal(st_store_open(&o, &st), ST_OK);
@@ -234,7 +234,8 @@ static void test_scan_order_and_match(void **state)
 static void test_map_full_grows(void **state)
 {
     char dir[128];
-    struct st_store_opts o = {dir, 64 * 1024, 64 << 20, true};
+    struct st_store_opts o = {
+        .dir = dir, .map_size = 64 * 1024, .max_map_size = 64 << 20, .no_sync = true};
     st_store *st;
     struct st_store_stats stats;
     int grows = 0;
@@ -269,7 +270,7 @@ static void test_map_full_grows(void **state)
 
 static void test_series_key_too_long_skipped(void **state)
 {
-    struct st_store_opts o = {tmpdir, 0, 0, true};
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
     st_store *st;
     bool dup;
     st_frame *f = make_frame(agent_b, 50, 2, 1, 5000, 1);

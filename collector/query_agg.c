@@ -1,0 +1,607 @@
+/* Aggregated queries: series grouped by the `by` labels, points folded
+ * into step buckets exactly (counters summed, gauges sum/min/max/first/
+ * last, distributions as merged sketches, so a p95 is the p95 of every
+ * sample in the bucket), then one value per bucket by `agg`. */
+#include "query.h"
+
+#include "err.h"
+#include "frame.h"
+#include "log.h"
+#include "sketch.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GROUP_KEY_MAX 2048
+
+struct acc {
+    double sum;
+    double min;
+    double max;
+    double first;
+    double last;
+    double num; /* ratio numerator; sum is the denominator */
+    int64_t first_t;
+    int64_t last_t;
+    uint64_t count;
+    st_sketch *sk;
+};
+
+struct group {
+    char *key;
+    size_t keylen;
+    json_t *labels;
+    struct acc *b;
+    struct acc total;
+};
+
+struct agg_run {
+    const st_query *q;
+    st_matcher scan_m[ST_QUERY_MAX_MATCHERS];
+    size_t n_scan;
+    st_matcher num_m[ST_QUERY_MAX_MATCHERS];
+    size_t n_num;
+    int64_t from;
+    int64_t step;
+    size_t nb;
+    struct group **tab;
+    size_t tabsize;
+    size_t ng;
+    struct group *cur;
+    bool cur_num;
+    int kind;
+    bool want_sketch;
+    int64_t lo; /* the part of the range the current scan fills */
+    int64_t hi;
+    const char *res_used;
+    json_t *meta;
+    double *vals;
+    size_t valcap;
+    char *err;
+    size_t errlen;
+};
+
+static int fail(struct agg_run *r, int rv, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(struct agg_run *r, int rv, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->err, r->errlen, fmt, ap);
+    va_end(ap);
+    return rv;
+}
+
+static bool is_quantile(enum st_agg a)
+{
+    return a == ST_AGG_P50 || a == ST_AGG_P90 || a == ST_AGG_P95 || a == ST_AGG_P99;
+}
+
+static void acc_init(struct acc *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->min = INFINITY;
+    a->max = -INFINITY;
+    a->first_t = INT64_MAX;
+    a->last_t = INT64_MIN;
+}
+
+static int acc_value(struct agg_run *r, struct acc *a, int64_t t, double v, double lo, double hi)
+{
+    int rv;
+    a->sum += v;
+    a->num += r->cur_num ? v : 0;
+    a->count++;
+    a->min = fmin(a->min, lo);
+    a->max = fmax(a->max, hi);
+    if (t < a->first_t) {
+        a->first_t = t;
+        a->first = v;
+    }
+    if (t >= a->last_t) {
+        a->last_t = t;
+        a->last = v;
+    }
+    if (!r->want_sketch) {
+        return ST_OK;
+    }
+    if (a->sk == NULL && (rv = st_sketch_new(ST_SKETCH_ALPHA, &a->sk)) != ST_OK) {
+        return rv;
+    }
+    return st_sketch_insert(a->sk, v);
+}
+
+static int acc_sketch(struct acc *a, const Strata__V1__Sketch *m)
+{
+    int rv;
+    if (a->sk == NULL && (rv = st_sketch_new(m->alpha, &a->sk)) != ST_OK) {
+        return rv;
+    }
+    return st_sketch_merge_proto(a->sk, m);
+}
+
+static double quantile_of(enum st_agg a)
+{
+    switch (a) {
+    case ST_AGG_P50:
+        return 0.50;
+    case ST_AGG_P90:
+        return 0.90;
+    case ST_AGG_P99:
+        return 0.99;
+    default:
+        return 0.95;
+    }
+}
+
+/* The answer for one bucket; NAN when the bucket has nothing to say. */
+static double acc_result(const struct agg_run *r, const struct acc *a, int64_t span_ms)
+{
+    enum st_agg agg = r->q->agg;
+    bool dist = r->kind == STRATA__V1__KIND__DISTRIBUTION;
+    double secs = (double)span_ms / 1000.0;
+    if (agg == ST_AGG_DEFAULT) {
+        agg = dist ? ST_AGG_P95 : (r->kind == STRATA__V1__KIND__COUNTER ? ST_AGG_SUM : ST_AGG_AVG);
+    }
+    if (dist) {
+        uint64_t n = a->sk != NULL ? st_sketch_count(a->sk) : 0;
+        if (n == 0) {
+            return NAN;
+        }
+        switch (agg) {
+        case ST_AGG_AVG:
+            return st_sketch_sum(a->sk) / (double)n;
+        case ST_AGG_MIN:
+            return st_sketch_min(a->sk);
+        case ST_AGG_MAX:
+            return st_sketch_max(a->sk);
+        case ST_AGG_SUM:
+            return st_sketch_sum(a->sk);
+        case ST_AGG_COUNT:
+            return (double)n;
+        case ST_AGG_RATE:
+            return (double)n / secs;
+        default:
+            return st_sketch_quantile(a->sk, quantile_of(agg));
+        }
+    }
+    if (a->count == 0) {
+        return NAN;
+    }
+    switch (agg) {
+    case ST_AGG_AVG:
+        return a->sum / (double)a->count;
+    case ST_AGG_MIN:
+        return a->min;
+    case ST_AGG_MAX:
+        return a->max;
+    case ST_AGG_SUM:
+        return a->sum;
+    case ST_AGG_COUNT:
+        return (double)a->count;
+    case ST_AGG_RATE:
+        return a->sum / secs;
+    case ST_AGG_RATIO:
+        return a->sum > 0 ? a->num / a->sum : NAN;
+    case ST_AGG_DELTA:
+        return a->last - a->first;
+    default:
+        return a->sk != NULL ? st_sketch_quantile(a->sk, quantile_of(agg)) : NAN;
+    }
+}
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ (uint8_t)p[i]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+static const char *rec_label(const Strata__V1__SeriesRecord *rec, const char *key)
+{
+    for (size_t i = 0; i < rec->n_labels; i++) {
+        if (strcmp(rec->labels[i]->key, key) == 0) {
+            return rec->labels[i]->value;
+        }
+    }
+    return "";
+}
+
+static struct group *group_new(struct agg_run *r, const Strata__V1__SeriesRecord *rec,
+                               const char *key, size_t keylen)
+{
+    struct group *g = calloc(1, sizeof(*g));
+    if (g == NULL || (g->key = malloc(keylen)) == NULL ||
+        (g->b = malloc(r->nb * sizeof(*g->b))) == NULL || (g->labels = json_object()) == NULL) {
+        if (g != NULL) {
+            free(g->key);
+            free(g->b);
+            free(g);
+        }
+        return NULL;
+    }
+    memcpy(g->key, key, keylen);
+    g->keylen = keylen;
+    for (size_t i = 0; i < r->nb; i++) {
+        acc_init(&g->b[i]);
+    }
+    acc_init(&g->total);
+    for (size_t i = 0; i < r->q->nby; i++) {
+        json_object_set_new(g->labels, r->q->by[i], json_string(rec_label(rec, r->q->by[i])));
+    }
+    return g;
+}
+
+/* Finds or creates the group of a series (open addressing, power of two). */
+static int find_group(struct agg_run *r, const Strata__V1__SeriesRecord *rec, struct group **out)
+{
+    char key[GROUP_KEY_MAX];
+    size_t len = 0;
+    size_t i;
+    for (size_t k = 0; k < r->q->nby; k++) {
+        const char *v = rec_label(rec, r->q->by[k]);
+        size_t vl = strlen(v);
+        if (len + vl + 1 > sizeof(key)) {
+            return fail(r, ST_ETOOBIG, "parameter 'by': label values too long");
+        }
+        memcpy(key + len, v, vl + 1);
+        len += vl + 1;
+    }
+    for (i = hash_bytes(key, len) & (r->tabsize - 1); r->tab[i] != NULL;
+         i = (i + 1) & (r->tabsize - 1)) {
+        if (r->tab[i]->keylen == len && memcmp(r->tab[i]->key, key, len) == 0) {
+            *out = r->tab[i];
+            return ST_OK;
+        }
+    }
+    if (r->ng >= ST_QUERY_MAX_SERIES || (r->ng + 1) * r->nb > ST_QUERY_MAX_POINTS) {
+        return fail(r, ST_ETOOBIG,
+                    "the answer has more than %d series or %d points: narrow 'match', "
+                    "'by' or the range, or widen 'step'",
+                    ST_QUERY_MAX_SERIES, ST_QUERY_MAX_POINTS);
+    }
+    if ((r->tab[i] = group_new(r, rec, key, len)) == NULL) {
+        return ST_ENOMEM;
+    }
+    r->ng++;
+    *out = r->tab[i];
+    return ST_OK;
+}
+
+static const char *kind_name(int kind)
+{
+    return kind == STRATA__V1__KIND__COUNTER ? "counter"
+           : kind == STRATA__V1__KIND__GAUGE ? "gauge"
+                                             : "distribution";
+}
+
+static int on_series(void *arg, const st_scan_series *s)
+{
+    struct agg_run *r = arg;
+    int rv;
+    if (json_object_get(r->meta, "unit") == NULL) {
+        json_object_set_new(r->meta, "unit", json_string(s->rec->unit));
+    }
+    if (r->kind != (int)s->rec->kind) {
+        return ST_OK; /* a metric name reused with another kind: skip it */
+    }
+    if ((rv = find_group(r, s->rec, &r->cur)) != ST_OK) {
+        return rv;
+    }
+    r->cur_num = r->q->agg != ST_AGG_RATIO || st_store_labels_match(s->rec, r->num_m, r->n_num);
+    return 1;
+}
+
+static int add_point(struct agg_run *r, const Strata__V1__Series *b, size_t i, int64_t t)
+{
+    struct acc *a = &r->cur->b[(t - r->from) / r->step];
+    double v = r->vals[i];
+    double lo = b->n_mins > i ? b->mins[i] : v;
+    double hi = b->n_maxs > i ? b->maxs[i] : v;
+    int rv;
+    if (r->kind == STRATA__V1__KIND__DISTRIBUTION) {
+        if (i >= b->n_sketches) {
+            return ST_OK;
+        }
+        rv = acc_sketch(a, b->sketches[i]);
+        return rv == ST_OK && r->q->top > 0 ? acc_sketch(&r->cur->total, b->sketches[i]) : rv;
+    }
+    rv = acc_value(r, a, t, v, lo, hi);
+    return rv == ST_OK && r->q->top > 0 ? acc_value(r, &r->cur->total, t, v, lo, hi) : rv;
+}
+
+static int on_block(void *arg, const st_scan_series *s, const Strata__V1__Series *b)
+{
+    struct agg_run *r = arg;
+    size_t n = st_series_npoints(b);
+    int64_t end = r->from + (int64_t)r->nb * r->step;
+    int rv;
+    (void)s;
+    if (n > r->valcap) {
+        double *nv = realloc(r->vals, n * sizeof(double));
+        if (nv == NULL) {
+            return ST_ENOMEM;
+        }
+        r->vals = nv;
+        r->valcap = n;
+    }
+    if (r->kind != STRATA__V1__KIND__DISTRIBUTION) {
+        st_series_values(b, r->vals);
+    }
+    for (size_t i = 0; i < n; i++) {
+        int64_t t = b->start_unix_ms + (int64_t)i * b->interval_ms;
+        if (t < r->from || t >= end || t < r->lo || t >= r->hi) {
+            continue;
+        }
+        if ((rv = add_point(r, b, i, t)) != ST_OK) {
+            return rv;
+        }
+    }
+    return ST_OK;
+}
+
+/* Folds a stored rollup row that starts at t and spans span ms. */
+static int acc_row(struct agg_run *r, struct acc *a, const Strata__V1__RollupRow *row, int64_t t,
+                   int64_t span)
+{
+    if (row->sketch != NULL) {
+        int rv = acc_sketch(a, row->sketch);
+        if (rv != ST_OK) {
+            return rv;
+        }
+    }
+    if (row->count == 0) {
+        return ST_OK;
+    }
+    a->sum += row->sum;
+    a->num += r->cur_num ? row->sum : 0;
+    a->count += row->count;
+    a->min = fmin(a->min, row->min);
+    a->max = fmax(a->max, row->max);
+    if (t < a->first_t) {
+        a->first_t = t;
+        a->first = row->first;
+    }
+    if (t + span - 1 >= a->last_t) {
+        a->last_t = t + span - 1;
+        a->last = row->last;
+    }
+    return ST_OK;
+}
+
+static int on_rollup(void *arg, const st_scan_series *s, const Strata__V1__RollupBlock *b)
+{
+    struct agg_run *r = arg;
+    int rv = ST_OK;
+    (void)s;
+    for (size_t i = 0; i < b->n_rows && rv == ST_OK; i++) {
+        int64_t t = b->start_unix_ms + (int64_t)i * b->bucket_ms;
+        if (t < r->lo || t >= r->hi) {
+            continue;
+        }
+        rv = acc_row(r, &r->cur->b[(t - r->from) / r->step], b->rows[i], t, b->bucket_ms);
+        if (rv == ST_OK && r->q->top > 0) {
+            rv = acc_row(r, &r->cur->total, b->rows[i], t, b->bucket_ms);
+        }
+    }
+    return rv;
+}
+
+static json_t *group_json(const struct agg_run *r, struct group *g)
+{
+    json_t *pts = json_array();
+    for (size_t k = 0; pts != NULL && k < r->nb; k++) {
+        int64_t t = r->from + (int64_t)k * r->step;
+        double v = acc_result(r, &g->b[k], r->step);
+        if (isfinite(v)) {
+            json_array_append_new(pts, json_pack("[I,f]", (json_int_t)t, v));
+        }
+    }
+    json_incref(g->labels);
+    return json_pack("{s:o,s:o}", "labels", g->labels, "points", pts);
+}
+
+struct ranked {
+    struct group *g;
+    double v;
+};
+
+static int rank_cmp(const void *a, const void *b)
+{
+    const struct ranked *x = a;
+    const struct ranked *y = b;
+    if (isnan(x->v) != isnan(y->v)) {
+        return isnan(x->v) ? 1 : -1;
+    }
+    return x->v < y->v ? 1 : (x->v > y->v ? -1 : 0);
+}
+
+/* Groups in answer order: all of them, or the top N by their value over
+ * the whole range. */
+static int emit(struct agg_run *r, json_t *arr)
+{
+    struct ranked *rk = calloc(r->ng + 1, sizeof(*rk));
+    size_t n = 0;
+    if (rk == NULL) {
+        return ST_ENOMEM;
+    }
+    for (size_t i = 0; i < r->tabsize; i++) {
+        if (r->tab[i] != NULL) {
+            rk[n].g = r->tab[i];
+            rk[n].v =
+                r->q->top > 0 ? acc_result(r, &r->tab[i]->total, r->q->to_ms - r->q->from_ms) : 0;
+            n++;
+        }
+    }
+    if (r->q->top > 0) {
+        qsort(rk, n, sizeof(*rk), rank_cmp);
+        n = ST_MIN(n, (size_t)r->q->top);
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = group_json(r, rk[i].g);
+        if (r->q->top > 0 && o != NULL) {
+            json_object_set_new(o, "value", isfinite(rk[i].v) ? json_real(rk[i].v) : json_null());
+        }
+        json_array_append_new(arr, o);
+    }
+    free(rk);
+    return ST_OK;
+}
+
+static void free_groups(struct agg_run *r)
+{
+    for (size_t i = 0; r->tab != NULL && i < r->tabsize; i++) {
+        struct group *g = r->tab[i];
+        if (g == NULL) {
+            continue;
+        }
+        for (size_t k = 0; k < r->nb; k++) {
+            st_sketch_free(g->b[k].sk);
+        }
+        st_sketch_free(g->total.sk);
+        json_decref(g->labels);
+        free(g->b);
+        free(g->key);
+        free(g);
+    }
+    free(r->tab);
+    free(r->vals);
+}
+
+/* Splits the matchers: for ratio, those on the `over` label only decide
+ * the numerator; every other matcher selects the series scanned. */
+static void split_matchers(struct agg_run *r)
+{
+    for (size_t i = 0; i < r->q->nm; i++) {
+        if (r->q->agg == ST_AGG_RATIO && strcmp(r->q->m[i].key, r->q->over) == 0) {
+            r->num_m[r->n_num++] = r->q->m[i];
+        } else {
+            r->scan_m[r->n_scan++] = r->q->m[i];
+        }
+    }
+}
+
+static int setup(struct agg_run *r, const st_query *q)
+{
+    size_t want = 64;
+    r->q = q;
+    r->step = q->step_ms > 0 ? q->step_ms : q->to_ms - q->from_ms;
+    /* Buckets are aligned to the step so they match stored rollups. */
+    r->from = q->step_ms > 0 ? q->from_ms - q->from_ms % q->step_ms : q->from_ms;
+    r->nb = (size_t)((q->to_ms - r->from + r->step - 1) / r->step);
+    r->want_sketch = is_quantile(q->agg);
+    while (want < 2 * (ST_QUERY_MAX_POINTS / (r->nb ? r->nb : 1) + 1) && want < 8192) {
+        want *= 2;
+    }
+    r->tabsize = want;
+    r->tab = calloc(r->tabsize, sizeof(*r->tab));
+    r->meta = json_pack("{s:s,s:s,s:I,s:I,s:I}", "metric", q->metric, "agg",
+                        q->agg ? st_agg_name(q->agg) : "", "from", (json_int_t)r->from, "to",
+                        (json_int_t)q->to_ms, "step", (json_int_t)r->step);
+    split_matchers(r);
+    return r->tab != NULL && r->meta != NULL ? ST_OK : ST_ENOMEM;
+}
+
+static int64_t ceil_to(int64_t t, int64_t unit)
+{
+    return ((t + unit - 1) / unit) * unit;
+}
+
+/* The coarsest stored resolution whose buckets tile the step exactly, or
+ * raw. Quantiles of counters and gauges need every value: raw. */
+static enum st_res pick_res(const struct agg_run *r)
+{
+    static const enum st_res order[] = {ST_RES_1H, ST_RES_1M, ST_RES_10S};
+    if (r->want_sketch && r->kind != STRATA__V1__KIND__DISTRIBUTION) {
+        return ST_RES_RAW;
+    }
+    for (size_t i = 0; i < ST_ARRAY_LEN(order); i++) {
+        int64_t ms = st_res_ms(order[i]);
+        if (r->step % ms == 0 && r->from % ms == 0) {
+            return order[i];
+        }
+    }
+    return ST_RES_RAW;
+}
+
+static int scan_raw(st_store *st, struct agg_run *r, const st_scan_cb *cb, int64_t lo, int64_t hi)
+{
+    if (lo >= hi) {
+        return ST_OK;
+    }
+    r->lo = lo;
+    r->hi = hi;
+    return st_store_scan(st, r->q->metric, r->scan_m, r->n_scan, lo, hi, cb);
+}
+
+/* Rollups answer the built, aligned middle of the range; raw points the
+ * unaligned head and the tail the builder has not reached yet. */
+static int scan_all(st_store *st, struct agg_run *r, const st_scan_cb *cb)
+{
+    static const char *names[] = {"raw", "10s", "1m", "1h"};
+    enum st_res res;
+    int kind = 0;
+    if (st_store_metric_kind(st, r->q->metric, &kind) != ST_OK) {
+        r->res_used = "raw";
+        return ST_OK; /* no such metric: an empty answer */
+    }
+    r->kind = kind;
+    json_object_set_new(r->meta, "kind", json_string(kind_name(kind)));
+    res = pick_res(r);
+    int64_t ms = st_res_ms(res);
+    int64_t a = res == ST_RES_RAW ? r->q->to_ms : ceil_to(r->q->from_ms, ms);
+    int64_t b = res == ST_RES_RAW ? r->q->to_ms : st_store_rollup_watermark(st, res);
+    int rv;
+    b = ST_MIN(b, r->q->to_ms - r->q->to_ms % (ms ? ms : 1));
+    if (res == ST_RES_RAW || a >= b) {
+        r->res_used = "raw";
+        return scan_raw(st, r, cb, r->q->from_ms, r->q->to_ms);
+    }
+    r->res_used = names[res];
+    if ((rv = scan_raw(st, r, cb, r->q->from_ms, a)) != ST_OK) {
+        return rv;
+    }
+    r->lo = a;
+    r->hi = b;
+    if ((rv = st_store_scan_rollups(st, r->q->metric, r->scan_m, r->n_scan, res, a, b, cb)) !=
+        ST_OK) {
+        return rv;
+    }
+    return scan_raw(st, r, cb, b, r->q->to_ms);
+}
+
+int st_query_run_agg(st_store *st, const st_query *q, json_t **out, char *err, size_t errlen)
+{
+    struct agg_run r;
+    st_scan_cb cb = {on_series, on_block, &r, on_rollup};
+    json_t *arr = NULL;
+    int rv;
+    memset(&r, 0, sizeof(r));
+    r.err = err;
+    r.errlen = errlen;
+    if ((rv = setup(&r, q)) == ST_OK) {
+        rv = scan_all(st, &r, &cb);
+        json_object_set_new(r.meta, "resolution", json_string(r.res_used));
+    }
+    if (rv == ST_OK && (arr = json_array()) != NULL) {
+        rv = emit(&r, arr);
+        json_object_set_new(r.meta, "series", arr);
+    }
+    free_groups(&r);
+    if (rv != ST_OK) {
+        if (rv != ST_ETOOBIG) {
+            fail(&r, rv, "query failed: %s", st_strerror(rv));
+        }
+        json_decref(r.meta);
+        return rv;
+    }
+    *out = r.meta;
+    return ST_OK;
+}

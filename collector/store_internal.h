@@ -1,0 +1,85 @@
+/* Internal to the store module (store.c, store_rollup.c): the state both
+ * files share and the LMDB helpers. Nothing outside collector/store*
+ * includes this. */
+#ifndef ST_STORE_INTERNAL_H
+#define ST_STORE_INTERNAL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store.h"
+
+#define ST_POINT_KEY_LEN 16  /* series id u32 | start ms u64 | seq u32 */
+#define ST_ROLLUP_KEY_LEN 13 /* res u8 | series id u32 | bucket start u64 */
+#define ST_DIRTY_KEY_LEN 13  /* kind u8 | bucket start u64 | series id u32 */
+
+struct cache_ent {
+    struct cache_ent *next;
+    uint32_t id;
+    uint32_t keylen;
+    char key[];
+};
+
+/* Progress of the background rollup builder, kept in meta. */
+struct st_rollup_state {
+    int64_t wm_1m;   /* minutes before this are built (0: not started) */
+    uint32_t cur_1m; /* within minute wm_1m, series below this are built */
+    int64_t wm_1h;   /* hours before this are built */
+    uint32_t cur_1h;
+    uint32_t prune_sid;  /* retention pass position */
+    uint8_t prune_phase; /* 0 raw points, 1..3 rollups of that resolution */
+    int64_t prune_due;   /* next retention pass, wall ms */
+    bool loaded;
+};
+
+struct st_store {
+    MDB_env *env;
+    MDB_dbi meta, agents, series, series_id, points, rollups, dirty;
+    pthread_rwlock_t resize; /* readers hold it shared; st_store_grow exclusive */
+    uint64_t map_size;
+    uint64_t max_map_size;
+    char path[4096];
+    struct st_store_retention ret;
+    bool no_rollups;
+    /* Writer-only state: the series dictionary cache and the next id. */
+    struct cache_ent **cache;
+    size_t cache_size;
+    size_t cache_count;
+    uint32_t next_id;
+    bool next_id_loaded;
+    struct st_rollup_state rs;
+    /* Watermarks readers may use (updated after commits). */
+    _Atomic int64_t pub_wm_1m;
+    _Atomic int64_t pub_wm_1h;
+};
+
+struct st_store_txn {
+    st_store *st;
+    MDB_txn *txn;
+    char keybuf[ST_STORE_MAX_KEY + 1];
+    bool rs_dirty; /* rollup state changed in this txn */
+    struct st_rollup_state rs_saved;
+};
+
+int st_store_map_mdb(int rc, const char *what);
+uint64_t st_be64(const uint8_t *p);
+uint32_t st_be32(const uint8_t *p);
+void st_put_be64(uint8_t *p, uint64_t v);
+void st_put_be32(uint8_t *p, uint32_t v);
+int st_store_read_begin(st_store *st, MDB_txn **txn);
+void st_store_read_end(st_store *st, MDB_txn *txn);
+int64_t st_store_block_end(const Strata__V1__Series *b);
+int st_store_seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val *k, MDB_val *v);
+
+Strata__V1__SeriesRecord *st_store_series_record(MDB_txn *txn, st_store *st, uint32_t id);
+
+/* Rollup state in meta (store_rollup.c). */
+int st_rollup_load(st_store_txn *t);
+int st_rollup_save(st_store_txn *t);
+/* Called by apply for every block written: starts the watermarks on the
+ * first block and marks minutes already built as dirty (late data). */
+int st_rollup_note_block(st_store_txn *t, uint32_t id, const Strata__V1__Series *s);
+
+#endif

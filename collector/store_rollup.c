@@ -1,0 +1,724 @@
+/* Rollups and retention, built in the background in small transactions.
+ *
+ * Minutes are built in order behind a watermark once they are closed (end
+ * + grace): for every series with raw blocks in the minute, one entry of
+ * six 10 s rows and one 1 m row. Hours are built from the 1 m rows once the
+ * minute watermark passes them. A raw block that lands in a minute already
+ * built (a late frame, an agent draining its spool) marks (minute, series)
+ * dirty in the same transaction, and the builder recomputes that minute
+ * (and its hour) from raw data: rollups are recomputed, never patched, so
+ * they stay exact across restarts, out-of-order and late frames.
+ *
+ * Keys: rollups (res u8 | series u32 | bucket start u64), dirty (kind u8 |
+ * bucket start u64 | series u32). */
+#include "err.h"
+#include "frame.h"
+#include "log.h"
+#include "sketch.h"
+#include "store_internal.h"
+#include "timeutil.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MINUTE 60000LL
+#define HOUR 3600000LL
+#define TEN_S 10000LL
+#define ROWS_10S 6
+#define MAX_ITEMS_PER_TXN 20000
+#define PRUNE_EVERY_MS 60000
+#define MAX_DIRTY_MINUTES 64
+#define STATE_KEY "rollup_state"
+#define STATE_LEN 40
+
+enum { DIRTY_MINUTE = 'm', DIRTY_HOUR = 'h' };
+
+int64_t st_res_ms(enum st_res res)
+{
+    switch (res) {
+    case ST_RES_10S:
+        return TEN_S;
+    case ST_RES_1M:
+        return MINUTE;
+    case ST_RES_1H:
+        return HOUR;
+    default:
+        return 0;
+    }
+}
+
+/* How much time one stored entry of a resolution covers. */
+static int64_t entry_span(enum st_res res)
+{
+    return res == ST_RES_1H ? HOUR : MINUTE;
+}
+
+static int64_t floor_to(int64_t t, int64_t unit)
+{
+    return t - ((t % unit) + unit) % unit;
+}
+
+/* ---- state ---- */
+
+int st_rollup_load(st_store_txn *t)
+{
+    struct st_rollup_state *rs = &t->st->rs;
+    MDB_val k = {sizeof(STATE_KEY) - 1, STATE_KEY};
+    MDB_val v;
+    int rc = mdb_get(t->txn, t->st->meta, &k, &v);
+    memset(rs, 0, sizeof(*rs));
+    if (rc == 0 && v.mv_size == STATE_LEN) {
+        const uint8_t *p = v.mv_data;
+        rs->wm_1m = (int64_t)st_be64(p);
+        rs->cur_1m = st_be32(p + 8);
+        rs->wm_1h = (int64_t)st_be64(p + 12);
+        rs->cur_1h = st_be32(p + 20);
+        rs->prune_sid = st_be32(p + 24);
+    } else if (rc != MDB_NOTFOUND && rc != 0) {
+        return st_store_map_mdb(rc, "get rollup state");
+    }
+    rs->loaded = true;
+    atomic_store(&t->st->pub_wm_1m, rs->wm_1m);
+    atomic_store(&t->st->pub_wm_1h, rs->wm_1h);
+    return ST_OK;
+}
+
+int st_rollup_save(st_store_txn *t)
+{
+    const struct st_rollup_state *rs = &t->st->rs;
+    uint8_t p[STATE_LEN] = {0};
+    MDB_val k = {sizeof(STATE_KEY) - 1, STATE_KEY};
+    MDB_val v = {STATE_LEN, p};
+    st_put_be64(p, (uint64_t)rs->wm_1m);
+    st_put_be32(p + 8, rs->cur_1m);
+    st_put_be64(p + 12, (uint64_t)rs->wm_1h);
+    st_put_be32(p + 20, rs->cur_1h);
+    st_put_be32(p + 24, rs->prune_sid);
+    return st_store_map_mdb(mdb_put(t->txn, t->st->meta, &k, &v, 0), "put rollup state");
+}
+
+static int put_dirty(st_store_txn *t, uint8_t kind, int64_t bucket, uint32_t id)
+{
+    uint8_t key[ST_DIRTY_KEY_LEN];
+    MDB_val k = {ST_DIRTY_KEY_LEN, key};
+    MDB_val v = {0, ""};
+    key[0] = kind;
+    st_put_be64(key + 1, (uint64_t)bucket);
+    st_put_be32(key + 9, id);
+    return st_store_map_mdb(mdb_put(t->txn, t->st->dirty, &k, &v, 0), "put dirty");
+}
+
+/* True when minute m of series id is already rolled up. */
+static bool minute_built(const struct st_rollup_state *rs, int64_t m, uint32_t id)
+{
+    return m < rs->wm_1m || (m == rs->wm_1m && id < rs->cur_1m);
+}
+
+static bool hour_built(const struct st_rollup_state *rs, int64_t h, uint32_t id)
+{
+    return h < rs->wm_1h || (h == rs->wm_1h && id < rs->cur_1h);
+}
+
+int st_rollup_note_block(st_store_txn *t, uint32_t id, const Strata__V1__Series *s)
+{
+    struct st_rollup_state *rs = &t->st->rs;
+    int64_t end = st_store_block_end(s);
+    int64_t m = floor_to(s->start_unix_ms, MINUTE);
+    int rv = ST_OK;
+    if (rs->wm_1m == 0) {
+        /* The first block ever starts the watermarks. */
+        rs->wm_1m = m;
+        rs->wm_1h = floor_to(m, HOUR);
+        t->rs_dirty = true;
+        return ST_OK;
+    }
+    for (int n = 0; m < end && n < MAX_DIRTY_MINUTES && rv == ST_OK; m += MINUTE, n++) {
+        if (minute_built(rs, m, id)) {
+            rv = put_dirty(t, DIRTY_MINUTE, m, id);
+        }
+    }
+    return rv;
+}
+
+/* ---- row accumulation ---- */
+
+struct racc {
+    double sum;
+    double min;
+    double max;
+    double first;
+    double last;
+    uint64_t count;
+    st_sketch *sk;
+};
+
+static void racc_init(struct racc *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->min = INFINITY;
+    a->max = -INFINITY;
+}
+
+static void racc_value(struct racc *a, double v, double lo, double hi)
+{
+    if (a->count == 0) {
+        a->first = v;
+    }
+    a->last = v;
+    a->sum += v;
+    a->min = fmin(a->min, lo);
+    a->max = fmax(a->max, hi);
+    a->count++;
+}
+
+static int racc_sketch(struct racc *a, const Strata__V1__Sketch *m)
+{
+    int rv;
+    if (a->sk == NULL && (rv = st_sketch_new(m->alpha, &a->sk)) != ST_OK) {
+        return rv;
+    }
+    return st_sketch_merge_proto(a->sk, m);
+}
+
+/* Merges a stored row; rows must come in time order for first/last. */
+static int racc_row(struct racc *a, const Strata__V1__RollupRow *r)
+{
+    if (r->sketch != NULL) {
+        int rv = racc_sketch(a, r->sketch);
+        if (rv != ST_OK) {
+            return rv;
+        }
+    }
+    if (r->count == 0) {
+        return ST_OK;
+    }
+    if (a->count == 0) {
+        a->first = r->first;
+    }
+    a->last = r->last;
+    a->sum += r->sum;
+    a->min = fmin(a->min, r->min);
+    a->max = fmax(a->max, r->max);
+    a->count += r->count;
+    return ST_OK;
+}
+
+static bool racc_empty(const struct racc *a)
+{
+    return a->count == 0 && (a->sk == NULL || st_sketch_count(a->sk) == 0);
+}
+
+static int racc_to_row(const struct racc *a, Strata__V1__RollupRow *row, Strata__V1__Sketch *sk)
+{
+    strata__v1__rollup_row__init(row);
+    if (a->count > 0) {
+        row->sum = a->sum;
+        row->min = a->min;
+        row->max = a->max;
+        row->first = a->first;
+        row->last = a->last;
+        row->count = a->count;
+    }
+    if (a->sk != NULL) {
+        strata__v1__sketch__init(sk);
+        row->sketch = sk;
+        return st_sketch_to_proto(a->sk, sk);
+    }
+    return ST_OK;
+}
+
+/* Writes rows[0..n) as one RollupBlock under (res, id, start). */
+static int put_rows(st_store_txn *t, enum st_res res, uint32_t id, int64_t start,
+                    const struct racc *acc, size_t n)
+{
+    Strata__V1__RollupBlock blk = STRATA__V1__ROLLUP_BLOCK__INIT;
+    Strata__V1__RollupRow rows[ROWS_10S];
+    Strata__V1__RollupRow *rowp[ROWS_10S];
+    Strata__V1__Sketch sks[ROWS_10S];
+    uint8_t key[ST_ROLLUP_KEY_LEN];
+    MDB_val k = {ST_ROLLUP_KEY_LEN, key};
+    MDB_val v;
+    int rv = ST_OK;
+    size_t made = 0;
+    for (; made < n && rv == ST_OK; made++) {
+        memset(&sks[made], 0, sizeof(sks[made]));
+        rv = racc_to_row(&acc[made], &rows[made], &sks[made]);
+        rowp[made] = &rows[made];
+    }
+    if (rv == ST_OK) {
+        blk.start_unix_ms = start;
+        blk.bucket_ms = (uint32_t)st_res_ms(res);
+        blk.rows = rowp;
+        blk.n_rows = n;
+        key[0] = (uint8_t)res;
+        st_put_be32(key + 1, id);
+        st_put_be64(key + 5, (uint64_t)start);
+        v.mv_size = strata__v1__rollup_block__get_packed_size(&blk);
+        rv = st_store_map_mdb(mdb_put(t->txn, t->st->rollups, &k, &v, MDB_RESERVE), "put rollup");
+        if (rv == ST_OK) {
+            strata__v1__rollup_block__pack(&blk, v.mv_data);
+        }
+    }
+    for (size_t i = 0; i < made; i++) {
+        if (rows[i].sketch != NULL) {
+            st_sketch_proto_clear(&sks[i]);
+        }
+    }
+    return rv;
+}
+
+/* ---- building ---- */
+
+static void free_accs(struct racc *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        st_sketch_free(a[i].sk);
+        a[i].sk = NULL;
+    }
+}
+
+/* Folds the points of block b inside [m, m + 1 min) into the six 10 s
+ * rows and the minute row. */
+static int fold_block(const Strata__V1__Series *b, int64_t m, struct racc *r10, struct racc *r1m)
+{
+    size_t n = st_series_npoints(b);
+    double vals[ST_FRAME_MAX_POINTS];
+    bool dist = b->n_sketches > 0;
+    int rv = ST_OK;
+    if (n > ST_FRAME_MAX_POINTS) {
+        return ST_ECORRUPT;
+    }
+    if (!dist) {
+        st_series_values(b, vals);
+    }
+    for (size_t i = 0; i < n && rv == ST_OK; i++) {
+        int64_t ts = b->start_unix_ms + (int64_t)i * b->interval_ms;
+        struct racc *a;
+        if (ts < m || ts >= m + MINUTE) {
+            continue;
+        }
+        a = &r10[(ts - m) / TEN_S];
+        if (dist) {
+            rv = racc_sketch(a, b->sketches[i]);
+            rv = rv == ST_OK ? racc_sketch(r1m, b->sketches[i]) : rv;
+        } else {
+            double lo = b->n_mins > i ? b->mins[i] : vals[i];
+            double hi = b->n_maxs > i ? b->maxs[i] : vals[i];
+            racc_value(a, vals[i], lo, hi);
+            racc_value(r1m, vals[i], lo, hi);
+        }
+    }
+    return rv;
+}
+
+/* Recomputes the 10 s and 1 m rollups of series id for minute m from raw
+ * blocks. Nothing is written when the minute holds no point. */
+static int build_minute(st_store_txn *t, MDB_cursor *pc, int64_t m, uint32_t id)
+{
+    struct racc r10[ROWS_10S];
+    struct racc r1m;
+    MDB_val k;
+    MDB_val v;
+    int rv = ST_OK;
+    int rc;
+    for (int i = 0; i < ROWS_10S; i++) {
+        racc_init(&r10[i]);
+    }
+    racc_init(&r1m);
+    for (rc = st_store_seek_blocks(pc, id, m, &k, &v); rc == 0 && rv == ST_OK;
+         rc = mdb_cursor_get(pc, &k, &v, MDB_NEXT)) {
+        Strata__V1__Series *b;
+        if (k.mv_size != ST_POINT_KEY_LEN || st_be32(k.mv_data) != id ||
+            (int64_t)st_be64((uint8_t *)k.mv_data + 4) >= m + MINUTE) {
+            break;
+        }
+        if ((b = strata__v1__series__unpack(NULL, v.mv_size, v.mv_data)) == NULL) {
+            continue;
+        }
+        rv = fold_block(b, m, r10, &r1m);
+        strata__v1__series__free_unpacked(b, NULL);
+    }
+    if (rv == ST_OK && !racc_empty(&r1m)) {
+        rv = put_rows(t, ST_RES_10S, id, m, r10, ROWS_10S);
+        rv = rv == ST_OK ? put_rows(t, ST_RES_1M, id, m, &r1m, 1) : rv;
+    }
+    free_accs(r10, ROWS_10S);
+    free_accs(&r1m, 1);
+    return rv;
+}
+
+/* Recomputes the 1 h rollup of series id for hour h from its 1 m rows. */
+static int build_hour(st_store_txn *t, MDB_cursor *rc_cur, int64_t h, uint32_t id)
+{
+    uint8_t key[ST_ROLLUP_KEY_LEN];
+    MDB_val k = {ST_ROLLUP_KEY_LEN, key};
+    MDB_val v;
+    struct racc acc;
+    int rv = ST_OK;
+    int rc;
+    racc_init(&acc);
+    key[0] = ST_RES_1M;
+    st_put_be32(key + 1, id);
+    st_put_be64(key + 5, (uint64_t)h);
+    for (rc = mdb_cursor_get(rc_cur, &k, &v, MDB_SET_RANGE); rc == 0 && rv == ST_OK;
+         rc = mdb_cursor_get(rc_cur, &k, &v, MDB_NEXT)) {
+        const uint8_t *p = k.mv_data;
+        Strata__V1__RollupBlock *b;
+        if (k.mv_size != ST_ROLLUP_KEY_LEN || p[0] != ST_RES_1M || st_be32(p + 1) != id ||
+            (int64_t)st_be64(p + 5) >= h + HOUR) {
+            break;
+        }
+        if ((b = strata__v1__rollup_block__unpack(NULL, v.mv_size, v.mv_data)) == NULL) {
+            continue;
+        }
+        for (size_t i = 0; i < b->n_rows && rv == ST_OK; i++) {
+            rv = racc_row(&acc, b->rows[i]);
+        }
+        strata__v1__rollup_block__free_unpacked(b, NULL);
+    }
+    if (rv == ST_OK && !racc_empty(&acc)) {
+        rv = put_rows(t, ST_RES_1H, id, h, &acc, 1);
+    }
+    free_accs(&acc, 1);
+    return rv;
+}
+
+struct work {
+    st_store_txn *t;
+    MDB_cursor *pc; /* points */
+    MDB_cursor *rc; /* rollups */
+    MDB_cursor *dc; /* dirty */
+    int64_t now;
+    int64_t deadline_ns;
+    int items;
+};
+
+static bool out_of_budget(const struct work *w)
+{
+    return w->items >= MAX_ITEMS_PER_TXN || st_time_mono_ns() >= w->deadline_ns;
+}
+
+/* Rebuilds late-data minutes and hours. */
+static int do_dirty(struct work *w)
+{
+    struct st_rollup_state *rs = &w->t->st->rs;
+    MDB_val k;
+    MDB_val v;
+    int rv = ST_OK;
+    while (rv == ST_OK && !out_of_budget(w) && mdb_cursor_get(w->dc, &k, &v, MDB_FIRST) == 0) {
+        const uint8_t *p = k.mv_data;
+        int64_t b = k.mv_size == ST_DIRTY_KEY_LEN ? (int64_t)st_be64(p + 1) : 0;
+        uint32_t id = k.mv_size == ST_DIRTY_KEY_LEN ? st_be32(p + 9) : 0;
+        uint8_t kind = k.mv_size == ST_DIRTY_KEY_LEN ? p[0] : 0;
+        if (kind == DIRTY_MINUTE) {
+            rv = build_minute(w->t, w->pc, b, id);
+            if (rv == ST_OK && hour_built(rs, floor_to(b, HOUR), id)) {
+                rv = put_dirty(w->t, DIRTY_HOUR, floor_to(b, HOUR), id);
+            }
+        } else if (kind == DIRTY_HOUR) {
+            rv = build_hour(w->t, w->rc, b, id);
+        }
+        if (rv == ST_OK) {
+            /* The puts above moved the cursor: find the entry again. */
+            uint8_t key[ST_DIRTY_KEY_LEN];
+            MDB_val dk = {ST_DIRTY_KEY_LEN, key};
+            key[0] = kind;
+            st_put_be64(key + 1, (uint64_t)b);
+            st_put_be32(key + 9, id);
+            int rc = mdb_del(w->t->txn, w->t->st->dirty, &dk, NULL);
+            rv = rc == MDB_NOTFOUND ? ST_OK : st_store_map_mdb(rc, "del dirty");
+            if (k.mv_size != ST_DIRTY_KEY_LEN) {
+                rv = st_store_map_mdb(mdb_cursor_del(w->dc, 0), "del bad dirty");
+            }
+        }
+        w->items++;
+    }
+    return rv;
+}
+
+/* Next series with raw blocks at or after (from_id, t0); false at the end. */
+static bool next_series(MDB_cursor *cur, uint8_t dbres, uint32_t from_id, int64_t t0, uint32_t *id)
+{
+    uint8_t key[ST_POINT_KEY_LEN] = {0};
+    MDB_val k;
+    MDB_val v;
+    if (dbres == 0) {
+        st_put_be32(key, from_id);
+        st_put_be64(key + 4, (uint64_t)(t0 > 0 ? t0 : 0));
+        k = (MDB_val){ST_POINT_KEY_LEN, key};
+        if (mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) != 0 || k.mv_size != ST_POINT_KEY_LEN) {
+            return false;
+        }
+        *id = st_be32(k.mv_data);
+        return true;
+    }
+    key[0] = dbres;
+    st_put_be32(key + 1, from_id);
+    st_put_be64(key + 5, (uint64_t)(t0 > 0 ? t0 : 0));
+    k = (MDB_val){ST_ROLLUP_KEY_LEN, key};
+    if (mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) != 0 || k.mv_size != ST_ROLLUP_KEY_LEN ||
+        ((uint8_t *)k.mv_data)[0] != dbres) {
+        return false;
+    }
+    *id = st_be32((uint8_t *)k.mv_data + 1);
+    return true;
+}
+
+/* Builds the minute at the watermark, series by series. */
+static int do_minutes(struct work *w, bool *more)
+{
+    struct st_rollup_state *rs = &w->t->st->rs;
+    int rv = ST_OK;
+    while (rv == ST_OK && rs->wm_1m != 0 && rs->wm_1m + MINUTE + w->t->st->ret.grace_ms <= w->now) {
+        uint32_t id;
+        if (out_of_budget(w)) {
+            *more = true;
+            return ST_OK;
+        }
+        if (rs->cur_1m == UINT32_MAX ||
+            !next_series(w->pc, 0, rs->cur_1m, rs->wm_1m - MINUTE, &id)) {
+            rs->wm_1m += MINUTE;
+            rs->cur_1m = 0;
+        } else {
+            rv = build_minute(w->t, w->pc, rs->wm_1m, id);
+            rs->cur_1m = id == UINT32_MAX ? UINT32_MAX : id + 1;
+        }
+        w->t->rs_dirty = true;
+        w->items++;
+    }
+    return rv;
+}
+
+/* Builds the hour at the hour watermark once its minutes are built. */
+static int do_hours(struct work *w, bool *more)
+{
+    struct st_rollup_state *rs = &w->t->st->rs;
+    int rv = ST_OK;
+    while (rv == ST_OK && rs->wm_1h != 0 && rs->wm_1h + HOUR <= rs->wm_1m) {
+        uint32_t id;
+        if (out_of_budget(w)) {
+            *more = true;
+            return ST_OK;
+        }
+        if (rs->cur_1h == UINT32_MAX || !next_series(w->rc, ST_RES_1M, rs->cur_1h, 0, &id)) {
+            rs->wm_1h += HOUR;
+            rs->cur_1h = 0;
+        } else {
+            rv = build_hour(w->t, w->rc, rs->wm_1h, id);
+            rs->cur_1h = id == UINT32_MAX ? UINT32_MAX : id + 1;
+        }
+        w->t->rs_dirty = true;
+        w->items++;
+    }
+    return rv;
+}
+
+/* ---- retention ---- */
+
+static int64_t cutoff_of(const st_store *st, int phase, int64_t now)
+{
+    switch (phase) {
+    case ST_RES_10S:
+        return now - st->ret.r10s_ms;
+    case ST_RES_1M:
+        return now - st->ret.r1m_ms;
+    case ST_RES_1H:
+        return now - st->ret.r1h_ms;
+    default:
+        return now - st->ret.raw_ms;
+    }
+}
+
+/* Deletes the entries of one series older than cutoff; the cursor stands
+ * on its first entry. Returns how many were deleted. */
+static int prune_series(MDB_cursor *cur, int phase, uint32_t id, int64_t cutoff, int *deleted)
+{
+    MDB_val k;
+    MDB_val v;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
+    while (rc == 0) {
+        const uint8_t *p = k.mv_data;
+        bool same = phase == 0
+                        ? (k.mv_size == ST_POINT_KEY_LEN && st_be32(p) == id)
+                        : (k.mv_size == ST_ROLLUP_KEY_LEN && p[0] == phase && st_be32(p + 1) == id);
+        int64_t t = phase == 0 ? (int64_t)st_be64(p + 4) : (int64_t)st_be64(p + 5);
+        /* An entry is dropped once all it covers is past the cutoff. */
+        if (!same || t + (phase == 0 ? 0 : entry_span((enum st_res)phase)) >= cutoff) {
+            return ST_OK;
+        }
+        if ((rc = mdb_cursor_del(cur, 0)) != 0) {
+            return st_store_map_mdb(rc, "prune");
+        }
+        (*deleted)++;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
+    }
+    return ST_OK;
+}
+
+static int do_prune(struct work *w, bool *more)
+{
+    st_store *st = w->t->st;
+    struct st_rollup_state *rs = &st->rs;
+    int rv = ST_OK;
+    if (w->now < rs->prune_due) {
+        return ST_OK;
+    }
+    while (rv == ST_OK && rs->prune_phase <= ST_RES_1H) {
+        MDB_cursor *cur = rs->prune_phase == 0 ? w->pc : w->rc;
+        uint32_t id;
+        int deleted = 0;
+        if (out_of_budget(w)) {
+            *more = true;
+            return ST_OK;
+        }
+        if (rs->prune_sid == UINT32_MAX ||
+            !next_series(cur, rs->prune_phase, rs->prune_sid, 0, &id)) {
+            rs->prune_phase++;
+            rs->prune_sid = 0;
+            continue;
+        }
+        rv = prune_series(cur, rs->prune_phase, id, cutoff_of(st, rs->prune_phase, w->now),
+                          &deleted);
+        rs->prune_sid = id == UINT32_MAX ? UINT32_MAX : id + 1;
+        w->items += 1 + deleted;
+        w->t->rs_dirty = true;
+    }
+    rs->prune_phase = 0;
+    rs->prune_sid = 0;
+    rs->prune_due = w->now + PRUNE_EVERY_MS;
+    return rv;
+}
+
+static int open_cursors(struct work *w)
+{
+    st_store *st = w->t->st;
+    int rc;
+    if ((rc = mdb_cursor_open(w->t->txn, st->points, &w->pc)) != 0 ||
+        (rc = mdb_cursor_open(w->t->txn, st->rollups, &w->rc)) != 0 ||
+        (rc = mdb_cursor_open(w->t->txn, st->dirty, &w->dc)) != 0) {
+        return st_store_map_mdb(rc, "cursor");
+    }
+    return ST_OK;
+}
+
+static void close_cursors(struct work *w)
+{
+    mdb_cursor_close(w->pc);
+    mdb_cursor_close(w->rc);
+    mdb_cursor_close(w->dc);
+}
+
+int st_store_maintain(st_store *st, int64_t now_ms, int64_t budget_ms, bool *more)
+{
+    struct work w;
+    int rv;
+    *more = false;
+    if (st->no_rollups) {
+        return ST_OK;
+    }
+    memset(&w, 0, sizeof(w));
+    if ((rv = st_store_begin(st, &w.t)) != ST_OK) {
+        return rv;
+    }
+    w.now = now_ms;
+    w.deadline_ns = st_time_mono_ns() + budget_ms * 1000000;
+    if ((rv = open_cursors(&w)) == ST_OK && (rv = do_dirty(&w)) == ST_OK &&
+        (rv = do_minutes(&w, more)) == ST_OK && (rv = do_hours(&w, more)) == ST_OK) {
+        rv = do_prune(&w, more);
+    }
+    if (rv == ST_OK && mdb_cursor_get(w.dc, &(MDB_val){0}, &(MDB_val){0}, MDB_FIRST) == 0) {
+        *more = true;
+    }
+    close_cursors(&w);
+    if (rv != ST_OK || w.items == 0) {
+        st_store_abort(w.t);
+        return rv;
+    }
+    return st_store_commit(w.t);
+}
+
+/* ---- reading ---- */
+
+int64_t st_store_rollup_watermark(st_store *st, enum st_res res)
+{
+    if (res == ST_RES_1H) {
+        return atomic_load(&st->pub_wm_1h);
+    }
+    return res == ST_RES_RAW ? 0 : atomic_load(&st->pub_wm_1m);
+}
+
+static int scan_rollup_series(MDB_cursor *cur, const st_scan_series *ss, enum st_res res,
+                              int64_t from_ms, int64_t to_ms, const st_scan_cb *cb)
+{
+    uint8_t key[ST_ROLLUP_KEY_LEN];
+    MDB_val k = {ST_ROLLUP_KEY_LEN, key};
+    MDB_val v;
+    int64_t seek = floor_to(from_ms, entry_span(res));
+    int rv = ST_OK;
+    int rc;
+    key[0] = (uint8_t)res;
+    st_put_be32(key + 1, ss->id);
+    st_put_be64(key + 5, (uint64_t)(seek > 0 ? seek : 0));
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && rv >= 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const uint8_t *p = k.mv_data;
+        Strata__V1__RollupBlock *b;
+        if (k.mv_size != ST_ROLLUP_KEY_LEN || p[0] != res || st_be32(p + 1) != ss->id ||
+            (int64_t)st_be64(p + 5) >= to_ms) {
+            break;
+        }
+        if ((b = strata__v1__rollup_block__unpack(NULL, v.mv_size, v.mv_data)) == NULL) {
+            continue;
+        }
+        rv = cb->rollup(cb->arg, ss, b);
+        strata__v1__rollup_block__free_unpacked(b, NULL);
+    }
+    return rv;
+}
+
+int st_store_scan_rollups(st_store *st, const char *metric, const st_matcher *m, size_t nm,
+                          enum st_res res, int64_t from_ms, int64_t to_ms, const st_scan_cb *cb)
+{
+    MDB_txn *txn;
+    MDB_cursor *sc = NULL;
+    MDB_cursor *rc = NULL;
+    size_t mlen = strlen(metric) + 1;
+    MDB_val k = {mlen, (void *)metric};
+    MDB_val v;
+    int rv;
+    int c;
+    if (res == ST_RES_RAW || mlen > ST_FRAME_MAX_NAME + 1 || cb->rollup == NULL) {
+        return ST_EINVAL;
+    }
+    if ((rv = st_store_read_begin(st, &txn)) != ST_OK) {
+        return rv;
+    }
+    if ((c = mdb_cursor_open(txn, st->series, &sc)) != 0 ||
+        (c = mdb_cursor_open(txn, st->rollups, &rc)) != 0) {
+        rv = st_store_map_mdb(c, "cursor");
+    }
+    for (c = rv == ST_OK ? mdb_cursor_get(sc, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND;
+         c == 0 && rv >= 0; c = mdb_cursor_get(sc, &k, &v, MDB_NEXT)) {
+        st_scan_series ss;
+        Strata__V1__SeriesRecord *rec;
+        if (k.mv_size < mlen || memcmp(k.mv_data, metric, mlen) != 0) {
+            break;
+        }
+        ss.id = v.mv_size == 4 ? st_be32(v.mv_data) : 0;
+        if ((rec = st_store_series_record(txn, st, ss.id)) == NULL) {
+            continue;
+        }
+        ss.rec = rec;
+        if (st_store_labels_match(rec, m, nm) && (rv = cb->series(cb->arg, &ss)) == 1) {
+            rv = scan_rollup_series(rc, &ss, res, from_ms, to_ms, cb);
+        }
+        strata__v1__series_record__free_unpacked(rec, NULL);
+    }
+    mdb_cursor_close(rc);
+    mdb_cursor_close(sc);
+    st_store_read_end(st, txn);
+    return rv < 0 ? rv : ST_OK;
+}
