@@ -394,8 +394,8 @@ int st_client_post(st_client *c, const char *path, const json_t *body, st_respon
 
 bool st_client_agg_valid(const char *agg)
 {
-    static const char *const aggs[] = {"p50", "p90", "p95",   "p99",  "avg",  "min",
-                                       "max", "sum", "count", "rate", "ratio"};
+    static const char *const aggs[] = {"p50", "p90", "p95",   "p99",  "avg",   "min",
+                                       "max", "sum", "count", "rate", "ratio", "delta"};
     for (size_t i = 0; agg != NULL && i < sizeof(aggs) / sizeof(aggs[0]); i++) {
         if (strcmp(agg, aggs[i]) == 0) {
             return true;
@@ -543,6 +543,9 @@ int st_client_query_path(const st_query_params *q, st_buf *out)
     }
     if (rv == ST_OK) {
         rv = append_param(out, "step", q->step, &first);
+    }
+    if (rv == ST_OK) {
+        rv = append_param(out, "top", q->top, &first);
     }
     return rv;
 }

@@ -76,6 +76,7 @@ typedef struct st_query_params {
     const char *from; /* from st_client_time_param */
     const char *to;
     const char *step; /* a duration, "10s" */
+    const char *top;  /* "10": only the worst N groups */
 } st_query_params;
 
 /* True for the aggregations the API names: p50 p90 p95 p99 avg min max sum

@@ -33,6 +33,7 @@ enum {
     OPT_LAYER,
     OPT_STATUS,
     OPT_LIMIT,
+    OPT_TOP,
 };
 
 /* Global settings, from the environment and then the flags. */
@@ -369,6 +370,7 @@ static int cmd_agents(struct cli *c, int argc, char **argv)
 
 struct query_flags {
     st_query_params q;
+    char top[16];
     bool since;
     bool from_flag;
     char from[32];
@@ -411,7 +413,7 @@ static int query_opt(struct cli *c, void *ctx, int opt, const char *arg)
         if (!st_client_agg_valid(arg)) {
             usage_error(c,
                         "unknown --agg '%s' (p50 p90 p95 p99 avg min max sum count rate "
-                        "ratio)",
+                        "ratio delta)",
                         arg);
             return -1;
         }
@@ -441,6 +443,14 @@ static int query_opt(struct cli *c, void *ctx, int opt, const char *arg)
         return time_flag(c, "--from", arg, f->from, sizeof(f->from));
     case OPT_TO:
         return time_flag(c, "--to", arg, f->to, sizeof(f->to));
+    case OPT_TOP:
+        if (st_parse_i64(arg, &ms) != ST_OK || ms < 1 || ms > 1000) {
+            usage_error(c, "bad -n '%s' (1 to 1000)", arg);
+            return -1;
+        }
+        snprintf(f->top, sizeof(f->top), "%s", arg);
+        f->q.top = f->top;
+        return 0;
     case OPT_STEP:
         f->q.step = arg;
         if (st_duration_parse(arg, &ms) != ST_OK || ms <= 0) {
@@ -453,7 +463,13 @@ static int query_opt(struct cli *c, void *ctx, int opt, const char *arg)
     }
 }
 
-static int cmd_query(struct cli *c, int argc, char **argv)
+static int render_top(const json_t *doc, int64_t now_ms, st_buf *out)
+{
+    (void)now_ms;
+    return st_render_top(doc, out);
+}
+
+static int run_query(struct cli *c, const char *name, bool top, int argc, char **argv)
 {
     struct query_flags f;
     st_buf path;
@@ -461,7 +477,13 @@ static int cmd_query(struct cli *c, int argc, char **argv)
     int rc;
 
     memset(&f, 0, sizeof(f));
-    rc = prepare(c, find_command("query"), argc, argv, query_opt, &f, 1, &first);
+    if (top) {
+        /* The worst hosts over the last hour unless told otherwise. */
+        f.q.by = "host";
+        f.q.top = "10";
+        snprintf(f.from, sizeof(f.from), "-1h");
+    }
+    rc = prepare(c, find_command(name), argc, argv, query_opt, &f, 1, &first);
     if (rc >= 0) {
         return rc;
     }
@@ -478,9 +500,19 @@ static int cmd_query(struct cli *c, int argc, char **argv)
         usage_error(c, "the query does not fit in a URL");
         return EXIT_USAGE;
     }
-    rc = show(c, (const char *)path.data, render_query);
+    rc = show(c, (const char *)path.data, top ? render_top : render_query);
     st_buf_free(&path);
     return rc;
+}
+
+static int cmd_query(struct cli *c, int argc, char **argv)
+{
+    return run_query(c, "query", false, argc, argv);
+}
+
+static int cmd_top(struct cli *c, int argc, char **argv)
+{
+    return run_query(c, "top", true, argc, argv);
 }
 
 struct findings_flags {
@@ -652,6 +684,16 @@ static const struct option query_opts[] = {GLOBAL_LONGOPTS,
                                            {"step", required_argument, NULL, OPT_STEP},
                                            {NULL, 0, NULL, 0}};
 
+static const struct option top_opts[] = {GLOBAL_LONGOPTS,
+                                         {"agg", required_argument, NULL, OPT_AGG},
+                                         {"match", required_argument, NULL, OPT_MATCH},
+                                         {"by", required_argument, NULL, OPT_BY},
+                                         {"since", required_argument, NULL, OPT_SINCE},
+                                         {"from", required_argument, NULL, OPT_FROM},
+                                         {"to", required_argument, NULL, OPT_TO},
+                                         {"n", required_argument, NULL, OPT_TOP},
+                                         {NULL, 0, NULL, 0}};
+
 static const struct option findings_opts[] = {GLOBAL_LONGOPTS,
                                               {"layer", required_argument, NULL, OPT_LAYER},
                                               {"status", required_argument, NULL, OPT_STATUS},
@@ -674,6 +716,15 @@ static const struct command commands[] = {
      "  --from T --to T  T: -1h (relative), unix ms, 2026-11-27T06:00:00Z or now\n"
      "  --step DUR       resolution, e.g. 10s\n",
      query_opts, cmd_query},
+    {"top", "METRIC", "Ranks the worst entities of a metric.",
+     "One value per group over the range, highest first (default: by host, last hour).\n"
+     "Example: strata top mem.rss --agg delta --since 24h   (hosts whose RSS grew most)\n",
+     "  --agg A          p50 p90 p95 p99 avg min max sum count rate ratio delta\n"
+     "  --match K=V      keep series whose label K is V (repeatable)\n"
+     "  --by L1,L2       group by these labels (default host)\n"
+     "  --since DUR      the last DUR (default 1h); or --from T --to T\n"
+     "  --n N            how many (default 10)\n",
+     top_opts, cmd_top},
     {"findings", "", "Lists findings, highest priority first.", NULL,
      "  --layer L        database function frontend realtime infrastructure\n"
      "  --status S       open dispatched applied validating resolved ineffective dismissed\n"

@@ -4,6 +4,8 @@
  * collector never makes the CLI fail. */
 #include "render.h"
 
+#define ST_TOP_MAX_COLS 12
+
 #include "err.h"
 #include "format.h"
 #include "timeutil.h"
@@ -396,6 +398,76 @@ int st_render_query(const json_t *doc, st_buf *out)
             rv = series_block(s, metric, unit, out);
         }
     }
+    return rv;
+}
+
+/* One row of a top answer: rank, label values in key order, value. */
+static int top_row(st_table *t, size_t rank, const json_t *s, const char *unit, size_t nkeys,
+                   const char *const *keys)
+{
+    const char *cells[ST_TOP_MAX_COLS];
+    char rk[24];
+    char val[64];
+    const json_t *labels = json_object_get(s, "labels");
+    const json_t *v = json_object_get(s, "value");
+    snprintf(rk, sizeof(rk), "%zu", rank);
+    cells[0] = rk;
+    for (size_t k = 0; k < nkeys; k++) {
+        const char *lv = json_string_value(json_object_get(labels, keys[k]));
+        cells[k + 1] = lv != NULL ? lv : "";
+    }
+    if (json_is_number(v)) {
+        st_fmt_value(json_number_value(v), unit, val, sizeof(val));
+    } else {
+        snprintf(val, sizeof(val), "-");
+    }
+    cells[nkeys + 1] = val;
+    return st_table_add_row(t, cells);
+}
+
+int st_render_top(const json_t *doc, st_buf *out)
+{
+    const json_t *series = json_object_get(doc, "series");
+    const char *unit = json_string_value(json_object_get(doc, "unit"));
+    const char *headers[ST_TOP_MAX_COLS];
+    const char *keys[ST_TOP_MAX_COLS];
+    const json_t *first;
+    const char *key;
+    json_t *val;
+    size_t nkeys = 0;
+    size_t i;
+    json_t *s;
+    st_table *t;
+    int rv = ST_OK;
+    if (!json_is_array(series)) {
+        return ST_EPARSE;
+    }
+    if (json_array_size(series) == 0) {
+        return st_buf_append_str(out, "no series matched\n");
+    }
+    first = json_object_get(json_array_get(series, 0), "labels");
+    headers[0] = "RANK";
+    json_object_foreach((json_t *)first, key, val)
+    {
+        if (nkeys + 2 < ST_TOP_MAX_COLS) {
+            keys[nkeys] = key;
+            headers[++nkeys] = key;
+        }
+    }
+    headers[nkeys + 1] = "VALUE";
+    if ((t = st_table_new(nkeys + 2, headers)) == NULL) {
+        return ST_ENOMEM;
+    }
+    st_table_align(t, 0, ST_ALIGN_RIGHT);
+    st_table_align(t, nkeys + 1, ST_ALIGN_RIGHT);
+    json_array_foreach(series, i, s)
+    {
+        if (rv == ST_OK) {
+            rv = top_row(t, i + 1, s, unit, nkeys, keys);
+        }
+    }
+    rv = rv == ST_OK ? st_table_render(t, out) : rv;
+    st_table_free(t);
     return rv;
 }
 

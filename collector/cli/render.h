@@ -26,6 +26,8 @@ int st_render_agents(const json_t *doc, int64_t now_ms, st_buf *out);
 /* GET /v1/query: per series a line of its labels, then TIME VALUE rows;
  * values in the series' "unit" (or the response's) when there is one. */
 int st_render_query(const json_t *doc, st_buf *out);
+/* A top answer: RANK, the grouping labels, VALUE in the metric's unit. */
+int st_render_top(const json_t *doc, st_buf *out);
 
 /* GET /v1/findings: ID PRIO SEVERITY LAYER RULE STATUS ENTITY SUMMARY. */
 int st_render_findings(const json_t *doc, st_buf *out);
