@@ -13,14 +13,25 @@ void st_metrics_reject(st_metrics *m, int err)
     st_metric_add(&m->rejects[i], 1);
 }
 
-void st_metrics_commit(st_metrics *m, int64_t ns)
+static int bucket_of(int64_t ns)
 {
     double s = (double)ns / 1e9;
     int b = 0;
     while (b < ST_COMMIT_BUCKETS && s > st_commit_bucket_le[b]) {
         b++;
     }
-    st_metric_add(&m->commit_bucket[b], 1);
+    return b;
+}
+
+void st_metrics_query(st_metrics *m, int64_t ns)
+{
+    st_metric_add(&m->query_bucket[bucket_of(ns)], 1);
+    st_metric_add(&m->query_ns_sum, (uint64_t)(ns > 0 ? ns : 0));
+}
+
+void st_metrics_commit(st_metrics *m, int64_t ns)
+{
+    st_metric_add(&m->commit_bucket[bucket_of(ns)], 1);
     st_metric_add(&m->commit_ns_sum, (uint64_t)(ns > 0 ? ns : 0));
     st_metric_add(&m->commits, 1);
 }

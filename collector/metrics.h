@@ -28,6 +28,8 @@ typedef struct st_metrics {
     _Atomic uint64_t commit_ns_sum;
     _Atomic uint64_t http_requests;
     _Atomic uint64_t http_errors;
+    _Atomic uint64_t query_bucket[ST_COMMIT_BUCKETS + 1]; /* /v1/query latency, same bounds */
+    _Atomic uint64_t query_ns_sum;
 } st_metrics;
 
 static inline void st_metric_add(_Atomic uint64_t *c, uint64_t n)
@@ -44,5 +46,7 @@ static inline uint64_t st_metric_get(_Atomic uint64_t *c)
 void st_metrics_reject(st_metrics *m, int err);
 /* Records one commit's latency. */
 void st_metrics_commit(st_metrics *m, int64_t ns);
+/* Records one query's latency. */
+void st_metrics_query(st_metrics *m, int64_t ns);
 
 #endif

@@ -1,6 +1,8 @@
 /* The route table of the HTTP API and its handlers: one row a route. */
 #include "http.h"
 
+#include "exposition.h"
+
 #include "err.h"
 #include "query.h"
 #include "timeutil.h"
@@ -86,6 +88,7 @@ static int get_query(const struct st_api_deps *d, const st_req *req, st_resp *re
     st_query q;
     json_t *out = NULL;
     char err[300];
+    int64_t t0;
     int rv;
     for (size_t i = 0; i < req->nparams; i++) {
         p[i].key = req->params[i].key;
@@ -94,7 +97,9 @@ static int get_query(const struct st_api_deps *d, const st_req *req, st_resp *re
     if (st_query_parse(p, req->nparams, st_time_wall_ms(), &q, err, sizeof(err)) != ST_OK) {
         return st_resp_error(resp, 400, "%s", err);
     }
+    t0 = st_time_mono_ns();
     rv = st_query_run(d->store, &q, &out, err, sizeof(err));
+    st_metrics_query(d->metrics, st_time_mono_ns() - t0);
     st_query_release(&q);
     if (rv != ST_OK) {
         return st_resp_error(resp, rv == ST_ETOOBIG ? 400 : 500, "%s", err);
@@ -129,23 +134,22 @@ static void metrics_rejects(st_buf *b, st_metrics *m)
     }
 }
 
-static void metrics_commit(st_buf *b, st_metrics *m)
+static void histogram(st_buf *b, const char *name, const char *help, _Atomic uint64_t *buckets,
+                      _Atomic uint64_t *ns_sum)
 {
     uint64_t cum = 0;
-    st_buf_printf(b, "# HELP strata_store_commit_seconds Latency of group commits.\n"
-                     "# TYPE strata_store_commit_seconds histogram\n");
+    st_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     for (int i = 0; i <= ST_COMMIT_BUCKETS; i++) {
-        cum += st_metric_get(&m->commit_bucket[i]);
+        cum += st_metric_get(&buckets[i]);
         if (i < ST_COMMIT_BUCKETS) {
-            st_buf_printf(b, "strata_store_commit_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-                          st_commit_bucket_le[i], cum);
+            st_buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, st_commit_bucket_le[i],
+                          cum);
         } else {
-            st_buf_printf(b, "strata_store_commit_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+            st_buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
         }
     }
-    st_buf_printf(
-        b, "strata_store_commit_seconds_sum %.9f\nstrata_store_commit_seconds_count %" PRIu64 "\n",
-        (double)st_metric_get(&m->commit_ns_sum) / 1e9, cum);
+    st_buf_printf(b, "%s_sum %.9f\n%s_count %" PRIu64 "\n", name,
+                  (double)st_metric_get(ns_sum) / 1e9, name, cum);
 }
 
 static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *resp)
@@ -167,7 +171,10 @@ static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *
     counter(b, "strata_ingest_bytes_total", "Envelope bytes received.",
             st_metric_get(&m->bytes_received));
     metrics_rejects(b, m);
-    metrics_commit(b, m);
+    histogram(b, "strata_store_commit_seconds", "Latency of group commits.", m->commit_bucket,
+              &m->commit_ns_sum);
+    histogram(b, "strata_query_seconds", "Latency of /v1/query answers.", m->query_bucket,
+              &m->query_ns_sum);
     counter(b, "strata_store_commit_failures_total", "Batches that could not be committed.",
             st_metric_get(&m->commit_failures));
     counter(b, "strata_store_map_grows_total", "Times the LMDB map was grown.",
@@ -193,6 +200,7 @@ static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *
             st_metric_get(&m->http_requests));
     gauge(b, "strata_uptime_seconds", "Seconds since the collector started.",
           (double)(st_time_wall_ms() - d->started_ms) / 1000.0);
+    st_expose_fleet(d, b);
     resp->status = 200;
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
     return ST_OK;
