@@ -84,7 +84,8 @@ static int open_dbs(st_store *st)
         (rc = mdb_dbi_open(txn, "series_id", MDB_CREATE, &st->series_id)) != 0 ||
         (rc = mdb_dbi_open(txn, "points", MDB_CREATE, &st->points)) != 0 ||
         (rc = mdb_dbi_open(txn, "rollups", MDB_CREATE, &st->rollups)) != 0 ||
-        (rc = mdb_dbi_open(txn, "dirty", MDB_CREATE, &st->dirty)) != 0) {
+        (rc = mdb_dbi_open(txn, "dirty", MDB_CREATE, &st->dirty)) != 0 ||
+        (rc = mdb_dbi_open(txn, "engine", MDB_CREATE, &st->kv)) != 0) {
         mdb_txn_abort(txn);
         return st_store_map_mdb(rc, "dbi_open");
     }
@@ -977,4 +978,116 @@ int st_store_metric_kind(st_store *st, const char *metric, int *kind)
     }
     st_store_read_end(st, txn);
     return rv;
+}
+
+/* ---- engine records ---- */
+
+static int kv_write(st_store *st, const char *key, const void *val, size_t len, bool del)
+{
+    MDB_txn *txn;
+    MDB_val k = {strlen(key), (void *)key};
+    MDB_val v = {len, (void *)val};
+    int rc;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        pthread_rwlock_rdlock(&st->resize);
+        rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+        if (rc == 0) {
+            rc = del ? mdb_del(txn, st->kv, &k, NULL) : mdb_put(txn, st->kv, &k, &v, 0);
+            rc = rc == 0 ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), rc);
+        }
+        pthread_rwlock_unlock(&st->resize);
+        if (rc != MDB_MAP_FULL) {
+            break;
+        }
+        /* The map is full: grow it, as the writer would, and try again. */
+        if (st_store_grow(st) != ST_OK) {
+            break;
+        }
+    }
+    return rc == MDB_NOTFOUND && del ? ST_OK : st_store_map_mdb(rc, "engine record");
+}
+
+int st_store_kv_put(st_store *st, const char *key, const void *val, size_t len)
+{
+    if (key == NULL || key[0] == '\0' || strlen(key) > ST_STORE_MAX_KEY) {
+        return ST_EINVAL;
+    }
+    return kv_write(st, key, val, len, false);
+}
+
+int st_store_kv_del(st_store *st, const char *key)
+{
+    if (key == NULL || key[0] == '\0' || strlen(key) > ST_STORE_MAX_KEY) {
+        return ST_EINVAL;
+    }
+    return kv_write(st, key, NULL, 0, true);
+}
+
+int st_store_kv_get(st_store *st, const char *key, char **val, size_t *len)
+{
+    MDB_txn *txn;
+    MDB_val k = {strlen(key), (void *)key};
+    MDB_val v;
+    int rv;
+    int rc;
+    if (key[0] == '\0' || k.mv_size > ST_STORE_MAX_KEY) {
+        return ST_EINVAL;
+    }
+    if ((rv = st_store_read_begin(st, &txn)) != ST_OK) {
+        return rv;
+    }
+    rc = mdb_get(txn, st->kv, &k, &v);
+    if (rc == 0) {
+        char *p = malloc(v.mv_size + 1);
+        if (p == NULL) {
+            rv = ST_ENOMEM;
+        } else {
+            memcpy(p, v.mv_data, v.mv_size);
+            p[v.mv_size] = '\0';
+            *val = p;
+            if (len != NULL) {
+                *len = v.mv_size;
+            }
+        }
+    } else {
+        rv = rc == MDB_NOTFOUND ? ST_ENOENT : st_store_map_mdb(rc, "get engine record");
+    }
+    st_store_read_end(st, txn);
+    return rv;
+}
+
+int st_store_kv_scan(st_store *st, const char *prefix,
+                     int (*fn)(void *arg, const char *key, const char *val, size_t len), void *arg)
+{
+    size_t plen = strlen(prefix);
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k = {plen, (void *)prefix};
+    MDB_val v;
+    char key[ST_STORE_MAX_KEY + 1];
+    int rv = st_store_read_begin(st, &txn);
+    int rc;
+    if (rv != ST_OK) {
+        return rv;
+    }
+    if ((rc = mdb_cursor_open(txn, st->kv, &cur)) != 0) {
+        st_store_read_end(st, txn);
+        return st_store_map_mdb(rc, "cursor engine");
+    }
+    for (rc = plen ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+                   : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+         rc == 0 && rv == ST_OK; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0 ||
+            k.mv_size > ST_STORE_MAX_KEY) {
+            break;
+        }
+        memcpy(key, k.mv_data, k.mv_size);
+        key[k.mv_size] = '\0';
+        if (fn(arg, key, v.mv_data, v.mv_size) != 0) {
+            rv = -1;
+        }
+    }
+    mdb_cursor_close(cur);
+    st_store_read_end(st, txn);
+    return rv < 0 ? ST_OK : rv;
 }

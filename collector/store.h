@@ -132,6 +132,21 @@ int st_store_metric_kind(st_store *st, const char *metric, int *kind);
 /* True when the labels of rec satisfy every matcher. */
 bool st_store_labels_match(const Strata__V1__SeriesRecord *rec, const st_matcher *m, size_t nm);
 
+/* ---- engine records ----
+ * A small key-value space for the engine (findings, baselines, loop state,
+ * outbox). Keys are text up to ST_STORE_MAX_KEY bytes; values are the
+ * caller's bytes. Each call is its own short transaction and may run on any
+ * thread; LMDB serialises writers. */
+int st_store_kv_put(st_store *st, const char *key, const void *val, size_t len);
+/* Copies the value into a malloc'd buffer (NUL-terminated past len). */
+int st_store_kv_get(st_store *st, const char *key, char **val, size_t *len);
+int st_store_kv_del(st_store *st, const char *key);
+/* Calls fn for every key starting with prefix, in key order; fn returning
+ * non-zero stops the scan (a negative value is returned). */
+int st_store_kv_scan(st_store *st, const char *prefix,
+                     int (*fn)(void *arg, const char *key, const char *val, size_t len),
+                     void *arg);
+
 struct st_store_stats {
     uint64_t map_size;
     uint64_t used_bytes; /* pages in use * page size */

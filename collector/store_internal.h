@@ -36,7 +36,7 @@ struct st_rollup_state {
 
 struct st_store {
     MDB_env *env;
-    MDB_dbi meta, agents, series, series_id, points, rollups, dirty;
+    MDB_dbi meta, agents, series, series_id, points, rollups, dirty, kv;
     pthread_rwlock_t resize; /* readers hold it shared; st_store_grow exclusive */
     uint64_t map_size;
     uint64_t max_map_size;
