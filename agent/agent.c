@@ -7,6 +7,7 @@
 #include "fold.h"
 #include "frame.h"
 #include "log.h"
+#include "discover.h"
 #include "sampler.h"
 #include "sender.h"
 #include "spool.h"
@@ -33,6 +34,10 @@ struct inst {
 
 struct st_agent {
     const st_agent_settings *s;
+    st_cfg_doc *found_docs[ST_DISCOVER_MAX];
+    char found_keys[ST_DISCOVER_MAX][160];
+    size_t nfound;
+    int64_t next_discovery;
     struct inst inst[ST_AGENT_MAX_SAMPLERS];
     size_t ninst;
     st_fold *fold;
@@ -197,6 +202,52 @@ static int init_samplers(st_agent *a, const st_cfg_doc *doc, st_cfg_error *err)
     return ST_OK;
 }
 
+static bool configured(const st_agent *a, const char *sampler)
+{
+    return a->s->samplers != NULL && st_cfg_get(a->s->samplers, sampler) != NULL;
+}
+
+static const char *const *list_or_null(const st_cfg_strlist *l)
+{
+    return l->n > 0 ? (const char *const *)l->v : NULL;
+}
+
+/* Adds a sampler for every service found that is neither configured by
+ * hand nor already running. */
+static void discover(st_agent *a)
+{
+    struct st_discover_lists l = {
+        list_or_null(&a->s->disc_nginx), list_or_null(&a->s->disc_varnish),
+        list_or_null(&a->s->disc_redis), list_or_null(&a->s->disc_memcached),
+        list_or_null(&a->s->disc_postgres)};
+    struct st_found found[ST_DISCOVER_MAX];
+    size_t n = 0;
+    st_discover(&l, found, ST_DISCOVER_MAX, &n);
+    for (size_t i = 0; i < n && a->nfound < ST_DISCOVER_MAX; i++) {
+        st_cfg_doc *doc = NULL;
+        st_cfg_error err;
+        bool seen = configured(a, found[i].sampler);
+        char name[64];
+        for (size_t k = 0; k < a->nfound && !seen; k++) {
+            seen = strcmp(a->found_keys[k], found[i].key) == 0;
+        }
+        if (seen) {
+            continue;
+        }
+        snprintf(name, sizeof(name), "discovered %s", found[i].sampler);
+        if (st_cfg_load_string(name, found[i].yaml, strlen(found[i].yaml), &doc, &err) != ST_OK ||
+            add_sampler(a, doc, found[i].sampler, st_cfg_root(doc), &err) != ST_OK) {
+            ST_WARN("agent", "discovered %s but could not sample it: %s", found[i].key, err.msg);
+            st_cfg_doc_free(doc);
+            continue;
+        }
+        a->inst[a->ninst - 1].next_due = 0;
+        a->found_docs[a->nfound] = doc;
+        snprintf(a->found_keys[a->nfound++], sizeof(a->found_keys[0]), "%s", found[i].key);
+        ST_INFO("agent", "discovered %s: sampling it", found[i].key);
+    }
+}
+
 int st_agent_new(const st_agent_settings *s, const st_cfg_doc *doc, st_agent **out,
                  st_cfg_error *err)
 {
@@ -214,6 +265,10 @@ int st_agent_new(const st_agent_settings *s, const st_cfg_doc *doc, st_agent **o
         st_agent_free(a);
         return rv;
     }
+    if (s->discover) {
+        discover(a);
+        a->next_discovery = st_time_mono_ms() + s->discover_interval_ms;
+    }
     *out = a;
     return ST_OK;
 }
@@ -225,6 +280,9 @@ void st_agent_free(st_agent *a)
     }
     for (size_t i = 0; i < a->ninst; i++) {
         a->inst[i].def->fini(a->inst[i].ctx);
+    }
+    for (size_t i = 0; i < a->nfound; i++) {
+        st_cfg_doc_free(a->found_docs[i]);
     }
     st_fold_free(a->fold);
     st_zctx_free(a->z);
@@ -388,14 +446,24 @@ int st_agent_run(st_agent *a, atomic_int *stop)
                 run_sampler(a, &a->inst[i], now);
             }
         }
+        if (a->s->discover && st_time_mono_ms() >= a->next_discovery) {
+            discover(a);
+            a->next_discovery = st_time_mono_ms() + a->s->discover_interval_ms;
+        }
         if (now >= next_flush) {
             flush(a, now, now);
             next_flush = now - now % a->s->flush_ms + a->s->flush_ms;
         }
         st_time_sleep_ms(ST_MIN(TICK_MAX_MS, ST_MAX(1, next_wake(a, next_flush) - now)));
     }
-    /* Everything folded so far goes to the spool before we stop. */
-    flush(a, st_time_wall_ms(), INT64_MAX);
+    /* Every sampler reports once more (listeners hand over what they
+     * aggregated since their last run), and everything folded goes to the
+     * spool before we stop. */
+    now = st_time_wall_ms();
+    for (size_t i = 0; i < a->ninst; i++) {
+        run_sampler(a, &a->inst[i], now);
+    }
+    flush(a, now, INT64_MAX);
     st_sender_stop(a->sender, STOP_DRAIN_MS);
     st_spool_close(a->spool);
     a->sender = NULL;
