@@ -36,9 +36,48 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return ST_EINVAL;
 }
 
+static bool digits(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* What may follow the seconds of an RFC 3339 time: fractional seconds (to
+ * ms) and "Z", "+hh:mm" or "-hh:mm" (or nothing: UTC). */
+static int rfc3339_tail(const char *p, int64_t *ms, int64_t *off_min)
+{
+    int d = 0;
+    *ms = 0;
+    *off_min = 0;
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++, d++) {
+            *ms = d < 3 ? *ms * 10 + (*p - '0') : *ms;
+        }
+        for (; d < 3; d++) {
+            *ms *= 10;
+        }
+    }
+    if ((p[0] == '+' || p[0] == '-') && strlen(p) == 6 && p[3] == ':' && digits(p + 1, 2) &&
+        digits(p + 4, 2)) {
+        *off_min = ((p[1] - '0') * 10 + (p[2] - '0')) * 60 + (p[4] - '0') * 10 + (p[5] - '0');
+        *off_min *= p[0] == '+' ? 1 : -1;
+        return ST_OK;
+    }
+    if (p[0] == 'Z') {
+        p++;
+    }
+    return *p == '\0' ? ST_OK : ST_EINVAL;
+}
+
 int st_query_time(const char *s, int64_t now_ms, int64_t *out)
 {
     int64_t v;
+    int64_t ms;
+    int64_t off_min;
     struct tm tm;
     const char *end;
     if (strcmp(s, "now") == 0) {
@@ -55,8 +94,8 @@ int st_query_time(const char *s, int64_t now_ms, int64_t *out)
     }
     memset(&tm, 0, sizeof(tm));
     end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (end != NULL && (strcmp(end, "Z") == 0 || *end == '\0')) {
-        *out = (int64_t)timegm(&tm) * 1000;
+    if (end != NULL && rfc3339_tail(end, &ms, &off_min) == ST_OK) {
+        *out = (int64_t)timegm(&tm) * 1000 + ms - off_min * 60000;
         return ST_OK;
     }
     return ST_EINVAL;
@@ -389,6 +428,7 @@ static int run_raw(st_store *st, const st_query *q, json_t **out, char *err, siz
         return ST_ENOMEM;
     }
     json_object_set(r.meta, "series", r.series);
+    json_object_set_new(r.meta, "resolution", json_string("raw"));
     rv = st_store_scan(st, q->metric, q->m, q->nm, q->from_ms, q->to_ms, &cb);
     json_decref(r.series);
     free(r.vals);

@@ -29,6 +29,19 @@ struct acc {
     int64_t last_t;
     uint64_t count;
     st_sketch *sk;
+    double dsum;
+};
+
+struct fl {
+    int64_t ft, lt;
+    double f, l;
+};
+
+struct sstate {
+    uint32_t id;
+    struct group *g;
+    struct fl *b;
+    struct fl total;
 };
 
 struct group {
@@ -52,6 +65,9 @@ struct agg_run {
     size_t tabsize;
     size_t ng;
     struct group *cur;
+    struct sstate *ss;
+    size_t nss;
+    struct sstate *cur_ss;
     bool cur_num;
     int kind;
     bool want_sketch;
@@ -114,6 +130,24 @@ static int acc_value(struct agg_run *r, struct acc *a, int64_t t, double v, doub
         return rv;
     }
     return st_sketch_insert(a->sk, v);
+}
+
+static void fl_init(struct fl *x)
+{
+    x->ft = INT64_MAX;
+    x->lt = INT64_MIN;
+}
+
+static void fl_add(struct fl *x, int64_t ft, double f, int64_t lt, double l)
+{
+    if (ft < x->ft) {
+        x->ft = ft;
+        x->f = f;
+    }
+    if (lt >= x->lt) {
+        x->lt = lt;
+        x->l = l;
+    }
 }
 
 static int acc_sketch(struct acc *a, const Strata__V1__Sketch *m)
@@ -189,7 +223,7 @@ static double acc_result(const struct agg_run *r, const struct acc *a, int64_t s
     case ST_AGG_RATIO:
         return a->sum > 0 ? a->num / a->sum : NAN;
     case ST_AGG_DELTA:
-        return a->last - a->first;
+        return a->dsum;
     default:
         return a->sk != NULL ? st_sketch_quantile(a->sk, quantile_of(agg)) : NAN;
     }
@@ -295,6 +329,30 @@ static int on_series(void *arg, const st_scan_series *s)
     if ((rv = find_group(r, s->rec, &r->cur)) != ST_OK) {
         return rv;
     }
+    r->cur_ss = NULL;
+    for (size_t i = 0; i < r->nss; i++) {
+        if (r->ss[i].id == s->id) {
+            r->cur_ss = &r->ss[i];
+        }
+    }
+    if (r->cur_ss == NULL) {
+        struct sstate *n = realloc(r->ss, (r->nss + 1) * sizeof(*n));
+        if (n == NULL) {
+            return ST_ENOMEM;
+        }
+        r->ss = n;
+        r->cur_ss = &r->ss[r->nss++];
+        r->cur_ss->id = s->id;
+        r->cur_ss->g = r->cur;
+        r->cur_ss->b = malloc(r->nb * sizeof(struct fl));
+        if (r->cur_ss->b == NULL) {
+            return ST_ENOMEM;
+        }
+        for (size_t k = 0; k < r->nb; k++) {
+            fl_init(&r->cur_ss->b[k]);
+        }
+        fl_init(&r->cur_ss->total);
+    }
     r->cur_num = r->q->agg != ST_AGG_RATIO || st_store_labels_match(s->rec, r->num_m, r->n_num);
     return 1;
 }
@@ -302,6 +360,8 @@ static int on_series(void *arg, const st_scan_series *s)
 static int add_point(struct agg_run *r, const Strata__V1__Series *b, size_t i, int64_t t)
 {
     struct acc *a = &r->cur->b[(t - r->from) / r->step];
+    fl_add(&r->cur_ss->b[(t - r->from) / r->step], t, r->vals[i], t, r->vals[i]);
+    fl_add(&r->cur_ss->total, t, r->vals[i], t, r->vals[i]);
     double v = r->vals[i];
     double lo = b->n_mins > i ? b->mins[i] : v;
     double hi = b->n_maxs > i ? b->maxs[i] : v;
@@ -385,6 +445,11 @@ static int on_rollup(void *arg, const st_scan_series *s, const Strata__V1__Rollu
         int64_t t = b->start_unix_ms + (int64_t)i * b->bucket_ms;
         if (t < r->lo || t >= r->hi) {
             continue;
+        }
+        if (b->rows[i]->count > 0) {
+            fl_add(&r->cur_ss->b[(t - r->from) / r->step], t, b->rows[i]->first,
+                   t + b->bucket_ms - 1, b->rows[i]->last);
+            fl_add(&r->cur_ss->total, t, b->rows[i]->first, t + b->bucket_ms - 1, b->rows[i]->last);
         }
         rv = acc_row(r, &r->cur->b[(t - r->from) / r->step], b->rows[i], t, b->bucket_ms);
         if (rv == ST_OK && r->q->top > 0) {
@@ -473,6 +538,10 @@ static void free_groups(struct agg_run *r)
     }
     free(r->tab);
     free(r->vals);
+    for (size_t i = 0; i < r->nss; i++) {
+        free(r->ss[i].b);
+    }
+    free(r->ss);
 }
 
 /* Splits the matchers: for ratio, those on the `over` label only decide
@@ -589,6 +658,16 @@ int st_query_run_agg(st_store *st, const st_query *q, json_t **out, char *err, s
     if ((rv = setup(&r, q)) == ST_OK) {
         rv = scan_all(st, &r, &cb);
         json_object_set_new(r.meta, "resolution", json_string(r.res_used));
+    }
+    for (size_t i = 0; rv == ST_OK && i < r.nss; i++) {
+        for (size_t k = 0; k < r.nb; k++) {
+            if (r.ss[i].b[k].lt != INT64_MIN) {
+                r.ss[i].g->b[k].dsum += r.ss[i].b[k].l - r.ss[i].b[k].f;
+            }
+        }
+        if (r.ss[i].total.lt != INT64_MIN) {
+            r.ss[i].g->total.dsum += r.ss[i].total.l - r.ss[i].total.f;
+        }
     }
     if (rv == ST_OK && (arr = json_array()) != NULL) {
         rv = emit(&r, arr);

@@ -478,8 +478,7 @@ static int do_minutes(struct work *w, bool *more)
             *more = true;
             return ST_OK;
         }
-        if (rs->cur_1m == UINT32_MAX ||
-            !next_series(w->pc, 0, rs->cur_1m, rs->wm_1m - MINUTE, &id)) {
+        if (rs->cur_1m == UINT32_MAX || !next_series(w->pc, 0, rs->cur_1m, 0, &id)) {
             rs->wm_1m += MINUTE;
             rs->cur_1m = 0;
         } else {
@@ -545,8 +544,14 @@ static int prune_series(MDB_cursor *cur, int phase, uint32_t id, int64_t cutoff,
                         ? (k.mv_size == ST_POINT_KEY_LEN && st_be32(p) == id)
                         : (k.mv_size == ST_ROLLUP_KEY_LEN && p[0] == phase && st_be32(p + 1) == id);
         int64_t t = phase == 0 ? (int64_t)st_be64(p + 4) : (int64_t)st_be64(p + 5);
+        int64_t span = phase == 0 ? 0 : entry_span((enum st_res)phase);
+        if (same && phase == 0) {
+            Strata__V1__Series *b = strata__v1__series__unpack(NULL, v.mv_size, v.mv_data);
+            span = b != NULL ? st_store_block_end(b) - t : 0;
+            strata__v1__series__free_unpacked(b, NULL);
+        }
         /* An entry is dropped once all it covers is past the cutoff. */
-        if (!same || t + (phase == 0 ? 0 : entry_span((enum st_res)phase)) >= cutoff) {
+        if (!same || t + span > cutoff) {
             return ST_OK;
         }
         if ((rc = mdb_cursor_del(cur, 0)) != 0) {
