@@ -1,6 +1,7 @@
 /* strata-collector: ingest -> writer -> LMDB store, the HTTP API and the
  * engine. main owns the process: flags, configuration, signals, shutdown. */
 #include "api.h"
+#include "engine.h"
 #include "err.h"
 #include "ingest.h"
 #include "log.h"
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage_line(const char *line)
 {
@@ -95,6 +97,9 @@ static int parse_flags(int argc, char **argv, const char **config, struct flag_o
 
 struct collector {
     st_collector_settings s;
+    st_engine *engine;
+    st_api_token tokens[ST_API_MAX_TOKENS];
+    size_t ntokens;
     st_cfg_doc *doc;
     st_metrics metrics;
     st_store *store;
@@ -102,6 +107,36 @@ struct collector {
     st_ingest *ingest;
     st_api *api;
 };
+
+static int start_engine(struct collector *c)
+{
+    struct st_engine_opts eo;
+    st_cfg_error err;
+    char host[128];
+    int rv;
+    if (!c->s.engine_enabled) {
+        return ST_OK;
+    }
+    if (gethostname(host, sizeof(host) - 1) != 0) {
+        snprintf(host, sizeof(host), "collector");
+    }
+    memset(&eo, 0, sizeof(eo));
+    eo.interval_ms = c->s.engine_interval_ms;
+    eo.pause_ms = c->s.engine_pause_ms;
+    eo.max_iterations = (int)c->s.engine_max_iterations;
+    eo.validation_ms = c->s.engine_validation_ms;
+    eo.improvement_margin = c->s.engine_margin;
+    eo.collector_name = c->s.name != NULL ? c->s.name : host;
+    if ((rv = st_engine_new(c->store, &eo, c->doc, c->s.targets, c->s.rules, &c->engine, &err)) !=
+        ST_OK) {
+        ST_ERROR("main", "%s", err.msg);
+        return rv;
+    }
+    st_eng_set(st_engine_eng(c->engine), "analysis_window_ms", (double)c->s.engine_window_ms);
+    st_eng_set(st_engine_eng(c->engine), "baseline_window_ms", (double)c->s.engine_baseline_ms);
+    st_eng_set(st_engine_eng(c->engine), "min_samples", (double)c->s.engine_min_samples);
+    return st_engine_start(c->engine);
+}
 
 static int start(struct collector *c)
 {
@@ -129,7 +164,11 @@ static int start(struct collector *c)
         ST_ERROR("main", "cannot start ingest on %s: %s", c->s.ingest_url, st_strerror(rv));
         return rv;
     }
-    deps = (struct st_api_deps){c->store, &c->metrics, c->ingest, c->writer, st_time_wall_ms()};
+    if ((rv = start_engine(c)) != ST_OK) {
+        return rv;
+    }
+    deps = (struct st_api_deps){c->engine,   c->tokens, c->ntokens, c->store,
+                                &c->metrics, c->ingest, c->writer,  st_time_wall_ms()};
     if ((rv = st_api_start(&ao, &deps, &c->api)) != ST_OK) {
         ST_ERROR("main", "cannot start the HTTP API on %s: %s", c->s.http_addr, st_strerror(rv));
         return rv;
@@ -142,6 +181,7 @@ static int start(struct collector *c)
 static void stop(struct collector *c)
 {
     st_api_stop(c->api);
+    st_engine_free(c->engine);
     st_ingest_stop(c->ingest);
     st_writer_stop(c->writer);
     st_store_close(c->store);
@@ -152,6 +192,10 @@ static int load(struct collector *c, const char *config, const struct flag_overr
     st_cfg_error err;
     enum st_log_level lv;
     if (st_collector_settings_load(config, &c->s, &c->doc, &err) != ST_OK) {
+        fprintf(stderr, "strata-collector: %s\n", err.msg);
+        return ST_ECONFIG;
+    }
+    if (st_api_tokens_parse(c->doc, c->s.tokens, c->tokens, &c->ntokens, &err) != ST_OK) {
         fprintf(stderr, "strata-collector: %s\n", err.msg);
         return ST_ECONFIG;
     }
@@ -167,6 +211,13 @@ static int load(struct collector *c, const char *config, const struct flag_overr
         return ST_ECONFIG;
     }
     st_log_set_level(lv);
+    if (c->s.max_age_ms > c->s.ret_raw_ms) {
+        /* A frame older than the raw data kept could not be rolled up
+         * exactly: its minute's other points are gone. */
+        ST_INFO("main", "ingest.max_age lowered to retention.raw (%lld s)",
+                (long long)(c->s.ret_raw_ms / 1000));
+        c->s.max_age_ms = c->s.ret_raw_ms;
+    }
     return ST_OK;
 }
 

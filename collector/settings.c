@@ -48,7 +48,35 @@ static const st_cfg_map retention_rows[] = {
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
 };
 
+static const st_cfg_map engine_rows[] = {
+    {ST_CFG_BOOL, "enabled", "true", F(engine_enabled), "run the optimization loop", NULL, 0, 0},
+    {ST_CFG_DURATION, "interval", "10s", F(engine_interval_ms), "between runs when idle", NULL, 0,
+     0},
+    {ST_CFG_DURATION, "pause", "2s", F(engine_pause_ms), "between loop iterations with work", NULL,
+     0, 0},
+    {ST_CFG_INT, "max_iterations", "10", F(engine_max_iterations), "iterations per campaign", NULL,
+     1, 1000},
+    {ST_CFG_DURATION, "validation_window", "5m", F(engine_validation_ms),
+     "how long an applied fix is measured before the verdict", NULL, 0, 0},
+    {ST_CFG_DOUBLE, "improvement_margin", "0.2", F(engine_margin),
+     "relative improvement a fix must show", NULL, 0.01, 10},
+    {ST_CFG_DURATION, "window", "5m", F(engine_window_ms), "analysis window", NULL, 0, 0},
+    {ST_CFG_DURATION, "baseline_window", "1h", F(engine_baseline_ms),
+     "rolling baseline length (before the analysis window)", NULL, 0, 0},
+    {ST_CFG_INT, "min_samples", "50", F(engine_min_samples),
+     "samples a window needs before regressions are judged", NULL, 1, 1000000},
+    {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
+};
+
+static const st_cfg_map api_rows[] = {
+    {ST_CFG_NODE, "tokens", NULL, F(tokens),
+     "bearer tokens: [{name, sha256, scopes: [read, write]}]", NULL, 0, 0},
+    {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
+};
+
 const st_cfg_map st_collector_rows[] = {
+    {ST_CFG_STR, "name", NULL, F(name), "this collector's name (default: the host name)", NULL, 0,
+     0},
     {ST_CFG_STR, "data_dir", "./var/collector", F(data_dir), "where the LMDB store lives", NULL, 0,
      0},
     {ST_CFG_STR, "log_level", "info", F(log_level), "debug, info, warn or error", NULL, 0, 0},
@@ -58,7 +86,9 @@ const st_cfg_map st_collector_rows[] = {
     {ST_CFG_SECTION, "retention", NULL, 0, "how long each resolution is kept", retention_rows, 0,
      0},
     {ST_CFG_NODE, "targets", NULL, F(targets), "performance targets (see README)", NULL, 0, 0},
-    {ST_CFG_NODE, "engine", NULL, F(engine), "optimization loop settings", NULL, 0, 0},
+    {ST_CFG_SECTION, "engine", NULL, 0, "optimization loop", engine_rows, 0, 0},
+    {ST_CFG_NODE, "rules", NULL, F(rules), "rule thresholds: {rule id: value}", NULL, 0, 0},
+    {ST_CFG_SECTION, "api", NULL, 0, "HTTP API access", api_rows, 0, 0},
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
 };
 

@@ -29,7 +29,18 @@ typedef struct st_collector_settings {
     int64_t ret_1m_ms;
     int64_t ret_1h_ms;
     const st_cfg_node *targets; /* parsed by the engine */
-    const st_cfg_node *engine;
+    const st_cfg_node *rules;   /* rule id -> threshold, parsed by the engine */
+    const st_cfg_node *tokens;  /* api.tokens, parsed by the API */
+    char *name;                 /* this collector's name in findings */
+    int64_t engine_interval_ms;
+    int64_t engine_pause_ms;
+    int64_t engine_max_iterations;
+    int64_t engine_validation_ms;
+    double engine_margin;
+    int64_t engine_window_ms;
+    int64_t engine_baseline_ms;
+    int64_t engine_min_samples;
+    bool engine_enabled;
 } st_collector_settings;
 
 extern const st_cfg_map st_collector_rows[];

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "ingest.h"
 #include "metrics.h"
 #include "store.h"
@@ -17,7 +18,22 @@
 #define ST_API_MAX_BODY (1u << 20)
 #define ST_API_MAX_RESPONSE (64u << 20)
 
+struct st_engine;
+
+#define ST_API_MAX_TOKENS 64
+
+/* A bearer token, kept only as its SHA-256. */
+typedef struct st_api_token {
+    char name[64];
+    unsigned char sha256[32];
+    bool read;
+    bool write;
+} st_api_token;
+
 struct st_api_deps {
+    struct st_engine *engine;
+    const st_api_token *tokens; /* none: reads are open, writes refused */
+    size_t ntokens;
     st_store *store;
     st_metrics *metrics;
     st_ingest *ingest;
@@ -30,6 +46,11 @@ struct st_api_opts {
 };
 
 typedef struct st_api st_api;
+
+/* Parses collector.yaml api.tokens: a list of {name, sha256 (hex of the
+ * token's SHA-256), scopes: [read, write]}. Errors name file, line, key. */
+int st_api_tokens_parse(const st_cfg_doc *doc, const st_cfg_node *list, st_api_token *out,
+                        size_t *n, st_cfg_error *err);
 
 int st_api_start(const struct st_api_opts *opts, const struct st_api_deps *deps, st_api **out);
 void st_api_stop(st_api *api);

@@ -9,11 +9,14 @@
 
 #include <arpa/inet.h>
 #include <nng/nng.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <nng/supplemental/http/http.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct st_api {
     nng_http_server *srv;
@@ -196,19 +199,62 @@ static bool params_known(const st_route *r, const st_req *req, st_resp *resp)
     return true;
 }
 
+/* Bearer tokens: reads need one when tokens are configured, writes always
+ * do. Tokens are compared as SHA-256 digests in constant time. */
+static bool authorized(const struct st_api_deps *d, const st_route *r, const st_req *req,
+                       st_resp *resp)
+{
+    unsigned char dig[32];
+    const char *tok;
+    const st_api_token *hit = NULL;
+    if (r->scope == ST_SCOPE_NONE || (r->scope == ST_SCOPE_READ && d->ntokens == 0)) {
+        return true;
+    }
+    if (d->ntokens == 0) {
+        st_resp_error(resp, 401, "writes need a bearer token: configure api.tokens");
+        return false;
+    }
+    tok = req->authorization;
+    if (tok == NULL || strncasecmp(tok, "Bearer ", 7) != 0 || strlen(tok + 7) > 512) {
+        st_resp_error(resp, 401, "missing bearer token");
+        return false;
+    }
+    SHA256((const unsigned char *)tok + 7, strlen(tok + 7), dig);
+    for (size_t i = 0; i < d->ntokens; i++) {
+        /* Every token is compared, so timing does not tell which matched. */
+        if (CRYPTO_memcmp(dig, d->tokens[i].sha256, 32) == 0) {
+            hit = &d->tokens[i];
+        }
+    }
+    if (hit == NULL) {
+        st_resp_error(resp, 401, "unknown bearer token");
+        return false;
+    }
+    if ((r->scope == ST_SCOPE_WRITE && !hit->write) || (r->scope == ST_SCOPE_READ && !hit->read)) {
+        st_resp_error(resp, 403, "token '%s' lacks the %s scope", hit->name,
+                      r->scope == ST_SCOPE_WRITE ? "write" : "read");
+        return false;
+    }
+    return true;
+}
+
 static void dispatch(const struct st_api_deps *d, st_req *req, st_resp *resp)
 {
     bool path_seen = false;
     for (const st_route *r = st_routes; r->path != NULL; r++) {
+        size_t n = strlen(resp->allow);
         if (!path_matches(r, req->path)) {
             continue;
         }
         path_seen = true;
+        if (strstr(resp->allow, r->method) == NULL) {
+            snprintf(resp->allow + n, sizeof(resp->allow) - n, "%s%s", n ? ", " : "", r->method);
+        }
         if (strcmp(r->method, req->method) != 0 &&
             !(strcmp(req->method, "HEAD") == 0 && strcmp(r->method, "GET") == 0)) {
             continue;
         }
-        if (params_known(r, req, resp)) {
+        if (authorized(d, r, req, resp) && params_known(r, req, resp)) {
             r->fn(d, req, resp);
         }
         return;
@@ -267,6 +313,7 @@ static void handler_cb(nng_aio *aio)
     if (nng_http_res_alloc(&res) != 0 || nng_http_res_set_status(res, (uint16_t)resp.status) != 0 ||
         nng_http_res_set_header(res, "Content-Type", resp.content_type) != 0 ||
         nng_http_res_set_header(res, "Cache-Control", "no-store") != 0 ||
+        (resp.status == 405 && nng_http_res_set_header(res, "Allow", resp.allow) != 0) ||
         nng_http_res_copy_data(res, resp.body.data, resp.body.len) != 0) {
         nng_http_res_free(res);
         res = NULL;
@@ -350,4 +397,47 @@ void st_api_stop(st_api *api)
     nng_http_server_stop(api->srv);
     nng_http_server_release(api->srv);
     free(api);
+}
+
+int st_api_tokens_parse(const st_cfg_doc *doc, const st_cfg_node *list, st_api_token *out,
+                        size_t *n, st_cfg_error *err)
+{
+    *n = 0;
+    if (list == NULL || st_cfg_is_null(list)) {
+        return ST_OK;
+    }
+    if (st_cfg_node_type(list) != ST_CFG_NODE_SEQ || st_cfg_seq_len(list) > ST_API_MAX_TOKENS) {
+        return st_cfg_fail(err, doc, list, "api.tokens", "a list of at most %d tokens",
+                           ST_API_MAX_TOKENS);
+    }
+    for (size_t i = 0; i < st_cfg_seq_len(list); i++) {
+        const st_cfg_node *t = st_cfg_seq_at(list, i);
+        const char *name = st_cfg_scalar(st_cfg_get(t, "name"));
+        const char *hex = st_cfg_scalar(st_cfg_get(t, "sha256"));
+        const st_cfg_node *sc = st_cfg_get(t, "scopes");
+        st_api_token *tk = &out[*n];
+        memset(tk, 0, sizeof(*tk));
+        if (st_cfg_node_type(t) != ST_CFG_NODE_MAP || hex == NULL ||
+            st_hex_decode(hex, tk->sha256, 32) != ST_OK) {
+            return st_cfg_fail(err, doc, t, "api.tokens.sha256",
+                               "each token needs sha256: the hex SHA-256 of the token");
+        }
+        snprintf(tk->name, sizeof(tk->name), "%s", name ? name : "token");
+        for (size_t k = 0; k < st_cfg_seq_len(sc); k++) {
+            const char *v = st_cfg_scalar(st_cfg_seq_at(sc, k));
+            if (v != NULL && strcmp(v, "read") == 0) {
+                tk->read = true;
+            } else if (v != NULL && strcmp(v, "write") == 0) {
+                tk->write = true;
+            } else {
+                return st_cfg_fail(err, doc, st_cfg_seq_at(sc, k), "api.tokens.scopes",
+                                   "scopes are read and write");
+            }
+        }
+        if (sc == NULL) {
+            tk->read = true; /* a token without scopes may read */
+        }
+        (*n)++;
+    }
+    return ST_OK;
 }

@@ -29,15 +29,19 @@ typedef struct st_req {
 typedef struct st_resp {
     int status;
     const char *content_type;
+    char allow[32]; /* Allow header of a 405 */
     st_buf body;
 } st_resp;
 
 typedef int (*st_route_fn)(const struct st_api_deps *d, const st_req *req, st_resp *resp);
 
+enum st_scope { ST_SCOPE_NONE = 0, ST_SCOPE_READ, ST_SCOPE_WRITE };
+
 typedef struct st_route {
     const char *method;
     const char *path;
-    bool tree; /* matches path and everything below it */
+    bool tree;           /* matches path and everything below it */
+    enum st_scope scope; /* the token scope it needs */
     st_route_fn fn;
     const char *const *params; /* accepted query parameters, NULL-terminated */
 } st_route;

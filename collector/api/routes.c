@@ -2,6 +2,7 @@
 #include "http.h"
 
 #include "exposition.h"
+#include "routes_engine.h"
 
 #include "err.h"
 #include "query.h"
@@ -206,11 +207,18 @@ static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *
     return ST_OK;
 }
 
+static const char *const findings_params[] = {"status", "layer", "limit", NULL};
+
 const st_route st_routes[] = {
-    {"GET", "/healthz", false, get_healthz, no_params},
-    {"GET", "/readyz", false, get_readyz, no_params},
-    {"GET", "/metrics", false, get_metrics, no_params},
-    {"GET", "/v1/agents", false, get_agents, no_params},
-    {"GET", "/v1/query", false, get_query, query_params},
-    {NULL, NULL, false, NULL, NULL},
+    {"GET", "/healthz", false, ST_SCOPE_NONE, get_healthz, no_params},
+    {"GET", "/readyz", false, ST_SCOPE_NONE, get_readyz, no_params},
+    {"GET", "/metrics", false, ST_SCOPE_READ, get_metrics, no_params},
+    {"GET", "/v1/agents", false, ST_SCOPE_READ, get_agents, no_params},
+    {"GET", "/v1/query", false, ST_SCOPE_READ, get_query, query_params},
+    {"GET", "/v1/status", false, ST_SCOPE_READ, st_route_status, no_params},
+    {"GET", "/v1/findings", false, ST_SCOPE_READ, st_route_findings, findings_params},
+    {"GET", "/v1/findings", true, ST_SCOPE_READ, st_route_finding, no_params},
+    {"POST", "/v1/findings", true, ST_SCOPE_WRITE, st_route_finding_action, no_params},
+    {"POST", "/v1/baselines/pin", false, ST_SCOPE_WRITE, st_route_pin, no_params},
+    {NULL, NULL, false, ST_SCOPE_NONE, NULL, NULL},
 };

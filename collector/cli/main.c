@@ -657,6 +657,34 @@ static int post_action(struct cli *c, const char *action, const char *done, int 
     return rc;
 }
 
+static int cmd_baseline(struct cli *c, int argc, char **argv)
+{
+    st_response resp;
+    st_buf out;
+    int first;
+    int rc = prepare(c, find_command("baseline"), argc, argv, NULL, NULL, 1, &first);
+    if (rc >= 0) {
+        return rc;
+    }
+    if (strcmp(argv[first], "pin") != 0) {
+        usage_error(c, "unknown baseline action '%s' (pin)", argv[first]);
+        return EXIT_USAGE;
+    }
+    rc = request(c, true, "/v1/baselines/pin", &resp);
+    if (rc == EXIT_SUCCESS) {
+        int rv;
+        st_buf_init(&out, ST_CLI_OUTPUT_MAX);
+        rv = c->json ? st_render_json(resp.json, &out)
+                     : st_buf_printf(
+                           &out, "pinned %lld baselines\n",
+                           (long long)json_integer_value(json_object_get(resp.json, "pinned")));
+        rc = rv == ST_OK ? emit(&out) : EXIT_FAILURE;
+        st_buf_free(&out);
+        st_response_free(&resp);
+    }
+    return rc;
+}
+
 static int cmd_ack(struct cli *c, int argc, char **argv)
 {
     return post_action(c, "ack", "acknowledged", argc, argv);
@@ -733,6 +761,9 @@ static const struct command commands[] = {
     {"finding", "ID", "Shows one finding with its evidence, optimization and history.", NULL, NULL,
      plain_opts, cmd_finding},
     {"ack", "ID", "Acknowledges a finding.", NULL, NULL, plain_opts, cmd_ack},
+    {"baseline", "pin", "Pins the current baselines before a change.",
+     "Regressions are then judged against the pinned values until the next pin.\n", NULL,
+     plain_opts, cmd_baseline},
     {"dismiss", "ID", "Dismisses a finding.", NULL, NULL, plain_opts, cmd_dismiss},
     {"applied", "ID", "Reports a finding's optimization as applied (starts validation).", NULL,
      NULL, plain_opts, cmd_applied},

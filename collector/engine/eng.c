@@ -1,0 +1,250 @@
+/* The context rules run in: queries through the query engine, thresholds
+ * and settings with their defaults, and the candidate list. */
+#include "rules.h"
+
+#include "err.h"
+#include "query.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_OVERRIDES 128
+
+/* Targets of DESIGN.md and the engine's windows, by name. */
+static const struct {
+    const char *name;
+    double value;
+} defaults[] = {
+    {"response_p50_s", 0.2},
+    {"response_p95_s", 0.5},
+    {"response_p99_s", 1.0},
+    {"throughput_rps", 1000},
+    {"bundle_main_bytes", 250 * 1024},
+    {"bundle_chunk_bytes", 100 * 1024},
+    {"bundle_total_bytes", 1024 * 1024},
+    {"memory_peak_bytes", 512.0 * 1024 * 1024},
+    {"error_rate", 0.01},
+    {"cpu_ratio", 0.70},
+    {"fcp_s", 1.5},
+    {"lcp_s", 2.5},
+    {"tti_s", 3.0},
+    {"connections", 10000},
+    {"analysis_window_ms", 5 * 60 * 1000},
+    {"leak_window_ms", 30 * 60 * 1000},
+    {"baseline_window_ms", 60 * 60 * 1000},
+    {"regression_p95_factor", 1.2},
+    {"regression_error_factor", 2.0},
+    {"min_samples", 50},
+    {"cold_table_days", 90},
+};
+
+struct override {
+    char name[96];
+    double value;
+};
+
+struct st_eng {
+    st_store *st;
+    int64_t now;
+    struct override ov[MAX_OVERRIDES];
+    size_t nov;
+};
+
+int st_eng_new(st_store *st, int64_t now_ms, st_eng **out)
+{
+    st_eng *e = calloc(1, sizeof(*e));
+    if (e == NULL) {
+        return ST_ENOMEM;
+    }
+    e->st = st;
+    e->now = now_ms;
+    *out = e;
+    return ST_OK;
+}
+
+void st_eng_free(st_eng *e)
+{
+    free(e);
+}
+
+void st_eng_set_now(st_eng *e, int64_t now_ms)
+{
+    e->now = now_ms;
+}
+
+int st_eng_set(st_eng *e, const char *name, double value)
+{
+    for (size_t i = 0; i < e->nov; i++) {
+        if (strcmp(e->ov[i].name, name) == 0) {
+            e->ov[i].value = value;
+            return ST_OK;
+        }
+    }
+    if (e->nov >= MAX_OVERRIDES || strlen(name) >= sizeof(e->ov[0].name)) {
+        return ST_ETOOBIG;
+    }
+    snprintf(e->ov[e->nov].name, sizeof(e->ov[0].name), "%s", name);
+    e->ov[e->nov++].value = value;
+    return ST_OK;
+}
+
+static bool lookup(const st_eng *e, const char *name, double *out)
+{
+    for (size_t i = 0; i < e->nov; i++) {
+        if (strcmp(e->ov[i].name, name) == 0) {
+            *out = e->ov[i].value;
+            return true;
+        }
+    }
+    return false;
+}
+
+double st_eng_setting(st_eng *e, const char *name)
+{
+    double v;
+    if (lookup(e, name, &v)) {
+        return v;
+    }
+    for (size_t i = 0; i < ST_ARRAY_LEN(defaults); i++) {
+        if (strcmp(defaults[i].name, name) == 0) {
+            return defaults[i].value;
+        }
+    }
+    return NAN;
+}
+
+double st_eng_threshold(st_eng *e, const st_rule *r)
+{
+    double v;
+    return lookup(e, r->id, &v) ? v : r->threshold;
+}
+
+int64_t st_eng_now(st_eng *e)
+{
+    return e->now;
+}
+
+int64_t st_eng_window(st_eng *e)
+{
+    return (int64_t)st_eng_setting(e, "analysis_window_ms");
+}
+
+static int run(st_eng *e, const char *metric, const char *agg, const char *by,
+               const char *const *match, size_t nmatch, int64_t window_ms, const char *step,
+               json_t **out)
+{
+    st_qparam p[8 + ST_QUERY_MAX_MATCHERS];
+    char from[32];
+    char to[32];
+    size_t n = 0;
+    st_query q;
+    char err[256];
+    int rv;
+    *out = NULL;
+    if (nmatch > ST_QUERY_MAX_MATCHERS) {
+        return ST_EINVAL;
+    }
+    snprintf(from, sizeof(from), "%lld", (long long)(e->now - window_ms));
+    snprintf(to, sizeof(to), "%lld", (long long)e->now);
+    p[n++] = (st_qparam){"metric", metric};
+    p[n++] = (st_qparam){"from", from};
+    p[n++] = (st_qparam){"to", to};
+    if (agg != NULL) {
+        p[n++] = (st_qparam){"agg", agg};
+    }
+    if (by != NULL) {
+        p[n++] = (st_qparam){"by", by};
+    }
+    if (step != NULL) {
+        p[n++] = (st_qparam){"step", step};
+    }
+    for (size_t i = 0; i < nmatch; i++) {
+        p[n++] = (st_qparam){"match", match[i]};
+    }
+    if ((rv = st_query_parse(p, n, e->now, &q, err, sizeof(err))) != ST_OK) {
+        return rv;
+    }
+    rv = st_query_run(e->st, &q, out, err, sizeof(err));
+    st_query_release(&q);
+    return rv;
+}
+
+int st_eng_query(st_eng *e, const char *metric, const char *agg, const char *by,
+                 const char *const *match, size_t nmatch, int64_t window_ms, json_t **out)
+{
+    return run(e, metric, agg, by, match, nmatch, window_ms, NULL, out);
+}
+
+int st_eng_query_steps(st_eng *e, const char *metric, const char *agg, const char *by,
+                       const char *const *match, size_t nmatch, int64_t window_ms, int64_t step_ms,
+                       json_t **out)
+{
+    char step[32];
+    snprintf(step, sizeof(step), "%llds", (long long)(step_ms / 1000));
+    return run(e, metric, agg, by, match, nmatch, window_ms, step, out);
+}
+
+double st_eng_value(const json_t *item)
+{
+    const json_t *pts = json_object_get(item, "points");
+    size_t n = json_array_size(pts);
+    const json_t *v;
+    if (n == 0) {
+        return NAN;
+    }
+    v = json_array_get(json_array_get(pts, n - 1), 1);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+void st_candidate_init(st_candidate *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->labels = json_object();
+    c->evidence = json_object();
+    c->traffic_share = 1.0;
+}
+
+static void candidate_drop(st_candidate *c)
+{
+    json_decref(c->labels);
+    json_decref(c->evidence);
+    json_decref(c->implementation);
+    json_decref(c->measure);
+    c->labels = c->evidence = c->implementation = c->measure = NULL;
+}
+
+int st_candidates_add(st_candidates *out, st_candidate *c)
+{
+    if (out->n >= ST_MAX_CANDIDATES) {
+        candidate_drop(c);
+        return ST_ETOOBIG;
+    }
+    if (out->n == out->cap) {
+        size_t ncap = out->cap ? out->cap * 2 : 16;
+        st_candidate *nv = realloc(out->v, ncap * sizeof(*nv));
+        if (nv == NULL) {
+            candidate_drop(c);
+            return ST_ENOMEM;
+        }
+        out->v = nv;
+        out->cap = ncap;
+    }
+    out->v[out->n++] = *c;
+    memset(c, 0, sizeof(*c));
+    return ST_OK;
+}
+
+void st_candidates_free(st_candidates *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        json_decref(c->v[i].labels);
+        json_decref(c->v[i].evidence);
+        json_decref(c->v[i].implementation);
+        json_decref(c->v[i].measure);
+    }
+    free(c->v);
+    memset(c, 0, sizeof(*c));
+}

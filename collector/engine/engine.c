@@ -1,0 +1,586 @@
+/* The optimization loop and its campaign state machine (DESIGN.md):
+ * baseline -> analyse the five layers -> validate targets -> stop at
+ * PERFORMANCE_OPTIMIZED when all targets are met with no regressions and
+ * nothing left open, otherwise dispatch optimizations and validate applied
+ * fixes (resolved | ineffective); MAX_ITERATIONS_REACHED after the
+ * configured number of iterations with work. */
+#include "engine_internal.h"
+
+#include "err.h"
+#include "log.h"
+#include "query.h"
+#include "timeutil.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static json_t *load_state(st_engine *en)
+{
+    char *val = NULL;
+    size_t len = 0;
+    json_t *s = NULL;
+    if (st_store_kv_get(en->st, ST_ENGINE_STATE_KEY, &val, &len) == ST_OK) {
+        s = json_loadb(val, len, 0, NULL);
+        free(val);
+    }
+    if (s == NULL) {
+        s = json_pack("{s:i,s:s,s:i,s:i,s:[]}", "campaign", 1, "status", "OPTIMIZING", "iteration",
+                      0, "max_iterations", en->o.max_iterations, "history");
+    }
+    json_object_set_new(s, "max_iterations", json_integer(en->o.max_iterations));
+    return s;
+}
+
+static void save_state(st_engine *en, json_t *s)
+{
+    char *text = json_dumps(s, JSON_COMPACT);
+    if (text != NULL) {
+        st_store_kv_put(en->st, ST_ENGINE_STATE_KEY, text, strlen(text));
+        free(text);
+    }
+}
+
+static void set_status(json_t *state, const char *status, int64_t now, const char *note)
+{
+    const char *old = json_string_value(json_object_get(state, "status"));
+    json_t *h = json_object_get(state, "history");
+    if (old != NULL && strcmp(old, status) == 0) {
+        return;
+    }
+    json_array_append_new(h, json_pack("{s:I,s:s?,s:s,s:s,s:O}", "unix_ms", (json_int_t)now, "from",
+                                       old, "to", status, "note", note, "iteration",
+                                       json_object_get(state, "iteration")));
+    while (json_array_size(h) > ST_HISTORY_MAX) {
+        json_array_remove(h, 0);
+    }
+    json_object_set_new(state, "status", json_string(status));
+    ST_INFO("engine", "campaign %lld: %s (%s)",
+            (long long)json_integer_value(json_object_get(state, "campaign")), status, note);
+}
+
+/* ---- analysis ---- */
+
+static void upsert_all(st_engine *en, const st_rule *r, st_candidates *c, int64_t now)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        json_t *f = st_finding_upsert(en, r, r->layer, r->optimization, &c->v[i], now);
+        if (f != NULL) {
+            st_finding_save(en, f);
+            json_decref(f);
+        }
+    }
+}
+
+static void analyse(st_engine *en, int64_t now)
+{
+    st_candidates lat = {0};
+    st_candidates errs = {0};
+    for (const st_rule *r = st_rules; r->id != NULL; r++) {
+        st_candidates c = {0};
+        int rv = r->check(en->eng, r, &c);
+        if (rv != ST_OK) {
+            ST_WARN("engine", "rule %s: %s", r->id, st_strerror(rv));
+        }
+        upsert_all(en, r, &c, now);
+        st_candidates_free(&c);
+    }
+    if (st_regressions_check(en, &lat, &errs) == ST_OK) {
+        upsert_all(en, &st_regression_rules[0], &lat, now);
+        upsert_all(en, &st_regression_rules[1], &errs, now);
+    }
+    st_candidates_free(&lat);
+    st_candidates_free(&errs);
+}
+
+/* Open findings that were not seen again for a while have cleared. */
+static void expire(st_engine *en, json_t *all, int64_t now)
+{
+    int64_t stale = 3 * st_eng_window(en->eng);
+    size_t i;
+    json_t *f;
+    json_array_foreach(all, i, f)
+    {
+        const char *s = json_string_value(json_object_get(f, "status"));
+        int64_t seen = json_integer_value(json_object_get(f, "last_seen_unix_ms"));
+        if (s != NULL && (strcmp(s, "open") == 0 || strcmp(s, "dispatched") == 0) &&
+            now - seen > stale) {
+            st_finding_transition(f, "resolved", now, "the condition cleared without a fix");
+        }
+    }
+}
+
+/* ---- validation of applied fixes ---- */
+
+/* The entity's value now: the finding's own measure when it has one,
+ * else its rule run again with the threshold lifted so that it reports
+ * every entity. NAN when the entity has no data any more. */
+static double measure_again(st_engine *en, const json_t *f)
+{
+    const json_t *m = json_object_get(f, "measure");
+    const char *rule = json_string_value(json_object_get(f, "rule"));
+    const char *entity = json_string_value(json_object_get(f, "entity"));
+    const st_rule *r = rule != NULL ? st_rule_find(rule) : NULL;
+    st_candidates c = {0};
+    double v = NAN;
+    if (m != NULL) {
+        const char *match[ST_QUERY_MAX_MATCHERS];
+        size_t n = 0;
+        size_t i;
+        json_t *x;
+        json_t *out = NULL;
+        json_array_foreach(json_object_get(m, "match"), i, x)
+        {
+            if (n < ST_QUERY_MAX_MATCHERS && json_string_value(x) != NULL) {
+                match[n++] = json_string_value(x);
+            }
+        }
+        if (st_eng_query(en->eng, json_string_value(json_object_get(m, "metric")),
+                         json_string_value(json_object_get(m, "agg")), NULL, match, n,
+                         st_eng_window(en->eng), &out) == ST_OK) {
+            v = st_eng_value(json_array_get(json_object_get(out, "series"), 0));
+        }
+        json_decref(out);
+        return v;
+    }
+    if (r == NULL || entity == NULL) {
+        return NAN;
+    }
+    st_eng_set(en->eng, r->id, json_is_true(json_object_get(f, "below")) ? 1e300 : 0);
+    if (r->check(en->eng, r, &c) == ST_OK) {
+        for (size_t i = 0; i < c.n; i++) {
+            if (strcmp(c.v[i].entity, entity) == 0) {
+                v = c.v[i].value;
+            }
+        }
+    }
+    st_candidates_free(&c);
+    st_eng_set(en->eng, r->id, r->threshold);
+    return v;
+}
+
+static void verdict(st_engine *en, json_t *f, int64_t now)
+{
+    double before = json_number_value(json_object_get(f, "detected_value"));
+    double thr = json_number_value(json_object_get(f, "threshold"));
+    bool below = json_is_true(json_object_get(f, "below"));
+    double after = measure_again(en, f);
+    double m = en->o.improvement_margin;
+    bool improved;
+    const char *why;
+    if (isnan(after)) {
+        improved = true;
+        why = "the condition no longer shows in the data";
+    } else if (below) {
+        improved = after >= before * (1 + m) || after >= thr;
+        why = improved ? "improved past the margin" : "not improved past the margin";
+    } else {
+        improved = after <= before * (1 - m) || after <= thr;
+        why = improved ? "improved past the margin" : "not improved past the margin";
+    }
+    json_object_set_new(
+        f, "validation",
+        json_pack("{s:f,s:o,s:f,s:f,s:s,s:s,s:I,s:O}", "before", before, "after",
+                  isnan(after) ? json_null() : json_real(after), "threshold", thr, "margin", m,
+                  "verdict", improved ? "resolved" : "ineffective", "reason", why,
+                  "measured_unix_ms", (json_int_t)now, "started_unix_ms",
+                  json_object_get(json_object_get(f, "validation"), "started_unix_ms")));
+    st_finding_transition(f, improved ? "resolved" : "ineffective", now, why);
+    if (!improved && en->o.dispatch != NULL) {
+        /* Automation hears about fixes that did not help, to roll back. */
+        en->o.dispatch(en->o.dispatch_arg, f);
+    }
+}
+
+/* applied -> validating -> resolved | ineffective. Returns how many
+ * findings moved. */
+static int validate(st_engine *en, json_t *all, int64_t now)
+{
+    size_t i;
+    json_t *f;
+    int moved = 0;
+    json_array_foreach(all, i, f)
+    {
+        const char *s = json_string_value(json_object_get(f, "status"));
+        if (s == NULL) {
+            continue;
+        }
+        if (strcmp(s, "applied") == 0) {
+            json_object_set_new(f, "validation",
+                                json_pack("{s:I,s:O}", "started_unix_ms", (json_int_t)now, "before",
+                                          json_object_get(f, "detected_value")));
+            st_finding_transition(f, "validating", now, "measuring the fix against the baseline");
+            moved++;
+        } else if (strcmp(s, "validating") == 0 &&
+                   now - json_integer_value(json_object_get(json_object_get(f, "validation"),
+                                                            "started_unix_ms")) >=
+                       en->o.validation_ms) {
+            verdict(en, f, now);
+            moved++;
+        }
+    }
+    return moved;
+}
+
+static int dispatch(st_engine *en, json_t *all, int64_t now)
+{
+    size_t i;
+    json_t *f;
+    int n = 0;
+    json_array_foreach(all, i, f)
+    {
+        const char *s = json_string_value(json_object_get(f, "status"));
+        int rv = ST_OK;
+        if (s == NULL || strcmp(s, "open") != 0) {
+            continue;
+        }
+        if (en->o.dispatch != NULL) {
+            rv = en->o.dispatch(en->o.dispatch_arg, f);
+        }
+        if (rv == ST_OK) {
+            st_finding_transition(f, "dispatched", now,
+                                  en->o.dispatch ? "handed to automation"
+                                                 : "no automation configured; awaiting an SRE");
+            n++;
+        }
+    }
+    return n;
+}
+
+static int count_status(const json_t *all, const char *status, const char *rule_prefix)
+{
+    size_t i;
+    json_t *f;
+    int n = 0;
+    json_array_foreach(all, i, f)
+    {
+        const char *s = json_string_value(json_object_get(f, "status"));
+        const char *r = json_string_value(json_object_get(f, "rule"));
+        if (s != NULL && (status == NULL ? st_finding_active(f) : strcmp(s, status) == 0) &&
+            (rule_prefix == NULL ||
+             (r != NULL && strncmp(r, rule_prefix, strlen(rule_prefix)) == 0))) {
+            n++;
+        }
+    }
+    return n;
+}
+
+/* ---- the campaign ---- */
+
+/* Decides the loop status after analysis; returns true when this run had
+ * work (an iteration). */
+static bool step(st_engine *en, json_t *state, json_t *all, int64_t now)
+{
+    bool met = st_targets_all_met(en->targets);
+    int regressions = count_status(all, NULL, "regression.");
+    int active = count_status(all, NULL, NULL);
+    const char *status = json_string_value(json_object_get(state, "status"));
+    int64_t it = json_integer_value(json_object_get(state, "iteration"));
+    int work;
+    if (met && regressions == 0 && active == 0) {
+        set_status(state, "PERFORMANCE_OPTIMIZED", now,
+                   "all targets met, no regressions, nothing left open");
+        return false;
+    }
+    if (status != NULL && strcmp(status, "MAX_ITERATIONS_REACHED") == 0) {
+        /* Out of iterations: fixes already applied are still judged, but
+         * nothing new is dispatched until the targets are met again or an
+         * SRE steps in. */
+        return validate(en, all, now) > 0;
+    }
+    if (status != NULL && strcmp(status, "PERFORMANCE_OPTIMIZED") == 0) {
+        json_object_set_new(
+            state, "campaign",
+            json_integer(json_integer_value(json_object_get(state, "campaign")) + 1));
+        json_object_set_new(state, "iteration", json_integer(0));
+        it = 0;
+        set_status(state, "OPTIMIZING", now, "targets missed or findings open");
+    }
+    if (it >= en->o.max_iterations) {
+        validate(en, all, now);
+        set_status(state, "MAX_ITERATIONS_REACHED", now,
+                   "the optimizations did not bring every target within reach");
+        return false;
+    }
+    work = dispatch(en, all, now) + validate(en, all, now);
+    if (work == 0) {
+        return false;
+    }
+    json_object_set_new(state, "iteration", json_integer(it + 1));
+    if (it + 1 >= en->o.max_iterations) {
+        set_status(state, "MAX_ITERATIONS_REACHED", now,
+                   "the optimizations did not bring every target within reach");
+    }
+    return true;
+}
+
+int st_engine_run(st_engine *en, int64_t now)
+{
+    json_t *state;
+    json_t *all;
+    bool work;
+    pthread_mutex_lock(&en->mu);
+    st_eng_set_now(en->eng, now);
+    analyse(en, now);
+    json_decref(en->targets);
+    en->targets = st_targets_validate(en);
+    state = load_state(en);
+    all = st_findings_all(en);
+    expire(en, all, now);
+    work = step(en, state, all, now);
+    st_findings_rank(en, all, now);
+    json_object_set_new(state, "updated_unix_ms", json_integer(now));
+    json_object_set_new(state, "last_run_had_work", json_boolean(work));
+    save_state(en, state);
+    json_decref(state);
+    json_decref(all);
+    pthread_mutex_unlock(&en->mu);
+    return work ? 1 : ST_OK;
+}
+
+static void *engine_main(void *arg)
+{
+    st_engine *en = arg;
+    while (!atomic_load(&en->stopping)) {
+        int rv = st_engine_run(en, st_time_wall_ms());
+        int64_t wait = rv == 1 ? en->o.pause_ms : en->o.interval_ms;
+        for (int64_t t = 0; t < wait && !atomic_load(&en->stopping); t += 100) {
+            st_time_sleep_ms(100);
+        }
+    }
+    return NULL;
+}
+
+/* engine: {interval, pause, max_iterations, validation_window, margin,
+ * window, baseline_window, min_samples} and rules: {rule_id: threshold}. */
+static int apply_rules(st_engine *en, const st_cfg_doc *doc, const st_cfg_node *node,
+                       st_cfg_error *err)
+{
+    if (node == NULL || st_cfg_is_null(node)) {
+        return ST_OK;
+    }
+    if (st_cfg_node_type(node) != ST_CFG_NODE_MAP) {
+        return st_cfg_fail(err, doc, node, "rules", "a mapping of rule ids to thresholds");
+    }
+    for (size_t i = 0; i < st_cfg_map_len(node); i++) {
+        const char *k = st_cfg_map_key(node, i);
+        const char *v = st_cfg_scalar(st_cfg_map_value(node, i));
+        double d;
+        if (st_rule_find(k) == NULL) {
+            return st_cfg_fail(err, doc, st_cfg_map_value(node, i), k, "unknown rule");
+        }
+        if (v == NULL || st_parse_double(v, &d) != ST_OK) {
+            return st_cfg_fail(err, doc, st_cfg_map_value(node, i), k,
+                               "threshold '%s' is not a number", v ? v : "");
+        }
+        st_eng_set(en->eng, k, d);
+    }
+    return ST_OK;
+}
+
+int st_engine_new(st_store *st, const struct st_engine_opts *opts, const st_cfg_doc *doc,
+                  const st_cfg_node *targets, const st_cfg_node *rules, st_engine **out,
+                  st_cfg_error *err)
+{
+    st_engine *en = calloc(1, sizeof(*en));
+    int rv;
+    if (en == NULL) {
+        return ST_ENOMEM;
+    }
+    en->st = st;
+    en->o = *opts;
+    en->o.interval_ms = opts->interval_ms > 0 ? opts->interval_ms : 10000;
+    en->o.pause_ms = opts->pause_ms > 0 ? opts->pause_ms : 2000;
+    en->o.max_iterations =
+        opts->max_iterations > 0 ? opts->max_iterations : ST_ENGINE_MAX_ITERATIONS;
+    en->o.validation_ms = opts->validation_ms > 0 ? opts->validation_ms : 5 * 60 * 1000;
+    en->o.improvement_margin = opts->improvement_margin > 0 ? opts->improvement_margin : 0.2;
+    snprintf(en->name, sizeof(en->name), "%s", opts->collector_name ? opts->collector_name : "");
+    pthread_mutex_init(&en->mu, NULL);
+    en->pending = json_object();
+    if ((rv = st_eng_new(st, st_time_wall_ms(), &en->eng)) != ST_OK ||
+        (rv = st_engine_apply_targets(en, doc, targets, err)) != ST_OK ||
+        (rv = apply_rules(en, doc, rules, err)) != ST_OK) {
+        st_engine_free(en);
+        return rv;
+    }
+    *out = en;
+    return ST_OK;
+}
+
+st_eng *st_engine_eng(st_engine *en)
+{
+    return en->eng;
+}
+
+int st_engine_start(st_engine *en)
+{
+    if (pthread_create(&en->thread, NULL, engine_main, en) != 0) {
+        return ST_ENOMEM;
+    }
+    en->started = true;
+    return ST_OK;
+}
+
+void st_engine_stop(st_engine *en)
+{
+    if (en == NULL || !en->started) {
+        return;
+    }
+    atomic_store(&en->stopping, true);
+    pthread_join(en->thread, NULL);
+    en->started = false;
+}
+
+void st_engine_free(st_engine *en)
+{
+    if (en == NULL) {
+        return;
+    }
+    st_engine_stop(en);
+    st_eng_free(en->eng);
+    json_decref(en->targets);
+    json_decref(en->pending);
+    pthread_mutex_destroy(&en->mu);
+    free(en);
+}
+
+/* ---- API ---- */
+
+json_t *st_engine_status(st_engine *en)
+{
+    json_t *state;
+    json_t *all;
+    pthread_mutex_lock(&en->mu);
+    state = load_state(en);
+    all = st_findings_all(en);
+    json_object_set(state, "targets", en->targets ? en->targets : json_array());
+    json_object_set_new(state, "findings",
+                        json_pack("{s:i,s:i,s:i,s:i,s:i,s:i}", "active",
+                                  count_status(all, NULL, NULL), "open",
+                                  count_status(all, "open", NULL), "dispatched",
+                                  count_status(all, "dispatched", NULL), "validating",
+                                  count_status(all, "validating", NULL), "resolved",
+                                  count_status(all, "resolved", NULL), "ineffective",
+                                  count_status(all, "ineffective", NULL)));
+    json_object_set_new(state, "collector", json_string(en->name));
+    pthread_mutex_unlock(&en->mu);
+    json_decref(all);
+    return state;
+}
+
+static int by_priority(const void *a, const void *b)
+{
+    double x = json_number_value(json_object_get(*(json_t *const *)a, "priority"));
+    double y = json_number_value(json_object_get(*(json_t *const *)b, "priority"));
+    return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+json_t *st_engine_findings(st_engine *en, const char *status, const char *layer, size_t limit)
+{
+    json_t *all = st_findings_all(en);
+    json_t *out = json_array();
+    json_t **v = calloc(json_array_size(all) + 1, sizeof(*v));
+    size_t n = 0;
+    size_t i;
+    json_t *f;
+    if (v == NULL || out == NULL) {
+        free(v);
+        json_decref(all);
+        json_decref(out);
+        return NULL;
+    }
+    json_array_foreach(all, i, f)
+    {
+        const char *s = json_string_value(json_object_get(f, "status"));
+        const char *l = json_string_value(json_object_get(f, "layer"));
+        if ((status == NULL || (s && strcmp(s, status) == 0)) &&
+            (layer == NULL || (l && strcmp(l, layer) == 0))) {
+            v[n++] = f;
+        }
+    }
+    qsort(v, n, sizeof(*v), by_priority);
+    for (i = 0; i < n && (limit == 0 || i < limit); i++) {
+        json_object_del(v[i], "history");
+        json_array_append(out, v[i]);
+    }
+    free(v);
+    json_decref(all);
+    return out;
+}
+
+json_t *st_engine_finding(st_engine *en, const char *id)
+{
+    return st_finding_load(en, id);
+}
+
+int st_engine_callback(st_engine *en, const char *id, const char *action, const char *note)
+{
+    json_t *f;
+    const char *s;
+    int64_t now = st_time_wall_ms();
+    int rv = ST_OK;
+    pthread_mutex_lock(&en->mu);
+    if ((f = st_finding_load(en, id)) == NULL) {
+        pthread_mutex_unlock(&en->mu);
+        return ST_ENOENT;
+    }
+    s = json_string_value(json_object_get(f, "status"));
+    if (strcmp(action, "ack") == 0) {
+        json_object_set_new(f, "acknowledged_unix_ms", json_integer(now));
+        json_array_append_new(json_object_get(f, "history"),
+                              json_pack("{s:I,s:s,s:s?}", "unix_ms", (json_int_t)now, "event",
+                                        "acknowledged", "note", note));
+    } else if (strcmp(action, "applied") == 0 && s != NULL &&
+               (strcmp(s, "open") == 0 || strcmp(s, "dispatched") == 0)) {
+        st_finding_transition(f, "applied", now, note ? note : "fix applied");
+    } else if (strcmp(action, "dismiss") == 0 && s != NULL && strcmp(s, "dismissed") != 0) {
+        st_finding_transition(f, "dismissed", now, note ? note : "dismissed");
+    } else {
+        rv = ST_EINVAL;
+    }
+    if (rv == ST_OK) {
+        rv = st_finding_save(en, f);
+    }
+    json_decref(f);
+    pthread_mutex_unlock(&en->mu);
+    return rv;
+}
+
+struct pin_ctx {
+    st_engine *en;
+    size_t n;
+    int64_t now;
+};
+
+static int pin_one(void *arg, const char *key, const char *val, size_t len)
+{
+    struct pin_ctx *c = arg;
+    json_t *b = json_loadb(val, len, 0, NULL);
+    char *text;
+    if (b == NULL) {
+        return 0;
+    }
+    json_object_set_new(b, "pinned", json_true());
+    json_object_set_new(b, "pinned_unix_ms", json_integer(c->now));
+    if ((text = json_dumps(b, JSON_COMPACT)) != NULL &&
+        st_store_kv_put(c->en->st, key, text, strlen(text)) == ST_OK) {
+        c->n++;
+    }
+    free(text);
+    json_decref(b);
+    return 0;
+}
+
+int st_engine_pin_baselines(st_engine *en, int64_t now, size_t *pinned)
+{
+    struct pin_ctx c = {en, 0, now};
+    int rv;
+    pthread_mutex_lock(&en->mu);
+    rv = st_store_kv_scan(en->st, ST_BASELINE_PREFIX, pin_one, &c);
+    pthread_mutex_unlock(&en->mu);
+    *pinned = c.n;
+    return rv;
+}

@@ -1,0 +1,66 @@
+/* The optimization loop: every run captures baselines, runs the five
+ * layers' analyzers and the regression checks, keeps findings (deduplicated
+ * per rule and entity, with history), ranks and links them across layers,
+ * validates the targets, dispatches optimizations and validates applied
+ * fixes against their baseline. Campaign state and findings live in the
+ * store, so they survive restarts. */
+#ifndef ST_ENGINE_H
+#define ST_ENGINE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "rules.h"
+#include "store.h"
+
+#define ST_ENGINE_MAX_ITERATIONS 10
+
+typedef struct st_engine st_engine;
+
+/* Dispatches one finding (JSON, borrowed) to automation. Returns ST_OK when
+ * handed over; the finding then becomes `dispatched`. */
+typedef int (*st_dispatch_fn)(void *arg, const json_t *finding);
+
+struct st_engine_opts {
+    int64_t interval_ms;       /* between runs when idle; 0: 10 s */
+    int64_t pause_ms;          /* between loop iterations with work; 0: 2 s */
+    int max_iterations;        /* per campaign; 0: 10 */
+    int64_t validation_ms;     /* how long an applied fix is measured; 0: 5 min */
+    double improvement_margin; /* relative improvement that counts; 0: 0.2 */
+    st_dispatch_fn dispatch;   /* NULL: findings are marked dispatched locally */
+    void *dispatch_arg;
+    const char *collector_name; /* named in every finding */
+};
+
+/* Builds the engine; targets/engine/rules settings come from the
+ * collector.yaml nodes (may be NULL) and are validated here, errors naming
+ * file, line and key. */
+int st_engine_new(st_store *st, const struct st_engine_opts *opts, const st_cfg_doc *doc,
+                  const st_cfg_node *targets, const st_cfg_node *rules, st_engine **out,
+                  st_cfg_error *err);
+int st_engine_start(st_engine *en);
+/* The rule context, for settings (windows, sample minimums) and tests. */
+st_eng *st_engine_eng(st_engine *en);
+void st_engine_stop(st_engine *en);
+void st_engine_free(st_engine *en);
+
+/* One engine run at now_ms (the thread calls this; tests call it directly). */
+int st_engine_run(st_engine *en, int64_t now_ms);
+
+/* ---- API ---- */
+
+/* {status, iteration, max_iterations, campaign, targets: [...], counts}. */
+json_t *st_engine_status(st_engine *en);
+/* Findings filtered by status/layer (NULL: all), highest priority first. */
+json_t *st_engine_findings(st_engine *en, const char *status, const char *layer, size_t limit);
+/* One finding with its history; NULL when unknown. */
+json_t *st_engine_finding(st_engine *en, const char *id);
+/* SRE and automation callbacks: "ack", "applied", "dismiss". ST_ENOENT for
+ * an unknown id, ST_EINVAL for a transition the state does not allow. */
+int st_engine_callback(st_engine *en, const char *id, const char *action, const char *note);
+/* Pins the current rolling baselines (before a change). Returns how many. */
+int st_engine_pin_baselines(st_engine *en, int64_t now_ms, size_t *pinned);
+
+#endif

@@ -1,0 +1,54 @@
+/* Internal to collector/engine: the engine object and the helpers its
+ * files share (findings, targets, baselines, the loop). */
+#ifndef ST_ENGINE_INTERNAL_H
+#define ST_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "engine.h"
+
+#define ST_FINDING_PREFIX "finding/"
+#define ST_BASELINE_PREFIX "baseline/"
+#define ST_ENGINE_STATE_KEY "engine/state"
+#define ST_HISTORY_MAX 64
+
+struct st_engine {
+    st_store *st;
+    st_eng *eng;
+    struct st_engine_opts o;
+    pthread_mutex_t mu; /* one run or callback at a time: findings are read-modify-write */
+    pthread_t thread;
+    bool started;
+    atomic_bool stopping;
+    json_t *targets; /* the last validation, for /v1/status */
+    json_t *pending; /* regression ids seen last run: they open on the second */
+    char name[128];
+};
+
+/* findings.c */
+void st_finding_id(const char *rule, const char *entity, char out[17]);
+json_t *st_finding_load(st_engine *en, const char *id);
+int st_finding_save(st_engine *en, json_t *f);
+void st_finding_transition(json_t *f, const char *status, int64_t now, const char *note);
+bool st_finding_active(const json_t *f);
+/* Creates or refreshes the finding of a candidate; returns it (new ref). */
+json_t *st_finding_upsert(st_engine *en, const st_rule *r, const char *layer, const char *opt,
+                          st_candidate *c, int64_t now);
+/* All findings (array, new ref). */
+json_t *st_findings_all(st_engine *en);
+/* Scores and links active findings; saves those that changed. */
+int st_findings_rank(st_engine *en, json_t *all, int64_t now);
+
+/* checks.c */
+/* Validates every target: array of {name, scope, target, value, met, unit}. */
+json_t *st_targets_validate(st_engine *en);
+bool st_targets_all_met(const json_t *targets);
+/* Captures rolling baselines and runs the regression checks: latency
+ * candidates into lat, error-rate candidates into errs. */
+int st_regressions_check(st_engine *en, st_candidates *lat, st_candidates *errs);
+extern const st_rule st_regression_rules[];
+int st_engine_apply_targets(st_engine *en, const st_cfg_doc *doc, const st_cfg_node *targets,
+                            st_cfg_error *err);
+
+#endif

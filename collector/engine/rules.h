@@ -1,0 +1,108 @@
+/* The analyzers: one table of rules per layer (database, function,
+ * frontend, realtime, infrastructure), each rule one row: id, layer,
+ * severity, optimization type, default threshold, and a check that turns
+ * the aggregated data into candidate findings with evidence and a concrete
+ * implementation payload. Rules read data only through st_eng_query (the
+ * same engine as GET /v1/query) and never touch the store directly. */
+#ifndef ST_ENGINE_RULES_H
+#define ST_ENGINE_RULES_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+enum st_severity { ST_SEV_LOW = 1, ST_SEV_MEDIUM, ST_SEV_HIGH, ST_SEV_CRITICAL };
+
+#define ST_ENTITY_MAX 256
+#define ST_SUMMARY_MAX 512
+#define ST_MAX_CANDIDATES 4096
+
+/* What a rule found for one entity. The engine deduplicates by (rule,
+ * entity), keeps history, ranks and links findings. */
+typedef struct st_candidate {
+    char entity[ST_ENTITY_MAX]; /* stable identity: "table=orders", "route=/api/cart host=e1" */
+    json_t *labels;             /* the entity as labels: {"table": "orders", "host": "db1"} */
+    enum st_severity severity;
+    double value;         /* measured */
+    double threshold;     /* the threshold it crossed */
+    bool below;           /* true when lower is worse (hit ratios, stability) */
+    double traffic_share; /* 0..1: share of traffic or hosts touched */
+    char summary[ST_SUMMARY_MAX];
+    json_t *evidence;       /* {series, values, baseline, threshold, window, hosts} */
+    json_t *implementation; /* the concrete change, usable as is */
+    /* Optional: how to measure the entity again after a fix, for the
+     * validation verdict: {"metric", "agg", "match": ["k=v", ...]}. Without
+     * it the engine re-runs the rule with its threshold lifted. */
+    json_t *measure;
+} st_candidate;
+
+typedef struct st_candidates {
+    st_candidate *v;
+    size_t n;
+    size_t cap;
+} st_candidates;
+
+/* The context rules run in: the store, the clock, the analysis window and
+ * configured thresholds. Opaque to rules. */
+typedef struct st_eng st_eng;
+
+struct st_rule;
+typedef int (*st_rule_check)(st_eng *e, const struct st_rule *r, st_candidates *out);
+
+typedef struct st_rule {
+    const char *id;            /* "database.seq_scan_index" */
+    const char *layer;         /* database function frontend realtime infrastructure */
+    enum st_severity severity; /* default severity of its findings */
+    const char *optimization;  /* ADD_INDEX, OPTIMIZE_QUERY, ... (DESIGN.md) */
+    double threshold;          /* default, overridable in collector.yaml rules: {id: value} */
+    const char *unit;          /* of the threshold: "s", "B", "ratio", "1/s", "" */
+    const char *description;
+    st_rule_check check;
+} st_rule;
+
+/* All rules, terminated by a row with id NULL. */
+extern const st_rule st_rules[];
+const st_rule *st_rule_find(const char *id);
+
+/* ---- what rules may call ---- */
+
+/* Runs a query over [now - window_ms, now) with one value per group (no
+ * step): returns the /v1/query JSON ({"series": [{"labels", "points":
+ * [[t, v]], "value"?}]}). by and match may be NULL; match holds nmatch
+ * "k=v" / "k!=v" / "k=~re" strings. The caller frees *out (json_decref).
+ * ST_ENOENT (with *out an empty answer) never: a metric without data
+ * simply has no series. */
+int st_eng_query(st_eng *e, const char *metric, const char *agg, const char *by,
+                 const char *const *match, size_t nmatch, int64_t window_ms, json_t **out);
+/* The same with a step: series of points over the window. */
+int st_eng_query_steps(st_eng *e, const char *metric, const char *agg, const char *by,
+                       const char *const *match, size_t nmatch, int64_t window_ms, int64_t step_ms,
+                       json_t **out);
+/* The one value of a group in a st_eng_query answer; NAN when absent. */
+double st_eng_value(const json_t *series_item);
+/* The effective threshold of a rule (configuration or default). */
+double st_eng_threshold(st_eng *e, const st_rule *r);
+/* A named engine setting (targets and windows), e.g. "memory_peak_bytes". */
+double st_eng_setting(st_eng *e, const char *name);
+int64_t st_eng_now(st_eng *e);
+int64_t st_eng_window(st_eng *e); /* the analysis window in ms (default 5 min) */
+
+/* Takes ownership of c's JSON; ST_ETOOBIG past ST_MAX_CANDIDATES. */
+int st_candidates_add(st_candidates *out, st_candidate *c);
+void st_candidates_free(st_candidates *c);
+/* Starts a candidate: zeroed, labels/evidence objects created. */
+void st_candidate_init(st_candidate *c);
+
+/* For tests and benchmarks: a rule context over a store at a fixed time
+ * with the default settings. Free with st_eng_free. */
+int st_eng_new(st_store *st, int64_t now_ms, st_eng **out);
+void st_eng_free(st_eng *e);
+/* Overrides a rule threshold (by rule id) or a setting by name. */
+int st_eng_set(st_eng *e, const char *name, double value);
+/* Moves the context's clock (the engine does this every run). */
+void st_eng_set_now(st_eng *e, int64_t now_ms);
+
+#endif

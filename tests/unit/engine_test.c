@@ -1,0 +1,382 @@
+/* The engine: regressions against pinned baselines (1.2x p95 -> HIGH, 2x
+ * errors -> CRITICAL), no flapping on noisy healthy data, cause-before-
+ * symptom ranking, the campaign state machine and its survival across a
+ * restart. Data goes through the real store and query engine. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "engine.h"
+#include "err.h"
+#include "frame.h"
+#include "sketch.h"
+#include "store.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MIN 60000LL
+#define T0 1800000000000LL /* aligned to the hour */
+
+static char dir[64];
+static st_store *st;
+static uint64_t seqs[8];
+
+static int setup(void **state)
+{
+    struct st_store_opts o = {.dir = dir, .no_sync = true};
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/st-engine-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    memset(seqs, 0, sizeof(seqs));
+    return st_store_open(&o, &st);
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    (void)state;
+    st_store_close(st);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static Strata__V1__Label *label(const char *k, const char *v)
+{
+    Strata__V1__Label *l = malloc(sizeof(*l));
+    strata__v1__label__init(l);
+    l->key = strdup(k);
+    l->value = strdup(v);
+    return l;
+}
+
+static Strata__V1__Series *series(const char *name, int kind, int64_t start, const char *k1,
+                                  const char *v1, const char *k2, const char *v2)
+{
+    Strata__V1__Series *s = calloc(1, sizeof(*s));
+    strata__v1__series__init(s);
+    s->name = strdup(name);
+    s->unit = strdup("");
+    s->kind = kind;
+    s->start_unix_ms = start;
+    s->interval_ms = 60000;
+    s->labels = calloc(2, sizeof(*s->labels));
+    if (k1 != NULL) {
+        s->labels[s->n_labels++] = label(k1, v1);
+    }
+    if (k2 != NULL) {
+        s->labels[s->n_labels++] = label(k2, v2);
+    }
+    return s;
+}
+
+static void set_counter(Strata__V1__Series *s, int64_t v)
+{
+    s->ivalues = malloc(sizeof(int64_t));
+    s->ivalues[0] = v;
+    s->n_ivalues = 1;
+}
+
+/* n latencies spread around base seconds (deterministic). */
+static void set_latency(Strata__V1__Series *s, double base, int n)
+{
+    st_sketch *sk;
+    Strata__V1__Sketch *m = malloc(sizeof(*m));
+    assert_int_equal(st_sketch_new(0, &sk), ST_OK);
+    for (int i = 0; i < n; i++) {
+        st_sketch_insert(sk, base * (0.5 + (double)i / n));
+    }
+    strata__v1__sketch__init(m);
+    assert_int_equal(st_sketch_to_proto(sk, m), ST_OK);
+    st_sketch_free(sk);
+    s->sketches = malloc(sizeof(*s->sketches));
+    s->sketches[0] = m;
+    s->n_sketches = 1;
+}
+
+/* One frame from host h (role) for the minute starting at t. */
+static void apply(int h, const char *host, Strata__V1__Role role, Strata__V1__Series **ss, size_t n)
+{
+    st_frame *f = calloc(1, sizeof(*f));
+    st_store_txn *t;
+    bool dup;
+    strata__v1__frame__init(f);
+    f->agent_id.data = calloc(1, 16);
+    f->agent_id.data[0] = (uint8_t)(h + 1);
+    f->agent_id.len = 16;
+    f->seq = ++seqs[h];
+    f->agent = malloc(sizeof(*f->agent));
+    strata__v1__agent__init(f->agent);
+    f->agent->host = strdup(host);
+    f->agent->role = role;
+    f->series = calloc(n, sizeof(*f->series));
+    memcpy(f->series, ss, n * sizeof(*ss));
+    f->n_series = n;
+    assert_int_equal(st_store_begin(st, &t), ST_OK);
+    assert_int_equal(st_store_apply(t, f, T0, &dup), ST_OK);
+    assert_int_equal(st_store_commit(t), ST_OK);
+    st_frame_free(f);
+}
+
+/* A minute of app traffic on route /api: latency around lat seconds,
+ * requests and errors. */
+static void app_minute(int64_t t, double lat, int requests, int errors)
+{
+    Strata__V1__Series *ss[3];
+    ss[0] = series("http.server.duration", STRATA__V1__KIND__DISTRIBUTION, t, "route", "/api", NULL,
+                   NULL);
+    set_latency(ss[0], lat, requests);
+    ss[1] =
+        series("http.server.requests", STRATA__V1__KIND__COUNTER, t, "route", "/api", NULL, NULL);
+    set_counter(ss[1], requests);
+    ss[2] = series("http.server.errors", STRATA__V1__KIND__COUNTER, t, "route", "/api", NULL, NULL);
+    set_counter(ss[2], errors);
+    apply(0, "app1", STRATA__V1__ROLE__APP, ss, 3);
+}
+
+/* A minute of the edge cache in front of it. */
+static void edge_minute(int64_t t, int hits, int misses)
+{
+    Strata__V1__Series *ss[2];
+    ss[0] =
+        series("cache.requests", STRATA__V1__KIND__COUNTER, t, "cache", "varnish", "result", "hit");
+    set_counter(ss[0], hits);
+    ss[1] = series("cache.requests", STRATA__V1__KIND__COUNTER, t, "cache", "varnish", "result",
+                   "miss");
+    set_counter(ss[1], misses);
+    apply(1, "edge1", STRATA__V1__ROLE__EDGE, ss, 2);
+}
+
+static st_engine *engine(int max_iterations)
+{
+    struct st_engine_opts o;
+    st_engine *en;
+    st_cfg_error err;
+    memset(&o, 0, sizeof(o));
+    o.max_iterations = max_iterations;
+    o.validation_ms = 60000;
+    assert_int_equal(st_engine_new(st, &o, NULL, NULL, NULL, &en, &err), ST_OK);
+    /* The fixture runs at most a few hundred requests a minute. */
+    st_eng_set(st_engine_eng(en), "throughput_rps", 0);
+    st_eng_set(st_engine_eng(en), "min_samples", 100);
+    return en;
+}
+
+static json_t *find_rule(st_engine *en, const char *rule)
+{
+    json_t *all = st_engine_findings(en, NULL, NULL, 0);
+    json_t *hit = NULL;
+    size_t i;
+    json_t *f;
+    json_array_foreach(all, i, f)
+    {
+        if (hit == NULL && strcmp(json_string_value(json_object_get(f, "rule")), rule) == 0) {
+            hit = json_incref(f);
+        }
+    }
+    json_decref(all);
+    return hit;
+}
+
+static void history(int64_t from, int64_t to, double lat, int req, int err)
+{
+    for (int64_t t = from; t < to; t += MIN) {
+        app_minute(t, lat, req, err);
+    }
+}
+
+static void test_latency_regression_against_pinned_baseline(void **state)
+{
+    st_engine *en;
+    json_t *f;
+    size_t pinned = 0;
+    (void)state;
+    history(T0 - 70 * MIN, T0 - 5 * MIN, 0.100, 200, 0);
+    en = engine(10);
+    /* First run captures the rolling baseline, which is then pinned. */
+    st_engine_run(en, T0 - 5 * MIN);
+    assert_int_equal(st_engine_pin_baselines(en, T0, &pinned), ST_OK);
+    assert_true(pinned >= 1);
+    history(T0 - 5 * MIN, T0, 0.130, 200, 0); /* p95 up 30 % */
+    st_engine_run(en, T0);
+    assert_null(find_rule(en, "regression.latency")); /* confirmed on the next run */
+    st_engine_run(en, T0 + 1000);
+    f = find_rule(en, "regression.latency");
+    assert_non_null(f);
+    assert_string_equal(json_string_value(json_object_get(f, "severity")), "HIGH");
+    assert_true(
+        fabs(json_number_value(json_object_get(json_object_get(f, "evidence"), "baseline")) -
+             0.1 * 1.45) < 0.1 * 1.45 * 0.03);
+    json_decref(f);
+    st_engine_free(en);
+}
+
+static void test_error_regression_is_critical(void **state)
+{
+    st_engine *en;
+    json_t *f;
+    (void)state;
+    history(T0 - 65 * MIN, T0 - 5 * MIN, 0.1, 400, 4); /* 1 % */
+    history(T0 - 5 * MIN, T0, 0.1, 400, 14);           /* 3.5 % */
+    en = engine(10);
+    st_engine_run(en, T0);
+    st_engine_run(en, T0 + 1000);
+    f = find_rule(en, "regression.errors");
+    assert_non_null(f);
+    assert_string_equal(json_string_value(json_object_get(f, "severity")), "CRITICAL");
+    json_decref(f);
+    st_engine_free(en);
+}
+
+static void test_noisy_healthy_data_does_not_flap(void **state)
+{
+    st_engine *en;
+    (void)state;
+    for (int64_t t = T0 - 90 * MIN; t < T0 + 30 * MIN; t += MIN) {
+        /* +-12 % noise, errors 1 % +- 1 */
+        double noise = ((t / MIN) % 3 == 0) ? 1.12 : ((t / MIN) % 3 == 1 ? 0.9 : 1.0);
+        app_minute(t, 0.1 * noise, 300, 2 + (int)((t / MIN) % 3));
+    }
+    en = engine(10);
+    for (int64_t now = T0; now < T0 + 30 * MIN; now += 2 * MIN) {
+        st_engine_run(en, now);
+        assert_null(find_rule(en, "regression.latency"));
+        assert_null(find_rule(en, "regression.errors"));
+    }
+    st_engine_free(en);
+}
+
+static void test_cache_cause_ranks_above_latency_symptom(void **state)
+{
+    st_engine *en;
+    json_t *cache;
+    json_t *lat;
+    json_t *all;
+    (void)state;
+    history(T0 - 70 * MIN, T0 - 5 * MIN, 0.100, 300, 0);
+    for (int64_t t = T0 - 70 * MIN; t < T0 - 5 * MIN; t += MIN) {
+        edge_minute(t, 950, 50);
+    }
+    /* The edge cache starts missing; the origin behind it slows down. */
+    history(T0 - 5 * MIN, T0, 0.200, 300, 0);
+    for (int64_t t = T0 - 5 * MIN; t < T0; t += MIN) {
+        edge_minute(t, 300, 700);
+    }
+    en = engine(10);
+    st_engine_run(en, T0);
+    st_engine_run(en, T0 + 1000);
+    cache = find_rule(en, "infrastructure.cdn_cache");
+    lat = find_rule(en, "regression.latency");
+    assert_non_null(cache);
+    assert_non_null(lat);
+    assert_string_equal(json_string_value(json_object_get(lat, "caused_by")),
+                        json_string_value(json_object_get(cache, "id")));
+    assert_true(json_number_value(json_object_get(cache, "priority")) >
+                json_number_value(json_object_get(lat, "priority")));
+    all = st_engine_findings(en, NULL, NULL, 0);
+    /* Highest priority first: the cause leads the list. */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(all, 0), "id")),
+                        json_string_value(json_object_get(cache, "id")));
+    json_decref(all);
+    json_decref(cache);
+    json_decref(lat);
+    st_engine_free(en);
+}
+
+static const char *status_of(st_engine *en)
+{
+    static char buf[64];
+    json_t *s = st_engine_status(en);
+    snprintf(buf, sizeof(buf), "%s", json_string_value(json_object_get(s, "status")));
+    json_decref(s);
+    return buf;
+}
+
+static void test_loop_reaches_performance_optimized(void **state)
+{
+    st_engine *en;
+    json_t *s;
+    (void)state;
+    history(T0 - 70 * MIN, T0, 0.05, 300, 0);
+    en = engine(10);
+    st_engine_run(en, T0);
+    assert_string_equal(status_of(en), "PERFORMANCE_OPTIMIZED");
+    s = st_engine_status(en);
+    assert_true(json_array_size(json_object_get(s, "targets")) > 0);
+    json_decref(s);
+    st_engine_free(en);
+}
+
+static void test_loop_stops_when_fixes_never_help(void **state)
+{
+    st_engine *en;
+    json_t *f;
+    char id[32];
+    int64_t now = T0;
+    (void)state;
+    history(T0 - 70 * MIN, T0 + 60 * MIN, 0.05, 300, 0);
+    for (int64_t t = T0 - 70 * MIN; t < T0 + 60 * MIN; t += MIN) {
+        edge_minute(t, 300, 700); /* a cache that no fix improves */
+    }
+    en = engine(3);
+    for (int i = 0; i < 12 && strcmp(status_of(en), "MAX_ITERATIONS_REACHED") != 0; i++) {
+        st_engine_run(en, now);
+        f = find_rule(en, "infrastructure.cdn_cache");
+        assert_non_null(f);
+        snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(f, "id")));
+        if (strcmp(json_string_value(json_object_get(f, "status")), "dispatched") == 0) {
+            assert_int_equal(st_engine_callback(en, id, "applied", "ttl raised"), ST_OK);
+        }
+        json_decref(f);
+        now += 2 * MIN;
+    }
+    assert_string_equal(status_of(en), "MAX_ITERATIONS_REACHED");
+    f = st_engine_finding(en, id);
+    assert_non_null(json_object_get(f, "validation"));
+    json_decref(f);
+    st_engine_free(en);
+
+    /* The state and the findings survive a restart of the collector. */
+    st_store_close(st);
+    {
+        struct st_store_opts o = {.dir = dir, .no_sync = true};
+        assert_int_equal(st_store_open(&o, &st), ST_OK);
+    }
+    en = engine(3);
+    assert_string_equal(status_of(en), "MAX_ITERATIONS_REACHED");
+    f = st_engine_finding(en, id);
+    assert_non_null(f);
+    assert_true(json_array_size(json_object_get(f, "history")) >= 4);
+    json_decref(f);
+    st_engine_free(en);
+}
+
+static void test_callbacks_refuse_bad_transitions(void **state)
+{
+    st_engine *en;
+    (void)state;
+    en = engine(3);
+    assert_int_equal(st_engine_callback(en, "0000000000000000", "applied", NULL), ST_ENOENT);
+    st_engine_free(en);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_latency_regression_against_pinned_baseline, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_error_regression_is_critical, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_noisy_healthy_data_does_not_flap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_cause_ranks_above_latency_symptom, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_loop_reaches_performance_optimized, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_loop_stops_when_fixes_never_help, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_callbacks_refuse_bad_transitions, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
