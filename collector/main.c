@@ -2,6 +2,7 @@
  * engine. main owns the process: flags, configuration, signals, shutdown. */
 #include "api.h"
 #include "engine.h"
+#include "outbox.h"
 #include "err.h"
 #include "ingest.h"
 #include "log.h"
@@ -98,6 +99,8 @@ static int parse_flags(int argc, char **argv, const char **config, struct flag_o
 struct collector {
     st_collector_settings s;
     st_engine *engine;
+    st_outbox_config webhooks;
+    st_outbox *outbox;
     st_api_token tokens[ST_API_MAX_TOKENS];
     size_t ntokens;
     st_cfg_doc *doc;
@@ -127,6 +130,10 @@ static int start_engine(struct collector *c)
     eo.validation_ms = c->s.engine_validation_ms;
     eo.improvement_margin = c->s.engine_margin;
     eo.collector_name = c->s.name != NULL ? c->s.name : host;
+    if (c->webhooks.n > 0) {
+        eo.dispatch = st_outbox_dispatch;
+        eo.dispatch_arg = c->outbox;
+    }
     if ((rv = st_engine_new(c->store, &eo, c->doc, c->s.targets, c->s.rules, &c->engine, &err)) !=
         ST_OK) {
         ST_ERROR("main", "%s", err.msg);
@@ -164,11 +171,25 @@ static int start(struct collector *c)
         ST_ERROR("main", "cannot start ingest on %s: %s", c->s.ingest_url, st_strerror(rv));
         return rv;
     }
+    /* The outbox runs even without endpoints, so deliveries left over from
+     * an earlier configuration are settled rather than kept pending. */
+    if ((rv = st_outbox_new(c->store, &c->webhooks, NULL, &c->outbox)) != ST_OK ||
+        (rv = st_outbox_start(c->outbox)) != ST_OK) {
+        ST_ERROR("main", "cannot start the webhook outbox: %s", st_strerror(rv));
+        return rv;
+    }
     if ((rv = start_engine(c)) != ST_OK) {
         return rv;
     }
-    deps = (struct st_api_deps){c->engine,   c->tokens, c->ntokens, c->store,
-                                &c->metrics, c->ingest, c->writer,  st_time_wall_ms()};
+    deps = (struct st_api_deps){.engine = c->engine,
+                                .tokens = c->tokens,
+                                .ntokens = c->ntokens,
+                                .store = c->store,
+                                .metrics = &c->metrics,
+                                .ingest = c->ingest,
+                                .writer = c->writer,
+                                .started_ms = st_time_wall_ms(),
+                                .outbox = c->outbox};
     if ((rv = st_api_start(&ao, &deps, &c->api)) != ST_OK) {
         ST_ERROR("main", "cannot start the HTTP API on %s: %s", c->s.http_addr, st_strerror(rv));
         return rv;
@@ -182,6 +203,7 @@ static void stop(struct collector *c)
 {
     st_api_stop(c->api);
     st_engine_free(c->engine);
+    st_outbox_free(c->outbox);
     st_ingest_stop(c->ingest);
     st_writer_stop(c->writer);
     st_store_close(c->store);
@@ -195,7 +217,8 @@ static int load(struct collector *c, const char *config, const struct flag_overr
         fprintf(stderr, "strata-collector: %s\n", err.msg);
         return ST_ECONFIG;
     }
-    if (st_api_tokens_parse(c->doc, c->s.tokens, c->tokens, &c->ntokens, &err) != ST_OK) {
+    if (st_outbox_config_parse(c->doc, c->s.webhooks, &c->webhooks, &err) != ST_OK ||
+        st_api_tokens_parse(c->doc, c->s.tokens, c->tokens, &c->ntokens, &err) != ST_OK) {
         fprintf(stderr, "strata-collector: %s\n", err.msg);
         return ST_ECONFIG;
     }
@@ -260,6 +283,7 @@ int main(int argc, char **argv)
     }
     ST_INFO("main", "signal %d: stopping", sig);
     stop(&c);
+    st_outbox_config_release(&c.webhooks);
     st_collector_settings_release(&c.s);
     st_cfg_doc_free(c.doc);
     ST_INFO("main", "stopped");

@@ -89,6 +89,8 @@ const st_cfg_map st_collector_rows[] = {
     {ST_CFG_SECTION, "engine", NULL, 0, "optimization loop", engine_rows, 0, 0},
     {ST_CFG_NODE, "rules", NULL, F(rules), "rule thresholds: {rule id: value}", NULL, 0, 0},
     {ST_CFG_SECTION, "api", NULL, 0, "HTTP API access", api_rows, 0, 0},
+    {ST_CFG_NODE, "webhooks", NULL, F(webhooks),
+     "signed webhook endpoints: [{name, url, secret|secret_file, filter, ...}]", NULL, 0, 0},
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
 };
 

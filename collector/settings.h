@@ -31,6 +31,7 @@ typedef struct st_collector_settings {
     const st_cfg_node *targets; /* parsed by the engine */
     const st_cfg_node *rules;   /* rule id -> threshold, parsed by the engine */
     const st_cfg_node *tokens;  /* api.tokens, parsed by the API */
+    const st_cfg_node *webhooks; /* parsed by the outbox */
     char *name;                 /* this collector's name in findings */
     int64_t engine_interval_ms;
     int64_t engine_pause_ms;

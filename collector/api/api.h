@@ -39,6 +39,7 @@ struct st_api_deps {
     st_ingest *ingest;
     st_writer *writer;
     int64_t started_ms;
+    struct st_outbox *outbox;
 };
 
 struct st_api_opts {

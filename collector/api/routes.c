@@ -2,7 +2,9 @@
 #include "http.h"
 
 #include "exposition.h"
+#include "outbox.h"
 #include "routes_engine.h"
+#include "routes_outbox.h"
 
 #include "err.h"
 #include "query.h"
@@ -195,6 +197,18 @@ static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *
         gauge(b, "strata_store_rollup_lag_seconds", "How far the minute rollups trail now.",
               ss.wm_1m > 0 ? (double)(st_time_wall_ms() - ss.wm_1m) / 1000.0 : 0);
     }
+    if (d->outbox != NULL) {
+        struct st_outbox_stats os;
+        if (st_outbox_stats(d->outbox, &os) == ST_OK) {
+            gauge(b, "strata_webhook_deliveries_pending", "Webhook deliveries waiting to be sent.",
+                  (double)os.pending);
+            counter(b, "strata_webhook_deliveries_delivered_total",
+                    "Webhook deliveries acknowledged with a 2xx.", os.delivered);
+            counter(b, "strata_webhook_deliveries_failed_total",
+                    "Webhook deliveries given up (refused, redirected, past max_age).", os.failed);
+            counter(b, "strata_webhook_attempts_total", "Webhook HTTP attempts.", os.attempts);
+        }
+    }
     gauge(b, "strata_writer_backlog_frames", "Frames waiting for the writer.",
           (double)st_writer_backlog(d->writer));
     counter(b, "strata_http_requests_total", "HTTP requests served.",
@@ -220,5 +234,7 @@ const st_route st_routes[] = {
     {"GET", "/v1/findings", true, ST_SCOPE_READ, st_route_finding, no_params},
     {"POST", "/v1/findings", true, ST_SCOPE_WRITE, st_route_finding_action, no_params},
     {"POST", "/v1/baselines/pin", false, ST_SCOPE_WRITE, st_route_pin, no_params},
+    {"GET", "/v1/deliveries", false, ST_SCOPE_READ, st_route_deliveries,
+     st_route_deliveries_params},
     {NULL, NULL, false, ST_SCOPE_NONE, NULL, NULL},
 };
