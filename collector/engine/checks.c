@@ -346,21 +346,70 @@ static bool confirmed(st_engine *en, json_t *now_pending, const char *rule, cons
     return json_object_get(en->pending, id) != NULL;
 }
 
-static int latency_regressions(st_engine *en, json_t *pend, st_candidates *out)
+/* The two regression checks differ only in what they measure: a value per
+ * (role, route) and the sample count behind it, now and in the baseline
+ * window. */
+struct regression_kind {
+    const st_rule *rule;
+    const char *factor_setting;
+    const char *baseline_name;
+    const char *what;
+    const char *value_metric; /* latency: the p95; errors: errors, divided by ... */
+    const char *value_agg;
+    const char *count_metric; /* ... the requests, which are also the sample count */
+    const char *count_agg;
+    bool ratio;
+    double base_floor; /* a zero baseline still allows a little noise */
+};
+
+static const struct regression_kind kinds[] = {
+    {&st_regression_rules[0], "regression_p95_factor", "latency", "p95 response time",
+     "http.server.duration", "p95", "http.server.duration", "count", false, 0},
+    {&st_regression_rules[1], "regression_error_factor", "errors", "error rate",
+     "http.server.errors", "sum", "http.server.requests", "sum", true, 0.001},
+};
+
+static void value_of(const struct regression_kind *k, const json_t *val, const json_t *cnt,
+                     const char *role, const char *route, double *v, double *n)
+{
+    double x = lookup_group(val, role, route);
+    *n = lookup_group(cnt, role, route);
+    if (!k->ratio) {
+        *v = x;
+        return;
+    }
+    *v = isfinite(*n) && *n > 0 ? (isfinite(x) ? x : 0) / *n : NAN;
+}
+
+static void check_group(st_engine *en, const struct regression_kind *k, json_t *pend,
+                        struct group_vals *g, st_candidates *out)
+{
+    double factor = st_eng_setting(en->eng, k->factor_setting);
+    double min_n = st_eng_setting(en->eng, "min_samples");
+    settle_baseline(en, k->baseline_name, g, st_eng_now(en->eng));
+    if (isfinite(g->base)) {
+        g->base = fmax(g->base, k->base_floor);
+    }
+    if (g->cur_n >= min_n && g->base_n >= min_n && g->base > 0 && isfinite(g->cur) &&
+        g->cur > g->base * factor && confirmed(en, pend, k->rule->id, g->entity)) {
+        add_regression(en, k->rule, g, factor, k->value_metric, k->what, out);
+    }
+}
+
+static int regressions(st_engine *en, const struct regression_kind *k, json_t *pend,
+                       st_candidates *out)
 {
     int64_t now = st_eng_now(en->eng);
     int64_t w = st_eng_window(en->eng);
     int64_t bw = (int64_t)st_eng_setting(en->eng, "baseline_window_ms");
-    double factor = st_eng_setting(en->eng, "regression_p95_factor");
-    double min_n = st_eng_setting(en->eng, "min_samples");
-    json_t *cur = NULL, *curn = NULL, *base = NULL, *basen = NULL;
+    json_t *v = NULL, *n = NULL, *bv = NULL, *bn = NULL;
     size_t i;
     json_t *s;
-    int rv = per_group(en, "http.server.duration", "p95", now, w, &cur);
-    rv = rv == ST_OK ? per_group(en, "http.server.duration", "count", now, w, &curn) : rv;
-    rv = rv == ST_OK ? per_group(en, "http.server.duration", "p95", now - w, bw, &base) : rv;
-    rv = rv == ST_OK ? per_group(en, "http.server.duration", "count", now - w, bw, &basen) : rv;
-    json_array_foreach(json_object_get(cur, "series"), i, s)
+    int rv = per_group(en, k->value_metric, k->value_agg, now, w, &v);
+    rv = rv == ST_OK ? per_group(en, k->count_metric, k->count_agg, now, w, &n) : rv;
+    rv = rv == ST_OK ? per_group(en, k->value_metric, k->value_agg, now - w, bw, &bv) : rv;
+    rv = rv == ST_OK ? per_group(en, k->count_metric, k->count_agg, now - w, bw, &bn) : rv;
+    json_array_foreach(json_object_get(n, "series"), i, s)
     {
         struct group_vals g;
         const json_t *l = json_object_get(s, "labels");
@@ -372,84 +421,23 @@ static int latency_regressions(st_engine *en, json_t *pend, st_candidates *out)
         snprintf(g.route, sizeof(g.route), "%s",
                  json_string_value(json_object_get(l, "route")) ?: "");
         snprintf(g.entity, sizeof(g.entity), "role=%s route=%s", g.role, g.route);
-        g.cur = st_eng_value(s);
-        g.cur_n = lookup_group(curn, g.role, g.route);
-        g.base = lookup_group(base, g.role, g.route);
-        g.base_n = lookup_group(basen, g.role, g.route);
-        settle_baseline(en, "latency", &g, now);
-        if (g.cur_n >= min_n && g.base_n >= min_n && g.base > 0 && g.cur > g.base * factor &&
-            confirmed(en, pend, "regression.latency", g.entity)) {
-            add_regression(en, &st_regression_rules[0], &g, factor, "http.server.duration",
-                           "p95 response time", out);
-        }
+        value_of(k, v, n, g.role, g.route, &g.cur, &g.cur_n);
+        value_of(k, bv, bn, g.role, g.route, &g.base, &g.base_n);
+        check_group(en, k, pend, &g, out);
     }
-    json_decref(cur);
-    json_decref(curn);
-    json_decref(base);
-    json_decref(basen);
-    return rv;
-}
-
-static void rate_of(const json_t *err, const json_t *req, const char *role, const char *route,
-                    double *rate, double *n)
-{
-    double e = lookup_group(err, role, route);
-    *n = lookup_group(req, role, route);
-    *rate = isfinite(*n) && *n > 0 ? (isfinite(e) ? e : 0) / *n : NAN;
-}
-
-static int error_regressions(st_engine *en, json_t *pend, st_candidates *out)
-{
-    int64_t now = st_eng_now(en->eng);
-    int64_t w = st_eng_window(en->eng);
-    int64_t bw = (int64_t)st_eng_setting(en->eng, "baseline_window_ms");
-    double factor = st_eng_setting(en->eng, "regression_error_factor");
-    double min_n = st_eng_setting(en->eng, "min_samples");
-    json_t *req = NULL, *err = NULL, *breq = NULL, *berr = NULL;
-    size_t i;
-    json_t *s;
-    int rv = per_group(en, "http.server.requests", "sum", now, w, &req);
-    rv = rv == ST_OK ? per_group(en, "http.server.errors", "sum", now, w, &err) : rv;
-    rv = rv == ST_OK ? per_group(en, "http.server.requests", "sum", now - w, bw, &breq) : rv;
-    rv = rv == ST_OK ? per_group(en, "http.server.errors", "sum", now - w, bw, &berr) : rv;
-    json_array_foreach(json_object_get(req, "series"), i, s)
-    {
-        struct group_vals g;
-        const json_t *l = json_object_get(s, "labels");
-        if (rv != ST_OK) {
-            break;
-        }
-        memset(&g, 0, sizeof(g));
-        snprintf(g.role, sizeof(g.role), "%s", json_string_value(json_object_get(l, "role")) ?: "");
-        snprintf(g.route, sizeof(g.route), "%s",
-                 json_string_value(json_object_get(l, "route")) ?: "");
-        snprintf(g.entity, sizeof(g.entity), "role=%s route=%s", g.role, g.route);
-        rate_of(err, req, g.role, g.route, &g.cur, &g.cur_n);
-        rate_of(berr, breq, g.role, g.route, &g.base, &g.base_n);
-        settle_baseline(en, "errors", &g, now);
-        /* A baseline of no errors at all still allows a little noise. */
-        if (isfinite(g.base)) {
-            g.base = fmax(g.base, 0.001);
-        }
-        if (g.cur_n >= min_n && g.base_n >= min_n && isfinite(g.cur) && g.cur > g.base * factor &&
-            confirmed(en, pend, "regression.errors", g.entity)) {
-            add_regression(en, &st_regression_rules[1], &g, factor, "http.server.errors",
-                           "error rate", out);
-        }
-    }
-    json_decref(req);
-    json_decref(err);
-    json_decref(breq);
-    json_decref(berr);
+    json_decref(v);
+    json_decref(n);
+    json_decref(bv);
+    json_decref(bn);
     return rv;
 }
 
 int st_regressions_check(st_engine *en, st_candidates *lat, st_candidates *errs)
 {
     json_t *pend = json_object();
-    int rv = latency_regressions(en, pend, lat);
+    int rv = regressions(en, &kinds[0], pend, lat);
     if (rv == ST_OK) {
-        rv = error_regressions(en, pend, errs);
+        rv = regressions(en, &kinds[1], pend, errs);
     }
     json_decref(en->pending);
     en->pending = pend;
