@@ -190,11 +190,7 @@ static int build_key(const st_series_desc *d, char *buf, size_t cap, size_t *len
 
 static uint64_t hash_bytes(const char *p, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) {
-        h = (h ^ (uint8_t)p[i]) * 1099511628211ULL;
-    }
-    return h;
+    return st_fnv1a(ST_FNV_SEED, p, n);
 }
 
 static int grow(st_fold *f)

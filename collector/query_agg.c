@@ -231,11 +231,7 @@ static double acc_result(const struct agg_run *r, const struct acc *a, int64_t s
 
 static uint64_t hash_bytes(const char *p, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) {
-        h = (h ^ (uint8_t)p[i]) * 1099511628211ULL;
-    }
-    return h;
+    return st_fnv1a(ST_FNV_SEED, p, n);
 }
 
 static const char *rec_label(const Strata__V1__SeriesRecord *rec, const char *key)

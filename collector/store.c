@@ -276,11 +276,7 @@ int st_store_commit(st_store_txn *t)
 
 static uint64_t hash_bytes(const char *p, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) {
-        h = (h ^ (uint8_t)p[i]) * 1099511628211ULL;
-    }
-    return h;
+    return st_fnv1a(ST_FNV_SEED, p, n);
 }
 
 static struct cache_ent *cache_find(st_store *st, const char *key, size_t len)

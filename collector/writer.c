@@ -4,6 +4,7 @@
 #include "err.h"
 #include "log.h"
 #include "timeutil.h"
+#include "util.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -41,11 +42,7 @@ struct st_writer {
 
 static size_t seen_bucket(const uint8_t id[16])
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (int i = 0; i < 16; i++) {
-        h = (h ^ id[i]) * 1099511628211ULL;
-    }
-    return h & (SEEN_BUCKETS - 1);
+    return st_fnv1a(ST_FNV_SEED, id, 16) & (SEEN_BUCKETS - 1);
 }
 
 bool st_writer_seen(st_writer *w, const uint8_t agent_id[16], uint64_t seq)

@@ -370,3 +370,12 @@ int st_mkdir_p(const char *path)
     }
     return ST_OK;
 }
+
+uint64_t st_fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ b[i]) * 1099511628211ULL;
+    }
+    return h;
+}

@@ -44,6 +44,12 @@ int st_mkdir_p(const char *path);
 /* fsync of the directory that holds path (after a rename or unlink). */
 int st_fsync_dir_of(const char *path);
 
+/* FNV-1a over n bytes, continuing from h (ST_FNV_SEED to start): the hash
+ * of the in-memory tables (series, groups, agents). Not for anything an
+ * attacker chooses to collide with at scale; tables also cap their sizes. */
+#define ST_FNV_SEED 1469598103934665603ULL
+uint64_t st_fnv1a(uint64_t h, const void *p, size_t n);
+
 /* CRC32C (Castagnoli), continuing from crc (0 to start); SSE4.2 when the
  * CPU has it. */
 uint32_t st_crc32c(uint32_t crc, const void *p, size_t n);

@@ -280,6 +280,7 @@ static bool step(st_engine *en, json_t *state, json_t *all, int64_t now)
     int64_t it = json_integer_value(json_object_get(state, "iteration"));
     int work;
     if (met && regressions == 0 && active == 0) {
+        json_object_set_new(state, "missed_runs", json_integer(0));
         set_status(state, "PERFORMANCE_OPTIMIZED", now,
                    "all targets met, no regressions, nothing left open");
         return false;
@@ -290,6 +291,14 @@ static bool step(st_engine *en, json_t *state, json_t *all, int64_t now)
          * SRE steps in. */
         return validate(en, all, now) > 0;
     }
+    if (status != NULL && strcmp(status, "PERFORMANCE_OPTIMIZED") == 0 && active == 0 &&
+        regressions == 0 && json_integer_value(json_object_get(state, "missed_runs")) < 1) {
+        /* A target that dips once on noisy data does not start a campaign;
+         * one missed two runs in a row (or any finding) does. */
+        json_object_set_new(state, "missed_runs", json_integer(1));
+        return false;
+    }
+    json_object_set_new(state, "missed_runs", json_integer(0));
     if (status != NULL && strcmp(status, "PERFORMANCE_OPTIMIZED") == 0) {
         json_object_set_new(
             state, "campaign",

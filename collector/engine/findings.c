@@ -16,14 +16,9 @@ static const char *const active_states[] = {"open", "dispatched", "applied", "va
 
 void st_finding_id(const char *rule, const char *entity, char out[17])
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *p = rule; *p != '\0'; p++) {
-        h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-    }
-    h = (h ^ 0) * 1099511628211ULL;
-    for (const char *p = entity; *p != '\0'; p++) {
-        h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-    }
+    /* The NUL between rule and entity keeps ("a", "bc") apart from ("ab", "c"). */
+    uint64_t h = st_fnv1a(ST_FNV_SEED, rule, strlen(rule) + 1);
+    h = st_fnv1a(h, entity, strlen(entity));
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
