@@ -27,5 +27,9 @@ bench: build
 install: build
 	cmake --install $(BUILD)
 
+# Two .deb packages (strata-agent, strata-collector) in $(BUILD)/: cmake/packaging.cmake.
+package: build
+	cmake --build $(BUILD) --target package
+
 clean:
 	rm -rf $(BUILD) build-asan

@@ -17,6 +17,7 @@ test_pkgs=(
     curl jq openssl iproute2 procps psmisc python3
     nginx-light varnish redis-server memcached postgresql
     prometheus
+    systemd python3-yaml
 )
 
 want=("${build_pkgs[@]}")
