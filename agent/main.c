@@ -176,6 +176,9 @@ int main(int argc, char **argv)
         sa.sa_handler = on_signal;
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
+        /* systemctl reload sends SIGHUP: configuration reload is not
+         * supported yet, and the signal must not end the agent. */
+        signal(SIGHUP, SIG_IGN);
         signal(SIGPIPE, SIG_IGN);
         rv = st_agent_run(agent, &stop_flag) == ST_OK ? 0 : 1;
     }

@@ -262,6 +262,16 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check) {
+        /* Targets and rule thresholds are checked as the engine would. */
+        st_cfg_error err;
+        st_engine *en = NULL;
+        struct st_engine_opts eo;
+        memset(&eo, 0, sizeof(eo));
+        if (st_engine_new(NULL, &eo, c.doc, c.s.targets, c.s.rules, &en, &err) != ST_OK) {
+            fprintf(stderr, "strata-collector: %s\n", err.msg);
+            return 1;
+        }
+        st_engine_free(en);
         printf("configuration OK\n");
         return 0;
     }

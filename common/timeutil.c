@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,32 +56,40 @@ static const struct {
     int64_t ms;
 } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
 
+/* A number of unit_ms, which may have a fraction ("1.5s"): the result is
+ * rounded to whole milliseconds. */
+static int scaled(const char *num, size_t n, int64_t unit_ms, int64_t *out_ms)
+{
+    char buf[32];
+    char *end = NULL;
+    double v;
+    if (n == 0 || n >= sizeof(buf)) {
+        return ST_EINVAL;
+    }
+    memcpy(buf, num, n);
+    buf[n] = '\0';
+    errno = 0;
+    v = strtod(buf, &end);
+    if (errno != 0 || *end != '\0' || !(v >= 0) || v * (double)unit_ms > 9.2e18) {
+        return ST_EINVAL;
+    }
+    *out_ms = (int64_t)llround(v * (double)unit_ms);
+    return ST_OK;
+}
+
 int st_duration_parse(const char *s, int64_t *out_ms)
 {
-    char *end = NULL;
-    long long v;
+    size_t n;
     if (s == NULL || *s < '0' || *s > '9') {
         return ST_EINVAL;
     }
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno != 0 || v < 0) {
-        return ST_EINVAL;
-    }
-    if (*end == '\0') {
-        if (v > INT64_MAX / 1000) {
-            return ST_EINVAL;
-        }
-        *out_ms = (int64_t)v * 1000;
-        return ST_OK;
+    n = strspn(s, "0123456789.");
+    if (s[n] == '\0') {
+        return scaled(s, n, 1000, out_ms); /* a bare number is seconds */
     }
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (strcmp(end, units[i].suffix) == 0) {
-            if (v > INT64_MAX / units[i].ms) {
-                return ST_EINVAL;
-            }
-            *out_ms = (int64_t)v * units[i].ms;
-            return ST_OK;
+        if (strcmp(s + n, units[i].suffix) == 0) {
+            return scaled(s, n, units[i].ms, out_ms);
         }
     }
     return ST_EINVAL;

@@ -15,8 +15,9 @@ int64_t st_time_wall_ms(void);
 void st_time_sleep_ms(int64_t ms);
 /* "2026-11-27T06:00:00.123Z" into buf (at least 25 bytes). */
 void st_time_format_utc(int64_t unix_ms, char *buf, size_t len);
-/* Parses a duration like "250ms", "1s", "5m", "2h", "7d" (a bare number is
- * seconds) into milliseconds. ST_EINVAL on anything else or on overflow. */
+/* Parses a duration like "250ms", "1.5s", "5m", "2h", "7d" (a bare number
+ * is seconds) into milliseconds, rounded. ST_EINVAL on anything else, on
+ * a negative value or on overflow. */
 int st_duration_parse(const char *s, int64_t *out_ms);
 /* Formats milliseconds as the shortest exact duration ("1500ms", "2m"). */
 void st_duration_format(int64_t ms, char *buf, size_t len);

@@ -86,6 +86,7 @@ static const st_cfg_map proc_rows[] = {
      "list of {name | pidfile | cgroup, label}", NULL, 0, 0},
     {ST_CFG_DURATION, "rescan", "10s", offsetof(proc_cfg, rescan_ms),
      "how often /proc is scanned again for names", NULL, 0, 0},
+    {ST_CFG_IGNORE, "interval", NULL, 0, "run every (default: the agent's interval)", NULL, 0, 0},
     {0},
 };
 
