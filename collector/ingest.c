@@ -5,6 +5,7 @@
 #include "envelope.h"
 #include "err.h"
 #include "frame.h"
+#include "keyring.h"
 #include "log.h"
 #include "timeutil.h"
 
@@ -38,6 +39,8 @@ struct ictx {
 };
 
 struct st_ingest {
+    pthread_rwlock_t keys_lock; /* reload swaps keys under the write lock */
+    st_keyring *keys;
     nng_socket sock;
     nng_listener listener;
     nng_tls_config *tls;
@@ -124,6 +127,14 @@ static void handle(struct ictx *c, nng_msg *msg)
     st_metric_add(&in->m->bytes_received, len);
     if ((rv = st_envelope_open(body, len, &env)) != ST_OK) {
         reject(c, 0, rv, NULL);
+        return;
+    }
+    /* Authentication before anything else is learned from the frame. */
+    pthread_rwlock_rdlock(&in->keys_lock);
+    rv = in->keys != NULL ? st_keyring_verify(in->keys, body, len, &env) : ST_OK;
+    pthread_rwlock_unlock(&in->keys_lock);
+    if (rv != ST_OK) {
+        reject(c, env.seq, rv, NULL);
         return;
     }
     if (st_writer_seen(in->w, env.agent_id, env.seq)) {
@@ -249,12 +260,46 @@ static int open_contexts(st_ingest *in)
     return ST_OK;
 }
 
+int st_ingest_reload_keys(st_ingest *in, const char *path, char *err, size_t errlen)
+{
+    st_keyring *kr = NULL;
+    st_keyring *old;
+    int rv;
+    if (path != NULL && (rv = st_keyring_load(path, &kr, err, errlen)) != ST_OK) {
+        return rv;
+    }
+    pthread_rwlock_wrlock(&in->keys_lock);
+    old = in->keys;
+    in->keys = kr;
+    pthread_rwlock_unlock(&in->keys_lock);
+    st_keyring_free(old);
+    ST_INFO("ingest", "%zu agent keys loaded%s", kr ? st_keyring_size(kr) : 0,
+            kr ? "; every frame must be signed" : "");
+    return ST_OK;
+}
+
 int st_ingest_start(const struct st_ingest_opts *o, st_writer *w, st_metrics *m, st_ingest **out)
 {
-    st_ingest *in = calloc(1, sizeof(*in));
+    st_ingest *in;
+    char err[256];
     int rv;
-    if (in == NULL) {
+    if (st_url_plain_remote(o->url) && !o->insecure) {
+        ST_ERROR("ingest",
+                 "%s: plain tcp:// on a non-loopback address; use tls+tcp:// or set "
+                 "ingest.insecure: true",
+                 o->url);
+        return ST_EPERM;
+    }
+    if ((in = calloc(1, sizeof(*in))) == NULL) {
         return ST_ENOMEM;
+    }
+    pthread_rwlock_init(&in->keys_lock, NULL);
+    if (o->keys_file != NULL &&
+        (rv = st_ingest_reload_keys(in, o->keys_file, err, sizeof(err))) != ST_OK) {
+        ST_ERROR("ingest", "%s", err);
+        pthread_rwlock_destroy(&in->keys_lock);
+        free(in);
+        return rv;
     }
     in->w = w;
     in->m = m;
@@ -334,5 +379,7 @@ void st_ingest_stop(st_ingest *in)
     if (in->tls != NULL) {
         nng_tls_config_free(in->tls);
     }
+    st_keyring_free(in->keys);
+    pthread_rwlock_destroy(&in->keys_lock);
     free(in);
 }

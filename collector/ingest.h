@@ -17,19 +17,25 @@
 #define ST_INGEST_RECV_MAX (8u << 20) /* NNG_OPT_RECVMAXSZ: larger messages drop the pipe */
 
 struct st_ingest_opts {
-    const char *url;         /* tcp://, tls+tcp://, ipc:// */
-    int contexts;            /* concurrent receives; 0: 64 */
-    int64_t max_future_ms;   /* clock skew allowed ahead; 0: 5 min */
-    int64_t max_age_ms;      /* oldest point accepted; 0: 48 h */
-    const char *tls_cert;    /* PEM with the collector's certificate and key */
+    const char *url;       /* tcp://, tls+tcp://, ipc:// */
+    int contexts;          /* concurrent receives; 0: 64 */
+    int64_t max_future_ms; /* clock skew allowed ahead; 0: 5 min */
+    int64_t max_age_ms;    /* oldest point accepted; 0: 48 h */
+    const char *tls_cert;  /* PEM with the collector's certificate and key */
     const char *tls_key;
-    const char *tls_ca;      /* CA that agent certificates must chain to */
+    const char *tls_ca;    /* CA that agent certificates must chain to */
+    const char *keys_file; /* agents' HMAC keys; with it every frame must be signed */
+    bool insecure;         /* allow plain tcp:// on a non-loopback address */
 };
 
 typedef struct st_ingest st_ingest;
 
 int st_ingest_start(const struct st_ingest_opts *opts, st_writer *w, st_metrics *m,
                     st_ingest **out);
+/* Loads the keys file again (SIGHUP); the old keys stay in force when the
+ * new file does not load. err says why. */
+int st_ingest_reload_keys(st_ingest *in, const char *path, char *err, size_t errlen);
+
 /* True once the listener is up. */
 bool st_ingest_listening(st_ingest *in);
 /* Stops taking new frames, lets frames already handed to the writer be

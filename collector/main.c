@@ -111,6 +111,17 @@ struct collector {
     st_api *api;
 };
 
+static void engine_opts(const st_collector_settings *s, struct st_engine_opts *eo)
+{
+    memset(eo, 0, sizeof(*eo));
+    eo->max_iterations = (int)s->engine_max_iterations;
+    eo->validation_ms = s->engine_validation_ms;
+    eo->improvement_margin = s->engine_margin;
+    eo->window_ms = s->engine_window_ms;
+    eo->baseline_window_ms = s->engine_baseline_ms;
+    eo->min_samples = s->engine_min_samples;
+}
+
 static int start_engine(struct collector *c)
 {
     struct st_engine_opts eo;
@@ -123,12 +134,9 @@ static int start_engine(struct collector *c)
     if (gethostname(host, sizeof(host) - 1) != 0) {
         snprintf(host, sizeof(host), "collector");
     }
-    memset(&eo, 0, sizeof(eo));
+    engine_opts(&c->s, &eo);
     eo.interval_ms = c->s.engine_interval_ms;
     eo.pause_ms = c->s.engine_pause_ms;
-    eo.max_iterations = (int)c->s.engine_max_iterations;
-    eo.validation_ms = c->s.engine_validation_ms;
-    eo.improvement_margin = c->s.engine_margin;
     eo.collector_name = c->s.name != NULL ? c->s.name : host;
     if (c->webhooks.n > 0) {
         eo.dispatch = st_outbox_dispatch;
@@ -139,9 +147,6 @@ static int start_engine(struct collector *c)
         ST_ERROR("main", "%s", err.msg);
         return rv;
     }
-    st_eng_set(st_engine_eng(c->engine), "analysis_window_ms", (double)c->s.engine_window_ms);
-    st_eng_set(st_engine_eng(c->engine), "baseline_window_ms", (double)c->s.engine_baseline_ms);
-    st_eng_set(st_engine_eng(c->engine), "min_samples", (double)c->s.engine_min_samples);
     return st_engine_start(c->engine);
 }
 
@@ -155,10 +160,15 @@ static int start(struct collector *c)
         !c->s.rollups,
         {c->s.ret_raw_ms, c->s.ret_10s_ms, c->s.ret_1m_ms, c->s.ret_1h_ms, c->s.rollup_grace_ms}};
     struct st_writer_opts wo = {(size_t)c->s.max_batch, 0};
-    struct st_ingest_opts io = {c->s.ingest_url,  (int)c->s.ingest_contexts,
-                                c->s.max_skew_ms, c->s.max_age_ms,
-                                c->s.tls_cert,    c->s.tls_key,
-                                c->s.tls_ca};
+    struct st_ingest_opts io = {.url = c->s.ingest_url,
+                                .contexts = (int)c->s.ingest_contexts,
+                                .max_future_ms = c->s.max_skew_ms,
+                                .max_age_ms = c->s.max_age_ms,
+                                .tls_cert = c->s.tls_cert,
+                                .tls_key = c->s.tls_key,
+                                .tls_ca = c->s.tls_ca,
+                                .keys_file = c->s.keys_file,
+                                .insecure = c->s.insecure};
     struct st_api_opts ao = {c->s.http_addr};
     struct st_api_deps deps;
     int rv;
@@ -244,6 +254,42 @@ static int load(struct collector *c, const char *config, const struct flag_overr
     return ST_OK;
 }
 
+/* SIGHUP: the agents' keys, targets, rule thresholds and engine windows
+ * take effect at once; a file that does not load changes nothing. Ingest
+ * keeps running throughout, so no frame is lost or applied twice. */
+static void reload(struct collector *c, const char *config)
+{
+    st_collector_settings s;
+    st_cfg_doc *doc = NULL;
+    st_cfg_error err;
+    char kerr[300];
+    struct st_engine_opts eo;
+    if (config == NULL) {
+        ST_INFO("main", "SIGHUP: no configuration file to reload");
+        return;
+    }
+    if (st_collector_settings_load(config, &s, &doc, &err) != ST_OK) {
+        ST_ERROR("main", "SIGHUP: %s; keeping the running configuration", err.msg);
+        st_collector_settings_release(&s);
+        st_cfg_doc_free(doc);
+        return;
+    }
+    engine_opts(&s, &eo);
+    if (st_ingest_reload_keys(c->ingest, s.keys_file, kerr, sizeof(kerr)) != ST_OK) {
+        ST_ERROR("main", "SIGHUP: %s; keeping the running keys", kerr);
+    }
+    if (c->engine != NULL &&
+        st_engine_reconfigure(c->engine, &eo, doc, s.targets, s.rules, &err) != ST_OK) {
+        ST_ERROR("main", "SIGHUP: %s; keeping the running targets and rules", err.msg);
+    }
+    ST_INFO("main",
+            "SIGHUP: configuration reloaded from %s (listen addresses, store and "
+            "webhooks change at restart)",
+            config);
+    st_collector_settings_release(&s);
+    st_cfg_doc_free(doc);
+}
+
 int main(int argc, char **argv)
 {
     struct collector c;
@@ -289,7 +335,7 @@ int main(int argc, char **argv)
     ST_INFO("main", "strata-collector %s: ingest %s, API http://%s, store %s", ST_VERSION,
             c.s.ingest_url, c.s.http_addr, c.s.data_dir);
     while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
-        ST_INFO("main", "SIGHUP: configuration reload is not supported yet; ignored");
+        reload(&c, config);
     }
     ST_INFO("main", "signal %d: stopping", sig);
     stop(&c);

@@ -20,6 +20,11 @@ static const st_cfg_map ingest_rows[] = {
      0},
     {ST_CFG_STR, "tls_key", NULL, F(tls_key), "PEM private key when not in tls_cert", NULL, 0, 0},
     {ST_CFG_STR, "tls_ca", NULL, F(tls_ca), "CA that agent certificates must chain to", NULL, 0, 0},
+    {ST_CFG_STR, "keys_file", NULL, F(keys_file),
+     "agents' HMAC keys (agent UUID HEX / group NAME HEX); every frame must then be signed", NULL,
+     0, 0},
+    {ST_CFG_BOOL, "insecure", "false", F(insecure), "allow plain tcp:// on a non-loopback address",
+     NULL, 0, 0},
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
 };
 

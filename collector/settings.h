@@ -18,6 +18,8 @@ typedef struct st_collector_settings {
     char *tls_cert;
     char *tls_key;
     char *tls_ca;
+    char *keys_file;
+    bool insecure;
     char *http_addr;
     uint64_t map_size;
     uint64_t max_map_size;
@@ -28,11 +30,11 @@ typedef struct st_collector_settings {
     int64_t ret_10s_ms;
     int64_t ret_1m_ms;
     int64_t ret_1h_ms;
-    const st_cfg_node *targets; /* parsed by the engine */
-    const st_cfg_node *rules;   /* rule id -> threshold, parsed by the engine */
-    const st_cfg_node *tokens;  /* api.tokens, parsed by the API */
+    const st_cfg_node *targets;  /* parsed by the engine */
+    const st_cfg_node *rules;    /* rule id -> threshold, parsed by the engine */
+    const st_cfg_node *tokens;   /* api.tokens, parsed by the API */
     const st_cfg_node *webhooks; /* parsed by the outbox */
-    char *name;                 /* this collector's name in findings */
+    char *name;                  /* this collector's name in findings */
     int64_t engine_interval_ms;
     int64_t engine_pause_ms;
     int64_t engine_max_iterations;

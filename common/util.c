@@ -65,9 +65,18 @@ static const struct {
     const char *suffix;
     uint64_t mul;
 } size_units[] = {
-    {"", 1},          {"B", 1},          {"KiB", 1ULL << 10}, {"MiB", 1ULL << 20},
-    {"GiB", 1ULL << 30}, {"TiB", 1ULL << 40}, {"KB", 1000},        {"MB", 1000000},
-    {"GB", 1000000000ULL}, {"K", 1ULL << 10}, {"M", 1ULL << 20},   {"G", 1ULL << 30},
+    {"", 1},
+    {"B", 1},
+    {"KiB", 1ULL << 10},
+    {"MiB", 1ULL << 20},
+    {"GiB", 1ULL << 30},
+    {"TiB", 1ULL << 40},
+    {"KB", 1000},
+    {"MB", 1000000},
+    {"GB", 1000000000ULL},
+    {"K", 1ULL << 10},
+    {"M", 1ULL << 20},
+    {"G", 1ULL << 30},
 };
 
 int st_size_parse(const char *s, uint64_t *out)
@@ -378,4 +387,20 @@ uint64_t st_fnv1a(uint64_t h, const void *p, size_t n)
         h = (h ^ b[i]) * 1099511628211ULL;
     }
     return h;
+}
+
+bool st_url_plain_remote(const char *url)
+{
+    static const char *const local[] = {"127.", "localhost:", "[::1]:"};
+    const char *host;
+    if (strncmp(url, "tcp://", 6) != 0) {
+        return false;
+    }
+    host = url + 6;
+    for (size_t i = 0; i < sizeof(local) / sizeof(local[0]); i++) {
+        if (strncmp(host, local[i], strlen(local[i])) == 0) {
+            return false;
+        }
+    }
+    return true;
 }

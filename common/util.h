@@ -44,6 +44,10 @@ int st_mkdir_p(const char *path);
 /* fsync of the directory that holds path (after a rename or unlink). */
 int st_fsync_dir_of(const char *path);
 
+/* True for a plain tcp:// URL whose host is not a loopback address: frames
+ * would cross a network unencrypted. */
+bool st_url_plain_remote(const char *url);
+
 /* FNV-1a over n bytes, continuing from h (ST_FNV_SEED to start): the hash
  * of the in-memory tables (series, groups, agents). Not for anything an
  * attacker chooses to collide with at scale; tables also cap their sizes. */

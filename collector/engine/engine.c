@@ -389,11 +389,42 @@ static int apply_rules(st_engine *en, const st_cfg_doc *doc, const st_cfg_node *
     return ST_OK;
 }
 
+/* A rule context with the settings of opts, targets and rules applied. */
+static int build_eng(st_engine *en, const struct st_engine_opts *opts, const st_cfg_doc *doc,
+                     const st_cfg_node *targets, const st_cfg_node *rules, st_eng **out,
+                     st_cfg_error *err)
+{
+    st_eng *old = en->eng;
+    int rv = st_eng_new(en->st, st_time_wall_ms(), &en->eng);
+    if (rv == ST_OK) {
+        if (opts->window_ms > 0) {
+            st_eng_set(en->eng, "analysis_window_ms", (double)opts->window_ms);
+        }
+        if (opts->baseline_window_ms > 0) {
+            st_eng_set(en->eng, "baseline_window_ms", (double)opts->baseline_window_ms);
+        }
+        if (opts->min_samples > 0) {
+            st_eng_set(en->eng, "min_samples", (double)opts->min_samples);
+        }
+        if ((rv = st_engine_apply_targets(en, doc, targets, err)) == ST_OK) {
+            rv = apply_rules(en, doc, rules, err);
+        }
+    }
+    *out = en->eng;
+    en->eng = old;
+    if (rv != ST_OK) {
+        st_eng_free(*out);
+        *out = NULL;
+    }
+    return rv;
+}
+
 int st_engine_new(st_store *st, const struct st_engine_opts *opts, const st_cfg_doc *doc,
                   const st_cfg_node *targets, const st_cfg_node *rules, st_engine **out,
                   st_cfg_error *err)
 {
     st_engine *en = calloc(1, sizeof(*en));
+    st_eng *fresh = NULL;
     int rv;
     if (en == NULL) {
         return ST_ENOMEM;
@@ -409,14 +440,32 @@ int st_engine_new(st_store *st, const struct st_engine_opts *opts, const st_cfg_
     snprintf(en->name, sizeof(en->name), "%s", opts->collector_name ? opts->collector_name : "");
     pthread_mutex_init(&en->mu, NULL);
     en->pending = json_object();
-    if ((rv = st_eng_new(st, st_time_wall_ms(), &en->eng)) != ST_OK ||
-        (rv = st_engine_apply_targets(en, doc, targets, err)) != ST_OK ||
-        (rv = apply_rules(en, doc, rules, err)) != ST_OK) {
+    if ((rv = build_eng(en, opts, doc, targets, rules, &fresh, err)) != ST_OK) {
         st_engine_free(en);
         return rv;
     }
+    en->eng = fresh;
     *out = en;
     return ST_OK;
+}
+
+int st_engine_reconfigure(st_engine *en, const struct st_engine_opts *opts, const st_cfg_doc *doc,
+                          const st_cfg_node *targets, const st_cfg_node *rules, st_cfg_error *err)
+{
+    st_eng *fresh = NULL;
+    int rv;
+    pthread_mutex_lock(&en->mu);
+    if ((rv = build_eng(en, opts, doc, targets, rules, &fresh, err)) == ST_OK) {
+        st_eng_free(en->eng);
+        en->eng = fresh;
+        en->o.max_iterations =
+            opts->max_iterations > 0 ? opts->max_iterations : en->o.max_iterations;
+        en->o.validation_ms = opts->validation_ms > 0 ? opts->validation_ms : en->o.validation_ms;
+        en->o.improvement_margin =
+            opts->improvement_margin > 0 ? opts->improvement_margin : en->o.improvement_margin;
+    }
+    pthread_mutex_unlock(&en->mu);
+    return rv;
 }
 
 st_eng *st_engine_eng(st_engine *en)

@@ -32,6 +32,9 @@ struct st_engine_opts {
     st_dispatch_fn dispatch;   /* NULL: findings are marked dispatched locally */
     void *dispatch_arg;
     const char *collector_name; /* named in every finding */
+    int64_t window_ms;          /* analysis window; 0: 5 min */
+    int64_t baseline_window_ms; /* rolling baseline; 0: 1 h */
+    int64_t min_samples;        /* before regressions are judged; 0: 50 */
 };
 
 /* Builds the engine; targets/engine/rules settings come from the
@@ -41,6 +44,10 @@ int st_engine_new(st_store *st, const struct st_engine_opts *opts, const st_cfg_
                   const st_cfg_node *targets, const st_cfg_node *rules, st_engine **out,
                   st_cfg_error *err);
 int st_engine_start(st_engine *en);
+/* Applies new targets, rule thresholds and windows (SIGHUP) between runs;
+ * on an error the old settings stay. */
+int st_engine_reconfigure(st_engine *en, const struct st_engine_opts *opts, const st_cfg_doc *doc,
+                          const st_cfg_node *targets, const st_cfg_node *rules, st_cfg_error *err);
 /* The rule context, for settings (windows, sample minimums) and tests. */
 st_eng *st_engine_eng(st_engine *en);
 void st_engine_stop(st_engine *en);
