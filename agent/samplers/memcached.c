@@ -4,33 +4,23 @@
  * connection is kept between runs and made again after any error. */
 #include "samplers.h"
 
+#include "cache_parse.h"
 #include "err.h"
 #include "log.h"
+#include "netio.h"
 #include "timeutil.h"
 #include "util.h"
 
-#include <errno.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#define ST_MEMCACHED_MAX_REPLY 65536 /* `stats` is ~1.5 KiB; far larger is not stats */
-#define ST_MEMCACHED_MAX_LINE 1024   /* "STAT name value"; longer is malformed */
-#define ST_MEMCACHED_MAX_HOST 255    /* DNS names are at most 253 bytes */
+#define ST_MEMCACHED_MAX_LINE 1024 /* "STAT name value"; longer is malformed */
+#define ST_MEMCACHED_MAX_HOST 255  /* DNS names are at most 253 bytes */
 #define ST_MEMCACHED_MAX_TIMEOUT_MS 60000
-
-/* Declared here rather than in a header: the sampler and its unit tests
- * (tests/unit/cache_samplers_test.c) are its only users. Parses a `stats`
- * reply of len bytes (lines up to END) and emits its series; ST_ETOOBIG
- * past ST_MEMCACHED_MAX_REPLY, ST_EPARSE when END is missing, the server
- * answered an error, or no known field is in it. */
-int st_memcached_stats_emit(st_emit *e, const char *text, size_t len);
 
 typedef struct memcached_cfg {
     char *address;
@@ -42,8 +32,8 @@ typedef struct memcached_ctx {
     memcached_cfg cfg;
     char host[ST_MEMCACHED_MAX_HOST + 1];
     char port[8];
-    const char *name; /* address or socket, for logs */
-    int fd;           /* -1 while disconnected */
+    st_net_who who; /* "memcached" and the address or socket, for logs */
+    int fd;         /* -1 while disconnected */
     char buf[ST_MEMCACHED_MAX_REPLY + 1];
 } memcached_ctx;
 
@@ -174,122 +164,7 @@ int st_memcached_stats_emit(st_emit *e, const char *text, size_t len)
     return emit_stats(e, &s);
 }
 
-/* ---- socket with a deadline ---- */
-
-/* Waits until fd is ready for events or the monotonic deadline passes. */
-static int wait_fd(int fd, short events, int64_t deadline_ms)
-{
-    for (;;) {
-        int64_t left = deadline_ms - st_time_mono_ms();
-        struct pollfd p = {.fd = fd, .events = events};
-        int n;
-        if (left <= 0) {
-            return ST_ETIMEOUT;
-        }
-        n = poll(&p, 1, (int)left);
-        if (n > 0) {
-            return ST_OK; /* errors and hang-ups surface in the next call */
-        }
-        if (n == 0) {
-            return ST_ETIMEOUT;
-        }
-        if (errno != EINTR) {
-            return ST_EIO;
-        }
-    }
-}
-
-static int connect_one(memcached_ctx *c, const struct sockaddr *sa, socklen_t salen,
-                       int64_t deadline_ms)
-{
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int soerr = 0;
-    socklen_t len = sizeof(soerr);
-    int rv = ST_ENET;
-    if (fd < 0) {
-        ST_WARN("memcached", "%s: socket: %s", c->name, strerror(errno));
-        return ST_ENET;
-    }
-    if (connect(fd, sa, salen) != 0) {
-        if (errno != EINPROGRESS) {
-            soerr = errno;
-        } else if ((rv = wait_fd(fd, POLLOUT, deadline_ms)) != ST_OK) {
-            ST_WARN("memcached", "%s: connect: timed out", c->name);
-            goto out;
-        } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {
-            soerr = errno;
-        }
-        if (soerr != 0) {
-            ST_WARN("memcached", "%s: connect: %s", c->name, strerror(soerr));
-            rv = ST_ENET;
-            goto out;
-        }
-    }
-    c->fd = fd;
-    fd = -1;
-    rv = ST_OK;
-out:
-    if (fd >= 0) {
-        close(fd);
-    }
-    return rv;
-}
-
-static int connect_tcp(memcached_ctx *c, int64_t deadline_ms)
-{
-    struct addrinfo hints;
-    struct addrinfo *res = NULL;
-    int rv = ST_ENET;
-    int r;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    if ((r = getaddrinfo(c->host, c->port, &hints, &res)) != 0) {
-        ST_WARN("memcached", "%s: cannot resolve: %s", c->name, gai_strerror(r));
-        return ST_ENET;
-    }
-    /* In the order getaddrinfo ranks them (RFC 6724), under one deadline. */
-    for (const struct addrinfo *a = res; a != NULL && c->fd < 0 && rv != ST_ETIMEOUT;
-         a = a->ai_next) {
-        rv = connect_one(c, a->ai_addr, a->ai_addrlen, deadline_ms);
-    }
-    freeaddrinfo(res);
-    return rv;
-}
-
-static int connect_unix(memcached_ctx *c, int64_t deadline_ms)
-{
-    struct sockaddr_un sun;
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    memcpy(sun.sun_path, c->cfg.socket, strlen(c->cfg.socket) + 1); /* length checked at init */
-    return connect_one(c, (const struct sockaddr *)&sun, sizeof(sun), deadline_ms);
-}
-
-static int send_all(memcached_ctx *c, const char *p, size_t n, int64_t deadline_ms)
-{
-    while (n > 0) {
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-        int rv;
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            ST_WARN("memcached", "%s: send: %s", c->name, strerror(errno));
-            return ST_ENET;
-        }
-        if ((rv = wait_fd(c->fd, POLLOUT, deadline_ms)) != ST_OK) {
-            return rv;
-        }
-    }
-    return ST_OK;
-}
+/* ---- the reply ---- */
 
 /* True once buf[0..len) ends with a whole last line that ends a reply:
  * END, or one of the error lines that replace it. */
@@ -315,31 +190,18 @@ static int read_reply(memcached_ctx *c, int64_t deadline_ms, size_t *len)
 {
     size_t off = 0;
     while (!reply_complete(c->buf, off)) {
-        ssize_t r;
+        size_t n = 0;
         int rv;
         if (off == ST_MEMCACHED_MAX_REPLY) {
-            ST_WARN("memcached", "%s: reply over %d bytes", c->name, ST_MEMCACHED_MAX_REPLY);
+            ST_WARN("memcached", "%s: reply over %d bytes", c->who.name, ST_MEMCACHED_MAX_REPLY);
             return ST_ETOOBIG;
         }
-        r = recv(c->fd, c->buf + off, ST_MEMCACHED_MAX_REPLY - off, 0);
-        if (r > 0) {
-            off += (size_t)r;
-            continue;
-        }
-        if (r == 0) {
-            ST_WARN("memcached", "%s: server closed the connection", c->name);
-            return ST_ECLOSED;
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            ST_WARN("memcached", "%s: recv: %s", c->name, strerror(errno));
-            return ST_ENET;
-        }
-        if ((rv = wait_fd(c->fd, POLLIN, deadline_ms)) != ST_OK) {
+        rv = st_net_recv(c->fd, c->buf + off, ST_MEMCACHED_MAX_REPLY - off, &c->who, deadline_ms,
+                         &n);
+        if (rv != ST_OK) {
             return rv;
         }
+        off += n;
     }
     c->buf[off] = '\0';
     *len = off;
@@ -364,13 +226,14 @@ int st_memcached_sample(void *ctx, st_emit *e)
     size_t len = 0;
     int rv = ST_OK;
     if (c->fd < 0) {
-        rv = c->cfg.socket != NULL ? connect_unix(c, deadline_ms) : connect_tcp(c, deadline_ms);
+        rv = st_net_connect(c->host, c->port, c->cfg.socket, &c->who, deadline_ms, &c->fd);
     }
-    if (rv == ST_OK && (rv = send_all(c, cmd, sizeof(cmd) - 1, deadline_ms)) == ST_OK) {
+    if (rv == ST_OK &&
+        (rv = st_net_send_all(c->fd, cmd, sizeof(cmd) - 1, &c->who, deadline_ms)) == ST_OK) {
         rv = read_reply(c, deadline_ms, &len);
     }
     if (rv == ST_OK && (rv = st_memcached_stats_emit(e, c->buf, len)) == ST_EPARSE) {
-        ST_WARN("memcached", "%s: unreadable stats reply: %.100s", c->name, c->buf);
+        ST_WARN("memcached", "%s: unreadable stats reply: %.100s", c->who.name, c->buf);
     }
     /* After any failure the next run starts on a fresh connection, so a
      * half-read reply never lands in front of the next one. */
@@ -391,38 +254,6 @@ void st_memcached_fini(void *ctx)
     free(c);
 }
 
-/* Splits "host:port" or "[v6]:port" into c->host and c->port. */
-static int split_address(memcached_ctx *c, const char *a)
-{
-    const char *h = a;
-    const char *colon;
-    size_t hlen;
-    uint64_t pnum;
-    if (a[0] == '[') {
-        const char *close = strchr(a, ']');
-        if (close == NULL || close[1] != ':') {
-            return ST_EINVAL;
-        }
-        h = a + 1;
-        hlen = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(a, ':');
-        if (colon == NULL || memchr(a, ':', (size_t)(colon - a)) != NULL) {
-            return ST_EINVAL; /* no port, or IPv6 without brackets */
-        }
-        hlen = (size_t)(colon - a);
-    }
-    if (hlen == 0 || hlen >= sizeof(c->host) || strlen(colon + 1) >= sizeof(c->port) ||
-        st_parse_u64(colon + 1, &pnum) != ST_OK || pnum == 0 || pnum > 65535) {
-        return ST_EINVAL;
-    }
-    memcpy(c->host, h, hlen);
-    c->host[hlen] = '\0';
-    memcpy(c->port, colon + 1, strlen(colon + 1) + 1);
-    return ST_OK;
-}
-
 static int check_cfg(memcached_ctx *c, const st_cfg_doc *doc, const st_cfg_node *cfg,
                      st_cfg_error *err)
 {
@@ -433,12 +264,13 @@ static int check_cfg(memcached_ctx *c, const st_cfg_doc *doc, const st_cfg_node 
                            "must be between 1ms and %ds", ST_MEMCACHED_MAX_TIMEOUT_MS / 1000);
     }
     if (mc->socket == NULL) {
-        if (mc->address == NULL || split_address(c, mc->address) != ST_OK) {
+        if (mc->address == NULL || st_net_split_address(mc->address, c->host, sizeof(c->host),
+                                                        c->port, sizeof(c->port)) != ST_OK) {
             return st_cfg_fail(err, doc, st_cfg_get(cfg, "address"), "address",
                                "want host:port or [v6]:port, got '%s'",
                                mc->address != NULL ? mc->address : "");
         }
-        c->name = mc->address;
+        c->who = (st_net_who){"memcached", mc->address};
         return ST_OK;
     }
     if (st_cfg_get(cfg, "address") != NULL) {
@@ -449,7 +281,7 @@ static int check_cfg(memcached_ctx *c, const st_cfg_doc *doc, const st_cfg_node 
         return st_cfg_fail(err, doc, st_cfg_get(cfg, "socket"), "socket",
                            "want a unix socket path of 1 to %zu bytes", path_max);
     }
-    c->name = mc->socket;
+    c->who = (st_net_who){"memcached", mc->socket};
     return ST_OK;
 }
 

@@ -6,6 +6,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "netio.h"
 #include "timeutil.h"
 #include "util.h"
 
@@ -14,14 +15,16 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define ST_PROBE_MAX_TARGETS 256
-#define ST_PROBE_MAX_NAME 128 /* a target name becomes a label value */
-#define ST_PROBE_MAX_HOST 255 /* DNS names are at most 253 bytes */
+#define ST_PROBE_MAX_NAME 128                      /* a target name becomes a label value */
+#define ST_PROBE_MAX_LABEL (ST_PROBE_MAX_NAME + 8) /* "target <name>" */
+#define ST_PROBE_MAX_HOST 255                      /* DNS names are at most 253 bytes */
 #define ST_PROBE_MAX_TIMEOUT_MS 60000
 #define ST_PROBE_RESOLVE_MS 60000 /* how long a resolved hostname is reused */
 
@@ -34,6 +37,8 @@ typedef struct probe_target_cfg {
 
 typedef struct probe_target {
     probe_target_cfg cfg;
+    char label[ST_PROBE_MAX_LABEL]; /* "target <name>", how log lines name it */
+    st_net_who who;
     char host[ST_PROBE_MAX_HOST + 1];
     char port[8];
     bool numeric; /* an IP literal: resolved once at init */
@@ -75,40 +80,6 @@ static const st_cfg_map target_rows[] = {
      "host:port, a.b.c.d:port or [v6]:port", NULL, 0, 0},
     {0},
 };
-
-/* Splits "host:port", "1.2.3.4:port" or "[v6]:port". */
-static int split_address(const char *a, char *host, size_t hcap, char *port, size_t pcap)
-{
-    const char *colon;
-    const char *h = a;
-    size_t hlen;
-    uint64_t pnum;
-    if (a[0] == '[') {
-        const char *close = strchr(a, ']');
-        if (close == NULL || close[1] != ':') {
-            return ST_EINVAL;
-        }
-        h = a + 1;
-        hlen = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(a, ':');
-        if (colon == NULL || memchr(a, ':', (size_t)(colon - a)) != NULL) {
-            return ST_EINVAL; /* no port, or IPv6 without brackets */
-        }
-        hlen = (size_t)(colon - a);
-    }
-    if (hlen == 0 || hlen >= hcap || strlen(colon + 1) == 0 || strlen(colon + 1) >= pcap) {
-        return ST_EINVAL;
-    }
-    if (st_parse_u64(colon + 1, &pnum) != ST_OK || pnum == 0 || pnum > 65535) {
-        return ST_EINVAL;
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    memcpy(port, colon + 1, strlen(colon + 1) + 1);
-    return ST_OK;
-}
 
 /* Resolves t->host into t->addr; flags adds AI_NUMERICHOST for literals.
  * getaddrinfo orders the answers (RFC 6724), so the first is the one a
@@ -163,36 +134,29 @@ static void finish(probe_target *t, enum probe_state state, int64_t now_ns)
     }
 }
 
+/* Refused connects pass no who to netio: a refusal is what the probe
+ * counts, not news for the log. */
 static void start_connect(probe_target *t)
 {
+    int rv;
     t->fd = -1;
     t->state = PROBE_FAIL;
-    if (!t->resolved) {
-        return;
-    }
-    t->fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (t->fd < 0) {
-        ST_WARN("probe", "target %s: socket: %s", t->cfg.name, strerror(errno));
+    if (!t->resolved || st_net_socket(t->addr.ss_family, &t->who, &t->fd) != ST_OK) {
         return;
     }
     t->start_ns = st_time_mono_ns();
     t->state = PROBE_PENDING;
-    if (connect(t->fd, (const struct sockaddr *)&t->addr, t->addrlen) == 0) {
-        finish(t, PROBE_OK, st_time_mono_ns()); /* loopback may connect at once */
-    } else if (errno != EINPROGRESS) {
-        finish(t, PROBE_FAIL, st_time_mono_ns());
+    rv = st_net_connect_start(t->fd, (const struct sockaddr *)&t->addr, t->addrlen, NULL);
+    if (rv != ST_EAGAIN) {
+        /* loopback may connect at once */
+        finish(t, rv == ST_OK ? PROBE_OK : PROBE_FAIL, st_time_mono_ns());
     }
 }
 
 /* The outcome of a connect that poll reported. */
 static void complete(probe_target *t, int64_t now_ns)
 {
-    int soerr = 0;
-    socklen_t len = sizeof(soerr);
-    if (getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {
-        soerr = errno;
-    }
-    finish(t, soerr == 0 ? PROBE_OK : PROBE_FAIL, now_ns);
+    finish(t, st_net_connect_result(t->fd, NULL) == ST_OK ? PROBE_OK : PROBE_FAIL, now_ns);
 }
 
 /* Polls every pending connect until all are done or deadline_ns passes. */
@@ -301,9 +265,11 @@ static int init_target(const st_cfg_doc *doc, const st_cfg_node *node, probe_ctx
                                "target '%s' named twice", t->cfg.name);
         }
     }
+    snprintf(t->label, sizeof(t->label), "target %s", t->cfg.name);
+    t->who = (st_net_who){"probe", t->label};
     addr = t->cfg.address;
     if (addr == NULL ||
-        split_address(addr, t->host, sizeof(t->host), t->port, sizeof(t->port)) != ST_OK) {
+        st_net_split_address(addr, t->host, sizeof(t->host), t->port, sizeof(t->port)) != ST_OK) {
         return st_cfg_fail(err, doc, addr != NULL ? st_cfg_get(node, "address") : node, "address",
                            "want host:port, a.b.c.d:port or [v6]:port, got '%s'",
                            addr != NULL ? addr : "");

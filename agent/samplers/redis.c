@@ -3,35 +3,26 @@
  * socket is ours so that every run has one deadline and a capped reply. */
 #include "samplers.h"
 
+#include "cache_parse.h"
 #include "err.h"
 #include "log.h"
+#include "netio.h"
 #include "timeutil.h"
 #include "util.h"
 
-#include <errno.h>
 #include <hiredis/hiredis.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#define ST_REDIS_MAX_REPLY (1u << 20) /* INFO is ~6 KiB; a bigger reply is not INFO */
-#define ST_REDIS_MAX_LINE 4096        /* an INFO line longer than this is malformed */
-#define ST_REDIS_MAX_HOST 255         /* DNS names are at most 253 bytes */
-#define ST_REDIS_MAX_SECRET 1024      /* user name or password */
+#define ST_REDIS_MAX_LINE 4096   /* an INFO line longer than this is malformed */
+#define ST_REDIS_MAX_HOST 255    /* DNS names are at most 253 bytes */
+#define ST_REDIS_MAX_SECRET 1024 /* user name or password */
 #define ST_REDIS_MAX_TIMEOUT_MS 60000
 #define ST_REDIS_CHUNK 16384 /* bytes read per recv */
-
-/* Declared here rather than in a header: the sampler and its unit tests
- * (tests/unit/cache_samplers_test.c) are its only users. Parses an INFO
- * reply of len bytes and emits its series; ST_ETOOBIG past
- * ST_REDIS_MAX_REPLY, ST_EPARSE when no known field is in it. */
-int st_redis_info_emit(st_emit *e, const char *text, size_t len);
 
 typedef struct redis_cfg {
     char *address;
@@ -45,8 +36,8 @@ typedef struct redis_ctx {
     redis_cfg cfg;
     char host[ST_REDIS_MAX_HOST + 1];
     char port[8];
-    const char *name; /* address or socket, for logs */
-    int fd;           /* -1 while disconnected */
+    st_net_who who; /* "redis" and the address or socket, for logs */
+    int fd;         /* -1 while disconnected */
     redisReader *reader;
     char chunk[ST_REDIS_CHUNK];
 } redis_ctx;
@@ -168,149 +159,7 @@ int st_redis_info_emit(st_emit *e, const char *text, size_t len)
     return emit_info(e, &info);
 }
 
-/* ---- socket with a deadline ---- */
-
-/* Waits until fd is ready for events or the monotonic deadline passes. */
-static int wait_fd(int fd, short events, int64_t deadline_ms)
-{
-    for (;;) {
-        int64_t left = deadline_ms - st_time_mono_ms();
-        struct pollfd p = {.fd = fd, .events = events};
-        int n;
-        if (left <= 0) {
-            return ST_ETIMEOUT;
-        }
-        n = poll(&p, 1, (int)left);
-        if (n > 0) {
-            return ST_OK; /* errors and hang-ups surface in the next call */
-        }
-        if (n == 0) {
-            return ST_ETIMEOUT;
-        }
-        if (errno != EINTR) {
-            return ST_EIO;
-        }
-    }
-}
-
-static int connect_one(redis_ctx *c, const struct sockaddr *sa, socklen_t salen,
-                       int64_t deadline_ms)
-{
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int soerr = 0;
-    socklen_t len = sizeof(soerr);
-    int rv = ST_ENET;
-    if (fd < 0) {
-        ST_WARN("redis", "%s: socket: %s", c->name, strerror(errno));
-        return ST_ENET;
-    }
-    if (connect(fd, sa, salen) != 0) {
-        if (errno != EINPROGRESS) {
-            soerr = errno;
-        } else if ((rv = wait_fd(fd, POLLOUT, deadline_ms)) != ST_OK) {
-            ST_WARN("redis", "%s: connect: timed out", c->name);
-            goto out;
-        } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {
-            soerr = errno;
-        }
-        if (soerr != 0) {
-            ST_WARN("redis", "%s: connect: %s", c->name, strerror(soerr));
-            rv = ST_ENET;
-            goto out;
-        }
-    }
-    c->fd = fd;
-    fd = -1;
-    rv = ST_OK;
-out:
-    if (fd >= 0) {
-        close(fd);
-    }
-    return rv;
-}
-
-static int connect_tcp(redis_ctx *c, int64_t deadline_ms)
-{
-    struct addrinfo hints;
-    struct addrinfo *res = NULL;
-    int rv = ST_ENET;
-    int r;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    if ((r = getaddrinfo(c->host, c->port, &hints, &res)) != 0) {
-        ST_WARN("redis", "%s: cannot resolve: %s", c->name, gai_strerror(r));
-        return ST_ENET;
-    }
-    /* In the order getaddrinfo ranks them (RFC 6724), under one deadline. */
-    for (const struct addrinfo *a = res; a != NULL && c->fd < 0 && rv != ST_ETIMEOUT;
-         a = a->ai_next) {
-        rv = connect_one(c, a->ai_addr, a->ai_addrlen, deadline_ms);
-    }
-    freeaddrinfo(res);
-    return rv;
-}
-
-static int connect_unix(redis_ctx *c, int64_t deadline_ms)
-{
-    struct sockaddr_un sun;
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    memcpy(sun.sun_path, c->cfg.socket, strlen(c->cfg.socket) + 1); /* length checked at init */
-    return connect_one(c, (const struct sockaddr *)&sun, sizeof(sun), deadline_ms);
-}
-
-static int send_all(redis_ctx *c, const char *p, size_t n, int64_t deadline_ms)
-{
-    while (n > 0) {
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-        int rv;
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            ST_WARN("redis", "%s: send: %s", c->name, strerror(errno));
-            return ST_ENET;
-        }
-        if ((rv = wait_fd(c->fd, POLLOUT, deadline_ms)) != ST_OK) {
-            return rv;
-        }
-    }
-    return ST_OK;
-}
-
-/* Reads one chunk into c->chunk; ST_ECLOSED when the server hung up. */
-static int recv_chunk(redis_ctx *c, int64_t deadline_ms, size_t *got)
-{
-    for (;;) {
-        ssize_t r = recv(c->fd, c->chunk, sizeof(c->chunk), 0);
-        int rv;
-        if (r > 0) {
-            *got = (size_t)r;
-            return ST_OK;
-        }
-        if (r == 0) {
-            ST_WARN("redis", "%s: server closed the connection", c->name);
-            return ST_ECLOSED;
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            ST_WARN("redis", "%s: recv: %s", c->name, strerror(errno));
-            return ST_ENET;
-        }
-        if ((rv = wait_fd(c->fd, POLLIN, deadline_ms)) != ST_OK) {
-            return rv;
-        }
-    }
-}
+/* ---- commands ---- */
 
 /* Feeds the reader until it holds one whole reply, at most
  * ST_REDIS_MAX_REPLY bytes of it. */
@@ -322,18 +171,19 @@ static int read_reply(redis_ctx *c, int64_t deadline_ms, redisReply **out)
         size_t n = 0;
         int rv;
         if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
-            ST_WARN("redis", "%s: protocol error: %s", c->name, c->reader->errstr);
+            ST_WARN("redis", "%s: protocol error: %s", c->who.name, c->reader->errstr);
             return ST_EPARSE;
         }
         if (reply != NULL) {
             *out = reply;
             return ST_OK;
         }
-        if ((rv = recv_chunk(c, deadline_ms, &n)) != ST_OK) {
+        rv = st_net_recv(c->fd, c->chunk, sizeof(c->chunk), &c->who, deadline_ms, &n);
+        if (rv != ST_OK) {
             return rv;
         }
         if (n > ST_REDIS_MAX_REPLY - fed) {
-            ST_WARN("redis", "%s: reply over %u bytes", c->name, ST_REDIS_MAX_REPLY);
+            ST_WARN("redis", "%s: reply over %u bytes", c->who.name, ST_REDIS_MAX_REPLY);
             return ST_ETOOBIG;
         }
         fed += n;
@@ -351,7 +201,7 @@ static int command(redis_ctx *c, int argc, const char **argv, int64_t deadline_m
     if (len < 0) {
         return ST_ENOMEM;
     }
-    rv = send_all(c, cmd, (size_t)len, deadline_ms);
+    rv = st_net_send_all(c->fd, cmd, (size_t)len, &c->who, deadline_ms);
     redisFreeCommand(cmd);
     return rv == ST_OK ? read_reply(c, deadline_ms, out) : rv;
 }
@@ -360,10 +210,10 @@ static int command(redis_ctx *c, int argc, const char **argv, int64_t deadline_m
 static int reply_error(const redis_ctx *c, const char *what, const redisReply *r)
 {
     if (r->type != REDIS_REPLY_ERROR) {
-        ST_WARN("redis", "%s: %s: unexpected reply type %d", c->name, what, r->type);
+        ST_WARN("redis", "%s: %s: unexpected reply type %d", c->who.name, what, r->type);
         return ST_EPARSE;
     }
-    ST_WARN("redis", "%s: %s: %.200s", c->name, what, r->str);
+    ST_WARN("redis", "%s: %s: %.200s", c->who.name, what, r->str);
     if (strncmp(r->str, "NOAUTH", 6) == 0 || strncmp(r->str, "WRONGPASS", 9) == 0 ||
         strncmp(r->str, "NOPERM", 6) == 0 || strstr(r->str, "password") != NULL) {
         return ST_EPERM;
@@ -414,7 +264,7 @@ static int reconnect(redis_ctx *c, int64_t deadline_ms)
     if ((c->reader = redisReaderCreate()) == NULL) {
         return ST_ENOMEM;
     }
-    rv = c->cfg.socket != NULL ? connect_unix(c, deadline_ms) : connect_tcp(c, deadline_ms);
+    rv = st_net_connect(c->host, c->port, c->cfg.socket, &c->who, deadline_ms, &c->fd);
     if (rv == ST_OK) {
         rv = authenticate(c, deadline_ms);
     }
@@ -439,7 +289,7 @@ int st_redis_sample(void *ctx, st_emit *e)
         goto out;
     }
     if ((rv = st_redis_info_emit(e, r->str, r->len)) == ST_EPARSE) {
-        ST_WARN("redis", "%s: INFO holds none of the fields we read", c->name);
+        ST_WARN("redis", "%s: INFO holds none of the fields we read", c->who.name);
     }
 out:
     if (r != NULL) {
@@ -463,50 +313,19 @@ void st_redis_fini(void *ctx)
     free(c);
 }
 
-/* Splits "host:port" or "[v6]:port" into c->host and c->port. */
-static int split_address(redis_ctx *c, const char *a)
-{
-    const char *h = a;
-    const char *colon;
-    size_t hlen;
-    uint64_t pnum;
-    if (a[0] == '[') {
-        const char *close = strchr(a, ']');
-        if (close == NULL || close[1] != ':') {
-            return ST_EINVAL;
-        }
-        h = a + 1;
-        hlen = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(a, ':');
-        if (colon == NULL || memchr(a, ':', (size_t)(colon - a)) != NULL) {
-            return ST_EINVAL; /* no port, or IPv6 without brackets */
-        }
-        hlen = (size_t)(colon - a);
-    }
-    if (hlen == 0 || hlen >= sizeof(c->host) || strlen(colon + 1) >= sizeof(c->port) ||
-        st_parse_u64(colon + 1, &pnum) != ST_OK || pnum == 0 || pnum > 65535) {
-        return ST_EINVAL;
-    }
-    memcpy(c->host, h, hlen);
-    c->host[hlen] = '\0';
-    memcpy(c->port, colon + 1, strlen(colon + 1) + 1);
-    return ST_OK;
-}
-
 static int check_target(redis_ctx *c, const st_cfg_doc *doc, const st_cfg_node *cfg,
                         st_cfg_error *err)
 {
     const redis_cfg *rc = &c->cfg;
     size_t path_max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
     if (rc->socket == NULL) {
-        if (rc->address == NULL || split_address(c, rc->address) != ST_OK) {
+        if (rc->address == NULL || st_net_split_address(rc->address, c->host, sizeof(c->host),
+                                                        c->port, sizeof(c->port)) != ST_OK) {
             return st_cfg_fail(err, doc, st_cfg_get(cfg, "address"), "address",
                                "want host:port or [v6]:port, got '%s'",
                                rc->address != NULL ? rc->address : "");
         }
-        c->name = rc->address;
+        c->who = (st_net_who){"redis", rc->address};
         return ST_OK;
     }
     if (st_cfg_get(cfg, "address") != NULL) {
@@ -517,7 +336,7 @@ static int check_target(redis_ctx *c, const st_cfg_doc *doc, const st_cfg_node *
         return st_cfg_fail(err, doc, st_cfg_get(cfg, "socket"), "socket",
                            "want a unix socket path of 1 to %zu bytes", path_max);
     }
-    c->name = rc->socket;
+    c->who = (st_net_who){"redis", rc->socket};
     return ST_OK;
 }
 

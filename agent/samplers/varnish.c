@@ -5,6 +5,7 @@
 #include "samplers.h"
 
 #include "buf.h"
+#include "cache_parse.h"
 #include "err.h"
 #include "log.h"
 #include "timeutil.h"
@@ -25,21 +26,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define ST_VARNISH_MAX_OUTPUT (4u << 20) /* filtered output is ~2 KiB, unfiltered ~50 KiB */
-#define ST_VARNISH_MAX_STDERR 512        /* the head of stderr, kept for the log */
-#define ST_VARNISH_MAX_PATH 4096         /* varnishstat path, instance name or directory */
+#define ST_VARNISH_MAX_STDERR 512 /* the head of stderr, kept for the log */
+#define ST_VARNISH_MAX_PATH 4096  /* varnishstat path, instance name or directory */
 #define ST_VARNISH_MAX_TIMEOUT_MS 60000
 #define ST_VARNISH_CHUNK 16384 /* bytes read from a pipe at a time */
 #define ST_VARNISH_MAX_ARGV 24
 
 extern char **environ;
-
-/* Declared here rather than in a header: the sampler and its unit tests
- * (tests/unit/cache_samplers_test.c) are its only users. Parses the JSON
- * of `varnishstat -j` (len bytes) and emits its series; ST_ETOOBIG past
- * ST_VARNISH_MAX_OUTPUT, ST_EPARSE when it is not JSON or holds none of the
- * MAIN counters. */
-int st_varnish_json_emit(st_emit *e, const char *text, size_t len);
 
 typedef struct varnish_cfg {
     char *varnishstat;

@@ -514,7 +514,11 @@ json_t *st_engine_status(st_engine *en)
     pthread_mutex_lock(&en->mu);
     state = load_state(en);
     all = st_findings_all(en);
-    json_object_set(state, "targets", en->targets ? en->targets : json_array());
+    if (en->targets != NULL) {
+        json_object_set(state, "targets", en->targets);
+    } else {
+        json_object_set_new(state, "targets", json_array());
+    }
     json_object_set_new(state, "findings",
                         json_pack("{s:i,s:i,s:i,s:i,s:i,s:i}", "active",
                                   count_status(all, NULL, NULL), "open",

@@ -35,15 +35,12 @@
 #include <time.h>
 #include <unistd.h>
 
-/* The parsers, defined in agent/samplers/{redis,memcached,varnish}.c. */
-int st_redis_info_emit(st_emit *e, const char *text, size_t len);
-int st_memcached_stats_emit(st_emit *e, const char *text, size_t len);
-int st_varnish_json_emit(st_emit *e, const char *text, size_t len);
+/* The parsers and their limits, by the short names the tests use. */
+#include "samplers/cache_parse.h"
 
-/* The limits those files name (ST_REDIS_MAX_REPLY, ...). */
-#define REDIS_MAX_REPLY (1u << 20)
-#define MEMCACHED_MAX_REPLY 65536u
-#define VARNISH_MAX_OUTPUT (4u << 20)
+#define REDIS_MAX_REPLY ST_REDIS_MAX_REPLY
+#define MEMCACHED_MAX_REPLY ST_MEMCACHED_MAX_REPLY
+#define VARNISH_MAX_OUTPUT ST_VARNISH_MAX_OUTPUT
 
 #define INTERVAL 1000
 
