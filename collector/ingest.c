@@ -50,32 +50,51 @@ struct st_ingest {
     int nctx;
     int64_t max_future_ms;
     int64_t max_age_ms;
+    void (*attach)(void *arg, const uint8_t agent_id[16], Strata__V1__Ack *ack);
+    void (*release)(Strata__V1__Ack *ack);
+    void *attach_arg;
     _Atomic bool closing;
     bool listening;
 };
 
-static void send_ack(struct ictx *c, uint64_t seq, Strata__V1__AckStatus status, const char *reason,
-                     uint32_t retry_after)
+static void send_ack_to(struct ictx *c, const uint8_t *agent, uint64_t seq,
+                        Strata__V1__AckStatus status, const char *reason, uint32_t retry_after)
 {
     Strata__V1__Ack ack = STRATA__V1__ACK__INIT;
     nng_msg *msg;
     size_t n;
+    int rv;
     ack.seq = seq;
     ack.status = status;
     ack.reason = (char *)(reason != NULL ? reason : "");
     ack.retry_after_ms = retry_after;
+    if (agent != NULL && c->in->attach != NULL) {
+        c->in->attach(c->in->attach_arg, agent, &ack);
+    }
     n = strata__v1__ack__get_packed_size(&ack);
-    if (nng_msg_alloc(&msg, n) != 0) {
+    rv = nng_msg_alloc(&msg, n);
+    if (rv == 0) {
+        strata__v1__ack__pack(&ack, nng_msg_body(msg));
+    }
+    if (agent != NULL && c->in->release != NULL) {
+        c->in->release(&ack);
+    }
+    if (rv != 0) {
         /* Without memory the best answer is none: the agent times out and
          * resends. */
         atomic_store(&c->state, S_RECV);
         nng_ctx_recv(c->ctx, c->aio);
         return;
     }
-    strata__v1__ack__pack(&ack, nng_msg_body(msg));
     atomic_store(&c->state, S_SEND);
     nng_aio_set_msg(c->aio, msg);
     nng_ctx_send(c->ctx, c->aio);
+}
+
+static void send_ack(struct ictx *c, uint64_t seq, Strata__V1__AckStatus status, const char *reason,
+                     uint32_t retry_after)
+{
+    send_ack_to(c, NULL, seq, status, reason, retry_after);
 }
 
 static void reject(struct ictx *c, uint64_t seq, int err, const char *detail)
@@ -93,14 +112,16 @@ static void write_done(st_write_req *r)
 {
     struct ictx *c = (struct ictx *)((char *)r - offsetof(struct ictx, req));
     uint64_t seq = c->frame->seq;
+    uint8_t agent[16];
+    memcpy(agent, c->frame->agent_id.data, 16); /* validated: 16 bytes */
     st_frame_free(c->frame);
     c->frame = NULL;
     switch (r->result) {
     case ST_WRITE_APPLIED:
-        send_ack(c, seq, STRATA__V1__ACK_STATUS__OK, NULL, 0);
+        send_ack_to(c, agent, seq, STRATA__V1__ACK_STATUS__OK, NULL, 0);
         break;
     case ST_WRITE_DUPLICATE:
-        send_ack(c, seq, STRATA__V1__ACK_STATUS__DUPLICATE, NULL, 0);
+        send_ack_to(c, agent, seq, STRATA__V1__ACK_STATUS__DUPLICATE, NULL, 0);
         break;
     case ST_WRITE_RETRY:
         send_ack(c, seq, STRATA__V1__ACK_STATUS__RETRY_LATER, "store unavailable", RETRY_AFTER_MS);
@@ -306,6 +327,9 @@ int st_ingest_start(const struct st_ingest_opts *o, st_writer *w, st_metrics *m,
     in->nctx = o->contexts > 0 ? o->contexts : DEFAULT_CONTEXTS;
     in->max_future_ms = o->max_future_ms > 0 ? o->max_future_ms : DEFAULT_FUTURE_MS;
     in->max_age_ms = o->max_age_ms > 0 ? o->max_age_ms : DEFAULT_AGE_MS;
+    in->attach = o->attach;
+    in->release = o->release;
+    in->attach_arg = o->attach_arg;
     if ((rv = map_nng(nng_rep0_open(&in->sock), "rep0 open", o->url)) != ST_OK) {
         free(in);
         return rv;

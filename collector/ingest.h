@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "metrics.h"
+#include "proto/strata.pb-c.h"
 #include "writer.h"
 
 #define ST_INGEST_RECV_MAX (8u << 20) /* NNG_OPT_RECVMAXSZ: larger messages drop the pipe */
@@ -26,6 +27,11 @@ struct st_ingest_opts {
     const char *tls_ca;    /* CA that agent certificates must chain to */
     const char *keys_file; /* agents' HMAC keys; with it every frame must be signed */
     bool insecure;         /* allow plain tcp:// on a non-loopback address */
+    /* Adds what waits for an agent (actions) to its OK acks, and frees it
+     * after the ack is packed. Optional. */
+    void (*attach)(void *arg, const uint8_t agent_id[16], Strata__V1__Ack *ack);
+    void (*release)(Strata__V1__Ack *ack);
+    void *attach_arg;
 };
 
 typedef struct st_ingest st_ingest;

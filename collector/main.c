@@ -1,5 +1,6 @@
 /* strata-collector: ingest -> writer -> LMDB store, the HTTP API and the
  * engine. main owns the process: flags, configuration, signals, shutdown. */
+#include "actions.h"
 #include "api.h"
 #include "engine.h"
 #include "outbox.h"
@@ -98,6 +99,7 @@ static int parse_flags(int argc, char **argv, const char **config, struct flag_o
 
 struct collector {
     st_collector_settings s;
+    st_actions *actions;
     st_engine *engine;
     st_outbox_config webhooks;
     st_outbox *outbox;
@@ -110,6 +112,19 @@ struct collector {
     st_ingest *ingest;
     st_api *api;
 };
+
+/* Findings go to agents that can apply them (actions) and to webhooks; a
+ * finding nothing takes is left to an SRE. */
+static int dispatch_all(void *arg, const json_t *f)
+{
+    struct collector *c = arg;
+    int a = st_actions_dispatch(c->actions, f);
+    int w = c->webhooks.n > 0 ? st_outbox_dispatch(c->outbox, f) : ST_ENOENT;
+    if (a == ST_OK || w == ST_OK) {
+        return ST_OK;
+    }
+    return a != ST_ENOENT ? a : w;
+}
 
 static void engine_opts(const st_collector_settings *s, struct st_engine_opts *eo)
 {
@@ -138,15 +153,14 @@ static int start_engine(struct collector *c)
     eo.interval_ms = c->s.engine_interval_ms;
     eo.pause_ms = c->s.engine_pause_ms;
     eo.collector_name = c->s.name != NULL ? c->s.name : host;
-    if (c->webhooks.n > 0) {
-        eo.dispatch = st_outbox_dispatch;
-        eo.dispatch_arg = c->outbox;
-    }
+    eo.dispatch = dispatch_all;
+    eo.dispatch_arg = c;
     if ((rv = st_engine_new(c->store, &eo, c->doc, c->s.targets, c->s.rules, &c->engine, &err)) !=
         ST_OK) {
         ST_ERROR("main", "%s", err.msg);
         return rv;
     }
+    st_actions_set_engine(c->actions, c->engine);
     return st_engine_start(c->engine);
 }
 
@@ -159,7 +173,7 @@ static int start(struct collector *c)
         false,
         !c->s.rollups,
         {c->s.ret_raw_ms, c->s.ret_10s_ms, c->s.ret_1m_ms, c->s.ret_1h_ms, c->s.rollup_grace_ms}};
-    struct st_writer_opts wo = {(size_t)c->s.max_batch, 0};
+    struct st_writer_opts wo = {(size_t)c->s.max_batch, 0, st_actions_results, NULL};
     struct st_ingest_opts io = {.url = c->s.ingest_url,
                                 .contexts = (int)c->s.ingest_contexts,
                                 .max_future_ms = c->s.max_skew_ms,
@@ -168,7 +182,9 @@ static int start(struct collector *c)
                                 .tls_key = c->s.tls_key,
                                 .tls_ca = c->s.tls_ca,
                                 .keys_file = c->s.keys_file,
-                                .insecure = c->s.insecure};
+                                .insecure = c->s.insecure,
+                                .attach = st_actions_attach,
+                                .release = st_actions_ack_release};
     struct st_api_opts ao = {c->s.http_addr};
     struct st_api_deps deps;
     int rv;
@@ -176,6 +192,11 @@ static int start(struct collector *c)
         ST_ERROR("main", "cannot open the store in %s: %s", c->s.data_dir, st_strerror(rv));
         return rv;
     }
+    if ((rv = st_actions_new(c->store, &c->actions)) != ST_OK) {
+        return rv;
+    }
+    wo.results_arg = c->actions;
+    io.attach_arg = c->actions;
     if ((rv = st_writer_start(c->store, &wo, &c->metrics, &c->writer)) != ST_OK ||
         (rv = st_ingest_start(&io, c->writer, &c->metrics, &c->ingest)) != ST_OK) {
         ST_ERROR("main", "cannot start ingest on %s: %s", c->s.ingest_url, st_strerror(rv));
@@ -199,7 +220,8 @@ static int start(struct collector *c)
                                 .ingest = c->ingest,
                                 .writer = c->writer,
                                 .started_ms = st_time_wall_ms(),
-                                .outbox = c->outbox};
+                                .outbox = c->outbox,
+                                .actions = c->actions};
     if ((rv = st_api_start(&ao, &deps, &c->api)) != ST_OK) {
         ST_ERROR("main", "cannot start the HTTP API on %s: %s", c->s.http_addr, st_strerror(rv));
         return rv;
@@ -207,15 +229,18 @@ static int start(struct collector *c)
     return ST_OK;
 }
 
-/* Stops in dependency order: no new HTTP requests, then ingest lets the
- * writer commit and acknowledge what it accepted, then the store closes. */
+/* Stops in dependency order: no new HTTP requests and no engine runs, then
+ * ingest lets the writer commit and acknowledge what it accepted, action
+ * results still reach the (stopped) engine, and the store closes last. */
 static void stop(struct collector *c)
 {
     st_api_stop(c->api);
-    st_engine_free(c->engine);
-    st_outbox_free(c->outbox);
+    st_engine_stop(c->engine);
     st_ingest_stop(c->ingest);
     st_writer_stop(c->writer);
+    st_actions_free(c->actions);
+    st_engine_free(c->engine);
+    st_outbox_free(c->outbox);
     st_store_close(c->store);
 }
 

@@ -28,6 +28,8 @@ struct st_writer {
     st_metrics *m;
     size_t max_batch;
     size_t max_queue;
+    void (*on_results)(void *arg, const st_frame *f);
+    void *results_arg;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -209,6 +211,9 @@ static void finish_batch(st_writer *w, st_write_req *batch, int rv)
                 samples += st_series_npoints(r->frame->series[i]);
             }
             seen_note(w, r->frame->agent_id.data, r->frame->seq);
+            if (r->frame->n_action_results > 0 && w->on_results != NULL) {
+                w->on_results(w->results_arg, r->frame);
+            }
             st_metric_add(&w->m->frames_applied, 1);
             st_metric_add(&w->m->samples_applied, samples);
         } else if (r->result == ST_WRITE_DUPLICATE) {
@@ -304,6 +309,8 @@ int st_writer_start(st_store *st, const struct st_writer_opts *opts, st_metrics 
     w->m = m;
     w->max_batch = (opts != NULL && opts->max_batch) ? opts->max_batch : 2048;
     w->max_queue = (opts != NULL && opts->max_queue) ? opts->max_queue : 8192;
+    w->on_results = opts != NULL ? opts->on_results : NULL;
+    w->results_arg = opts != NULL ? opts->results_arg : NULL;
     pthread_mutex_init(&w->mu, NULL);
     pthread_mutex_init(&w->seen_mu, NULL);
     pthread_condattr_init(&ca);

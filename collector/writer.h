@@ -33,6 +33,10 @@ struct st_write_req {
 struct st_writer_opts {
     size_t max_batch; /* frames per transaction; 0: 2048 */
     size_t max_queue; /* queued frames before submit says ST_EAGAIN; 0: 8192 */
+    /* Called after commit for each applied frame that carries action
+     * results. Optional. */
+    void (*on_results)(void *arg, const st_frame *f);
+    void *results_arg;
 };
 
 typedef struct st_writer st_writer;

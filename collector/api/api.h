@@ -40,6 +40,7 @@ struct st_api_deps {
     st_writer *writer;
     int64_t started_ms;
     struct st_outbox *outbox;
+    struct st_actions *actions;
 };
 
 struct st_api_opts {

@@ -222,6 +222,7 @@ static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *
 }
 
 static const char *const findings_params[] = {"status", "layer", "limit", NULL};
+static const char *const actions_params[] = {"finding", NULL};
 
 const st_route st_routes[] = {
     {"GET", "/healthz", false, ST_SCOPE_NONE, get_healthz, no_params},
@@ -234,6 +235,7 @@ const st_route st_routes[] = {
     {"GET", "/v1/findings", true, ST_SCOPE_READ, st_route_finding, no_params},
     {"POST", "/v1/findings", true, ST_SCOPE_WRITE, st_route_finding_action, no_params},
     {"POST", "/v1/baselines/pin", false, ST_SCOPE_WRITE, st_route_pin, no_params},
+    {"GET", "/v1/actions", false, ST_SCOPE_READ, st_route_actions, actions_params},
     {"GET", "/v1/deliveries", false, ST_SCOPE_READ, st_route_deliveries,
      st_route_deliveries_params},
     {NULL, NULL, false, ST_SCOPE_NONE, NULL, NULL},

@@ -2,6 +2,7 @@
  * callbacks, baseline pinning. */
 #include "routes_engine.h"
 
+#include "actions.h"
 #include "engine.h"
 #include "err.h"
 #include "timeutil.h"
@@ -101,6 +102,9 @@ int st_route_finding(const struct st_api_deps *d, const st_req *req, st_resp *re
     if ((f = st_engine_finding(d->engine, id)) == NULL) {
         return st_resp_error(resp, 404, "no finding '%s'", id);
     }
+    if (d->actions != NULL) {
+        json_object_set_new(f, "actions", st_actions_list(d->actions, id));
+    }
     return st_resp_json(resp, f);
 }
 
@@ -155,4 +159,20 @@ int st_route_pin(const struct st_api_deps *d, const st_req *req, st_resp *resp)
         return st_resp_error(resp, 500, "%s", st_strerror(rv));
     }
     return st_resp_json(resp, json_pack("{s:I}", "pinned", (json_int_t)n));
+}
+
+int st_route_actions(const struct st_api_deps *d, const st_req *req, st_resp *resp)
+{
+    const char *finding = st_param_get(req, "finding");
+    json_t *arr;
+    if (d->actions == NULL) {
+        return st_resp_error(resp, 503, "agent actions are not running");
+    }
+    if (finding != NULL && strlen(finding) > ID_MAX) {
+        return st_resp_error(resp, 400, "parameter 'finding': over %d bytes", ID_MAX);
+    }
+    if ((arr = st_actions_list(d->actions, finding)) == NULL) {
+        return st_resp_error(resp, 500, "out of memory");
+    }
+    return st_resp_json(resp, json_pack("{s:o}", "actions", arr));
 }

@@ -239,10 +239,12 @@ static int dispatch(st_engine *en, json_t *all, int64_t now)
         if (en->o.dispatch != NULL) {
             rv = en->o.dispatch(en->o.dispatch_arg, f);
         }
-        if (rv == ST_OK) {
+        /* ST_ENOENT: no automation takes this kind of finding. */
+        if (rv == ST_OK || rv == ST_ENOENT) {
             st_finding_transition(f, "dispatched", now,
-                                  en->o.dispatch ? "handed to automation"
-                                                 : "no automation configured; awaiting an SRE");
+                                  en->o.dispatch != NULL && rv == ST_OK
+                                      ? "handed to automation"
+                                      : "no automation takes it; awaiting an SRE");
             n++;
         }
     }
@@ -595,6 +597,10 @@ int st_engine_callback(st_engine *en, const char *id, const char *action, const 
         json_array_append_new(json_object_get(f, "history"),
                               json_pack("{s:I,s:s,s:s?}", "unix_ms", (json_int_t)now, "event",
                                         "acknowledged", "note", note));
+    } else if (strcmp(action, "note") == 0) {
+        json_array_append_new(
+            json_object_get(f, "history"),
+            json_pack("{s:I,s:s,s:s?}", "unix_ms", (json_int_t)now, "event", "note", "note", note));
     } else if (strcmp(action, "applied") == 0 && s != NULL &&
                (strcmp(s, "open") == 0 || strcmp(s, "dispatched") == 0)) {
         st_finding_transition(f, "applied", now, note ? note : "fix applied");

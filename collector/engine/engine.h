@@ -20,7 +20,8 @@
 typedef struct st_engine st_engine;
 
 /* Dispatches one finding (JSON, borrowed) to automation. Returns ST_OK when
- * handed over; the finding then becomes `dispatched`. */
+ * handed over, ST_ENOENT when no automation takes it (both: the finding
+ * becomes `dispatched`), another error to try again next run. */
 typedef int (*st_dispatch_fn)(void *arg, const json_t *finding);
 
 struct st_engine_opts {
@@ -64,7 +65,8 @@ json_t *st_engine_status(st_engine *en);
 json_t *st_engine_findings(st_engine *en, const char *status, const char *layer, size_t limit);
 /* One finding with its history; NULL when unknown. */
 json_t *st_engine_finding(st_engine *en, const char *id);
-/* SRE and automation callbacks: "ack", "applied", "dismiss". ST_ENOENT for
+/* SRE and automation callbacks: "ack", "applied", "dismiss", and "note"
+ * (a history entry, for agent action results). ST_ENOENT for
  * an unknown id, ST_EINVAL for a transition the state does not allow. */
 int st_engine_callback(st_engine *en, const char *id, const char *action, const char *note);
 /* Pins the current rolling baselines (before a change). Returns how many. */
