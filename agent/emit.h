@@ -34,7 +34,7 @@ typedef struct st_series_desc {
     const st_label *labels;
     size_t nlabels;
     st_layer layer;
-    const char *unit;  /* "B", "s", "ratio", "" */
+    const char *unit; /* "B", "s", "ratio", "" */
     int scale;
 } st_series_desc;
 

@@ -14,7 +14,7 @@
 #include "emit.h"
 #include "proto/strata.pb-c.h"
 
-#define ST_FOLD_MAX_SERIES 65536   /* series beyond this are dropped and counted */
+#define ST_FOLD_MAX_SERIES 65536 /* series beyond this are dropped and counted */
 
 typedef struct st_fold st_fold;
 

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "settings.h"
 #include "timeutil.h"
+#include "util.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -133,6 +134,13 @@ static int load(const struct opts *o, st_agent_settings *s, st_cfg_doc **doc, st
         return ST_ECONFIG;
     }
     st_log_set_level(lv);
+    if (st_url_plain_remote(s->collector) && !s->insecure) {
+        fprintf(stderr,
+                "strata-agent: collector %s: plain tcp:// to another host sends frames "
+                "unencrypted; use tls+tcp:// or set insecure: true\n",
+                s->collector);
+        return ST_ECONFIG;
+    }
     s->once = o->once != 0;
     if (st_agent_new(s, *doc, agent, &err) != ST_OK) {
         fprintf(stderr, "strata-agent: %s\n", err.msg);

@@ -8,8 +8,11 @@
 #include <string.h>
 
 const st_sampler_def st_samplers[] = {
-    ST_SAMPLER_ROW(host),  ST_SAMPLER_ROW(proc),     ST_SAMPLER_ROW(tcp),
-    ST_SAMPLER_ROW(probe), {NULL, NULL, NULL, NULL},
+    ST_SAMPLER_ROW(host),     ST_SAMPLER_ROW(proc),      ST_SAMPLER_ROW(tcp),
+    ST_SAMPLER_ROW(probe),    ST_SAMPLER_ROW(statsd),    ST_SAMPLER_ROW(rum),
+    ST_SAMPLER_ROW(redis),    ST_SAMPLER_ROW(memcached), ST_SAMPLER_ROW(varnish),
+    ST_SAMPLER_ROW(postgres), ST_SAMPLER_ROW(nginx),     ST_SAMPLER_ROW(bundle),
+    {NULL, NULL, NULL, NULL},
 };
 
 const st_sampler_def *st_sampler_find(const char *name)

@@ -13,15 +13,15 @@
 
 /* What every sampler may read about its agent. */
 typedef struct st_sampler_env {
-    const char *proc_root;   /* "/proc" unless configured (tests use fixtures) */
-    const char *sys_root;    /* "/sys" unless configured */
-    const char *data_dir;    /* agent data directory, for checkpoints */
-    int64_t interval_ms;     /* this sampler's interval */
-    bool once;               /* --once: read sources whole, persist no checkpoint */
+    const char *proc_root; /* "/proc" unless configured (tests use fixtures) */
+    const char *sys_root;  /* "/sys" unless configured */
+    const char *data_dir;  /* agent data directory, for checkpoints */
+    int64_t interval_ms;   /* this sampler's interval */
+    bool once;             /* --once: read sources whole, persist no checkpoint */
 } st_sampler_env;
 
 typedef struct st_sampler_def {
-    const char *name;        /* key under samplers: in agent.yaml */
+    const char *name; /* key under samplers: in agent.yaml */
     /* Parses cfg (the sampler's mapping, NULL when given no options) and
      * allocates ctx. Errors name the file, line and key through err. */
     int (*init)(const st_cfg_doc *doc, const st_cfg_node *cfg, const st_sampler_env *env,

@@ -20,23 +20,23 @@
 
 struct st_sender_opts {
     const char *url;
-    int max_in_flight;       /* 1..ST_SENDER_MAX_INFLIGHT; 0: 4 */
-    int64_t timeout_ms;      /* per request, send to ack; 0: 5 s */
-    int64_t backoff_min_ms;  /* 0: 200 ms */
-    int64_t backoff_max_ms;  /* 0: 30 s */
-    const char *tls_ca;      /* verify the collector against this CA */
-    const char *tls_cert;    /* client certificate (PEM, may hold the key) */
+    int max_in_flight;      /* 1..ST_SENDER_MAX_INFLIGHT; 0: 4 */
+    int64_t timeout_ms;     /* per request, send to ack; 0: 5 s */
+    int64_t backoff_min_ms; /* 0: 200 ms */
+    int64_t backoff_max_ms; /* 0: 30 s */
+    const char *tls_ca;     /* verify the collector against this CA */
+    const char *tls_cert;   /* client certificate (PEM, may hold the key) */
     const char *tls_key;
     const char *tls_server_name;
 };
 
 struct st_sender_stats {
-    uint64_t sent;        /* requests sent, resends included */
-    uint64_t acked;       /* OK */
-    uint64_t duplicates;  /* DUPLICATE */
-    uint64_t rejected;    /* REJECTED (dropped from the spool, reason logged) */
+    uint64_t sent;       /* requests sent, resends included */
+    uint64_t acked;      /* OK */
+    uint64_t duplicates; /* DUPLICATE */
+    uint64_t rejected;   /* REJECTED (dropped from the spool, reason logged) */
     uint64_t retry_later;
-    uint64_t failures;    /* timeouts and transport errors */
+    uint64_t failures; /* timeouts and transport errors */
 };
 
 typedef struct st_sender st_sender;

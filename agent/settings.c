@@ -36,6 +36,16 @@ static const st_cfg_map tls_rows[] = {
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
 };
 
+static const st_cfg_map discovery_rows[] = {
+    {ST_CFG_STRLIST, "nginx", NULL, F(disc_nginx), "stub_status URLs to try", NULL, 0, 0},
+    {ST_CFG_STRLIST, "varnish", NULL, F(disc_varnish), "varnish instance directories", NULL, 0, 0},
+    {ST_CFG_STRLIST, "redis", NULL, F(disc_redis), "redis host:port or socket paths", NULL, 0, 0},
+    {ST_CFG_STRLIST, "memcached", NULL, F(disc_memcached), "memcached host:port", NULL, 0, 0},
+    {ST_CFG_STRLIST, "postgres", NULL, F(disc_postgres), "postgres socket dirs or host:port", NULL,
+     0, 0},
+    {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
+};
+
 const st_cfg_map st_agent_rows[] = {
     {ST_CFG_STR, "collector", "tcp://127.0.0.1:9740", F(collector),
      "collector ingest URL (tcp://, tls+tcp://, ipc://)", NULL, 0, 0},
@@ -51,6 +61,8 @@ const st_cfg_map st_agent_rows[] = {
     {ST_CFG_STR, "log_level", "info", F(log_level), "debug, info, warn or error", NULL, 0, 0},
     {ST_CFG_STR, "key_file", NULL, F(key_file), "HMAC key (hex) that signs every frame", NULL, 0,
      0},
+    {ST_CFG_BOOL, "insecure", "false", F(insecure),
+     "allow plain tcp:// to a collector that is not on this host", NULL, 0, 0},
     {ST_CFG_SECTION, "spool", NULL, 0, "durable spool", spool_rows, 0, 0},
     {ST_CFG_SECTION, "sender", NULL, 0, "shipping to the collector", sender_rows, 0, 0},
     {ST_CFG_SECTION, "tls", NULL, 0, "mutual TLS for tls+tcp://", tls_rows, 0, 0},
@@ -58,6 +70,12 @@ const st_cfg_map st_agent_rows[] = {
      "samplers to run: name -> options (default: host, tcp)", NULL, 0, 0},
     {ST_CFG_NODE, "actions", NULL, F(actions), "actions this agent allows (none by default)", NULL,
      0, 0},
+    {ST_CFG_BOOL, "discover", "false", F(discover),
+     "find local nginx, varnish, redis, memcached and postgres and sample them", NULL, 0, 0},
+    {ST_CFG_DURATION, "discover_interval", "5m", F(discover_interval_ms),
+     "how often discovery looks again", NULL, 0, 0},
+    {ST_CFG_SECTION, "discovery", NULL, 0, "where discovery looks (default: the usual places)",
+     discovery_rows, 0, 0},
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
 };
 

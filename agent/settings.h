@@ -11,8 +11,8 @@
 typedef struct st_agent_settings {
     char *collector;
     char *data_dir;
-    int64_t interval_ms;  /* default sampler interval */
-    int64_t flush_ms;     /* one frame per flush interval */
+    int64_t interval_ms; /* default sampler interval */
+    int64_t flush_ms;    /* one frame per flush interval */
     char *host;
     char *role;
     const st_cfg_node *labels;
@@ -30,8 +30,16 @@ typedef struct st_agent_settings {
     char *tls_key;
     char *tls_server_name;
     char *key_file;
+    bool insecure;
     const st_cfg_node *samplers;
     const st_cfg_node *actions;
+    bool discover;
+    int64_t discover_interval_ms;
+    st_cfg_strlist disc_nginx;
+    st_cfg_strlist disc_varnish;
+    st_cfg_strlist disc_redis;
+    st_cfg_strlist disc_memcached;
+    st_cfg_strlist disc_postgres;
     bool once; /* set by main for --once, not a configuration key */
 } st_agent_settings;
 

@@ -144,8 +144,7 @@ int st_store_kv_del(st_store *st, const char *key);
 /* Calls fn for every key starting with prefix, in key order; fn returning
  * non-zero stops the scan (a negative value is returned). */
 int st_store_kv_scan(st_store *st, const char *prefix,
-                     int (*fn)(void *arg, const char *key, const char *val, size_t len),
-                     void *arg);
+                     int (*fn)(void *arg, const char *key, const char *val, size_t len), void *arg);
 
 struct st_store_stats {
     uint64_t map_size;

@@ -36,6 +36,21 @@ ST_SAMPLER_DECLARE(proc);
 ST_SAMPLER_DECLARE(tcp);
 /* probe: concurrent TCP connect probes to configured targets. */
 ST_SAMPLER_DECLARE(probe);
+/* statsd: a UDP listener for StatsD/DogStatsD lines, aggregated per interval. */
+ST_SAMPLER_DECLARE(statsd);
+/* rum: an HTTP endpoint for browser beacons (web vitals, resource timing). */
+ST_SAMPLER_DECLARE(rum);
+/* bundle: gzip sizes, duplicate and unused bytes of a frontend build directory. */
+ST_SAMPLER_DECLARE(bundle);
+/* redis, memcached, varnish: cache hits, misses, evictions and memory from
+ * INFO, `stats` and `varnishstat -j`. */
+ST_SAMPLER_DECLARE(redis);
+ST_SAMPLER_DECLARE(memcached);
+ST_SAMPLER_DECLARE(varnish);
+/* postgres: pg_stat_statements, pg_stat_user_tables, pg_stat_database. */
+ST_SAMPLER_DECLARE(postgres);
+/* nginx: stub_status and the access log (routes, latencies, cache results). */
+ST_SAMPLER_DECLARE(nginx);
 
 /* Reads path into buf[cap] (cap >= 2), NUL-terminated, *len (may be NULL)
  * set to the bytes read. A file of cap bytes or more is read up to cap - 1
