@@ -720,6 +720,12 @@ static int emit_cell(st_nginx_agg *a, st_emit *e, const struct cell *c)
         d = (st_series_desc){"http.server.duration", lab, 3, ST_LAYER_INFRA, "s", 0};
         rv = st_emit_sketch(e, &d, c->sk);
     }
+    /* Cache lookups per route, so the worst routes can be named. */
+    if (rv == ST_OK && (c->key & 0xf) != ST_NGINX_CACHE_NONE) {
+        st_label cl[3] = {{"cache", "nginx"}, {"result", lab[2].value}, lab[0]};
+        d = (st_series_desc){"cache.requests", cl, 3, ST_LAYER_INFRA, "", 0};
+        rv = st_emit_counter_add(e, &d, (double)c->count);
+    }
     return rv;
 }
 
@@ -750,17 +756,8 @@ static int emit_counter(st_emit *e, const char *name, const st_label *lab, size_
 
 static int emit_log_counters(st_nginx_agg *a, st_emit *e)
 {
-    st_label lab[2] = {{"cache", "nginx"}, {"result", NULL}};
+    st_label lab[1] = {{"reason", "format"}};
     int rv = ST_OK, r;
-    for (int i = ST_NGINX_CACHE_NONE + 1; i < ST_NGINX_CACHE_COUNT; i++) {
-        if (a->cache[i] == 0) {
-            continue;
-        }
-        lab[1].value = cache_names[i];
-        r = emit_counter(e, "cache.requests", lab, 2, a->cache[i]);
-        rv = rv != ST_OK ? rv : r;
-    }
-    lab[0] = (st_label){"reason", "format"};
     r = emit_counter(e, "nginx.log.malformed", lab, 1, a->run.malformed);
     rv = rv != ST_OK ? rv : r;
     lab[0].value = "too_long";

@@ -137,8 +137,10 @@ one() {
 # total NAME: the sum of "value" over every series of NAME.
 total() { jq -r --arg n "$1" '[.series[] | select(.name == $n) | .points[].value] | add // 0' "$T/once.json"; }
 
-assert_eq 80 "$(one cache.requests '{"cache":"nginx","result":"hit"}' value)" "cache.requests hit"
-assert_eq 20 "$(one cache.requests '{"cache":"nginx","result":"miss"}' value)" "cache.requests miss"
+assert_eq 80 "$(one cache.requests '{"cache":"nginx","result":"hit","route":"/items/:id"}' value)" \
+    "cache.requests hit"
+assert_eq 20 "$(one cache.requests '{"cache":"nginx","result":"miss","route":"/items/:id"}' value)" \
+    "cache.requests miss"
 assert_eq 100 "$(total cache.requests)" "cache.requests over all results (no '-' lines)"
 assert_eq 100 "$(one http.server.requests '{"route":"/items/:id","status_class":"2xx"}' value)" \
     "http.server.requests /items/:id 2xx"
