@@ -107,7 +107,8 @@ static int init_identity(st_agent *a, const st_cfg_doc *doc, st_cfg_error *err)
         snprintf(a->host, sizeof(a->host), "unknown");
     }
     if (parse_role(a->s->role, &a->info.role) != ST_OK) {
-        return st_cfg_fail(err, doc, NULL, "role", "'%s' is not edge, cdn, app or db",
+        return st_cfg_fail(err, doc, doc != NULL ? st_cfg_get(st_cfg_root(doc), "role") : NULL,
+                           "role", "'%s' is not edge, cdn, app or db",
                            a->s->role ? a->s->role : "");
     }
     snprintf(path, sizeof(path), "%s/sys/kernel/random/boot_id", a->s->proc_root);
