@@ -7,7 +7,16 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 mkdir -p var
 [ -f var/agent.yaml ] || cp deploy/examples/agent-local.yaml var/agent.yaml
-[ -f var/collector.yaml ] || cp deploy/examples/collector-local.yaml var/collector.yaml
+# A bearer token for the API (writes always need one): kept in var/api-token,
+# only its SHA-256 goes into the collector's configuration.
+if [ ! -f var/api-token ]; then
+    (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > var/api-token)
+fi
+if [ ! -f var/collector.yaml ]; then
+    sha=$(printf '%s' "$(cat var/api-token)" | sha256sum | cut -d' ' -f1)
+    sed "s/@TOKEN_SHA256@/$sha/" deploy/examples/collector-local.yaml > var/collector.yaml
+fi
+export STRATA_TOKEN=$(cat var/api-token)
 
 "$BUILD/collector/strata-collector" --config var/collector.yaml &
 collector=$!
@@ -38,11 +47,14 @@ Strata is running.
   agent      ./var/agent (spool), config ./var/agent.yaml, a frame every 10s
 
 Look at it (from another terminal, in $top):
+  export STRATA_TOKEN=\$(cat var/api-token)
   $BUILD/collector/strata agents
+  $BUILD/collector/strata status
+  $BUILD/collector/strata findings
   $BUILD/collector/strata query mem.rss --since 5m
   $BUILD/collector/strata query tcp.curr_estab --since 5m
   $BUILD/collector/strata query host.cpu.utilization --since 5m
-  curl http://127.0.0.1:9741/metrics
+  curl -H "Authorization: Bearer \$STRATA_TOKEN" http://127.0.0.1:9741/metrics
 
 Ctrl-C stops both.
 MSG
