@@ -68,6 +68,8 @@ static const st_cfg_map engine_rows[] = {
     {ST_CFG_DURATION, "window", "5m", F(engine_window_ms), "analysis window", NULL, 0, 0},
     {ST_CFG_DURATION, "baseline_window", "1h", F(engine_baseline_ms),
      "rolling baseline length (before the analysis window)", NULL, 0, 0},
+    {ST_CFG_DURATION, "leak_window", "30m", F(engine_leak_window_ms),
+     "RSS history the memory-leak rule fits a line to", NULL, 0, 0},
     {ST_CFG_INT, "min_samples", "50", F(engine_min_samples),
      "samples a window needs before regressions are judged", NULL, 1, 1000000},
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},

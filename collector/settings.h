@@ -43,6 +43,7 @@ typedef struct st_collector_settings {
     int64_t engine_window_ms;
     int64_t engine_baseline_ms;
     int64_t engine_min_samples;
+    int64_t engine_leak_window_ms;
     bool engine_enabled;
 } st_collector_settings;
 

@@ -117,6 +117,31 @@ static void expire(st_engine *en, json_t *all, int64_t now)
 /* The entity's value now: the finding's own measure when it has one,
  * else its rule run again with the threshold lifted so that it reports
  * every entity. NAN when the entity has no data any more. */
+/* One value of a measure: {metric, agg} over the window, series filtered
+ * by the match list; NAN without data. */
+static double measure_one(st_engine *en, const json_t *m, const json_t *matches)
+{
+    const char *match[ST_QUERY_MAX_MATCHERS];
+    size_t n = 0;
+    size_t i;
+    json_t *x;
+    json_t *out = NULL;
+    double v = NAN;
+    json_array_foreach(matches, i, x)
+    {
+        if (n < ST_QUERY_MAX_MATCHERS && json_string_value(x) != NULL) {
+            match[n++] = json_string_value(x);
+        }
+    }
+    if (st_eng_query(en->eng, json_string_value(json_object_get(m, "metric")),
+                     json_string_value(json_object_get(m, "agg")), NULL, match, n,
+                     st_eng_window(en->eng), &out) == ST_OK) {
+        v = st_eng_value(json_array_get(json_object_get(out, "series"), 0));
+    }
+    json_decref(out);
+    return v;
+}
+
 static double measure_again(st_engine *en, const json_t *f)
 {
     const json_t *m = json_object_get(f, "measure");
@@ -125,29 +150,17 @@ static double measure_again(st_engine *en, const json_t *f)
     const st_rule *r = rule != NULL ? st_rule_find(rule) : NULL;
     st_candidates c = {0};
     double v = NAN;
+    double saved;
     if (m != NULL) {
-        const char *match[ST_QUERY_MAX_MATCHERS];
-        size_t n = 0;
-        size_t i;
-        json_t *x;
-        json_t *out = NULL;
-        json_array_foreach(json_object_get(m, "match"), i, x)
-        {
-            if (n < ST_QUERY_MAX_MATCHERS && json_string_value(x) != NULL) {
-                match[n++] = json_string_value(x);
-            }
-        }
-        if (st_eng_query(en->eng, json_string_value(json_object_get(m, "metric")),
-                         json_string_value(json_object_get(m, "agg")), NULL, match, n,
-                         st_eng_window(en->eng), &out) == ST_OK) {
-            v = st_eng_value(json_array_get(json_object_get(out, "series"), 0));
-        }
-        json_decref(out);
-        return v;
+        const json_t *per = json_object_get(m, "per");
+        v = measure_one(en, m, json_object_get(m, "match"));
+        /* A ratio: statement time per call, errors per request. */
+        return per != NULL ? v / measure_one(en, per, json_object_get(m, "match")) : v;
     }
     if (r == NULL || entity == NULL) {
         return NAN;
     }
+    saved = st_eng_threshold(en->eng, r);
     st_eng_set(en->eng, r->id, json_is_true(json_object_get(f, "below")) ? 1e300 : 0);
     if (r->check(en->eng, r, &c) == ST_OK) {
         for (size_t i = 0; i < c.n; i++) {
@@ -157,7 +170,7 @@ static double measure_again(st_engine *en, const json_t *f)
         }
     }
     st_candidates_free(&c);
-    st_eng_set(en->eng, r->id, r->threshold);
+    st_eng_set(en->eng, r->id, saved); /* the configured threshold, not the default */
     return v;
 }
 
@@ -407,6 +420,9 @@ static int build_eng(st_engine *en, const struct st_engine_opts *opts, const st_
         }
         if (opts->min_samples > 0) {
             st_eng_set(en->eng, "min_samples", (double)opts->min_samples);
+        }
+        if (opts->leak_window_ms > 0) {
+            st_eng_set(en->eng, "leak_window_ms", (double)opts->leak_window_ms);
         }
         if ((rv = st_engine_apply_targets(en, doc, targets, err)) == ST_OK) {
             rv = apply_rules(en, doc, rules, err);

@@ -36,6 +36,7 @@ struct st_engine_opts {
     int64_t window_ms;          /* analysis window; 0: 5 min */
     int64_t baseline_window_ms; /* rolling baseline; 0: 1 h */
     int64_t min_samples;        /* before regressions are judged; 0: 50 */
+    int64_t leak_window_ms;     /* RSS history the leak rule fits; 0: 30 min */
 };
 
 /* Builds the engine; targets/engine/rules settings come from the

@@ -164,6 +164,20 @@ static void columns_sql(st_rbuf *b, const st_sql_columns *cols)
     st_rbuf_puts(b, ")");
 }
 
+/* After a fix the statement is measured again by its own mean time over
+ * the window (time / calls), whatever plan it runs with. */
+static json_t *statement_measure(const stmt *s)
+{
+    char m1[160];
+    char m2[160];
+    char m3[160];
+    snprintf(m1, sizeof(m1), "queryid=%s", st_rules_label(s->item, "queryid"));
+    snprintf(m2, sizeof(m2), "host=%s", st_rules_label(s->item, "host"));
+    snprintf(m3, sizeof(m3), "database=%s", st_rules_label(s->item, "database"));
+    return json_pack("{s:s,s:s,s:{s:s,s:s},s:[s,s,s]}", "metric", "db.statement.time", "agg", "sum",
+                     "per", "metric", "db.statement.calls", "agg", "sum", "match", m1, m2, m3);
+}
+
 static int add_index_candidate(st_eng *e, const st_rule *r, const dbq *q, const stmt *s,
                                const st_sql_columns *cols, st_candidates *out)
 {
@@ -192,6 +206,7 @@ static int add_index_candidate(st_eng *e, const st_rule *r, const dbq *q, const 
     c.implementation = json_pack("{s:s,s:s,s:o,s:s,s:s}", "sql", sql, "table", s->table, "columns",
                                  columns_json(cols), "statement", s->query, "database",
                                  st_rules_label(s->item, "database"));
+    c.measure = statement_measure(s);
     return st_rules_add(out, &c);
 }
 

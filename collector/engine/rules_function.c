@@ -25,7 +25,7 @@
 #define ST_RESPONSE_BYTES (1024.0 * 1024)
 #define ST_PAGE_SIZE 100
 #define ST_CACHE_TTL_S 60
-#define LEAK_STEP_MS 60000
+#define LEAK_POINTS 30
 #define MS_PER_HOUR 3600000.0
 #define SQL_MAX 2048
 #define SNIPPET_MAX (2 * ST_RULES_LABEL_MAX + 512)
@@ -465,17 +465,20 @@ int st_check_memory_leak(st_eng *e, const st_rule *r, st_candidates *out)
 {
     int64_t w = (int64_t)st_eng_setting(e, "leak_window_ms");
     double thr = st_eng_threshold(e, r);
-    size_t cap = (size_t)ST_MIN(w / LEAK_STEP_MS + 2, 250002);
+    /* About 30 points per window: a long window reads minutes, a short one
+     * (tests, quick checks) seconds. */
+    int64_t step = ST_MAX((w / LEAK_POINTS) / 1000 * 1000, 1000);
+    size_t cap = (size_t)ST_MIN(w / step + 2, 250002);
     double *t = NULL;
     double *v = NULL;
     json_t *ans = NULL;
     json_t *hosts = NULL;
     const json_t *arr;
     int rv;
-    if (w < LEAK_STEP_MS * ST_LEAK_MIN_POINTS) {
+    if (w < step * ST_LEAK_MIN_POINTS) {
         return ST_OK;
     }
-    rv = st_rules_query(e, "mem.rss", "avg", "host,process", NULL, 0, w, LEAK_STEP_MS, &ans);
+    rv = st_rules_query(e, "mem.rss", "avg", "host,process", NULL, 0, w, step, &ans);
     t = malloc(cap * sizeof(*t));
     v = malloc(cap * sizeof(*v));
     rv = rv == ST_OK && (t == NULL || v == NULL) ? ST_ENOMEM : rv;
