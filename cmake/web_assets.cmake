@@ -19,7 +19,8 @@ if(CMAKE_SCRIPT_MODE_FILE)
         file(COPY ${SRC}/package.json ${SRC}/package-lock.json DESTINATION ${DIR})
         execute_process(
             COMMAND ${NPM} ci --no-audit --no-fund --ignore-scripts --prefer-offline
-                --fetch-retries=2 --fetch-timeout=60000
+                --fetch-retries=2 --fetch-retry-mintimeout=2000 --fetch-retry-maxtimeout=10000
+                --fetch-timeout=60000
             WORKING_DIRECTORY ${DIR}
             RESULT_VARIABLE rc
             OUTPUT_VARIABLE out

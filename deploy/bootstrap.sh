@@ -18,6 +18,7 @@ test_pkgs=(
     nginx-light varnish redis-server memcached postgresql
     prometheus
     systemd python3-yaml
+    chromium
 )
 
 want=("${build_pkgs[@]}")

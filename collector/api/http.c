@@ -290,6 +290,7 @@ static int read_request(nng_http_req *hr, st_req *req, st_resp *resp)
     req->body = body;
     req->body_len = blen;
     req->authorization = nng_http_req_get_header(hr, "Authorization");
+    req->if_none_match = nng_http_req_get_header(hr, "If-None-Match");
     return ST_OK;
 }
 
@@ -312,9 +313,12 @@ static void handler_cb(nng_aio *aio)
     }
     if (nng_http_res_alloc(&res) != 0 || nng_http_res_set_status(res, (uint16_t)resp.status) != 0 ||
         nng_http_res_set_header(res, "Content-Type", resp.content_type) != 0 ||
-        nng_http_res_set_header(res, "Cache-Control", "no-store") != 0 ||
+        nng_http_res_set_header(res, "Cache-Control",
+                                resp.cache_control != NULL ? resp.cache_control : "no-store") !=
+            0 ||
+        (resp.etag != NULL && nng_http_res_set_header(res, "ETag", resp.etag) != 0) ||
         (resp.status == 405 && nng_http_res_set_header(res, "Allow", resp.allow) != 0) ||
-        nng_http_res_copy_data(res, resp.body.data, resp.body.len) != 0) {
+        (resp.body.len > 0 && nng_http_res_copy_data(res, resp.body.data, resp.body.len) != 0)) {
         nng_http_res_free(res);
         res = NULL;
     }

@@ -24,12 +24,15 @@ typedef struct st_req {
     const char *body;
     size_t body_len;
     const char *authorization;
+    const char *if_none_match; /* for conditional GETs of cacheable answers */
 } st_req;
 
 typedef struct st_resp {
     int status;
     const char *content_type;
-    char allow[32]; /* Allow header of a 405 */
+    const char *cache_control; /* NULL: no-store */
+    const char *etag;          /* NULL: none */
+    char allow[32];            /* Allow header of a 405 */
     st_buf body;
 } st_resp;
 

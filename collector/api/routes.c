@@ -5,6 +5,7 @@
 #include "outbox.h"
 #include "routes_engine.h"
 #include "routes_outbox.h"
+#include "web.h"
 
 #include "err.h"
 #include "query.h"
@@ -238,5 +239,7 @@ const st_route st_routes[] = {
     {"GET", "/v1/actions", false, ST_SCOPE_READ, st_route_actions, actions_params},
     {"GET", "/v1/deliveries", false, ST_SCOPE_READ, st_route_deliveries,
      st_route_deliveries_params},
+    {"GET", "/", false, ST_SCOPE_NONE, st_route_index, no_params},
+    {"GET", "/assets", true, ST_SCOPE_NONE, st_route_asset, no_params},
     {NULL, NULL, false, ST_SCOPE_NONE, NULL, NULL},
 };
