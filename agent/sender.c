@@ -17,6 +17,8 @@
 
 #define ACK_MAX (1u << 20)
 #define IDLE_WAIT_MS 250
+#define TLS_PEM_MAX (1u << 20)
+#define SILENCE_WARN_MS 30000 /* no ack for this long: say so, again every period */
 
 enum slot_state { SLOT_IDLE, SLOT_SENDING, SLOT_RECVING, SLOT_DONE };
 
@@ -50,6 +52,8 @@ struct st_sender {
     bool restart;      /* resend from the oldest unacked once slots are idle */
     int64_t resume_at; /* monotonic ms; no sends before */
     int64_t backoff_ms;
+    int64_t silent_since; /* first failure since the last ack (mono ms) */
+    int64_t warned_at;
     struct st_sender_stats st;
 };
 
@@ -103,9 +107,21 @@ static void complete(st_sender *s, struct slot *sl)
 {
     Strata__V1__Ack *a = sl->ack;
     if (sl->err != 0 || a == NULL || a->seq != sl->seq) {
+        int64_t now = st_time_mono_ms();
         s->st.failures++;
         ST_DEBUG("sender", "seq %llu: %s", (unsigned long long)sl->seq,
                  sl->err ? nng_strerror(sl->err) : "ack for another seq");
+        /* A refused TLS handshake or a dead collector only shows as
+         * silence: say so, without flooding the log. */
+        if (s->silent_since == 0) {
+            s->silent_since = now;
+            s->warned_at = now;
+        } else if (now - s->warned_at >= SILENCE_WARN_MS) {
+            ST_WARN("sender", "no acknowledgement from %s for %llds (%s); frames stay spooled",
+                    s->o.url, (long long)((now - s->silent_since) / 1000),
+                    sl->err ? nng_strerror(sl->err) : "bad ack");
+            s->warned_at = now;
+        }
         backoff(s, 0);
     } else if (a->status == STRATA__V1__ACK_STATUS__RETRY_LATER) {
         s->st.retry_later++;
@@ -124,6 +140,7 @@ static void complete(st_sender *s, struct slot *sl)
         }
         st_spool_ack(s->spool, sl->seq);
         s->backoff_ms = 0;
+        s->silent_since = 0;
         for (size_t i = 0; s->on_action != NULL && i < a->n_actions; i++) {
             s->on_action(s->arg, a->actions[i]);
         }
@@ -232,6 +249,26 @@ static int map_nng(int rv, const char *what, const char *arg)
     return rv == NNG_ENOMEM ? ST_ENOMEM : (rv == NNG_EADDRINVAL ? ST_EINVAL : ST_ENET);
 }
 
+/* The certificate and its key, as one PEM file or as two. */
+static int load_own_cert(nng_tls_config *cfg, const char *cert, const char *key)
+{
+    char *c = NULL;
+    char *k = NULL;
+    int rv;
+    if (key == NULL) {
+        return nng_tls_config_cert_key_file(cfg, cert, NULL);
+    }
+    if (st_file_read(cert, TLS_PEM_MAX, &c, NULL) != ST_OK ||
+        st_file_read(key, TLS_PEM_MAX, &k, NULL) != ST_OK) {
+        free(c);
+        return NNG_ENOENT;
+    }
+    rv = nng_tls_config_own_cert(cfg, c, k, NULL);
+    free(c);
+    free(k);
+    return rv;
+}
+
 static int setup_tls(st_sender *s)
 {
     const struct st_sender_opts *o = &s->o;
@@ -245,8 +282,7 @@ static int setup_tls(st_sender *s)
     if (o->tls_ca != NULL && (rv = nng_tls_config_ca_file(s->tls, o->tls_ca)) != 0) {
         return map_nng(rv, "tls ca", o->tls_ca);
     }
-    if (o->tls_cert != NULL &&
-        (rv = nng_tls_config_cert_key_file(s->tls, o->tls_cert, NULL)) != 0) {
+    if (o->tls_cert != NULL && (rv = load_own_cert(s->tls, o->tls_cert, o->tls_key)) != 0) {
         return map_nng(rv, "tls cert", o->tls_cert);
     }
     if (o->tls_server_name != NULL &&

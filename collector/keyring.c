@@ -122,6 +122,15 @@ int st_keyring_load(const char *path, st_keyring **out, char *err, size_t errlen
         return rv;
     }
     qsort(kr->agents, kr->nagents, sizeof(*kr->agents), cmp_id);
+    for (size_t i = 1; i < kr->nagents; i++) {
+        if (cmp_id(&kr->agents[i - 1], &kr->agents[i]) == 0) {
+            char id[37];
+            st_uuid_format(kr->agents[i].id, id);
+            snprintf(err, errlen, "%s: agent %s is listed twice", path, id);
+            st_keyring_free(kr);
+            return ST_ECONFIG;
+        }
+    }
     *out = kr;
     return ST_OK;
 }

@@ -391,14 +391,23 @@ uint64_t st_fnv1a(uint64_t h, const void *p, size_t n)
 
 bool st_url_plain_remote(const char *url)
 {
+    /* Every unencrypted network transport nng knows. */
+    static const char *const plain[] = {"tcp://", "tcp4://", "tcp6://",
+                                        "ws://",  "ws4://",  "ws6://"};
     static const char *const local[] = {"127.", "localhost:", "[::1]:"};
-    const char *host;
-    if (strncmp(url, "tcp://", 6) != 0) {
+    const char *host = NULL;
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]) && host == NULL; i++) {
+        if (strncmp(url, plain[i], strlen(plain[i])) == 0) {
+            host = url + strlen(plain[i]);
+        }
+    }
+    if (host == NULL) {
         return false;
     }
-    host = url + 6;
     for (size_t i = 0; i < sizeof(local) / sizeof(local[0]); i++) {
-        if (strncmp(host, local[i], strlen(local[i])) == 0) {
+        /* A dotted quad, not a host name that happens to start with 127. */
+        if (strncmp(host, local[i], strlen(local[i])) == 0 &&
+            (i != 0 || strspn(host, "0123456789.") > 4)) {
             return false;
         }
     }
