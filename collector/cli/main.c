@@ -702,25 +702,22 @@ static int cmd_applied(struct cli *c, int argc, char **argv)
 
 static const struct option plain_opts[] = {GLOBAL_LONGOPTS, {NULL, 0, NULL, 0}};
 
+/* The flags query and top share. */
+#define SELECT_LONGOPTS                                                                         \
+    {"agg", required_argument, NULL, OPT_AGG}, {"match", required_argument, NULL, OPT_MATCH},   \
+        {"by", required_argument, NULL, OPT_BY}, {"since", required_argument, NULL, OPT_SINCE}, \
+        {"from", required_argument, NULL, OPT_FROM},                                            \
+    {                                                                                           \
+        "to", required_argument, NULL, OPT_TO                                                   \
+    }
+
 static const struct option query_opts[] = {GLOBAL_LONGOPTS,
-                                           {"agg", required_argument, NULL, OPT_AGG},
-                                           {"match", required_argument, NULL, OPT_MATCH},
-                                           {"by", required_argument, NULL, OPT_BY},
-                                           {"since", required_argument, NULL, OPT_SINCE},
-                                           {"from", required_argument, NULL, OPT_FROM},
-                                           {"to", required_argument, NULL, OPT_TO},
+                                           SELECT_LONGOPTS,
                                            {"step", required_argument, NULL, OPT_STEP},
                                            {NULL, 0, NULL, 0}};
 
-static const struct option top_opts[] = {GLOBAL_LONGOPTS,
-                                         {"agg", required_argument, NULL, OPT_AGG},
-                                         {"match", required_argument, NULL, OPT_MATCH},
-                                         {"by", required_argument, NULL, OPT_BY},
-                                         {"since", required_argument, NULL, OPT_SINCE},
-                                         {"from", required_argument, NULL, OPT_FROM},
-                                         {"to", required_argument, NULL, OPT_TO},
-                                         {"n", required_argument, NULL, OPT_TOP},
-                                         {NULL, 0, NULL, 0}};
+static const struct option top_opts[] = {
+    GLOBAL_LONGOPTS, SELECT_LONGOPTS, {"n", required_argument, NULL, OPT_TOP}, {NULL, 0, NULL, 0}};
 
 static const struct option findings_opts[] = {GLOBAL_LONGOPTS,
                                               {"layer", required_argument, NULL, OPT_LAYER},
@@ -737,7 +734,7 @@ static const struct command commands[] = {
      NULL, plain_opts, cmd_agents},
     {"query", "METRIC", "Queries one metric over time.",
      "Prints one block per series: its labels, then TIME VALUE rows in the series' unit.\n",
-     "  --agg A          p50 p90 p95 p99 avg min max sum count rate ratio\n"
+     "  --agg A          p50 p90 p95 p99 avg min max sum count rate ratio delta\n"
      "  --match K=V      keep series whose label K is V (repeatable)\n"
      "  --by L1,L2       group by these labels\n"
      "  --since DUR      the last DUR (1h, 30m); or:\n"
