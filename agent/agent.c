@@ -1,6 +1,7 @@
 /* The agent's schedule and frame building. See agent.h. */
 #include "agent.h"
 
+#include "actions/runner.h"
 #include "emit.h"
 #include "envelope.h"
 #include "err.h"
@@ -44,6 +45,7 @@ struct st_agent {
     st_zctx *z;
     st_spool *spool;
     st_sender *sender;
+    st_runner *actions; /* opt-in actions that ride on acks */
     uint8_t id[16];
     uint8_t key[ST_ENV_KEY_MAX];
     size_t key_len;
@@ -262,7 +264,8 @@ int st_agent_new(const st_agent_settings *s, const st_cfg_doc *doc, st_agent **o
     st_buf_init(&a->env, ST_ENV_MAX_LEN);
     if ((rv = st_fold_new(&a->fold)) != ST_OK || (rv = st_zctx_new(&a->z)) != ST_OK ||
         (rv = init_identity(a, doc, err)) != ST_OK || (rv = load_key(a, err)) != ST_OK ||
-        (rv = init_samplers(a, doc, err)) != ST_OK) {
+        (rv = init_samplers(a, doc, err)) != ST_OK ||
+        (rv = st_runner_new(doc, s->actions, s->data_dir, &a->actions, err)) != ST_OK) {
         st_agent_free(a);
         return rv;
     }
@@ -285,6 +288,7 @@ void st_agent_free(st_agent *a)
     for (size_t i = 0; i < a->nfound; i++) {
         st_cfg_doc_free(a->found_docs[i]);
     }
+    st_runner_free(a->actions);
     st_fold_free(a->fold);
     st_zctx_free(a->z);
     st_buf_free(&a->enc);
@@ -371,6 +375,7 @@ static int flush(st_agent *a, int64_t now_ms, int64_t take_until)
         free_series(&f);
         return rv;
     }
+    st_runner_take(a->actions, &f);
     seq = st_spool_next_seq(a->spool);
     f.agent_id.data = a->id;
     f.agent_id.len = 16;
@@ -389,6 +394,7 @@ static int flush(st_agent *a, int64_t now_ms, int64_t take_until)
                  (unsigned long long)seq, f.n_series, st_strerror(rv));
     }
     free_series(&f);
+    st_runner_settle(a->actions, &f, rv == ST_OK); /* unspooled results wait for the next */
     if (rv == ST_OK) {
         st_sender_kick(a->sender);
     }
@@ -412,7 +418,10 @@ static int start_io(st_agent *a)
     st_spool_agent_id(a->spool, a->id);
     st_uuid_format(a->id, idtext);
     ST_INFO("agent", "agent %s (%s) sending to %s", idtext, a->host, a->s->collector);
-    if ((rv = st_sender_start(&no, a->spool, NULL, a, &a->sender)) != ST_OK) {
+    if ((rv = st_runner_start(a->actions)) != ST_OK) {
+        return rv;
+    }
+    if ((rv = st_sender_start(&no, a->spool, st_runner_enqueue, a->actions, &a->sender)) != ST_OK) {
         ST_ERROR("agent", "cannot start the sender for %s: %s", a->s->collector, st_strerror(rv));
     }
     return rv;
