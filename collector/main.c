@@ -101,7 +101,8 @@ struct collector {
     st_collector_settings s;
     st_actions *actions;
     st_engine *engine;
-    st_outbox_config webhooks;
+    st_outbox_config webhooks; /* handed to the outbox, which zeroes it */
+    size_t nwebhooks;
     st_outbox *outbox;
     st_api_token tokens[ST_API_MAX_TOKENS];
     size_t ntokens;
@@ -119,7 +120,7 @@ static int dispatch_all(void *arg, const json_t *f)
 {
     struct collector *c = arg;
     int a = st_actions_dispatch(c->actions, f);
-    int w = c->webhooks.n > 0 ? st_outbox_dispatch(c->outbox, f) : ST_ENOENT;
+    int w = c->nwebhooks > 0 ? st_outbox_dispatch(c->outbox, f) : ST_ENOENT;
     if (a == ST_OK || w == ST_OK) {
         return ST_OK;
     }
@@ -205,6 +206,7 @@ static int start(struct collector *c)
     }
     /* The outbox runs even without endpoints, so deliveries left over from
      * an earlier configuration are settled rather than kept pending. */
+    c->nwebhooks = c->webhooks.n;
     if ((rv = st_outbox_new(c->store, &c->webhooks, NULL, &c->outbox)) != ST_OK ||
         (rv = st_outbox_start(c->outbox)) != ST_OK) {
         ST_ERROR("main", "cannot start the webhook outbox: %s", st_strerror(rv));
