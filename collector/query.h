@@ -45,6 +45,11 @@ typedef struct st_query {
     int64_t step_ms;
     int top;        /* > 0: only the N groups with the highest value */
     char over[129]; /* ratio: the label whose matchers only the numerator keeps */
+    /* Answer limits; 0 means ST_QUERY_MAX_SERIES / ST_QUERY_MAX_POINTS. The
+     * engine raises them: its questions are fleet-wide by host, and a
+     * request from outside must stay small enough to ship as JSON. */
+    size_t max_series;
+    size_t max_points;
 } st_query;
 
 /* One query parameter as received. */

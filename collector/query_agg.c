@@ -64,6 +64,8 @@ struct agg_run {
     struct group **tab;
     size_t tabsize;
     size_t ng;
+    size_t max_series; /* the query's limits, defaults filled in */
+    size_t max_points;
     struct group *cur;
     struct sstate *ss;
     size_t nss;
@@ -291,11 +293,11 @@ static int find_group(struct agg_run *r, const Strata__V1__SeriesRecord *rec, st
             return ST_OK;
         }
     }
-    if (r->ng >= ST_QUERY_MAX_SERIES || (r->ng + 1) * r->nb > ST_QUERY_MAX_POINTS) {
+    if (r->ng >= r->max_series || (r->ng + 1) * r->nb > r->max_points) {
         return fail(r, ST_ETOOBIG,
-                    "the answer has more than %d series or %d points: narrow 'match', "
+                    "the answer has more than %zu series or %zu points: narrow 'match', "
                     "'by' or the range, or widen 'step'",
-                    ST_QUERY_MAX_SERIES, ST_QUERY_MAX_POINTS);
+                    r->max_series, r->max_points);
     }
     if ((r->tab[i] = group_new(r, rec, key, len)) == NULL) {
         return ST_ENOMEM;
@@ -556,13 +558,19 @@ static void split_matchers(struct agg_run *r)
 static int setup(struct agg_run *r, const st_query *q)
 {
     size_t want = 64;
+    size_t groups;
     r->q = q;
     r->step = q->step_ms > 0 ? q->step_ms : q->to_ms - q->from_ms;
     /* Buckets are aligned to the step so they match stored rollups. */
     r->from = q->step_ms > 0 ? q->from_ms - q->from_ms % q->step_ms : q->from_ms;
     r->nb = (size_t)((q->to_ms - r->from + r->step - 1) / r->step);
     r->want_sketch = is_quantile(q->agg);
-    while (want < 2 * (ST_QUERY_MAX_POINTS / (r->nb ? r->nb : 1) + 1) && want < 8192) {
+    r->max_series = q->max_series > 0 ? q->max_series : ST_QUERY_MAX_SERIES;
+    r->max_points = q->max_points > 0 ? q->max_points : ST_QUERY_MAX_POINTS;
+    groups = r->max_points / (r->nb ? r->nb : 1) + 1;
+    groups = groups < r->max_series ? groups : r->max_series;
+    /* Open addressing: the table stays at most half full at the limit. */
+    while (want < 2 * groups + 1) {
         want *= 2;
     }
     r->tabsize = want;

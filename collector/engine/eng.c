@@ -132,6 +132,12 @@ int64_t st_eng_window(st_eng *e)
     return (int64_t)st_eng_setting(e, "analysis_window_ms");
 }
 
+/* The engine's questions group the whole fleet by host (and by statement,
+ * channel or route per host), far past what an API answer may carry; the
+ * answers stay in memory, so these bound memory, not JSON size. */
+#define ENG_MAX_SERIES 200000
+#define ENG_MAX_POINTS 2000000
+
 static int run(st_eng *e, const char *metric, const char *agg, const char *by,
                const char *const *match, size_t nmatch, int64_t window_ms, const char *step,
                json_t **out)
@@ -167,6 +173,8 @@ static int run(st_eng *e, const char *metric, const char *agg, const char *by,
     if ((rv = st_query_parse(p, n, e->now, &q, err, sizeof(err))) != ST_OK) {
         return rv;
     }
+    q.max_series = ENG_MAX_SERIES;
+    q.max_points = ENG_MAX_POINTS;
     rv = st_query_run(e->st, &q, out, err, sizeof(err));
     st_query_release(&q);
     return rv;

@@ -1175,6 +1175,33 @@ static void test_bandwidth(void **state)
     st_candidates_free(&c);
 }
 
+/* A fleet past the API's answer limit (ST_QUERY_MAX_SERIES groups): the
+ * engine's own questions still get whole answers, so the rule fires rather
+ * than failing with "too large". */
+static void test_bandwidth_at_fleet_size(void **state)
+{
+    fx *x = *state;
+    st_candidates c;
+    const st_candidate *k;
+    char host[16];
+    char ch[16];
+    for (int h = 0; h < 300; h++) {
+        snprintf(host, sizeof(host), "rt%d", h);
+        for (int i = 0; i < 10; i++) {
+            snprintf(ch, sizeof(ch), "c%d", i);
+            counter(x, "realtime.bytes", L("channel", ch, "host", host), i == 3 ? 2 * MIB : 1000);
+        }
+        if (h % 50 == 49) {
+            flush(x);
+        }
+    }
+    c = run(x, "realtime.bandwidth");
+    assert_int_equal(c.n, 1);
+    k = find(&c, "channel=c3");
+    near(k->value, 2 * MIB, 1e-6); /* 300 hosts x 2 MiB over the 300 s window */
+    st_candidates_free(&c);
+}
+
 static void test_stability(void **state)
 {
     fx *x = *state;
@@ -1350,6 +1377,7 @@ int main(void)
         T(test_slow_component),
         T(test_update_rate),
         T(test_bandwidth),
+        T(test_bandwidth_at_fleet_size),
         T(test_stability),
         T(test_browser_cache),
         T(test_cdn_cache),
