@@ -587,13 +587,46 @@ static int64_t ceil_to(int64_t t, int64_t unit)
     return ((t + unit - 1) / unit) * unit;
 }
 
+/* Relative read costs, measured with tests/bench/query_bench: a raw block
+ * (about 10 s of points) and a rollup row cost about the same to decode. */
+#define RAW_BLOCK_MS 10000
+
+/* One bucket, often over an unaligned range (a window ending "now"):
+ * rollups can answer its whole built middle, raw points the head and the
+ * tail. Picks the resolution that reads the fewest blocks and rows. */
+static enum st_res pick_res_window(st_store *st, const struct agg_run *r)
+{
+    static const enum st_res order[] = {ST_RES_1H, ST_RES_1M, ST_RES_10S};
+    int64_t span = r->q->to_ms - r->q->from_ms;
+    enum st_res best = ST_RES_RAW;
+    int64_t best_cost = span / RAW_BLOCK_MS + 1;
+    for (size_t i = 0; i < ST_ARRAY_LEN(order); i++) {
+        int64_t ms = st_res_ms(order[i]);
+        int64_t a = ceil_to(r->q->from_ms, ms);
+        int64_t b = ST_MIN(st_store_rollup_watermark(st, order[i]), r->q->to_ms - r->q->to_ms % ms);
+        int64_t cost;
+        if (a >= b) {
+            continue;
+        }
+        cost = (b - a) / ms + (span - (b - a)) / RAW_BLOCK_MS + 1;
+        if (cost < best_cost) {
+            best = order[i];
+            best_cost = cost;
+        }
+    }
+    return best;
+}
+
 /* The coarsest stored resolution whose buckets tile the step exactly, or
  * raw. Quantiles of counters and gauges need every value: raw. */
-static enum st_res pick_res(const struct agg_run *r)
+static enum st_res pick_res(st_store *st, const struct agg_run *r)
 {
     static const enum st_res order[] = {ST_RES_1H, ST_RES_1M, ST_RES_10S};
     if (r->want_sketch && r->kind != STRATA__V1__KIND__DISTRIBUTION) {
         return ST_RES_RAW;
+    }
+    if (r->q->step_ms == 0) {
+        return pick_res_window(st, r);
     }
     for (size_t i = 0; i < ST_ARRAY_LEN(order); i++) {
         int64_t ms = st_res_ms(order[i]);
@@ -627,7 +660,7 @@ static int scan_all(st_store *st, struct agg_run *r, const st_scan_cb *cb)
     }
     r->kind = kind;
     json_object_set_new(r->meta, "kind", json_string(kind_name(kind)));
-    res = pick_res(r);
+    res = pick_res(st, r);
     int64_t ms = st_res_ms(res);
     int64_t a = res == ST_RES_RAW ? r->q->to_ms : ceil_to(r->q->from_ms, ms);
     int64_t b = res == ST_RES_RAW ? r->q->to_ms : st_store_rollup_watermark(st, res);

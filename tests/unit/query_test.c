@@ -1187,6 +1187,24 @@ static const char *expected_res(const struct qspec *q, const struct brute *b, in
         metrics[q->metric].kind != STRATA__V1__KIND__DISTRIBUTION) {
         return "raw";
     }
+    if (q->step == 0) {
+        /* One bucket: the resolution with the fewest rows plus raw blocks
+         * (about one per 10 s) over the range; raw when none covers any. */
+        const char *best = "raw";
+        int64_t best_cost = (q->to - q->from) / (10 * SEC) + 1;
+        for (size_t i = 0; i < 3; i++) {
+            int64_t ms = order[i];
+            int64_t wm = ms == HOUR ? floor_to(wm_1m, HOUR) : wm_1m;
+            int64_t a = ceil_to(q->from, ms);
+            int64_t e = floor_to(q->to, ms) < wm ? floor_to(q->to, ms) : wm;
+            int64_t cost = (e - a) / ms + (q->to - q->from - (e - a)) / (10 * SEC) + 1;
+            if (a < e && cost < best_cost) {
+                best = res_name(ms);
+                best_cost = cost;
+            }
+        }
+        return best;
+    }
     for (size_t i = 0; i < 3; i++) {
         int64_t ms = order[i];
         int64_t wm = ms == HOUR ? floor_to(wm_1m, HOUR) : wm_1m;
