@@ -4,6 +4,7 @@
 #include "err.h"
 #include "log.h"
 #include "timeutil.h"
+#include "tls.h"
 #include "util.h"
 
 #include <nng/nng.h>
@@ -17,7 +18,6 @@
 
 #define ACK_MAX (1u << 20)
 #define IDLE_WAIT_MS 250
-#define TLS_PEM_MAX (1u << 20)
 #define SILENCE_WARN_MS 30000 /* no ack for this long: say so, again every period */
 
 enum slot_state { SLOT_IDLE, SLOT_SENDING, SLOT_RECVING, SLOT_DONE };
@@ -249,26 +249,6 @@ static int map_nng(int rv, const char *what, const char *arg)
     return rv == NNG_ENOMEM ? ST_ENOMEM : (rv == NNG_EADDRINVAL ? ST_EINVAL : ST_ENET);
 }
 
-/* The certificate and its key, as one PEM file or as two. */
-static int load_own_cert(nng_tls_config *cfg, const char *cert, const char *key)
-{
-    char *c = NULL;
-    char *k = NULL;
-    int rv;
-    if (key == NULL) {
-        return nng_tls_config_cert_key_file(cfg, cert, NULL);
-    }
-    if (st_file_read(cert, TLS_PEM_MAX, &c, NULL) != ST_OK ||
-        st_file_read(key, TLS_PEM_MAX, &k, NULL) != ST_OK) {
-        free(c);
-        return NNG_ENOENT;
-    }
-    rv = nng_tls_config_own_cert(cfg, c, k, NULL);
-    free(c);
-    free(k);
-    return rv;
-}
-
 static int setup_tls(st_sender *s)
 {
     const struct st_sender_opts *o = &s->o;
@@ -282,7 +262,7 @@ static int setup_tls(st_sender *s)
     if (o->tls_ca != NULL && (rv = nng_tls_config_ca_file(s->tls, o->tls_ca)) != 0) {
         return map_nng(rv, "tls ca", o->tls_ca);
     }
-    if (o->tls_cert != NULL && (rv = load_own_cert(s->tls, o->tls_cert, o->tls_key)) != 0) {
+    if (o->tls_cert != NULL && (rv = st_tls_own_cert(s->tls, o->tls_cert, o->tls_key)) != 0) {
         return map_nng(rv, "tls cert", o->tls_cert);
     }
     if (o->tls_server_name != NULL &&

@@ -8,6 +8,7 @@
 #include "keyring.h"
 #include "log.h"
 #include "timeutil.h"
+#include "tls.h"
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -24,7 +25,6 @@
 #define RETRY_AFTER_MS 1000
 #define DRAIN_MS 5000
 #define REASON_MAX 256
-#define TLS_PEM_MAX (1u << 20)
 
 enum state { S_RECV, S_WAIT, S_SEND, S_IDLE };
 
@@ -240,26 +240,6 @@ static int map_nng(int rv, const char *what, const char *url)
     return ST_ENET;
 }
 
-/* The certificate and its key, as one PEM file or as two. */
-static int load_own_cert(nng_tls_config *cfg, const char *cert, const char *key)
-{
-    char *c = NULL;
-    char *k = NULL;
-    int rv;
-    if (key == NULL) {
-        return nng_tls_config_cert_key_file(cfg, cert, NULL);
-    }
-    if (st_file_read(cert, TLS_PEM_MAX, &c, NULL) != ST_OK ||
-        st_file_read(key, TLS_PEM_MAX, &k, NULL) != ST_OK) {
-        free(c);
-        return NNG_ENOENT;
-    }
-    rv = nng_tls_config_own_cert(cfg, c, k, NULL);
-    free(c);
-    free(k);
-    return rv;
-}
-
 static int setup_tls(st_ingest *in, const struct st_ingest_opts *o)
 {
     int rv;
@@ -267,7 +247,7 @@ static int setup_tls(st_ingest *in, const struct st_ingest_opts *o)
         return ST_OK;
     }
     if ((rv = nng_tls_config_alloc(&in->tls, NNG_TLS_MODE_SERVER)) != 0 ||
-        (rv = load_own_cert(in->tls, o->tls_cert, o->tls_key)) != 0) {
+        (rv = st_tls_own_cert(in->tls, o->tls_cert, o->tls_key)) != 0) {
         return map_nng(rv, "tls certificate", o->tls_cert);
     }
     if (o->tls_ca != NULL) {
