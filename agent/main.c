@@ -16,9 +16,12 @@
 /* Set by the signal handler; main's own state. */
 static atomic_int stop_flag;
 
+static atomic_int reload_flag;
+static atomic_int term_flag;
+
 static void on_signal(int sig)
 {
-    (void)sig;
+    atomic_store(sig == SIGHUP ? &reload_flag : &term_flag, 1);
     atomic_store(&stop_flag, 1);
 }
 
@@ -162,6 +165,51 @@ static int run_once(st_agent *agent, int64_t wait_ms)
     return 0;
 }
 
+/* Runs until SIGTERM or SIGINT. SIGHUP stops the agent the way SIGTERM
+ * does (the frame being built goes to the spool, which keeps seq and
+ * everything unacknowledged), then starts it again from the file: every
+ * setting, samplers included, changes. A file that does not load leaves
+ * the running configuration in place. */
+static int run(const struct opts *o, st_agent_settings *s, st_cfg_doc **doc, st_agent **agent)
+{
+    for (;;) {
+        st_agent_settings ns;
+        st_cfg_doc *ndoc = NULL;
+        st_agent *na = NULL;
+        st_cfg_error err;
+        if (st_agent_run(*agent, &stop_flag) != ST_OK) {
+            return 1;
+        }
+        if (atomic_load(&term_flag) || !atomic_exchange(&reload_flag, 0)) {
+            return 0;
+        }
+        atomic_store(&stop_flag, 0);
+        st_agent_free(*agent); /* its spool lock and sockets, before the new one takes them */
+        *agent = NULL;
+        if (load(o, &ns, &ndoc, &na) == ST_OK) {
+            ST_INFO("main", "SIGHUP: configuration reloaded from %s",
+                    o->config ? o->config : "the flags");
+            st_agent_settings_release(s);
+            st_cfg_doc_free(*doc);
+            *s = ns;
+            *doc = ndoc;
+            *agent = na;
+        } else {
+            ST_ERROR("main", "SIGHUP: the configuration does not load; keeping the running one");
+            st_agent_free(na);
+            st_agent_settings_release(&ns);
+            st_cfg_doc_free(ndoc);
+            if (st_agent_new(s, *doc, agent, &err) != ST_OK) {
+                ST_ERROR("main", "cannot start again: %s", err.msg);
+                return 1;
+            }
+        }
+        if (atomic_load(&term_flag)) {
+            return 0;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct opts o = {.once_wait_ms = 1000};
@@ -184,11 +232,9 @@ int main(int argc, char **argv)
         sa.sa_handler = on_signal;
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
-        /* systemctl reload sends SIGHUP: configuration reload is not
-         * supported yet, and the signal must not end the agent. */
-        signal(SIGHUP, SIG_IGN);
+        sigaction(SIGHUP, &sa, NULL); /* systemctl reload */
         signal(SIGPIPE, SIG_IGN);
-        rv = st_agent_run(agent, &stop_flag) == ST_OK ? 0 : 1;
+        rv = run(&o, &s, &doc, &agent);
     }
     st_agent_free(agent);
     st_agent_settings_release(&s);
