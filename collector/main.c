@@ -15,6 +15,7 @@
 #include <getopt.h>
 #include <nng/nng.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,7 +103,7 @@ struct collector {
     st_actions *actions;
     st_engine *engine;
     st_outbox_config webhooks; /* handed to the outbox, which zeroes it */
-    size_t nwebhooks;
+    atomic_size_t nwebhooks;   /* read by the engine thread, set on SIGHUP */
     st_outbox *outbox;
     st_api_token tokens[ST_API_MAX_TOKENS];
     size_t ntokens;
@@ -120,7 +121,7 @@ static int dispatch_all(void *arg, const json_t *f)
 {
     struct collector *c = arg;
     int a = st_actions_dispatch(c->actions, f);
-    int w = c->nwebhooks > 0 ? st_outbox_dispatch(c->outbox, f) : ST_ENOENT;
+    int w = atomic_load(&c->nwebhooks) > 0 ? st_outbox_dispatch(c->outbox, f) : ST_ENOENT;
     if (a == ST_OK || w == ST_OK) {
         return ST_OK;
     }
@@ -206,7 +207,7 @@ static int start(struct collector *c)
     }
     /* The outbox runs even without endpoints, so deliveries left over from
      * an earlier configuration are settled rather than kept pending. */
-    c->nwebhooks = c->webhooks.n;
+    atomic_store(&c->nwebhooks, c->webhooks.n);
     if ((rv = st_outbox_new(c->store, &c->webhooks, NULL, &c->outbox)) != ST_OK ||
         (rv = st_outbox_start(c->outbox)) != ST_OK) {
         ST_ERROR("main", "cannot start the webhook outbox: %s", st_strerror(rv));
@@ -282,8 +283,8 @@ static int load(struct collector *c, const char *config, const struct flag_overr
     return ST_OK;
 }
 
-/* SIGHUP: the agents' keys, targets, rule thresholds and engine windows
- * take effect at once; a file that does not load changes nothing. Ingest
+/* SIGHUP: the agents' keys, webhooks, targets, rule thresholds and engine
+ * windows take effect at once; a file that does not load changes nothing. Ingest
  * keeps running throughout, so no frame is lost or applied twice. */
 static void reload(struct collector *c, const char *config)
 {
@@ -292,6 +293,7 @@ static void reload(struct collector *c, const char *config)
     st_cfg_error err;
     char kerr[300];
     struct st_engine_opts eo;
+    st_outbox_config hooks = {0};
     if (config == NULL) {
         ST_INFO("main", "SIGHUP: no configuration file to reload");
         return;
@@ -303,6 +305,15 @@ static void reload(struct collector *c, const char *config)
         return;
     }
     engine_opts(&s, &eo);
+    if (st_outbox_config_parse(doc, s.webhooks, &hooks, &err) != ST_OK) {
+        ST_ERROR("main", "SIGHUP: %s; keeping the running webhooks", err.msg);
+    } else {
+        size_t n = hooks.n;
+        if (st_outbox_reconfigure(c->outbox, &hooks) == ST_OK) {
+            atomic_store(&c->nwebhooks, n);
+        }
+    }
+    st_outbox_config_release(&hooks); /* what was not taken over */
     if (st_ingest_reload_keys(c->ingest, s.keys_file, kerr, sizeof(kerr)) != ST_OK) {
         ST_ERROR("main", "SIGHUP: %s; keeping the running keys", kerr);
     }
@@ -311,8 +322,8 @@ static void reload(struct collector *c, const char *config)
         ST_ERROR("main", "SIGHUP: %s; keeping the running targets and rules", err.msg);
     }
     ST_INFO("main",
-            "SIGHUP: configuration reloaded from %s (listen addresses, store and "
-            "webhooks change at restart)",
+            "SIGHUP: configuration reloaded from %s (listen addresses, tokens and the "
+            "store change at restart)",
             config);
     st_collector_settings_release(&s);
     st_cfg_doc_free(doc);

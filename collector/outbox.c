@@ -489,6 +489,9 @@ struct pending {
 struct st_outbox {
     st_store *store;
     st_outbox_config cfg;
+    /* cfg: written by st_outbox_reconfigure, read by enqueue and by the
+     * sender thread for a whole attempt (it keeps a pointer to its endpoint). */
+    pthread_rwlock_t cfg_lock;
     int64_t base_ms;
     int64_t max_ms;
     pthread_mutex_t mu;
@@ -753,6 +756,7 @@ int st_outbox_enqueue(st_outbox *ob, const json_t *finding, const char *transiti
         return rv != ST_OK ? rv : ST_EINVAL;
     }
     in.ikey = ikey;
+    pthread_rwlock_rdlock(&ob->cfg_lock);
     for (size_t i = 0; i < ob->cfg.n && rv == ST_OK; i++) {
         const st_outbox_endpoint *ep = &ob->cfg.endpoints[i];
         if (!st_outbox_filter_match(ep, finding)) {
@@ -764,6 +768,7 @@ int st_outbox_enqueue(st_outbox *ob, const json_t *finding, const char *transiti
         in.body = body;
         rv = enqueue_one(ob, ep, &in);
     }
+    pthread_rwlock_unlock(&ob->cfg_lock);
     free(body);
     pthread_mutex_lock(&ob->mu);
     pthread_cond_signal(&ob->cv);
@@ -1055,6 +1060,7 @@ static int64_t attempt(st_outbox *ob, const char *key, int64_t due)
         return DONE;
     }
     now = st_time_wall_ms();
+    pthread_rwlock_rdlock(&ob->cfg_lock);
     if ((ep = endpoint_find(ob, rec_str(rec, "endpoint"))) == NULL) {
         next = finish_failed(ob, key, rec, "endpoint no longer configured");
     } else if (now - rec_int(rec, "created_unix_ms") > ep->max_age_ms) {
@@ -1068,6 +1074,7 @@ static int64_t attempt(st_outbox *ob, const char *key, int64_t due)
     } else {
         next = record_result(ob, ep, key, rec, &r, st_time_wall_ms());
     }
+    pthread_rwlock_unlock(&ob->cfg_lock);
     json_decref(rec);
     return next;
 }
@@ -1232,6 +1239,7 @@ int st_outbox_new(st_store *store, st_outbox_config *cfg, const struct st_outbox
     ob->store = store;
     ob->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg));
+    pthread_rwlock_init(&ob->cfg_lock, NULL);
     ob->base_ms =
         opts && opts->backoff_base_ms > 0 ? opts->backoff_base_ms : ST_OUTBOX_BACKOFF_BASE_MS;
     ob->max_ms = opts && opts->backoff_max_ms > 0 ? opts->backoff_max_ms : ST_OUTBOX_BACKOFF_MAX_MS;
@@ -1241,6 +1249,7 @@ int st_outbox_new(st_store *store, st_outbox_config *cfg, const struct st_outbox
     ob->rng |= 1; /* xorshift must not start at 0 */
     if ((rv = init_sync(ob)) != ST_OK) {
         st_outbox_config_release(&ob->cfg);
+        pthread_rwlock_destroy(&ob->cfg_lock);
         free(ob);
         return rv;
     }
@@ -1305,7 +1314,29 @@ void st_outbox_free(st_outbox *ob)
     pthread_mutex_destroy(&ob->mu);
     free(ob->pending);
     st_outbox_config_release(&ob->cfg);
+    pthread_rwlock_destroy(&ob->cfg_lock);
     free(ob);
+}
+
+int st_outbox_reconfigure(st_outbox *ob, st_outbox_config *cfg)
+{
+    st_outbox_config old;
+    if (ob == NULL || cfg == NULL) {
+        return ST_EINVAL;
+    }
+    /* Waits for an attempt in flight, which holds its endpoint. */
+    pthread_rwlock_wrlock(&ob->cfg_lock);
+    old = ob->cfg;
+    ob->cfg = *cfg;
+    pthread_rwlock_unlock(&ob->cfg_lock);
+    memset(cfg, 0, sizeof(*cfg));
+    st_outbox_config_release(&old);
+    /* Pending deliveries are matched to endpoints by name at each attempt:
+     * one to an endpoint that is gone fails ("no longer configured"). */
+    pthread_mutex_lock(&ob->mu);
+    pthread_cond_signal(&ob->cv);
+    pthread_mutex_unlock(&ob->mu);
+    return ST_OK;
 }
 
 int st_outbox_stats(st_outbox *ob, struct st_outbox_stats *out)

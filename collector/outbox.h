@@ -110,6 +110,9 @@ int st_outbox_start(st_outbox *ob);
 void st_outbox_stop(st_outbox *ob);
 /* Stops if needed and frees. NULL-safe. */
 void st_outbox_free(st_outbox *ob);
+/* Replaces the endpoints (SIGHUP) and takes cfg over, as st_outbox_new
+ * does; findings enqueued from now on go to the new ones. */
+int st_outbox_reconfigure(st_outbox *ob, st_outbox_config *cfg);
 
 /* Creates one delivery per endpoint whose filter matches, each written to
  * the store ("outbox/<created ms, 16 digits>/<delivery id>") before this

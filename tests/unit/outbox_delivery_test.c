@@ -160,15 +160,12 @@ static st_store *open_store(void)
     return st;
 }
 
-/* One endpoint "hook" on the port (more YAML in extra), fast backoff. */
-static st_outbox *outbox_open(st_store *st, int port, const char *extra)
+/* One endpoint "hook" on the port (more YAML in extra). */
+static void hook_config(int port, const char *extra, st_outbox_config *c)
 {
     char yaml[1024];
     st_cfg_doc *doc = NULL;
-    st_outbox_config c;
     st_cfg_error err;
-    struct st_outbox_opts o = {.backoff_base_ms = 100, .backoff_max_ms = 400};
-    st_outbox *ob = NULL;
     snprintf(yaml, sizeof(yaml),
              "webhooks:\n"
              "  - name: hook\n"
@@ -180,10 +177,19 @@ static st_outbox *outbox_open(st_store *st, int port, const char *extra)
              "%s",
              port, extra ? extra : "");
     assert_int_equal(st_cfg_load_string("collector.yaml", yaml, strlen(yaml), &doc, &err), ST_OK);
-    if (st_outbox_config_parse(doc, st_cfg_get(st_cfg_root(doc), "webhooks"), &c, &err) != ST_OK) {
+    if (st_outbox_config_parse(doc, st_cfg_get(st_cfg_root(doc), "webhooks"), c, &err) != ST_OK) {
         fail_msg("%s", err.msg);
     }
     st_cfg_doc_free(doc);
+}
+
+/* An outbox with hook_config's endpoint, fast backoff. */
+static st_outbox *outbox_open(st_store *st, int port, const char *extra)
+{
+    st_outbox_config c;
+    struct st_outbox_opts o = {.backoff_base_ms = 100, .backoff_max_ms = 400};
+    st_outbox *ob = NULL;
+    hook_config(port, extra, &c);
     assert_int_equal(st_outbox_new(st, &c, &o, &ob), ST_OK);
     assert_int_equal(st_outbox_start(ob), ST_OK);
     return ob;
@@ -312,6 +318,42 @@ static void test_delivered_signed(void **state)
     st_outbox_free(ob);
     st_store_close(st);
     receiver_stop(rp);
+    json_decref(f);
+    json_decref(g);
+}
+
+/* SIGHUP: new endpoints take over at once; what was delivered stays so. */
+static void test_reconfigure(void **state)
+{
+    int pa = free_port();
+    int pb = free_port();
+    pid_t ra = receiver_start(pa, SECRET, NULL);
+    pid_t rb = receiver_start(pb, SECRET, NULL);
+    st_store *st = open_store();
+    st_outbox *ob = outbox_open(st, pa, NULL);
+    json_t *f = finding("r1");
+    json_t *g = finding("r2");
+    json_t *s;
+    st_outbox_config c;
+    (void)state;
+    assert_int_equal(st_outbox_dispatch(ob, f), ST_OK);
+    json_decref(wait_status(st, "r1", "delivered"));
+    hook_config(pb, NULL, &c);
+    assert_int_equal(st_outbox_reconfigure(ob, &c), ST_OK);
+    assert_int_equal(c.n, 0); /* taken over */
+    assert_int_equal(st_outbox_dispatch(ob, g), ST_OK);
+    json_decref(wait_status(st, "r2", "delivered"));
+    assert_non_null(s = receiver_stats(pa));
+    assert_int_equal(num(s, "requests"), 1);
+    json_decref(s);
+    assert_non_null(s = receiver_stats(pb));
+    assert_int_equal(num(s, "requests"), 1);
+    assert_int_equal(num(s, "bad_signatures"), 0);
+    json_decref(s);
+    st_outbox_free(ob);
+    st_store_close(st);
+    receiver_stop(ra);
+    receiver_stop(rb);
     json_decref(f);
     json_decref(g);
 }
@@ -680,11 +722,11 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_delivered_signed), cmocka_unit_test(test_retry_after_500),
-        cmocka_unit_test(test_receiver_down),    cmocka_unit_test(test_stop_before_ack),
-        cmocka_unit_test(test_redirect_refused), cmocka_unit_test(test_404_not_retried),
-        cmocka_unit_test(test_max_age),          cmocka_unit_test(test_retry_after_header),
-        cmocka_unit_test(test_route_deliveries),
+        cmocka_unit_test(test_delivered_signed),   cmocka_unit_test(test_reconfigure),
+        cmocka_unit_test(test_retry_after_500),    cmocka_unit_test(test_receiver_down),
+        cmocka_unit_test(test_stop_before_ack),    cmocka_unit_test(test_redirect_refused),
+        cmocka_unit_test(test_404_not_retried),    cmocka_unit_test(test_max_age),
+        cmocka_unit_test(test_retry_after_header), cmocka_unit_test(test_route_deliveries),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, setup, teardown);
