@@ -1,0 +1,820 @@
+/* query_bench: query latency over a fleet-sized store, and the store's bytes
+ * per sample. It loads a store in process (frames applied as the writer
+ * does, no network), builds the rollups, times GET /v1/query's engine
+ * (st_query_parse + st_query_run) and measures what each resolution costs
+ * on disk. It prints figures; it asserts nothing. See BENCHMARKS.md.
+ *
+ * Stores are opened with no_sync (MDB_NOSYNC) to load fast: durability does
+ * not change what a query reads or how many bytes a sample takes. */
+#include "err.h"
+#include "frame.h"
+#include "query.h"
+#include "sketch.h"
+#include "store.h"
+#include "timeutil.h"
+#include "util.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MIN_MS 60000LL
+#define HOUR_MS 3600000LL
+#define DAY_MS 86400000LL
+#define T0 1800000000000LL /* 2027-01-15T08:00:00Z, on an hour */
+#define NSER 3
+#define POOL 64
+#define LAT_PER_POINT 50
+#define MAX_FRAME_POINTS 360
+#define MAX_RUNS 100000
+#define MAX_SHAPES 8
+#define LMDB_NODE 10       /* leaf node header (8) + its slot in the page index (2) */
+#define LMDB_MAX_NODE 2040 /* larger values go to overflow pages (4 KiB pages) */
+#define PAGE 4096
+#define POINT_KEY 16
+#define ROLLUP_KEY 13
+
+/* ---- options ---- */
+
+struct shape {
+    int64_t interval_ms; /* between points */
+    int points;          /* points per series per frame */
+};
+
+struct opts {
+    int hosts;
+    int minutes; /* of data, from T0 */
+    struct shape shape;
+    int batch; /* frames per transaction */
+    int runs;
+    double budget_s; /* per query case */
+    const char *dir;
+    int size_hosts; /* the shape sweep's fleet */
+    struct shape shapes[MAX_SHAPES];
+    int nshapes;
+    bool compare_main; /* the fleet store too is compared with a no_rollups one */
+};
+
+/* ---- frames ---- */
+
+/* One host's frame, reused for every flush: the store copies what it keeps. */
+struct host {
+    Strata__V1__Frame f;
+    Strata__V1__Agent agent;
+    Strata__V1__Series s[NSER];
+    Strata__V1__Series *sp[NSER];
+    Strata__V1__Label route;
+    Strata__V1__Label *lp[1];
+    uint8_t id[16];
+    char name[32];
+    int64_t iv[2][MAX_FRAME_POINTS];
+    Strata__V1__Sketch *sk[MAX_FRAME_POINTS];
+};
+
+static Strata__V1__Sketch pool[POOL];
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static double rng_unit(uint64_t *s)
+{
+    return (double)(rng_next(s) >> 11) / 9007199254740992.0;
+}
+
+/* POOL sketches of LAT_PER_POINT latencies each, log-normal around 30..130
+ * ms: what one 10 s point of a busy route holds. Hosts share them. */
+static int pool_build(void)
+{
+    uint64_t r = 0x9e3779b97f4a7c15ULL;
+    for (int i = 0; i < POOL; i++) {
+        st_sketch *sk;
+        double base = 0.03 + 0.1 * (double)i / POOL;
+        int rv = st_sketch_new(0, &sk);
+        for (int k = 0; rv == ST_OK && k < LAT_PER_POINT; k++) {
+            double g = rng_unit(&r) + rng_unit(&r) + rng_unit(&r) - 1.5;
+            rv = st_sketch_insert(sk, base * exp(0.8 * g));
+        }
+        strata__v1__sketch__init(&pool[i]);
+        rv = rv == ST_OK ? st_sketch_to_proto(sk, &pool[i]) : rv;
+        st_sketch_free(sk);
+        if (rv != ST_OK) {
+            return rv;
+        }
+    }
+    return ST_OK;
+}
+
+static void host_init(struct host *h, int idx)
+{
+    static const char *const names[NSER] = {"http.server.duration", "http.server.requests",
+                                            "host.cpu.utilization"};
+    static const int kinds[NSER] = {STRATA__V1__KIND__DISTRIBUTION, STRATA__V1__KIND__COUNTER,
+                                    STRATA__V1__KIND__GAUGE};
+    static const char *const units[NSER] = {"s", "", "1"};
+    memset(h, 0, sizeof(*h));
+    strata__v1__frame__init(&h->f);
+    strata__v1__agent__init(&h->agent);
+    strata__v1__label__init(&h->route);
+    snprintf(h->name, sizeof(h->name), "app-%04d", idx);
+    memcpy(h->id, &idx, sizeof(idx));
+    h->id[15] = 0x5a;
+    h->agent.host = h->name;
+    h->agent.role = STRATA__V1__ROLE__APP;
+    h->route.key = "route";
+    h->route.value = "/api";
+    h->lp[0] = &h->route;
+    h->f.agent_id.data = h->id;
+    h->f.agent_id.len = 16;
+    h->f.agent = &h->agent;
+    h->f.series = h->sp;
+    h->f.n_series = NSER;
+    for (int i = 0; i < NSER; i++) {
+        Strata__V1__Series *s = &h->s[i];
+        strata__v1__series__init(s);
+        s->name = (char *)names[i];
+        s->unit = (char *)units[i];
+        s->kind = kinds[i];
+        s->layer = STRATA__V1__LAYER__INFRASTRUCTURE;
+        if (i < 2) {
+            s->labels = h->lp;
+            s->n_labels = 1;
+        }
+        h->sp[i] = s;
+    }
+    h->s[0].sketches = h->sk;
+    h->s[1].ivalues = h->iv[0];
+    h->s[2].ivalues = h->iv[1];
+    h->s[2].scale = 4;
+}
+
+/* Fills the host's frame for the points from t; returns the samples. */
+static uint64_t host_fill(struct host *h, int idx, const struct shape *sh, int64_t t)
+{
+    uint64_t r = (uint64_t)(t / sh->interval_ms) * 2654435761ULL + (uint64_t)idx * 40503ULL + 1;
+    int64_t prev_req = 0;
+    int64_t prev_cpu = 0;
+    h->f.seq++;
+    h->f.sent_unix_ms = t + sh->interval_ms * sh->points;
+    for (int i = 0; i < NSER; i++) {
+        h->s[i].start_unix_ms = t;
+        h->s[i].interval_ms = (uint32_t)sh->interval_ms;
+    }
+    h->s[0].n_sketches = (size_t)sh->points;
+    h->s[1].n_ivalues = (size_t)sh->points;
+    h->s[2].n_ivalues = (size_t)sh->points;
+    for (int p = 0; p < sh->points; p++) {
+        int64_t req = (int64_t)(sh->interval_ms / 20) + (int64_t)(rng_next(&r) % 64);
+        int64_t cpu = 2000 + (int64_t)(idx % 40) * 100 + (int64_t)(rng_next(&r) % 500);
+        h->sk[p] = &pool[(rng_next(&r) >> 7) % POOL];
+        h->iv[0][p] = req - prev_req; /* ivalues are deltas */
+        h->iv[1][p] = cpu - prev_cpu;
+        prev_req = req;
+        prev_cpu = cpu;
+    }
+    return (uint64_t)NSER * (uint64_t)sh->points;
+}
+
+/* ---- loading ---- */
+
+struct loaded {
+    st_store *st;
+    uint64_t samples;
+    uint64_t frames;
+    double load_s;
+    double build_s;
+    int slices;
+    int64_t now;
+    int64_t end;
+    struct st_store_stats stats;
+};
+
+static int apply_frame(st_store_txn *t, const st_frame *f, int64_t now)
+{
+    bool dup = false;
+    int rv = st_store_apply(t, f, now, &dup);
+    return rv == ST_OK && dup ? ST_EINVAL : rv;
+}
+
+static int load_fleet(st_store *st, const struct opts *o, const struct shape *sh, int hosts,
+                      struct loaded *ld)
+{
+    struct host *hs = calloc((size_t)hosts, sizeof(*hs));
+    st_store_txn *t = NULL;
+    int64_t step = sh->interval_ms * sh->points;
+    int inb = 0;
+    int rv = hs != NULL ? ST_OK : ST_ENOMEM;
+    for (int h = 0; h < hosts && rv == ST_OK; h++) {
+        host_init(&hs[h], h);
+    }
+    ld->end = T0 + (int64_t)o->minutes * MIN_MS;
+    for (int64_t ts = T0; ts < ld->end && rv == ST_OK; ts += step) {
+        for (int h = 0; h < hosts && rv == ST_OK; h++) {
+            ld->samples += host_fill(&hs[h], h, sh, ts);
+            if (t == NULL && (rv = st_store_begin(st, &t)) != ST_OK) {
+                break;
+            }
+            rv = apply_frame(t, &hs[h].f, ts + step);
+            ld->frames++;
+            if (rv == ST_OK && ++inb >= o->batch) {
+                rv = st_store_commit(t);
+                t = NULL;
+                inb = 0;
+            }
+        }
+    }
+    if (t != NULL) {
+        rv = rv == ST_OK ? st_store_commit(t) : (st_store_abort(t), rv);
+    }
+    free(hs);
+    return rv;
+}
+
+/* Runs the builder to completion at the store's clock. */
+static int build_rollups(st_store *st, struct loaded *ld)
+{
+    bool more = true;
+    int rv = ST_OK;
+    while (more && rv == ST_OK) {
+        rv = st_store_maintain(st, ld->now, 1000, &more);
+        ld->slices++;
+    }
+    return rv;
+}
+
+static int open_load(const struct opts *o, const struct shape *sh, int hosts, bool no_rollups,
+                     const char *dir, struct loaded *ld)
+{
+    struct st_store_opts so = {.dir = dir,
+                               .map_size = 64ULL << 30,
+                               .max_map_size = 1ULL << 40,
+                               .no_sync = true,
+                               .no_rollups = no_rollups};
+    int64_t t0;
+    int rv;
+    memset(ld, 0, sizeof(*ld));
+    if ((rv = st_store_open(&so, &ld->st)) != ST_OK) {
+        return rv;
+    }
+    t0 = st_time_mono_ns();
+    rv = load_fleet(ld->st, o, sh, hosts, ld);
+    ld->load_s = (double)(st_time_mono_ns() - t0) / 1e9;
+    /* A little past the last point: the last minutes are still open, as
+     * they would be on a live collector. */
+    ld->now = ld->end + 5123;
+    t0 = st_time_mono_ns();
+    rv = rv == ST_OK ? build_rollups(ld->st, ld) : rv;
+    ld->build_s = (double)(st_time_mono_ns() - t0) / 1e9;
+    return rv == ST_OK ? st_store_stats(ld->st, &ld->stats) : rv;
+}
+
+/* ---- bytes per resolution ---- */
+
+/* Entries and their bytes per metric ([NSER]: all) and resolution. */
+struct sizes {
+    uint64_t entries[NSER + 1][4];
+    uint64_t payload[NSER + 1][4]; /* key + value + LMDB node, overflow pages whole */
+    int cur;                       /* the metric being scanned */
+};
+
+static const char *const metric_names[NSER] = {"http.server.duration", "http.server.requests",
+                                               "host.cpu.utilization"};
+static const char *const kind_names[NSER + 1] = {"distribution", "counter", "gauge", "all"};
+
+static uint64_t entry_bytes(size_t key, size_t val)
+{
+    if (key + val + 8 > LMDB_MAX_NODE) {
+        return LMDB_NODE + key + 8 + ((val + 16 + PAGE - 1) / PAGE) * PAGE;
+    }
+    return LMDB_NODE + key + val;
+}
+
+static void size_add(struct sizes *z, int res, uint64_t bytes)
+{
+    z->entries[z->cur][res]++;
+    z->payload[z->cur][res] += bytes;
+    z->entries[NSER][res]++;
+    z->payload[NSER][res] += bytes;
+}
+
+static int size_series(void *arg, const st_scan_series *s)
+{
+    (void)arg;
+    (void)s;
+    return 1;
+}
+
+static int size_block(void *arg, const st_scan_series *s, const Strata__V1__Series *b)
+{
+    (void)s;
+    size_add(arg, ST_RES_RAW, entry_bytes(POINT_KEY, strata__v1__series__get_packed_size(b)));
+    return ST_OK;
+}
+
+static int size_rollup(void *arg, const st_scan_series *s, const Strata__V1__RollupBlock *b)
+{
+    int res = b->bucket_ms == 10000 ? ST_RES_10S : (b->bucket_ms == 60000 ? ST_RES_1M : ST_RES_1H);
+    (void)s;
+    size_add(arg, res, entry_bytes(ROLLUP_KEY, strata__v1__rollup_block__get_packed_size(b)));
+    return ST_OK;
+}
+
+static int measure_sizes(st_store *st, struct sizes *z)
+{
+    st_scan_cb cb = {size_series, size_block, z, size_rollup};
+    int rv = ST_OK;
+    memset(z, 0, sizeof(*z));
+    for (z->cur = 0; z->cur < NSER && rv == ST_OK; z->cur++) {
+        rv = st_store_scan(st, metric_names[z->cur], NULL, 0, 0, INT64_MAX, &cb);
+        for (int r = ST_RES_10S; r <= ST_RES_1H && rv == ST_OK; r++) {
+            rv = st_store_scan_rollups(st, metric_names[z->cur], NULL, 0, (enum st_res)r, 0,
+                                       INT64_MAX, &cb);
+        }
+    }
+    return rv;
+}
+
+/* ---- queries ---- */
+
+struct qcase {
+    const char *name;
+    const char *by;
+    const char *step;
+    int64_t from;
+    int64_t to;
+};
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/* Nearest-rank percentile of sorted v[n]. */
+static double pct(const double *v, int n, double p)
+{
+    int k = (int)ceil(p * n) - 1;
+    return v[k < 0 ? 0 : (k >= n ? n - 1 : k)];
+}
+
+static int run_query(st_store *st, const struct qcase *c, int64_t now, char *res, size_t reslen,
+                     size_t *groups)
+{
+    st_qparam p[6];
+    char from[32];
+    char to[32];
+    size_t n = 0;
+    st_query q;
+    json_t *out = NULL;
+    char err[256];
+    int rv;
+    snprintf(from, sizeof(from), "%" PRId64, c->from);
+    snprintf(to, sizeof(to), "%" PRId64, c->to);
+    p[n++] = (st_qparam){"metric", "http.server.duration"};
+    p[n++] = (st_qparam){"agg", "p95"};
+    p[n++] = (st_qparam){"from", from};
+    p[n++] = (st_qparam){"to", to};
+    if (c->by != NULL) {
+        p[n++] = (st_qparam){"by", c->by};
+    }
+    if (c->step != NULL) {
+        p[n++] = (st_qparam){"step", c->step};
+    }
+    if ((rv = st_query_parse(p, n, now, &q, err, sizeof(err))) != ST_OK) {
+        fprintf(stderr, "query_bench: %s: %s\n", c->name, err);
+        return rv;
+    }
+    rv = st_query_run(st, &q, &out, err, sizeof(err));
+    st_query_release(&q);
+    if (rv != ST_OK) {
+        fprintf(stderr, "query_bench: %s: %s\n", c->name, err);
+        return rv;
+    }
+    if (res != NULL) {
+        snprintf(res, reslen, "%s", json_string_value(json_object_get(out, "resolution")));
+        *groups = json_array_size(json_object_get(out, "series"));
+    }
+    json_decref(out);
+    return ST_OK;
+}
+
+/* CPU time of this thread: tells a slow run from a descheduled one on a
+ * shared machine. */
+static int64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int time_case(st_store *st, const struct opts *o, const struct qcase *c, int64_t now)
+{
+    double *ms = calloc((size_t)o->runs, sizeof(double));
+    double *cpu = calloc((size_t)o->runs, sizeof(double));
+    char res[16] = "";
+    size_t groups = 0;
+    int n = 0;
+    int64_t start = st_time_mono_ns();
+    int rv =
+        ms != NULL && cpu != NULL ? run_query(st, c, now, res, sizeof(res), &groups) : ST_ENOMEM;
+    while (rv == ST_OK && n < o->runs &&
+           (n < 10 || (double)(st_time_mono_ns() - start) / 1e9 < o->budget_s)) {
+        int64_t t0 = st_time_mono_ns();
+        int64_t c0 = cpu_ns();
+        rv = run_query(st, c, now, NULL, 0, NULL);
+        cpu[n] = (double)(cpu_ns() - c0) / 1e6;
+        ms[n++] = (double)(st_time_mono_ns() - t0) / 1e6;
+    }
+    if (rv == ST_OK) {
+        qsort(ms, (size_t)n, sizeof(double), cmp_double);
+        qsort(cpu, (size_t)n, sizeof(double), cmp_double);
+        printf("  %-37s %-3s %4zu series %4d runs: p50 %8.2f ms  p99 %8.2f ms  max %8.2f ms  "
+               "(CPU p50 %7.2f, p99 %7.2f ms)\n",
+               c->name, res, groups, n, pct(ms, n, 0.5), pct(ms, n, 0.99), ms[n - 1],
+               pct(cpu, n, 0.5), pct(cpu, n, 0.99));
+        printf("RESULT query case=\"%s\" resolution=%s series=%zu runs=%d p50_ms=%.3f "
+               "p99_ms=%.3f max_ms=%.3f cpu_p50_ms=%.3f cpu_p99_ms=%.3f\n",
+               c->name, res, groups, n, pct(ms, n, 0.5), pct(ms, n, 0.99), ms[n - 1],
+               pct(cpu, n, 0.5), pct(cpu, n, 0.99));
+    }
+    free(ms);
+    free(cpu);
+    return rv;
+}
+
+static int bench_queries(const struct opts *o, const struct loaded *ld)
+{
+    int64_t hour_end = ld->end - ld->end % HOUR_MS;
+    int64_t live = ld->end - 22877; /* a wall-clock "now": no boundary */
+    int64_t live_min = live - live % MIN_MS;
+    struct qcase cases[] = {
+        {"fleet p95, last full hour", NULL, NULL, hour_end - HOUR_MS, hour_end},
+        {"by=host p95, last full hour", "host", NULL, hour_end - HOUR_MS, hour_end},
+        {"by=host p95 step=1m, last full hour", "host", "1m", hour_end - HOUR_MS, hour_end},
+        {"fleet p95, last 60 min (to=minute)", NULL, NULL, live_min - HOUR_MS, live_min},
+        {"by=host p95, last 60 min (to=minute)", "host", NULL, live_min - HOUR_MS, live_min},
+        {"fleet p95, last 60 min (to=now ms)", NULL, NULL, live - HOUR_MS, live},
+        {"by=host p95, last 60 min (to=now ms)", "host", NULL, live - HOUR_MS, live},
+    };
+    int rv = ST_OK;
+    printf("== query latency: metric=http.server.duration agg=p95 over %d hosts (parse + run + "
+           "free of the JSON answer; serialising it is not included); up to %d runs or %.0f s "
+           "per case\n",
+           o->hosts, o->runs, o->budget_s);
+    for (size_t i = 0; i < ST_ARRAY_LEN(cases) && rv == ST_OK; i++) {
+        rv = time_case(ld->st, o, &cases[i], live);
+    }
+    printf("[target: p99 <= 20 ms for the 1 h p95 of one metric across 1,000 hosts]\n\n");
+    return rv;
+}
+
+/* ---- reporting store size ---- */
+
+static void print_load(const char *what, const struct loaded *ld)
+{
+    printf("  %s: %" PRIu64 " frames, %" PRIu64 " samples loaded in %.1f s (%.0f samples/s); "
+           "builder %.1f s in %d slices; %" PRIu64 " series, %" PRIu64 " point blocks, %" PRIu64
+           " rollup entries; used %.1f MiB, file %.1f MiB\n",
+           what, ld->frames, ld->samples, ld->load_s, (double)ld->samples / ld->load_s, ld->build_s,
+           ld->slices, ld->stats.series, ld->stats.point_blocks, ld->stats.rollup_entries,
+           (double)ld->stats.used_bytes / 1048576.0, (double)ld->stats.file_bytes / 1048576.0);
+}
+
+/* Bytes per series per day of each resolution for metric m, from what the
+ * store holds over the span each resolution was built for. */
+static void per_day(const struct sizes *z, int m, const struct loaded *ld, double series,
+                    double out[4])
+{
+    double days[4];
+    days[ST_RES_RAW] = (double)(ld->end - T0) / DAY_MS;
+    days[ST_RES_10S] = (double)(ld->stats.wm_1m - T0) / DAY_MS;
+    days[ST_RES_1M] = days[ST_RES_10S];
+    days[ST_RES_1H] = (double)(ld->stats.wm_1h - T0) / DAY_MS;
+    for (int r = 0; r < 4; r++) {
+        out[r] = days[r] > 0 ? (double)z->payload[m][r] / series / days[r] : 0;
+    }
+}
+
+/* The steady state of the default retention per series: the per-day bytes
+ * of each resolution times the days it is kept (raw 2, 10s 2, 1m 30, 1h
+ * 400), each scaled by the LMDB overhead measured on this store (page
+ * fill, branch pages); divided by the raw samples a series holds (2 days). */
+static void project(const char *label, const char *kind, const struct shape *sh,
+                    const double day[4], double f_raw, double f_roll)
+{
+    static const double keep[4] = {2, 2, 30, 400};
+    double held = 2.0 * (double)DAY_MS / (double)sh->interval_ms;
+    double part[4];
+    double total = 0;
+    for (int r = 0; r < 4; r++) {
+        part[r] = day[r] * keep[r] * (r == ST_RES_RAW ? f_raw : f_roll);
+        total += part[r];
+    }
+    printf("    %-12s raw %6.0f B/d x2 d = %7.0f KiB | 10s %6.0f B/d x2 d = %6.0f KiB | 1m "
+           "%6.0f B/d x30 d = %6.0f KiB | 1h %5.0f B/d x400 d = %5.0f KiB | %7.0f KiB / %.0f "
+           "samples = %6.2f B/sample (raw %.2f + rollups %.2f)\n",
+           kind, day[0], part[0] / 1024, day[1], part[1] / 1024, day[2], part[2] / 1024, day[3],
+           part[3] / 1024, total / 1024, held, total / held, part[0] / held,
+           (total - part[0]) / held);
+    printf("RESULT steady label=%s kind=%s interval_ms=%" PRId64 " points_per_frame=%d "
+           "bytes_per_sample=%.3f raw_part=%.3f rollup_part=%.3f kib_per_series=%.1f\n",
+           label, kind, sh->interval_ms, sh->points, total / held, part[0] / held,
+           (total - part[0]) / held, total / 1024);
+}
+
+static void report_entries(const struct sizes *z)
+{
+    static const char *const names[4] = {"raw", "10s", "1m", "1h"};
+    for (int r = 0; r < 4; r++) {
+        printf("    %-3s %10" PRIu64 " entries, %8.2f MiB; B/entry (key + value + node):", names[r],
+               z->entries[NSER][r], (double)z->payload[NSER][r] / 1048576.0);
+        for (int m = 0; m <= NSER; m++) {
+            printf(" %s %.1f", kind_names[m],
+                   z->entries[m][r] ? (double)z->payload[m][r] / (double)z->entries[m][r] : 0.0);
+        }
+        printf("\n");
+    }
+}
+
+static void report_sizes(const char *label, const struct shape *sh, const struct loaded *with,
+                         const struct loaded *without, const struct sizes *z, int hosts)
+{
+    const uint64_t *pl = z->payload[NSER];
+    double roll = (double)(pl[ST_RES_10S] + pl[ST_RES_1M] + pl[ST_RES_1H]);
+    /* Without a no_rollups store to tell them apart, one factor for all. */
+    double f_all = (double)with->stats.used_bytes / ((double)pl[ST_RES_RAW] + roll);
+    double f_raw = without != NULL && pl[0] > 0
+                       ? (double)without->stats.used_bytes / (double)pl[ST_RES_RAW]
+                       : f_all;
+    double f_roll =
+        without != NULL && roll > 0
+            ? ((double)with->stats.used_bytes - (double)without->stats.used_bytes) / roll
+            : f_all;
+    double n = (double)with->samples;
+    printf("  %s: %.0f samples of %" PRId64 " ms, %d per frame: with rollups used %.2f B/sample "
+           "(file %.2f)",
+           label, n, sh->interval_ms, sh->points, (double)with->stats.used_bytes / n,
+           (double)with->stats.file_bytes / n);
+    if (without != NULL) {
+        printf("; no_rollups used %.2f B/sample (file %.2f): rollups are %.0f %% of the store",
+               (double)without->stats.used_bytes / n, (double)without->stats.file_bytes / n,
+               100.0 * (1.0 - (double)without->stats.used_bytes / (double)with->stats.used_bytes));
+    }
+    printf("\n");
+    report_entries(z);
+    printf("    LMDB overhead over the entry bytes (used bytes / entry bytes): raw x%.2f, "
+           "rollups x%.2f\n",
+           f_raw, f_roll);
+    printf("RESULT store label=%s samples=%.0f used_per_sample=%.3f file_per_sample=%.3f", label, n,
+           (double)with->stats.used_bytes / n, (double)with->stats.file_bytes / n);
+    if (without != NULL) {
+        printf(" norollup_used_per_sample=%.3f norollup_file_per_sample=%.3f",
+               (double)without->stats.used_bytes / n, (double)without->stats.file_bytes / n);
+    }
+    printf("\n    steady state with the default retention, per series:\n");
+    for (int m = 0; m <= NSER; m++) {
+        double day[4];
+        per_day(z, m, with, (double)hosts * (m == NSER ? NSER : 1), day);
+        project(label, kind_names[m], sh, day, f_raw, f_roll);
+    }
+}
+
+/* ---- main ---- */
+
+static int rm_rf(const char *dir)
+{
+    char cmd[4200];
+    if (snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir) >= (int)sizeof(cmd)) {
+        return ST_EINVAL;
+    }
+    return system(cmd) == 0 ? ST_OK : ST_EIO;
+}
+
+/* Loads a fleet into a store with rollups (and one without when asked),
+ * reports its bytes; *keep gets the rollups store when not NULL. */
+static int size_run(const struct opts *o, const char *label, const struct shape *sh, int hosts,
+                    bool cmp, struct loaded *keep)
+{
+    char d1[4096];
+    char d2[4096];
+    struct loaded with;
+    struct loaded without;
+    struct sizes z;
+    int rv;
+    snprintf(d1, sizeof(d1), "%s/%s-rollups", o->dir, label);
+    snprintf(d2, sizeof(d2), "%s/%s-norollups", o->dir, label);
+    rm_rf(d1);
+    rm_rf(d2);
+    memset(&without, 0, sizeof(without));
+    if ((rv = open_load(o, sh, hosts, false, d1, &with)) != ST_OK) {
+        fprintf(stderr, "query_bench: loading %s: %s\n", d1, st_strerror(rv));
+        return rv;
+    }
+    print_load("with rollups", &with);
+    if (cmp && (rv = open_load(o, sh, hosts, true, d2, &without)) != ST_OK) {
+        fprintf(stderr, "query_bench: loading %s: %s\n", d2, st_strerror(rv));
+        st_store_close(with.st);
+        return rv;
+    }
+    if (cmp) {
+        print_load("no_rollups  ", &without);
+    }
+    rv = measure_sizes(with.st, &z);
+    if (rv == ST_OK) {
+        report_sizes(label, sh, &with, cmp ? &without : NULL, &z, hosts);
+    }
+    st_store_close(without.st);
+    rm_rf(d2);
+    if (keep != NULL && rv == ST_OK) {
+        *keep = with;
+        return ST_OK;
+    }
+    st_store_close(with.st);
+    rm_rf(d1);
+    return rv;
+}
+
+static int parse_shape(const char *s, struct shape *out)
+{
+    /* "10000x1": interval ms x points per frame */
+    char buf[64];
+    char *x;
+    int64_t iv;
+    int64_t pts;
+    snprintf(buf, sizeof(buf), "%s", s);
+    if ((x = strchr(buf, 'x')) == NULL) {
+        return ST_EINVAL;
+    }
+    *x = '\0';
+    if (st_parse_i64(buf, &iv) != ST_OK || st_parse_i64(x + 1, &pts) != ST_OK || iv < 1000 ||
+        iv > 60000 || pts < 1 || pts > MAX_FRAME_POINTS) {
+        return ST_EINVAL;
+    }
+    out->interval_ms = iv;
+    out->points = (int)pts;
+    return ST_OK;
+}
+
+static int parse_shapes(const char *list, struct opts *o)
+{
+    const char *p = list;
+    o->nshapes = 0;
+    while (*p != '\0') {
+        size_t n = strcspn(p, ",");
+        char one[64];
+        if (n >= sizeof(one) || o->nshapes >= MAX_SHAPES) {
+            return ST_EINVAL;
+        }
+        memcpy(one, p, n);
+        one[n] = '\0';
+        if (parse_shape(one, &o->shapes[o->nshapes++]) != ST_OK) {
+            return ST_EINVAL;
+        }
+        p += n + (p[n] == ',');
+    }
+    return ST_OK;
+}
+
+static int int_arg(const char *s, int lo, int hi, int *out)
+{
+    int64_t v;
+    if (st_parse_i64(s, &v) != ST_OK || v < lo || v > hi) {
+        return ST_EINVAL;
+    }
+    *out = (int)v;
+    return ST_OK;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: query_bench [--dir DIR] [--hosts 1000] [--minutes 130] [--shape 10000x1]\n"
+            "                   [--batch 200] [--runs 200] [--budget 20] [--compare-main]\n"
+            "                   [--size-hosts 50] [--size-shapes 10000x1,10000x6,1000x10]\n"
+            "  shape: point interval in ms x points per series per frame\n");
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+    static const struct option lo[] = {{"dir", 1, 0, 'd'},
+                                       {"hosts", 1, 0, 'h'},
+                                       {"minutes", 1, 0, 'm'},
+                                       {"shape", 1, 0, 's'},
+                                       {"batch", 1, 0, 'b'},
+                                       {"runs", 1, 0, 'r'},
+                                       {"budget", 1, 0, 'B'},
+                                       {"size-hosts", 1, 0, 'H'},
+                                       {"size-shapes", 1, 0, 'S'},
+                                       {"compare-main", 0, 0, 'n'},
+                                       {0, 0, 0, 0}};
+    int c;
+    int rv = ST_OK;
+    while (rv == ST_OK && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            o->dir = optarg;
+            break;
+        case 'h':
+            rv = int_arg(optarg, 1, 100000, &o->hosts);
+            break;
+        case 'm':
+            rv = int_arg(optarg, 62, 60 * 24 * 3, &o->minutes);
+            break;
+        case 's':
+            rv = parse_shape(optarg, &o->shape);
+            break;
+        case 'b':
+            rv = int_arg(optarg, 1, 100000, &o->batch);
+            break;
+        case 'r':
+            rv = int_arg(optarg, 10, MAX_RUNS, &o->runs);
+            break;
+        case 'B':
+            rv = st_parse_double(optarg, &o->budget_s);
+            break;
+        case 'H':
+            rv = int_arg(optarg, 0, 100000, &o->size_hosts);
+            break;
+        case 'S':
+            rv = parse_shapes(optarg, o);
+            break;
+        case 'n':
+            o->compare_main = true;
+            break;
+        default:
+            rv = ST_EINVAL;
+        }
+    }
+    return rv;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {.hosts = 1000,
+                     .minutes = 130,
+                     .shape = {10000, 1},
+                     .batch = 200,
+                     .runs = 200,
+                     .budget_s = 8,
+                     .dir = NULL,
+                     .size_hosts = 50,
+                     .compare_main = false};
+    char tmp[] = "/tmp/query_bench.XXXXXX";
+    struct loaded main_store;
+    int rv;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress as it comes, when piped */
+    if (parse_shapes("10000x1,10000x6,1000x10", &o) != ST_OK ||
+        parse_args(argc, argv, &o) != ST_OK) {
+        usage();
+        return 2;
+    }
+    if (o.dir == NULL && (o.dir = mkdtemp(tmp)) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    if ((rv = pool_build()) != ST_OK) {
+        fprintf(stderr, "query_bench: sketches: %s\n", st_strerror(rv));
+        return 1;
+    }
+    printf("== store: %d hosts x %d series (http.server.duration{route} distribution of %d "
+           "latencies per point, http.server.requests{route} counter, host.cpu.utilization "
+           "gauge), %d min of %" PRId64 " ms points, %d per frame, %d frames per transaction, "
+           "no_sync; builder run to completion at the end\n",
+           o.hosts, NSER, LAT_PER_POINT, o.minutes, o.shape.interval_ms, o.shape.points, o.batch);
+    if ((rv = size_run(&o, "fleet", &o.shape, o.hosts, o.compare_main, &main_store)) != ST_OK) {
+        return 1;
+    }
+    printf("\n");
+    rv = bench_queries(&o, &main_store);
+    st_store_close(main_store.st);
+    {
+        char d[4200];
+        snprintf(d, sizeof(d), "%s/fleet-rollups", o.dir);
+        rm_rf(d);
+    }
+    if (rv == ST_OK && o.size_hosts > 0 && o.nshapes > 0) {
+        printf("== store bytes by point shape: %d hosts x %d series, %d min each\n", o.size_hosts,
+               NSER, o.minutes);
+        for (int i = 0; i < o.nshapes && rv == ST_OK; i++) {
+            char label[32];
+            snprintf(label, sizeof(label), "shape%" PRId64 "x%d", o.shapes[i].interval_ms,
+                     o.shapes[i].points);
+            rv = size_run(&o, label, &o.shapes[i], o.size_hosts, true, NULL);
+        }
+        printf("[target: <= 2 bytes per sample at steady state]\n");
+    }
+    if (strcmp(o.dir, tmp) == 0) {
+        rmdir(tmp);
+    }
+    return rv == ST_OK ? 0 : 1;
+}
