@@ -311,6 +311,7 @@ static void reload(struct collector *c, const char *config)
         size_t n = hooks.n;
         if (st_outbox_reconfigure(c->outbox, &hooks) == ST_OK) {
             atomic_store(&c->nwebhooks, n);
+            ST_INFO("main", "SIGHUP: webhooks: %zu endpoint%s", n, n == 1 ? "" : "s");
         }
     }
     st_outbox_config_release(&hooks); /* what was not taken over */

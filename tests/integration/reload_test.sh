@@ -4,8 +4,11 @@
 # duplicating a frame (the collector applied every seq once, nothing
 # dropped). A file that does not load keeps the running configuration and
 # the agent keeps sending. SIGTERM still stops it cleanly afterwards.
+# SIGHUP on the collector while the agent sends: a target and webhooks
+# change, a broken webhook keeps the running ones.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+COLLECTOR_EXTRA_YAML=$'engine:\n  interval: 1s\ntargets:\n  cpu: 70%'
 collector_start
 agent_config 0 reload-host app
 agent_start 0
@@ -47,6 +50,27 @@ grep -q "keeping the running one" "${AGENT_DIR[0]}/agent.log" ||
 seq_now=$(agent_field reload-host seq)
 wait_for 30 "frames after the failed reload" agent_seq_at_least 0 $((seq_now + 3))
 probe_series || fail "the probe series is gone after the failed reload"
+
+# The collector: a target and a webhook change while the agent sends.
+cpu_target() {
+    http /v1/status | jq -e --argjson v "$1" \
+        '[.targets[] | select(.name == "cpu")] | length > 0 and all(.target == $v)' >/dev/null
+}
+wait_for 30 "the cpu target at 70 %" cpu_target 0.7
+CC=$COLLECTOR_DIR/collector.yaml
+cp "$CC" "$T/collector.yaml.orig"
+sed -i 's/^  cpu: 70%$/  cpu: 55%/' "$CC"
+printf 'webhooks:\n  - {name: ops, url: "http://127.0.0.1:9/hook", secret: s3cret}\n' >>"$CC"
+kill -HUP "$COLLECTOR_PID"
+wait_for 30 "the cpu target at 55 % after SIGHUP" cpu_target 0.55
+grep -q "webhooks: 1 endpoint" "$COLLECTOR_DIR/collector.log" ||
+    fail "the collector did not take the webhook on SIGHUP"
+printf '  - {name: ops, url: "ftp://127.0.0.1/x", secret: s}\n' >>"$CC"
+kill -HUP "$COLLECTOR_PID"
+wait_for 10 "the broken webhook to be refused" \
+    grep -q "keeping the running webhooks" "$COLLECTOR_DIR/collector.log"
+proc_alive "$COLLECTOR_PID" || fail "the collector exited on SIGHUP"
+cp "$T/collector.yaml.orig" "$CC"
 
 # Several reloads in a row while frames are in flight, then a clean stop:
 # every frame the agent spooled was applied once.
