@@ -181,13 +181,95 @@ static bool same_keys(const json_t *a, const json_t *b, const char *keys)
     return true;
 }
 
+/* item's values of the comma-separated keys, joined by US (0x1f); false
+ * when they do not fit. */
+static bool key_string(const json_t *item, const char *keys, char *out, size_t cap)
+{
+    const char *p = keys;
+    size_t len = 0;
+    while (*p != '\0') {
+        char key[KEY_MAX];
+        size_t n = strcspn(p, ",");
+        const char *v;
+        size_t vl;
+        if (n >= sizeof(key)) {
+            return false;
+        }
+        memcpy(key, p, n);
+        key[n] = '\0';
+        v = st_rules_label(item, key);
+        vl = strlen(v);
+        if (len + vl + 2 > cap) {
+            return false;
+        }
+        memcpy(out + len, v, vl);
+        len += vl;
+        out[len++] = '\x1f';
+        p += n + (p[n] == ',');
+    }
+    out[len] = '\0';
+    return true;
+}
+
+/* Rules look items of one answer up in another, for every item: past this
+ * many series a hash index (kept in the answer, built once per key list)
+ * replaces the linear search, which is quadratic at fleet size. */
+#define FIND_INDEX_MIN 32
+#define FIND_KEY_MAX 1024
+
+/* 1: *out is the series of item's keys; 0: there is none; -1: the index
+ * cannot tell (a value too long to index), search linearly. */
+static int find_indexed(const json_t *ans, const json_t *arr, const json_t *item, const char *keys,
+                        const json_t **out)
+{
+    char name[KEY_MAX + 8];
+    char k[FIND_KEY_MAX];
+    json_t *idx;
+    const json_t *at;
+    if ((size_t)snprintf(name, sizeof(name), "\x1fidx:%s", keys) >= sizeof(name)) {
+        return -1;
+    }
+    if ((idx = json_object_get(ans, name)) == NULL) {
+        if ((idx = json_object()) == NULL) {
+            return -1;
+        }
+        for (size_t i = json_array_size(arr); i-- > 0;) { /* the first of equals wins */
+            if (!key_string(json_array_get(arr, i), keys, k, sizeof(k))) {
+                json_object_set_new(idx, "", json_true()); /* partial: never a key_string */
+            } else {
+                json_object_set_new(idx, k, json_integer((json_int_t)i));
+            }
+        }
+        /* The answers are the rule's own, read by one thread. */
+        if (json_object_set_new((json_t *)ans, name, idx) != 0) {
+            return -1;
+        }
+    }
+    if (!key_string(item, keys, k, sizeof(k))) {
+        return -1;
+    }
+    if ((at = json_object_get(idx, k)) != NULL) {
+        *out = json_array_get(arr, (size_t)json_integer_value(at));
+        return *out != NULL ? 1 : -1;
+    }
+    return json_object_get(idx, "") != NULL ? -1 : 0;
+}
+
 const json_t *st_rules_find(const json_t *ans, const json_t *item, const char *keys)
 {
     const json_t *arr = st_rules_series(ans);
+    const json_t *x = NULL;
+    int found = -1;
+    if (json_array_size(arr) >= FIND_INDEX_MIN && keys[0] != '\0' && strlen(keys) < KEY_MAX) {
+        found = find_indexed(ans, arr, item, keys, &x);
+    }
+    if (found >= 0) {
+        return x;
+    }
     for (size_t i = 0; i < json_array_size(arr); i++) {
-        const json_t *x = json_array_get(arr, i);
-        if (same_keys(x, item, keys)) {
-            return x;
+        const json_t *y = json_array_get(arr, i);
+        if (same_keys(y, item, keys)) {
+            return y;
         }
     }
     return NULL;

@@ -1202,6 +1202,43 @@ static void test_bandwidth_at_fleet_size(void **state)
     st_candidates_free(&c);
 }
 
+/* st_rules_find over a large answer (the hash index) agrees with a
+ * linear search: found, absent, duplicates (the first wins) and values too
+ * long to index. */
+static void test_find_indexed(void **state)
+{
+    json_t *series = json_array();
+    json_t *ans = json_pack("{s:o}", "series", series);
+    char longv[2000];
+    char h[16];
+    (void)state;
+    memset(longv, 'x', sizeof(longv) - 1);
+    longv[sizeof(longv) - 1] = '\0';
+    for (int i = 0; i < 200; i++) {
+        snprintf(h, sizeof(h), "h%d", i % 100); /* each host twice: first wins */
+        json_array_append_new(series, json_pack("{s:{s:s,s:s},s:i}", "labels", "host", h, "fn",
+                                                i < 100 ? "a" : "b", "value", i));
+    }
+    json_array_append_new(
+        series, json_pack("{s:{s:s,s:s},s:i}", "labels", "host", longv, "fn", "a", "value", 999));
+    for (int round = 0; round < 2; round++) { /* building the index, then using it */
+        json_t *q = json_pack("{s:{s:s,s:s}}", "labels", "host", "h42", "fn", "b");
+        json_t *absent = json_pack("{s:{s:s,s:s}}", "labels", "host", "h420", "fn", "a");
+        json_t *lq = json_pack("{s:{s:s,s:s}}", "labels", "host", longv, "fn", "a");
+        assert_int_equal(
+            json_integer_value(json_object_get(st_rules_find(ans, q, "host,fn"), "value")), 142);
+        assert_int_equal(
+            json_integer_value(json_object_get(st_rules_find(ans, q, "host"), "value")), 42);
+        assert_null(st_rules_find(ans, absent, "host,fn"));
+        assert_int_equal(
+            json_integer_value(json_object_get(st_rules_find(ans, lq, "host"), "value")), 999);
+        json_decref(q);
+        json_decref(absent);
+        json_decref(lq);
+    }
+    json_decref(ans);
+}
+
 static void test_stability(void **state)
 {
     fx *x = *state;
@@ -1378,6 +1415,7 @@ int main(void)
         T(test_update_rate),
         T(test_bandwidth),
         T(test_bandwidth_at_fleet_size),
+        T(test_find_indexed),
         T(test_stability),
         T(test_browser_cache),
         T(test_cdn_cache),
