@@ -10,8 +10,8 @@
 typedef struct st_buf {
     uint8_t *data;
     size_t len;
-    size_t cap;    /* allocated */
-    size_t limit;  /* never grows past this; ST_ETOOBIG instead */
+    size_t cap;   /* allocated */
+    size_t limit; /* never grows past this; ST_ETOOBIG instead */
 } st_buf;
 
 /* Starts an empty buffer that may grow to limit bytes. No allocation. */
