@@ -23,6 +23,8 @@ test: build
 
 bench: build
 	./tests/bench/run.sh $(BUILD)
+	./tests/bench/run_query_engine.sh $(BUILD)
+	./tests/bench/agent_all_bench.sh $(BUILD)
 
 install: build
 	cmake --install $(BUILD)
