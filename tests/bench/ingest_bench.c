@@ -815,7 +815,21 @@ static double cpu_seconds_self(void)
 
 static uint64_t backlog(const struct bench *b, int64_t now);
 
-static void take_snap(struct bench *b, struct snap *s)
+/* Reads /metrics into m, stamping when the answer came and how long it
+ * took. */
+static void fetch_metrics(const struct bench *b, struct metrics *m)
+{
+    int64_t t0 = st_time_mono_ns();
+    read_metrics(b->o.metrics_url, m);
+    m->ns = st_time_mono_ns();
+    m->fetch_s = (double)(m->ns - t0) / 1e9;
+}
+
+/* Counters, /proc, and (with_metrics) /metrics. /metrics is not read at
+ * the start of the window: at fleet size the collector may take many
+ * seconds (and a core) to answer it, which would disturb what is measured;
+ * it is read before the first frame instead (run_load). */
+static void take_snap(struct bench *b, struct snap *s, bool with_metrics)
 {
     s->ns = st_time_mono_ns();
     s->ok = atomic_load(&b->c.ok);
@@ -834,11 +848,8 @@ static void take_snap(struct bench *b, struct snap *s)
         s->col_write_bytes = io_write_bytes(b->o.collector_pid);
         read_tasks(b->o.collector_pid, s);
     }
-    {
-        int64_t t0 = st_time_mono_ns();
-        read_metrics(b->o.metrics_url, &s->m);
-        s->m.ns = st_time_mono_ns();
-        s->m.fetch_s = (double)(s->m.ns - t0) / 1e9;
+    if (with_metrics) {
+        fetch_metrics(b, &s->m);
     }
     s->backlog = b->o.pace_max ? 0 : backlog(b, s->ns);
 }
@@ -1290,7 +1301,52 @@ static void report_tasks(const struct snap *s0, const struct snap *s1, double se
     printf("\n");
 }
 
-static void report(struct bench *b, const struct snap *s0, const struct snap *s1)
+/* The collector's own counters from before the first frame (m0) to the
+ * window's end: a cross-check of the acks, and the commit histogram. */
+struct mstats {
+    bool ok;
+    double secs, samples, frames, commits, mean_ms;
+    const char *p50, *p99;
+};
+
+static struct mstats collector_stats(const struct metrics *m0, const struct metrics *m1)
+{
+    struct mstats r = {m0->ok && m1->ok, 0, -1, -1, -1, 0, "n/a", "n/a"};
+    if (!r.ok) {
+        return r;
+    }
+    r.secs = (double)(m1->ns - m0->ns) / 1e9;
+    r.samples = m1->samples - m0->samples;
+    r.frames = m1->frames - m0->frames;
+    r.commits = m1->commit_count - m0->commit_count;
+    r.mean_ms = r.commits > 0 ? 1000.0 * (m1->commit_sum - m0->commit_sum) / r.commits : 0;
+    delta_pct(m0, m1, 0.50, &r.p50);
+    delta_pct(m0, m1, 0.99, &r.p99);
+    return r;
+}
+
+static void report_collector(const struct bench *b, const struct metrics *m0, const struct snap *s1,
+                             const struct mstats *ms)
+{
+    if (!ms->ok) {
+        printf("collector /metrics did not answer (%d s timeout) before the first frame or at the "
+               "window's end\n",
+               METRICS_TIMEOUT_MS / 1000);
+        return;
+    }
+    printf("/metrics answered in %.2f s before the first frame, in %.2f s at the window's end "
+           "(%zu bytes)\n",
+           m0->fetch_s, s1->m.fetch_s, s1->m.body);
+    printf("collector since the first frame (%.0f s): strata_ingest_samples_total %.0f (acked: "
+           "%.0f), %.0f commits (%.1f/s, %.1f frames/commit), commit mean %.2f ms, p50 <= %s s, "
+           "p99 <= %s s\n",
+           ms->secs, ms->samples, (double)s1->ok * (double)b->samples_per_frame, ms->commits,
+           ms->commits / ms->secs, ms->commits > 0 ? ms->frames / ms->commits : 0, ms->mean_ms,
+           ms->p50, ms->p99);
+}
+
+static void report(struct bench *b, const struct metrics *m0, const struct snap *s0,
+                   const struct snap *s1)
 {
     double secs = (double)(s1->ns - s0->ns) / 1e9;
     double frames = (double)(s1->ok - s0->ok);
@@ -1298,24 +1354,13 @@ static void report(struct bench *b, const struct snap *s0, const struct snap *s1
     long hz = sysconf(_SC_CLK_TCK);
     double col_cpu = (double)(s1->col_ticks - s0->col_ticks) / (double)hz;
     double gen_cpu = s1->gen_cpu_s - s0->gen_cpu_s;
-    /* An unanswered /metrics (an overloaded collector) reads as -1. */
-    bool m_ok = s0->m.ok && s1->m.ok;
-    /* The collector's counters are read when /metrics answers, which may
-     * be seconds after the acks were counted: rate them over their own
-     * interval. */
-    double m_secs = m_ok ? (double)(s1->m.ns - s0->m.ns) / 1e9 : 1;
-    double m_samples = m_ok ? (s1->m.samples - s0->m.samples) * secs / m_secs : -secs;
-    double m_commits = m_ok ? s1->m.commit_count - s0->m.commit_count : -1;
-    double mean_ms = m_commits > 0 ? 1000.0 * (s1->m.commit_sum - s0->m.commit_sum) / m_commits : 0;
-    const char *p50 = "n/a";
-    const char *p99 = "n/a";
+    double disk = (double)(s1->col_write_bytes - s0->col_write_bytes);
+    struct mstats ms = collector_stats(m0, &s1->m);
     int pid = b->o.collector_pid;
     long rss = pid > 0 ? status_kb(pid, "VmRSS") : -1;
     long hwm = pid > 0 ? status_kb(pid, "VmHWM") : -1;
     long anon = pid > 0 ? status_kb(pid, "RssAnon") : -1;
     long file = pid > 0 ? status_kb(pid, "RssFile") : -1;
-    delta_pct(&s0->m, &s1->m, 0.50, &p50);
-    delta_pct(&s0->m, &s1->m, 0.99, &p99);
     double offered = b->o.pace_max ? 0
                                    : (double)(b->samples_per_frame * b->o.agents) * 1000.0 /
                                          (double)b->period_ms;
@@ -1327,46 +1372,36 @@ static void report(struct bench *b, const struct snap *s0, const struct snap *s1
                offered, s0->backlog, s1->backlog,
                s1->backlog > s0->backlog + b->o.agents / 2 ? " (falling behind)" : "");
     }
-    if (!m_ok) {
-        printf("collector /metrics did not answer at both ends of the window (%d s timeout)\n",
-               METRICS_TIMEOUT_MS / 1000);
-    }
-    printf("/metrics answered in %.2f s and %.2f s at the window's ends (%zu bytes)\n",
-           s0->m.fetch_s, s1->m.fetch_s, s1->m.body);
-    printf("collector /metrics: %.0f samples/s (strata_ingest_samples_total), %.0f commits "
-           "(%.1f/s, %.1f frames/commit), commit mean %.2f ms, p50 <= %s s, p99 <= %s s\n",
-           m_samples / secs, m_commits, m_commits / secs, m_commits > 0 ? frames / m_commits : 0,
-           mean_ms, p50, p99);
+    report_collector(b, m0, s1, &ms);
     printf("collector CPU %.1f%% of one core, RSS %ld kB (anon %ld, file %ld: the LMDB map), HWM "
            "%ld kB; generator CPU %.1f%%\n",
            100.0 * col_cpu / secs, rss, anon, file, hwm, 100.0 * gen_cpu / secs);
-    printf("collector disk writes %.1f MB/s, %.1f bytes written per sample applied\n",
-           (double)(s1->col_write_bytes - s0->col_write_bytes) / secs / 1e6,
-           samples > 0 ? (double)(s1->col_write_bytes - s0->col_write_bytes) / samples : 0);
+    printf("collector disk writes %.1f MB/s, %.1f bytes written per sample acked\n",
+           disk / secs / 1e6, samples > 0 ? disk / samples : 0);
     printf("dup %" PRIu64 " rejected %" PRIu64 " retry_later %" PRIu64 " errors %" PRIu64
            " agents-out-of-frames %" PRIu64 "\n",
            s1->dup - s0->dup, s1->rejected - s0->rejected, s1->retry - s0->retry,
            s1->errors - s0->errors, (uint64_t)atomic_load(&b->c.exhausted));
-    if (b->o.collector_pid > 0) {
+    if (pid > 0) {
         report_tasks(s0, s1, secs, hz);
     }
-    printf("RESULT agents=%" PRIu64 " series=%" PRIu64 " points=%" PRIu64 " mode=%s secs=%.2f "
-           "frames_per_s=%.1f samples_per_s=%.0f metrics_samples_per_s=%.0f commits_per_s=%.2f "
-           "frames_per_commit=%.1f commit_mean_ms=%.3f commit_p50_le=%s commit_p99_le=%s "
-           "collector_cpu_pct=%.1f collector_rss_kb=%ld collector_anon_kb=%ld collector_hwm_kb=%ld "
-           "gen_cpu_pct=%.1f "
-           "wire_bytes_per_sample=%.3f disk_write_mb_per_s=%.1f rejected=%" PRIu64
-           " errors=%" PRIu64 " exhausted=%" PRIu64 " pace=%s offered_samples_per_s=%.0f"
-           " backlog_start=%" PRIu64 " backlog_end=%" PRIu64 " metrics_fetch_s=%.2f\n",
-           b->o.agents, b->o.series, b->o.points, b->o.live ? "live" : "pre", secs, frames / secs,
-           samples / secs, m_samples / secs, m_commits / secs,
-           m_commits > 0 ? frames / m_commits : 0, mean_ms, p50, p99, 100.0 * col_cpu / secs, rss,
-           anon, hwm, 100.0 * gen_cpu / secs,
+    printf("RESULT agents=%" PRIu64 " series=%" PRIu64 " points=%" PRIu64 " mode=%s pace=%s "
+           "secs=%.2f offered_samples_per_s=%.0f samples_per_s=%.0f frames_per_s=%.1f "
+           "backlog_start=%" PRIu64 " backlog_end=%" PRIu64 " collector_cpu_pct=%.1f "
+           "gen_cpu_pct=%.1f collector_rss_kb=%ld collector_anon_kb=%ld collector_hwm_kb=%ld "
+           "disk_write_mb_per_s=%.1f disk_bytes_per_sample=%.1f wire_bytes_per_sample=%.3f "
+           "run_commits_per_s=%.2f run_frames_per_commit=%.1f commit_mean_ms=%.3f "
+           "commit_p50_le=%s commit_p99_le=%s metrics_samples=%.0f acked_samples=%.0f "
+           "metrics_fetch_s=%.2f rejected=%" PRIu64 " errors=%" PRIu64 " exhausted=%" PRIu64 "\n",
+           b->o.agents, b->o.series, b->o.points, b->o.live ? "live" : "pre",
+           b->o.pace_max ? "max" : "realtime", secs, offered, samples / secs, frames / secs,
+           s0->backlog, s1->backlog, 100.0 * col_cpu / secs, 100.0 * gen_cpu / secs, rss, anon, hwm,
+           disk / secs / 1e6, samples > 0 ? disk / samples : 0,
            samples > 0 ? (double)(s1->bytes_ok - s0->bytes_ok) / samples : 0,
-           (double)(s1->col_write_bytes - s0->col_write_bytes) / secs / 1e6,
-           s1->rejected - s0->rejected, s1->errors - s0->errors,
-           (uint64_t)atomic_load(&b->c.exhausted), b->o.pace_max ? "max" : "realtime", offered,
-           s0->backlog, s1->backlog, s1->m.fetch_s);
+           ms.ok ? ms.commits / ms.secs : -1, ms.commits > 0 ? ms.frames / ms.commits : 0,
+           ms.mean_ms, ms.p50, ms.p99, ms.samples, (double)s1->ok * (double)b->samples_per_frame,
+           ms.ok ? s1->m.fetch_s : -1, s1->rejected - s0->rejected, s1->errors - s0->errors,
+           (uint64_t)atomic_load(&b->c.exhausted));
 }
 
 /* ---- modes ---- */
@@ -1399,11 +1434,11 @@ static void drive(struct bench *b, struct snap *s0, struct snap *s1)
             agent_kick(b, &b->agents[i], now);
         }
         if (!warm && now >= warm_at) {
-            take_snap(b, s0);
+            take_snap(b, s0, false);
             warm = true;
         }
         if (now >= end_at) {
-            take_snap(b, s1);
+            take_snap(b, s1, true);
             return;
         }
         progress(b, now, &last_ns, &last_ok);
@@ -1415,18 +1450,20 @@ static int run_load(struct bench *b)
 {
     static struct snap s0;
     static struct snap s1;
+    static struct metrics m0;
     int rv;
     if ((rv = open_sockets(b)) != 0 || (rv = open_slots(b)) != 0) {
         fprintf(stderr, "ingest_bench: nng: %s\n", nng_strerror(rv));
         return 1;
     }
+    fetch_metrics(b, &m0);
     b->start_ns = st_time_mono_ns();
     for (size_t i = 0; i < (size_t)b->o.agents; i++) {
         set_next_due(b, &b->agents[i]);
     }
     drive(b, &s0, &s1);
     atomic_store(&b->stopping, true);
-    report(b, &s0, &s1);
+    report(b, &m0, &s0, &s1);
     fflush(stdout);
     for (int64_t dl = st_time_mono_ms() + DRAIN_MS;
          atomic_load(&b->busy) > 0 && st_time_mono_ms() < dl;) {

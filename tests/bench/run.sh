@@ -382,11 +382,10 @@ summarise_ingest() {
     [ "${#lines[@]}" -gt 0 ] || return 0
     local key
     say "median of ${#lines[@]} runs:"
-    for key in offered_samples_per_s samples_per_s win10_median win10_min metrics_samples_per_s \
-        frames_per_s \
-        backlog_start backlog_end commits_per_s frames_per_commit \
-        commit_mean_ms collector_cpu_pct gen_cpu_pct collector_rss_kb collector_anon_kb \
-        collector_hwm_kb disk_write_mb_per_s metrics_fetch_s; do
+    for key in offered_samples_per_s samples_per_s win10_median win10_min frames_per_s \
+        backlog_start backlog_end collector_cpu_pct gen_cpu_pct collector_rss_kb \
+        collector_anon_kb collector_hwm_kb disk_write_mb_per_s disk_bytes_per_sample \
+        run_commits_per_s run_frames_per_commit commit_mean_ms metrics_fetch_s; do
         local vals
         vals=$(for l in "${lines[@]}"; do field "$l" "$key"; done | tr '\n' ' ')
         printf '  %-22s %-14s (runs: %s)\n' "$key" \
