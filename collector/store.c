@@ -916,10 +916,6 @@ int st_store_stats(st_store *st, struct st_store_stats *out)
     char path[4200];
     int rv;
     memset(out, 0, sizeof(*out));
-    mdb_env_info(st->env, &info);
-    mdb_env_stat(st->env, &ms);
-    out->map_size = info.me_mapsize;
-    out->used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
     snprintf(path, sizeof(path), "%s/data.mdb", st->path);
     if (stat(path, &sb) == 0) {
         out->file_bytes = (uint64_t)sb.st_blocks * 512;
@@ -927,6 +923,12 @@ int st_store_stats(st_store *st, struct st_store_stats *out)
     if ((rv = st_store_read_begin(st, &txn)) != ST_OK) {
         return rv;
     }
+    /* Inside the read transaction, which keeps the map from being resized
+     * under mdb_env_info (a crash seen while the map grew). */
+    mdb_env_info(st->env, &info);
+    mdb_env_stat(st->env, &ms);
+    out->map_size = info.me_mapsize;
+    out->used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
     if (mdb_stat(txn, st->series_id, &ms) == 0) {
         out->series = ms.ms_entries;
     }
