@@ -18,7 +18,7 @@
 #                        phase, so the offered load is AGENTS x SERIES samples/s
 #                        (6000 x 200 = 1.2 M/s, 20 % over the target)
 #   INGEST_SERIES=200 INGEST_POINTS=10 INGEST_INFLIGHT=2
-#   INGEST_WARMUP=20 INGEST_SECONDS=180  measured window after the warm-up;
+#   INGEST_WARMUP=20 INGEST_SECONDS=150  measured window after the warm-up;
 #                        keep it past 90 s: the first minute is rolled up at
 #                        about 90 s, and the rate is not steady before
 #   INGEST_PACE=realtime  max: every agent sends as fast as acks return, with
@@ -50,7 +50,7 @@ INGEST_SERIES=${INGEST_SERIES:-200}
 INGEST_POINTS=${INGEST_POINTS:-10}
 INGEST_INFLIGHT=${INGEST_INFLIGHT:-2}
 INGEST_WARMUP=${INGEST_WARMUP:-20}
-INGEST_SECONDS=${INGEST_SECONDS:-180}
+INGEST_SECONDS=${INGEST_SECONDS:-150}
 INGEST_PACE=${INGEST_PACE:-realtime}
 INGEST_MAX_RATE=${INGEST_MAX_RATE:-2.5e6}
 INGEST_LIVE=${INGEST_LIVE:-0}
@@ -143,8 +143,21 @@ start_collector() {
     exit 1
 }
 
+# SIGTERM, then SIGKILL after STOP_TIMEOUT s (a daemon that does not stop
+# is reported, not waited for forever).
+STOP_TIMEOUT=${STOP_TIMEOUT:-20}
 stop_pid() {
-    kill -TERM "$1" 2>/dev/null || true
+    local i
+    kill -TERM "$1" 2>/dev/null || return 0
+    for i in $(seq 1 $((STOP_TIMEOUT * 10))); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$1" 2>/dev/null; then
+        echo "    NOTE: pid $1 ($(cat "/proc/$1/comm" 2>/dev/null)) did not stop within" \
+            "${STOP_TIMEOUT}s of SIGTERM; killed" >&2
+        kill -KILL "$1" 2>/dev/null || true
+    fi
     wait "$1" 2>/dev/null || true
 }
 
@@ -226,12 +239,14 @@ agent_report() {
     say "CPU (utime+stime):   $pct % of one core, $us us per 1 s tick ($((t1 - t0)) ticks at $HZ Hz)"
     say "CPU (schedstat ns):  $pct_ns % of one core, $us_ns us per tick"
     say "CPU per 10 s window: $* %  (median $(printf '%s\n' "$@" | median) %)"
-    say "RSS:                 VmRSS $(status_kb "$pid" VmRSS) kB, VmHWM $(status_kb "$pid" VmHWM) kB," \
+    say "RSS:                 VmRSS $(status_kb "$pid" VmRSS) kB (anon $(status_kb "$pid" RssAnon)," \
+        "file $(status_kb "$pid" RssFile): shared libraries), VmHWM $(status_kb "$pid" VmHWM) kB," \
         "$(status_kb "$pid" Threads) threads"
     say "wire:                $frames frames, $samples samples, $bytes envelope bytes: $bps bytes/sample," \
         "$(awk -v s="$samples" -v f="$frames" 'BEGIN { printf "%.0f", f ? s / f : 0 }') samples/frame"
     say "RESULT agent label=$label cpu_pct=$pct cpu_pct_ns=$pct_ns us_per_tick=$us" \
-        "rss_kb=$(status_kb "$pid" VmRSS) hwm_kb=$(status_kb "$pid" VmHWM) wire_bytes_per_sample=$bps"
+        "rss_kb=$(status_kb "$pid" VmRSS) anon_kb=$(status_kb "$pid" RssAnon)" \
+        "hwm_kb=$(status_kb "$pid" VmHWM) wire_bytes_per_sample=$bps"
 }
 
 bench_agent() {
