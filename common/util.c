@@ -161,7 +161,7 @@ void st_hex_encode(const uint8_t *p, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hexval(char c)
+int st_hex_digit(char c)
 {
     if (c >= '0' && c <= '9') {
         return c - '0';
@@ -181,8 +181,8 @@ int st_hex_decode(const char *s, uint8_t *out, size_t n)
         return ST_EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
-        int hi = hexval(s[2 * i]);
-        int lo = hexval(s[2 * i + 1]);
+        int hi = st_hex_digit(s[2 * i]);
+        int lo = st_hex_digit(s[2 * i + 1]);
         if (hi < 0 || lo < 0) {
             return ST_EINVAL;
         }

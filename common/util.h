@@ -24,6 +24,8 @@ bool st_utf8_valid(const char *p, size_t n);
 
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void st_hex_encode(const uint8_t *p, size_t n, char *out);
+/* The value of one hex digit (either case), -1 when c is not one. */
+int st_hex_digit(char c);
 /* Decodes exactly 2n hex digits into n bytes. ST_EINVAL otherwise. */
 int st_hex_decode(const char *s, uint8_t *out, size_t n);
 

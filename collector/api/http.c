@@ -25,20 +25,6 @@ struct st_api {
     int port;
 };
 
-static int hexv(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* Percent-decodes s[0..n) ('+' is a space) into a new string; NULL on a
  * bad escape or when memory runs out. */
 static char *decode(const char *s, size_t n)
@@ -53,11 +39,11 @@ static char *decode(const char *s, size_t n)
             out[k++] = s[i] == '+' ? ' ' : s[i];
             continue;
         }
-        if (n - i < 3 || hexv(s[i + 1]) < 0 || hexv(s[i + 2]) < 0) {
+        if (n - i < 3 || st_hex_digit(s[i + 1]) < 0 || st_hex_digit(s[i + 2]) < 0) {
             free(out);
             return NULL;
         }
-        out[k++] = (char)(hexv(s[i + 1]) << 4 | hexv(s[i + 2]));
+        out[k++] = (char)(st_hex_digit(s[i + 1]) << 4 | st_hex_digit(s[i + 2]));
         i += 2;
     }
     out[k] = '\0';
