@@ -11,9 +11,9 @@
 #include "samplers/nginx_log.h"
 #include "timeutil.h"
 #include "util.h"
+#include "lazylib.h"
 
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -187,11 +187,13 @@ static size_t on_body(char *p, size_t sz, size_t nm, void *arg)
 
 static bool is_stub_status(const char *url)
 {
-    CURL *h = curl_easy_init();
+    CURL *h;
     struct body b = {{0}, 0};
     long code = 0;
     bool ok = false;
-    if (h == NULL) {
+    /* Only reached when something answers on an nginx port: an agent with
+     * no nginx never loads libcurl. */
+    if (st_curl_load(NULL, 0) != ST_OK || (h = curl_easy_init()) == NULL) {
         return false;
     }
     curl_easy_setopt(h, CURLOPT_URL, url);

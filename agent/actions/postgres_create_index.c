@@ -10,10 +10,10 @@
 #include "log.h"
 #include "timeutil.h"
 #include "util.h"
+#include "lazylib.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <libpq-fe.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,7 +85,11 @@ static int check_cfg(const st_cfg_doc *doc, const st_cfg_node *cfg, const pga_cf
 {
     char *msg = NULL;
     PQconninfoOption *opts = NULL;
+    char why[ST_LAZY_ERR_MAX];
     int rv;
+    if (st_pq_load(why, sizeof(why)) != ST_OK) {
+        return st_cfg_fail(err, doc, cfg, "postgres.create_index", "%s", why);
+    }
     if ((rv = range(doc, cfg, "connect_timeout", pc->connect_timeout_ms, 1000, 60000, "1s and 60s",
                     err)) != ST_OK ||
         (rv = range(doc, cfg, "lock_timeout", pc->lock_timeout_ms, 1, 3600000, "1ms and 1h",

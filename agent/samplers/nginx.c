@@ -9,8 +9,8 @@
 #include "nginx_log.h"
 #include "timeutil.h"
 #include "util.h"
+#include "lazylib.h"
 
-#include <curl/curl.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -403,6 +403,7 @@ int st_nginx_init(const st_cfg_doc *doc, const st_cfg_node *cfg, const st_sample
                   void **ctx, st_cfg_error *err)
 {
     nginx_ctx *c = calloc(1, sizeof(*c));
+    char why[ST_LAZY_ERR_MAX];
     int rv;
     if (c == NULL) {
         return ST_ENOMEM;
@@ -412,6 +413,10 @@ int st_nginx_init(const st_cfg_doc *doc, const st_cfg_node *cfg, const st_sample
         goto out;
     }
     if (c->cfg.access_log != NULL && (rv = init_log(doc, cfg, env, c, err)) != ST_OK) {
+        goto out;
+    }
+    if (c->cfg.status_url != NULL && st_curl_load(why, sizeof(why)) != ST_OK) {
+        rv = st_cfg_fail(err, doc, st_cfg_get(cfg, "status_url"), "status_url", "%s", why);
         goto out;
     }
     if (c->cfg.status_url != NULL && (rv = init_curl(c)) != ST_OK) {

@@ -10,10 +10,10 @@
 #include "log.h"
 #include "timeutil.h"
 #include "util.h"
+#include "lazylib.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <libpq-fe.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -175,7 +175,9 @@ static const pg_col database_cols[] = {
 
 static void close_conn(pg_ctx *c)
 {
-    PQfinish(c->conn);
+    if (c->conn != NULL) { /* NULL too when libpq never loaded */
+        PQfinish(c->conn);
+    }
     c->conn = NULL;
 }
 
@@ -794,6 +796,10 @@ static int check_cfg(const st_cfg_doc *doc, const st_cfg_node *cfg, pg_ctx *c, s
     const pg_cfg *pc = &c->cfg;
     char *msg = NULL;
     PQconninfoOption *opts = NULL;
+    char why[ST_LAZY_ERR_MAX];
+    if (st_pq_load(why, sizeof(why)) != ST_OK) {
+        return st_cfg_fail(err, doc, cfg, "postgres", "%s", why);
+    }
     if (pc->connect_timeout_ms < 1000 || pc->connect_timeout_ms > ST_PG_MAX_TIMEOUT_MS) {
         return st_cfg_fail(err, doc, st_cfg_get(cfg, "connect_timeout"), "connect_timeout",
                            "must be between 1s and %ds", ST_PG_MAX_TIMEOUT_MS / 1000);

@@ -93,4 +93,18 @@ print(f"agent, all 12 samplers at 1 s: CPU {cpu / wall * 100:.3f} % of one core 
       f"({cpu / wall * 1e6:.0f} us per 1 s tick), RSS {rss / 1024:.1f} MiB (peak {hwm / 1024:.1f} MiB) "
       f"over {wall:.0f} s")
 PY
+# Where the resident memory is: anonymous (heap, stacks) against the pages
+# of each shared library, the largest first.
+python3 - "$pid" <<'PY'
+import collections, re, sys
+rss = collections.Counter()
+name = None
+for line in open(f"/proc/{sys.argv[1]}/smaps"):
+    if re.match(r"^[0-9a-f]+-", line):
+        f = line.split()
+        name = f[5] if len(f) > 5 and f[5].startswith("/") else "[anonymous]"
+    elif line.startswith("Rss:"):
+        rss[name] += int(line.split()[1])
+print("RSS by mapping, kB: " + ", ".join(f"{k.rsplit('/', 1)[-1]} {v}" for k, v in rss.most_common(12)))
+PY
 pass "agent_all_bench"

@@ -282,6 +282,8 @@ csum() {
 collector_has() { [[ "$(csum "$1" "${3:-}")" == "$2" ]]; }
 
 agent_start 1
+# stub_status is read with libcurl, loaded by the sampler on first use.
+wait_for 30 "libcurl in the nginx agent's mappings" grep -q /libcurl "/proc/${AGENT_PID[1]}/maps"
 # Without a checkpoint the agent starts at the end: the --once part's 111 lines are not counted.
 wait_for 30 "the agent's first checkpoint" ckpt_exists
 

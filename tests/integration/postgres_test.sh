@@ -281,4 +281,17 @@ reap "$AGENT1" 30
 assert_eq 0 "$ST_RC" "agent exit status after SIGTERM"
 log "reconnect: $(grep -c "cannot connect" "$T/agent1/agent.log" || true) failed connects while down, then resumed"
 
+# libpq is loaded when the sampler starts, not linked: on a host without it
+# (hidden here by a bind mount in a private mount namespace) the agent says
+# so and names the sampler instead of failing to start at all.
+LIBPQ=$(ldconfig -p | awk '$1 == "libpq.so.5" {print $NF; exit}')
+[[ -n "$LIBPQ" ]] || fail "ldconfig does not know libpq.so.5"
+rc=0
+out=$(unshare -m bash -c 'mount --bind /dev/null "$1" && "$2" --config "$3" --check-config' _ \
+    "$LIBPQ" "$AGENT_BIN" "$T/agent1/agent.yaml" 2>&1) || rc=$?
+[[ $rc -ne 0 ]] || fail "--check-config passed without libpq: $out"
+assert_contains "$out" "libpq unavailable" "--check-config without libpq"
+assert_contains "$out" "postgres" "--check-config without libpq"
+log "without libpq: $out"
+
 pass

@@ -4,6 +4,7 @@
 # `--once` prints a frame as JSON, `--check-config` names file, line and key
 # of an unknown key or a bad value (agent and collector),
 # the `strata` CLI lists the agents, and both daemons exit 0 on SIGTERM.
+# Agents sampling only the host do not map libcurl or libpq.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 collector_start
@@ -14,6 +15,15 @@ agent_config 3 spine-db-1 db
 for i in 1 2 3; do agent_start "$i"; done
 
 wait_for 30 "all three agents to appear in /v1/agents with seq >= 3" all_agents_seen 3
+
+# Host samplers only: libcurl and libpq (and their thirty-odd dependencies)
+# are loaded on first use, so these agents must not have mapped them.
+for i in 1 2 3; do
+    maps=$(cat "/proc/${AGENT_PID[$i]}/maps")
+    for lib in libcurl libpq libgnutls; do
+        [[ "$maps" != *"/$lib"* ]] || fail "agent $i has $lib mapped without a sampler that needs it"
+    done
+done
 
 # /v1/agents: host, role, id (the one in the spool), version, labels.
 J=$(agents_json)

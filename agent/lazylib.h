@@ -1,0 +1,141 @@
+/* libcurl and libpq, loaded on first use instead of at start.
+ *
+ * Debian's libcurl and libpq bring a tree of some thirty libraries
+ * (OpenSSL, GnuTLS through LDAP and RTMP, Kerberos, SSH, HTTP/2, ...):
+ * mapping and relocating them adds about 4 MB to the RSS of every agent,
+ * 8 MB once libcurl has initialised OpenSSL, although only the nginx
+ * sampler and nginx discovery use libcurl and only the postgres sampler and
+ * action use libpq. So the agent does not link them: the first user calls
+ * st_curl_load() or st_pq_load(), which dlopen the library once for the
+ * process's lifetime and fill a table of its functions.
+ *
+ * A file that calls libcurl or libpq includes this header after
+ * <curl/curl.h> / <libpq-fe.h> are pulled in here, and its calls go
+ * through the table by the renaming macros at the end; the prototypes come
+ * from the libraries' own headers (typeof), so the compiler checks every
+ * call as before. */
+#ifndef ST_LAZYLIB_H
+#define ST_LAZYLIB_H
+
+#include <stddef.h>
+
+/* The table's entries need real function declarations, not curl's
+ * type-checking macros. */
+#define CURL_DISABLE_TYPECHECK 1
+#include <curl/curl.h>
+#include <libpq-fe.h>
+
+/* The runtime sonames of the libraries the development headers describe. */
+#define ST_CURL_SONAME "libcurl.so.4"
+#define ST_PQ_SONAME "libpq.so.5"
+/* Room for a load error: the soname, dlerror's text, a prefix. */
+#define ST_LAZY_ERR_MAX 320
+
+#define ST_CURL_FUNCS(X)   \
+    X(curl_global_init)    \
+    X(curl_global_cleanup) \
+    X(curl_easy_init)      \
+    X(curl_easy_setopt)    \
+    X(curl_easy_perform)   \
+    X(curl_easy_getinfo)   \
+    X(curl_easy_cleanup)   \
+    X(curl_easy_strerror)
+
+#define ST_PQ_FUNCS(X)      \
+    X(PQconnectdbParams)    \
+    X(PQconninfoParse)      \
+    X(PQconninfoFree)       \
+    X(PQstatus)             \
+    X(PQerrorMessage)       \
+    X(PQfinish)             \
+    X(PQsocket)             \
+    X(PQhost)               \
+    X(PQport)               \
+    X(PQdb)                 \
+    X(PQserverVersion)      \
+    X(PQsetNoticeProcessor) \
+    X(PQsendQuery)          \
+    X(PQsendQueryParams)    \
+    X(PQconsumeInput)       \
+    X(PQisBusy)             \
+    X(PQgetResult)          \
+    X(PQresultStatus)       \
+    X(PQresultErrorMessage) \
+    X(PQresultErrorField)   \
+    X(PQcmdStatus)          \
+    X(PQntuples)            \
+    X(PQnfields)            \
+    X(PQgetvalue)           \
+    X(PQgetlength)          \
+    X(PQgetisnull)          \
+    X(PQclear)              \
+    X(PQfreemem)            \
+    X(PQgetCancel)          \
+    X(PQcancel)             \
+    X(PQfreeCancel)
+
+#define ST_LAZY_MEMBER(f) __typeof__(f) *f;
+struct st_curl_api {
+    ST_CURL_FUNCS(ST_LAZY_MEMBER)
+};
+struct st_pq_api {
+    ST_PQ_FUNCS(ST_LAZY_MEMBER)
+};
+#undef ST_LAZY_MEMBER
+
+extern struct st_curl_api st_curl;
+extern struct st_pq_api st_pq;
+
+/* Loads the library once (thread-safe; later calls return the first
+ * outcome). ST_OK, or ST_EUNSUPPORTED with why in err ("libpq.so.5: cannot open
+ * shared object file ..."). st_curl_load also runs curl_global_init once,
+ * which libcurl requires before any other thread uses it. */
+int st_curl_load(char *err, size_t errlen);
+int st_pq_load(char *err, size_t errlen);
+
+#ifndef ST_LAZYLIB_IMPL
+#define curl_global_init (st_curl.curl_global_init)
+#define curl_global_cleanup (st_curl.curl_global_cleanup)
+#define curl_easy_init (st_curl.curl_easy_init)
+/* curl.h wraps these two in macros that only count the arguments. */
+#undef curl_easy_setopt
+#undef curl_easy_getinfo
+#define curl_easy_setopt (st_curl.curl_easy_setopt)
+#define curl_easy_perform (st_curl.curl_easy_perform)
+#define curl_easy_getinfo (st_curl.curl_easy_getinfo)
+#define curl_easy_cleanup (st_curl.curl_easy_cleanup)
+#define curl_easy_strerror (st_curl.curl_easy_strerror)
+#define PQconnectdbParams (st_pq.PQconnectdbParams)
+#define PQconninfoParse (st_pq.PQconninfoParse)
+#define PQconninfoFree (st_pq.PQconninfoFree)
+#define PQstatus (st_pq.PQstatus)
+#define PQerrorMessage (st_pq.PQerrorMessage)
+#define PQfinish (st_pq.PQfinish)
+#define PQsocket (st_pq.PQsocket)
+#define PQhost (st_pq.PQhost)
+#define PQport (st_pq.PQport)
+#define PQdb (st_pq.PQdb)
+#define PQserverVersion (st_pq.PQserverVersion)
+#define PQsetNoticeProcessor (st_pq.PQsetNoticeProcessor)
+#define PQsendQuery (st_pq.PQsendQuery)
+#define PQsendQueryParams (st_pq.PQsendQueryParams)
+#define PQconsumeInput (st_pq.PQconsumeInput)
+#define PQisBusy (st_pq.PQisBusy)
+#define PQgetResult (st_pq.PQgetResult)
+#define PQresultStatus (st_pq.PQresultStatus)
+#define PQresultErrorMessage (st_pq.PQresultErrorMessage)
+#define PQresultErrorField (st_pq.PQresultErrorField)
+#define PQcmdStatus (st_pq.PQcmdStatus)
+#define PQntuples (st_pq.PQntuples)
+#define PQnfields (st_pq.PQnfields)
+#define PQgetvalue (st_pq.PQgetvalue)
+#define PQgetlength (st_pq.PQgetlength)
+#define PQgetisnull (st_pq.PQgetisnull)
+#define PQclear (st_pq.PQclear)
+#define PQfreemem (st_pq.PQfreemem)
+#define PQgetCancel (st_pq.PQgetCancel)
+#define PQcancel (st_pq.PQcancel)
+#define PQfreeCancel (st_pq.PQfreeCancel)
+#endif
+
+#endif
