@@ -485,6 +485,7 @@ static char *proc_config(fixture *fx)
     char *yaml = malloc(1024);
     assert_non_null(yaml);
     snprintf(yaml, 1024,
+             "exact_anon: true\n"
              "match:\n"
              "  - name: nginx\n"
              "  - name: my-long-daemon-name\n"
@@ -562,6 +563,19 @@ static void test_proc_fixture(void **state)
     assert_null(find(fx, "mem.rss", "process", "absent", NULL));
     assert_int_equal(count_named(fx, "mem.rss"), 4);
     assert_int_equal(count_named(fx, "mem.cgroup.current"), 1);
+}
+
+/* By default mem.anon is RssAnon from status: smaps_rollup is not read
+ * even where it exists (its page-table walk is the sampler's main cost). */
+static void test_proc_status_anon(void **state)
+{
+    fixture *fx = *state;
+    st_cfg_error err;
+    pid_files(fx, 100, "nginx", "/usr/sbin/nginx", 1000, 1500, 400, 500);
+    assert_int_equal(start(fx, "proc", "match:\n  - name: nginx\n", &err), ST_OK);
+    assert_int_equal(run_at(fx, 1000), ST_OK);
+    take(fx);
+    POINTS(find(fx, "mem.anon", "process", "nginx", NULL), 400 * 1024.0);
 }
 
 static void test_proc_pid_reuse(void **state)
@@ -938,6 +952,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tcp_fixture, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proc_fixture, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_proc_status_anon, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proc_pid_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proc_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proc_cgroup_malformed, setup, teardown),
