@@ -15,12 +15,16 @@
 #include "timeutil.h"
 #include "util.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+/* How long the schedule sleeps at most: without a wake fd (to notice
+ * *stop), and with one (a bound for anything the schedule did not plan). */
 #define TICK_MAX_MS 100
+#define SLEEP_MAX_MS 1000
 #define STOP_DRAIN_MS 3000
 #define MAX_AGENT_LABELS 16
 
@@ -436,7 +440,24 @@ static int64_t next_wake(const st_agent *a, int64_t next_flush)
     return t;
 }
 
-int st_agent_run(st_agent *a, atomic_int *stop)
+/* Sleeps up to ms, or until wake_fd is readable (then drained). An agent
+ * with nothing due sleeps the whole interval: 14 idle wake-ups a second
+ * were 40 % of a host-only agent's CPU. */
+static void sleep_or_wake(int wake_fd, int64_t ms)
+{
+    struct pollfd p = {.fd = wake_fd, .events = POLLIN};
+    char drain[64];
+    if (wake_fd < 0) {
+        st_time_sleep_ms(ST_MIN(TICK_MAX_MS, ms));
+        return;
+    }
+    if (poll(&p, 1, (int)ST_MIN(ms, SLEEP_MAX_MS)) > 0 && (p.revents & POLLIN) != 0) {
+        while (read(wake_fd, drain, sizeof(drain)) > 0) {
+        }
+    }
+}
+
+int st_agent_run(st_agent *a, atomic_int *stop, int wake_fd)
 {
     int64_t now = st_time_wall_ms();
     int64_t next_flush = now - now % a->s->flush_ms + a->s->flush_ms;
@@ -451,7 +472,16 @@ int st_agent_run(st_agent *a, atomic_int *stop)
     }
     while (!atomic_load(stop)) {
         now = st_time_wall_ms();
+        /* Due times are on the wall clock's grid: a clock stepped back
+         * would otherwise pause sampling for the size of the step. */
+        if (next_flush - now > a->s->flush_ms) {
+            next_flush = now - now % a->s->flush_ms + a->s->flush_ms;
+        }
         for (size_t i = 0; i < a->ninst; i++) {
+            if (a->inst[i].next_due - now >
+                ST_MAX(a->inst[i].env.interval_ms, a->inst[i].backoff_ms)) {
+                a->inst[i].next_due = now;
+            }
             if (now >= a->inst[i].next_due) {
                 run_sampler(a, &a->inst[i], now);
             }
@@ -464,7 +494,9 @@ int st_agent_run(st_agent *a, atomic_int *stop)
             flush(a, now, now);
             next_flush = now - now % a->s->flush_ms + a->s->flush_ms;
         }
-        st_time_sleep_ms(ST_MIN(TICK_MAX_MS, ST_MAX(1, next_wake(a, next_flush) - now)));
+        if (!atomic_load(stop)) {
+            sleep_or_wake(wake_fd, ST_MAX(1, next_wake(a, next_flush) - now));
+        }
     }
     /* Every sampler reports once more (listeners hand over what they
      * aggregated since their last run), and everything folded goes to the

@@ -22,8 +22,11 @@ int st_agent_new(const st_agent_settings *s, const st_cfg_doc *doc, st_agent **o
                  st_cfg_error *err);
 /* Opens the spool, starts the sender and runs the schedule until *stop
  * becomes non-zero; then flushes the open points into a last frame and
- * gives the sender a moment to drain. */
-int st_agent_run(st_agent *a, atomic_int *stop);
+ * gives the sender a moment to drain. Between runs the agent sleeps until
+ * the next sampler or flush is due; whoever sets *stop writes a byte to
+ * wake_fd (the read end is passed here) to end that sleep. With wake_fd -1
+ * the agent looks at *stop every TICK_MAX_MS instead. */
+int st_agent_run(st_agent *a, atomic_int *stop, int wake_fd);
 /* Samples twice wait_ms apart (counters from totals count from zero) and
  * returns the frame as JSON text (malloc'd). No spool, no network. */
 int st_agent_once(st_agent *a, int64_t wait_ms, char **out);

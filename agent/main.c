@@ -6,23 +6,34 @@
 #include "timeutil.h"
 #include "util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Set by the signal handler; main's own state. */
 static atomic_int stop_flag;
 
 static atomic_int reload_flag;
 static atomic_int term_flag;
+/* Self-pipe: the handler may run on any thread, so it wakes the schedule's
+ * sleep by a write, which is async-signal-safe. Both ends non-blocking. */
+static int wake_pipe[2] = {-1, -1};
 
 static void on_signal(int sig)
 {
+    int saved = errno;
     atomic_store(sig == SIGHUP ? &reload_flag : &term_flag, 1);
     atomic_store(&stop_flag, 1);
+    if (wake_pipe[1] >= 0 && write(wake_pipe[1], "x", 1) < 0) {
+        /* full: a wake-up is already pending */
+    }
+    errno = saved;
 }
 
 static void usage_line(const char *line)
@@ -177,7 +188,7 @@ static int run(const struct opts *o, st_agent_settings *s, st_cfg_doc **doc, st_
         st_cfg_doc *ndoc = NULL;
         st_agent *na = NULL;
         st_cfg_error err;
-        if (st_agent_run(*agent, &stop_flag) != ST_OK) {
+        if (st_agent_run(*agent, &stop_flag, wake_pipe[0]) != ST_OK) {
             return 1;
         }
         if (atomic_load(&term_flag) || !atomic_exchange(&reload_flag, 0)) {
@@ -228,6 +239,10 @@ int main(int argc, char **argv)
     } else if (o.once) {
         rv = run_once(agent, o.once_wait_ms);
     } else {
+        if (pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+            ST_WARN("main", "no wake pipe (%s): the schedule polls for signals", strerror(errno));
+            wake_pipe[0] = wake_pipe[1] = -1;
+        }
         memset(&sa, 0, sizeof(sa));
         sa.sa_handler = on_signal;
         sigaction(SIGINT, &sa, NULL);
