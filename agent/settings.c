@@ -51,7 +51,7 @@ const st_cfg_map st_agent_rows[] = {
      "collector ingest URL (tcp://, tls+tcp://, ipc://)", NULL, 0, 0},
     {ST_CFG_STR, "data_dir", "./var/agent", F(data_dir), "spool and checkpoints", NULL, 0, 0},
     {ST_CFG_DURATION, "interval", "1s", F(interval_ms), "default sampler interval", NULL, 0, 0},
-    {ST_CFG_DURATION, "flush_interval", "10s", F(flush_ms),
+    {ST_CFG_DURATION, "flush_interval", "15s", F(flush_ms),
      "how often folded points are shipped as one frame", NULL, 0, 0},
     {ST_CFG_STR, "host", NULL, F(host), "host name reported (default: the system's)", NULL, 0, 0},
     {ST_CFG_STR, "role", "app", F(role), "edge, cdn, app or db", NULL, 0, 0},

@@ -10,7 +10,8 @@
 #   BENCH_ONLY="agent ingest bytes"  which benchmarks to run
 #   BENCH_DIR=DIR        stores and spools (default BUILD/bench-data; keep it on
 #                        a real disk: on tmpfs fsync costs nothing)
-#   AGENT_SECONDS=60     agent run; the first AGENT_WARMUP=10 s are not measured
+#   AGENT_SECONDS=70     agent run; the first AGENT_WARMUP=10 s are not measured
+#   AGENT_FLUSH=15       the agents' flush_interval (s): the agent default
 #   INGEST_RUNS=1        fresh collector per run; medians over runs, and over
 #                        the 10 s windows of each run
 #   INGEST_AGENTS=6000   simulated agents, one connection each; each sends one
@@ -42,7 +43,8 @@ GEN=$BUILD/tests/ingest_bench
 
 BENCH_ONLY=${BENCH_ONLY:-agent ingest bytes}
 BENCH_DIR=${BENCH_DIR:-$BUILD/bench-data}
-AGENT_SECONDS=${AGENT_SECONDS:-60}
+AGENT_SECONDS=${AGENT_SECONDS:-70}
+AGENT_FLUSH=${AGENT_FLUSH:-15}
 AGENT_WARMUP=${AGENT_WARMUP:-10}
 INGEST_RUNS=${INGEST_RUNS:-1}
 INGEST_AGENTS=${INGEST_AGENTS:-6000}
@@ -212,7 +214,7 @@ agent_start() {
 collector: $COL_URL
 data_dir: $dir/spool
 interval: 1s
-flush_interval: 10s
+flush_interval: ${AGENT_FLUSH}s
 log_level: warn
 samplers:
 $samplers
@@ -238,7 +240,7 @@ agent_report() {
     say "-- $label"
     say "CPU (utime+stime):   $pct % of one core, $us us per 1 s tick ($((t1 - t0)) ticks at $HZ Hz)"
     say "CPU (schedstat ns):  $pct_ns % of one core, $us_ns us per tick"
-    say "CPU per 10 s window: $* %  (median $(printf '%s\n' "$@" | median) %)"
+    say "CPU per ${AGENT_FLUSH} s window: $* %  (median $(printf '%s\n' "$@" | median) %)"
     say "RSS:                 VmRSS $(status_kb "$pid" VmRSS) kB (anon $(status_kb "$pid" RssAnon)," \
         "file $(status_kb "$pid" RssFile): shared libraries), VmHWM $(status_kb "$pid" VmHWM) kB," \
         "$(status_kb "$pid" Threads) threads"
@@ -252,7 +254,7 @@ agent_report() {
 bench_agent() {
     local window starts secs done_s=0 prev_t now_t k
     local -a pids=() https=() cols=() ns0=() nsp=() t0=() t1=() ns1=() subs0=() subs1=()
-    say "== agent cost: interval 1s, flush 10s, ${AGENT_SECONDS}s run, first ${AGENT_WARMUP}s" \
+    say "== agent cost: interval 1s, flush ${AGENT_FLUSH}s, ${AGENT_SECONDS}s run, first ${AGENT_WARMUP}s" \
         "not measured; two agents side by side, each with its own collector:"
     say "   full = samplers host, tcp, proc (one process by pidfile: its collector);" \
         "base = host, tcp"
@@ -276,7 +278,7 @@ bench_agent() {
         }
     done
     window=$((AGENT_SECONDS - AGENT_WARMUP))
-    [ "$window" -ge 10 ] || { echo "bench: AGENT_SECONDS must exceed AGENT_WARMUP by 10 s" >&2; exit 1; }
+    [ "$window" -ge "$AGENT_FLUSH" ] || { echo "bench: AGENT_SECONDS must exceed AGENT_WARMUP by AGENT_FLUSH" >&2; exit 1; }
     for k in 0 1; do
         t0[k]=$(proc_ticks "${pids[$k]}")
         ns0[k]=$(proc_ns "${pids[$k]}")
@@ -284,9 +286,9 @@ bench_agent() {
     done
     starts=$(date +%s.%N)
     prev_t=$starts
-    # 10 s sub-windows (one flush each) give a median within the one run.
-    while [ $((done_s + 10)) -le "$window" ]; do
-        sleep "$(awk -v s="$prev_t" -v n="$(date +%s.%N)" 'BEGIN { d = s + 10 - n; print (d > 0 ? d : 0) }')"
+    # Sub-windows of one flush each give a median within the one run.
+    while [ $((done_s + AGENT_FLUSH)) -le "$window" ]; do
+        sleep "$(awk -v s="$prev_t" -v n="$(date +%s.%N)" -v w="$AGENT_FLUSH" 'BEGIN { d = s + w - n; print (d > 0 ? d : 0) }')"
         now_t=$(date +%s.%N)
         for k in 0 1; do
             local now_ns pct
@@ -297,7 +299,7 @@ bench_agent() {
             nsp[k]=$now_ns
         done
         prev_t=$now_t
-        done_s=$((done_s + 10))
+        done_s=$((done_s + AGENT_FLUSH))
     done
     for k in 0 1; do
         t1[k]=$(proc_ticks "${pids[$k]}")

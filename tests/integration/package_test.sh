@@ -218,7 +218,7 @@ agent_config 0 pkg-host app
 cp "$T/x-agent/etc/strata/agent.yaml" "${AGENT_DIR[0]}/agent.yaml"
 swap "${AGENT_DIR[0]}/agent.yaml" "s#^collector: tcp://127.0.0.1:9740\$#collector: $INGEST_URL#" \
     "s#^data_dir: /var/lib/strata-agent\$#data_dir: ${AGENT_DIR[0]}/data#" \
-    "s#^flush_interval: 10s #flush_interval: 300ms #" "s#^\# host: web-17 #host: pkg-host #"
+    "s#^flush_interval: 15s #flush_interval: 300ms #" "s#^\# host: web-17 #host: pkg-host #"
 agent_start 0
 wait_for 60 "the packaged agent to deliver frames" agent_seq_at_least 0 2
 agent_stop 0
