@@ -238,6 +238,9 @@ static int start(struct collector *c)
  * results still reach the (stopped) engine, and the store closes last. */
 static void stop(struct collector *c)
 {
+    /* An engine run at fleet size takes seconds; it abandons its analysis
+     * at the next query while the API stops, and is then joined. */
+    st_engine_request_stop(c->engine);
     st_api_stop(c->api);
     st_engine_stop(c->engine);
     st_ingest_stop(c->ingest);

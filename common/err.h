@@ -16,6 +16,7 @@
     X(TIMEOUT, timeout, "timed out")                                                    \
     X(AGAIN, again, "try again later")                                                  \
     X(CLOSED, closed, "closed")                                                         \
+    X(CANCELED, canceled, "cancelled")                                                  \
     X(NOSPC, nospc, "no space left")                                                    \
     X(CORRUPT, corrupt, "corrupt data")                                                 \
     X(CONFIG, config, "configuration error")                                            \

@@ -439,6 +439,11 @@ int st_regressions_check(st_engine *en, st_candidates *lat, st_candidates *errs)
     if (rv == ST_OK) {
         rv = regressions(en, &kinds[1], pend, errs);
     }
+    if (rv == ST_ECANCELED) {
+        /* An abandoned run saw nothing: what was pending stays pending. */
+        json_decref(pend);
+        return rv;
+    }
     json_decref(en->pending);
     en->pending = pend;
     return rv;

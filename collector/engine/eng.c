@@ -49,6 +49,8 @@ struct override {
 struct st_eng {
     st_store *st;
     int64_t now;
+    st_eng_cancel_fn cancel;
+    void *cancel_arg;
     struct override ov[MAX_OVERRIDES];
     size_t nov;
 };
@@ -73,6 +75,17 @@ void st_eng_free(st_eng *e)
 void st_eng_set_now(st_eng *e, int64_t now_ms)
 {
     e->now = now_ms;
+}
+
+void st_eng_set_cancel(st_eng *e, st_eng_cancel_fn fn, void *arg)
+{
+    e->cancel = fn;
+    e->cancel_arg = arg;
+}
+
+bool st_eng_cancelled(st_eng *e)
+{
+    return e->cancel != NULL && e->cancel(e->cancel_arg);
 }
 
 int st_eng_set(st_eng *e, const char *name, double value)
@@ -152,6 +165,11 @@ static int run(st_eng *e, const char *metric, const char *agg, const char *by,
     *out = NULL;
     if (nmatch > ST_QUERY_MAX_MATCHERS) {
         return ST_EINVAL;
+    }
+    /* A query over the fleet takes up to seconds: a stopping collector
+     * asks no more of them. */
+    if (st_eng_cancelled(e)) {
+        return ST_ECANCELED;
     }
     snprintf(from, sizeof(from), "%lld", (long long)(e->now - window_ms));
     snprintf(to, sizeof(to), "%lld", (long long)e->now);

@@ -78,25 +78,39 @@ static void upsert_all(st_engine *en, const st_rule *r, st_candidates *c, int64_
     }
 }
 
-static void analyse(st_engine *en, int64_t now)
+/* Runs every rule and the regression checks, keeping what they find.
+ * ST_ECANCELED when the collector is stopping: the rule under way is cut
+ * short and what it found is dropped, since it saw only part of its data;
+ * the findings of the rules before it are complete and stay. */
+static int analyse(st_engine *en, int64_t now)
 {
     st_candidates lat = {0};
     st_candidates errs = {0};
+    int rv;
     for (const st_rule *r = st_rules; r->id != NULL; r++) {
         st_candidates c = {0};
-        int rv = r->check(en->eng, r, &c);
+        if (st_eng_cancelled(en->eng)) {
+            return ST_ECANCELED;
+        }
+        rv = r->check(en->eng, r, &c);
+        if (st_eng_cancelled(en->eng)) {
+            st_candidates_free(&c);
+            return ST_ECANCELED;
+        }
         if (rv != ST_OK) {
             ST_WARN("engine", "rule %s: %s", r->id, st_strerror(rv));
         }
         upsert_all(en, r, &c, now);
         st_candidates_free(&c);
     }
-    if (st_regressions_check(en, &lat, &errs) == ST_OK) {
+    rv = st_regressions_check(en, &lat, &errs);
+    if (rv == ST_OK) {
         upsert_all(en, &st_regression_rules[0], &lat, now);
         upsert_all(en, &st_regression_rules[1], &errs, now);
     }
     st_candidates_free(&lat);
     st_candidates_free(&errs);
+    return rv == ST_ECANCELED ? rv : ST_OK;
 }
 
 /* Open findings that were not seen again for a while have cleared. */
@@ -344,16 +358,43 @@ static bool step(st_engine *en, json_t *state, json_t *all, int64_t now)
     return true;
 }
 
+/* The measuring part of a run: analysis and the targets. It is most of a
+ * run's time and may be abandoned; *targets is set only on success. */
+static int measure_run(st_engine *en, int64_t now, json_t **targets)
+{
+    json_t *t;
+    int rv = analyse(en, now);
+    if (rv != ST_OK) {
+        return rv;
+    }
+    t = st_targets_validate(en);
+    if (st_eng_cancelled(en->eng)) {
+        json_decref(t); /* some targets were never measured */
+        return ST_ECANCELED;
+    }
+    *targets = t;
+    return ST_OK;
+}
+
 int st_engine_run(st_engine *en, int64_t now)
 {
     json_t *state;
     json_t *all;
+    json_t *targets = NULL;
     bool work;
+    int rv;
     pthread_mutex_lock(&en->mu);
     st_eng_set_now(en->eng, now);
-    analyse(en, now);
+    if ((rv = measure_run(en, now, &targets)) != ST_OK) {
+        pthread_mutex_unlock(&en->mu);
+        ST_INFO("engine", "run abandoned: %s", st_strerror(rv));
+        return rv;
+    }
+    /* From here the run decides and records; it is short and finishes even
+     * when a stop comes, so that no verdict rests on a query cut off. */
+    en->finishing = true;
     json_decref(en->targets);
-    en->targets = st_targets_validate(en);
+    en->targets = targets;
     state = load_state(en);
     all = st_findings_all(en);
     expire(en, all, now);
@@ -364,8 +405,16 @@ int st_engine_run(st_engine *en, int64_t now)
     save_state(en, state);
     json_decref(state);
     json_decref(all);
+    en->finishing = false;
     pthread_mutex_unlock(&en->mu);
     return work ? 1 : ST_OK;
+}
+
+/* The rule context's cancel question: asked before every query. */
+static bool run_cancelled(void *arg)
+{
+    st_engine *en = arg;
+    return atomic_load(&en->stopping) && !en->finishing;
 }
 
 /* The engine's runs at fleet size take seconds of CPU; on a small
@@ -424,6 +473,7 @@ static int build_eng(st_engine *en, const struct st_engine_opts *opts, const st_
     st_eng *old = en->eng;
     int rv = st_eng_new(en->st, st_time_wall_ms(), &en->eng);
     if (rv == ST_OK) {
+        st_eng_set_cancel(en->eng, run_cancelled, en);
         if (opts->window_ms > 0) {
             st_eng_set(en->eng, "analysis_window_ms", (double)opts->window_ms);
         }
@@ -510,6 +560,13 @@ int st_engine_start(st_engine *en)
     }
     en->started = true;
     return ST_OK;
+}
+
+void st_engine_request_stop(st_engine *en)
+{
+    if (en != NULL) {
+        atomic_store(&en->stopping, true);
+    }
 }
 
 void st_engine_stop(st_engine *en)

@@ -52,10 +52,20 @@ int st_engine_reconfigure(st_engine *en, const struct st_engine_opts *opts, cons
                           const st_cfg_node *targets, const st_cfg_node *rules, st_cfg_error *err);
 /* The rule context, for settings (windows, sample minimums) and tests. */
 st_eng *st_engine_eng(st_engine *en);
+/* Asks a run under way to stop at its next query or rule and returns at
+ * once; runs from then on return ST_ECANCELED. The stop of a collector
+ * calls it first so the engine winds down while the rest stops. */
+void st_engine_request_stop(st_engine *en);
+/* Requests the stop and waits for the engine thread to end. */
 void st_engine_stop(st_engine *en);
 void st_engine_free(st_engine *en);
 
-/* One engine run at now_ms (the thread calls this; tests call it directly). */
+/* One engine run at now_ms (the thread calls this; tests call it directly).
+ * Returns 1 when the run had work, ST_OK when not, and ST_ECANCELED when a
+ * stop was requested during its analysis: the run is abandoned then, and
+ * the rule under way keeps nothing, the targets, loop state and ranking
+ * are not touched; every record written is a whole one. Once the run has
+ * measured, it finishes (its decisions take little time). */
 int st_engine_run(st_engine *en, int64_t now_ms);
 
 /* ---- API ---- */

@@ -21,6 +21,7 @@ struct st_engine {
     pthread_t thread;
     bool started;
     atomic_bool stopping;
+    bool finishing;  /* the run is past its measuring part (engine thread, under mu) */
     json_t *targets; /* the last validation, for /v1/status */
     json_t *pending; /* regression ids seen last run: they open on the second */
     char name[128];

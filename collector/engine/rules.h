@@ -74,7 +74,8 @@ const st_rule *st_rule_find(const char *id);
  * [[t, v]], "value"?}]}). by and match may be NULL; match holds nmatch
  * "k=v" / "k!=v" / "k=~re" strings. The caller frees *out (json_decref).
  * ST_ENOENT (with *out an empty answer) never: a metric without data
- * simply has no series. */
+ * simply has no series. ST_ECANCELED (no answer) once the run is being
+ * abandoned (st_eng_set_cancel); rules pass it on. */
 int st_eng_query(st_eng *e, const char *metric, const char *agg, const char *by,
                  const char *const *match, size_t nmatch, int64_t window_ms, json_t **out);
 /* The same with a step: series of points over the window. */
@@ -104,5 +105,11 @@ void st_eng_free(st_eng *e);
 int st_eng_set(st_eng *e, const char *name, double value);
 /* Moves the context's clock (the engine does this every run). */
 void st_eng_set_now(st_eng *e, int64_t now_ms);
+/* Lets a long run be abandoned (a stopping collector): fn is asked before
+ * every query, and once it returns true queries fail with ST_ECANCELED
+ * and st_eng_cancelled says so. NULL fn: never cancelled. */
+typedef bool (*st_eng_cancel_fn)(void *arg);
+void st_eng_set_cancel(st_eng *e, st_eng_cancel_fn fn, void *arg);
+bool st_eng_cancelled(st_eng *e);
 
 #endif

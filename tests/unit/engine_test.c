@@ -366,6 +366,89 @@ static void test_callbacks_refuse_bad_transitions(void **state)
     st_engine_free(en);
 }
 
+/* Cancels every query once the rule context has been asked `after` times. */
+struct cancel_after {
+    int asked;
+    int after;
+};
+
+static bool cancel_after(void *arg)
+{
+    struct cancel_after *c = arg;
+    return ++c->asked > c->after;
+}
+
+static void cdn_problem(void)
+{
+    history(T0 - 70 * MIN, T0, 0.100, 300, 0);
+    for (int64_t t = T0 - 70 * MIN; t < T0; t += MIN) {
+        edge_minute(t, 300, 700);
+    }
+}
+
+/* Every finding in the store is a whole record, as a run writes it. */
+static void assert_findings_whole(st_engine *en)
+{
+    json_t *all = st_engine_findings(en, NULL, NULL, 0);
+    size_t i;
+    json_t *f;
+    json_array_foreach(all, i, f)
+    {
+        json_t *whole = st_engine_finding(en, json_string_value(json_object_get(f, "id")));
+        assert_non_null(whole);
+        assert_non_null(json_string_value(json_object_get(whole, "status")));
+        assert_true(json_array_size(json_object_get(whole, "history")) >= 1);
+        json_decref(whole);
+    }
+    json_decref(all);
+}
+
+static void test_stop_abandons_the_run(void **state)
+{
+    struct cancel_after cut = {0, 5};
+    struct cancel_after whole = {0, 1 << 30};
+    st_engine *en;
+    char *val = NULL;
+    size_t len;
+    json_t *s;
+    json_t *f;
+    (void)state;
+    cdn_problem();
+    en = engine(10);
+    /* The stop comes during the first rules: the run stops asking at once
+     * and leaves no loop state and no targets behind. */
+    st_eng_set_cancel(st_engine_eng(en), cancel_after, &cut);
+    assert_int_equal(st_engine_run(en, T0), ST_ECANCELED);
+    assert_true(cut.asked <= cut.after + 3);
+    assert_int_equal(st_store_kv_get(st, "engine/state", &val, &len), ST_ENOENT);
+    s = st_engine_status(en);
+    assert_int_equal(json_array_size(json_object_get(s, "targets")), 0);
+    json_decref(s);
+    assert_findings_whole(en);
+    /* A whole run asks far more and finds the problem. */
+    st_eng_set_cancel(st_engine_eng(en), cancel_after, &whole);
+    assert_true(st_engine_run(en, T0) >= 0);
+    assert_true(whole.asked > 4 * cut.asked);
+    assert_int_equal(st_store_kv_get(st, "engine/state", &val, &len), ST_OK);
+    free(val);
+    f = find_rule(en, "infrastructure.cdn_cache");
+    assert_non_null(f);
+    json_decref(f);
+    st_engine_free(en);
+}
+
+static void test_stop_requested_before_a_run(void **state)
+{
+    st_engine *en;
+    (void)state;
+    cdn_problem();
+    en = engine(10);
+    st_engine_request_stop(en);
+    assert_int_equal(st_engine_run(en, T0), ST_ECANCELED);
+    assert_null(find_rule(en, "infrastructure.cdn_cache"));
+    st_engine_free(en);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -378,6 +461,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_loop_reaches_performance_optimized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_loop_stops_when_fixes_never_help, setup, teardown),
         cmocka_unit_test_setup_teardown(test_callbacks_refuse_bad_transitions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_abandons_the_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_requested_before_a_run, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
