@@ -67,8 +67,11 @@ struct agg_run {
     size_t max_series; /* the query's limits, defaults filled in */
     size_t max_points;
     struct group *cur;
-    struct sstate *ss;
+    struct sstate *ss; /* in first-seen order: the delta sums depend on it */
     size_t nss;
+    size_t sscap;
+    size_t *ss_idx; /* open addressing by series id: 1 + index into ss, 0 empty */
+    size_t ss_tabsize;
     struct sstate *cur_ss;
     bool cur_num;
     int kind;
@@ -314,6 +317,81 @@ static const char *kind_name(int kind)
                                              : "distribution";
 }
 
+static size_t id_slot(const struct agg_run *r, uint32_t id)
+{
+    /* Fibonacci hashing: series ids are dense, so their low bits alone
+     * would cluster. */
+    return (size_t)(((uint64_t)id * 0x9E3779B97F4A7C15ull) >> 32) & (r->ss_tabsize - 1);
+}
+
+/* Doubles the series index (kept at most half full) and re-inserts. */
+static int ss_index_grow(struct agg_run *r)
+{
+    size_t n = r->ss_tabsize ? 2 * r->ss_tabsize : 1024;
+    size_t *t = calloc(n, sizeof(*t));
+    if (t == NULL) {
+        return ST_ENOMEM;
+    }
+    free(r->ss_idx);
+    r->ss_idx = t;
+    r->ss_tabsize = n;
+    for (size_t i = 0; i < r->nss; i++) {
+        size_t k = id_slot(r, r->ss[i].id);
+        while (t[k] != 0) {
+            k = (k + 1) & (n - 1);
+        }
+        t[k] = i + 1;
+    }
+    return ST_OK;
+}
+
+static int sstate_new(struct agg_run *r, uint32_t id, size_t slot, struct sstate **out)
+{
+    struct sstate *n;
+    struct fl *b = malloc(r->nb * sizeof(*b));
+    if (b == NULL) {
+        return ST_ENOMEM;
+    }
+    if (r->nss == r->sscap) {
+        size_t cap = r->sscap ? 2 * r->sscap : 64;
+        if ((n = realloc(r->ss, cap * sizeof(*n))) == NULL) {
+            free(b);
+            return ST_ENOMEM;
+        }
+        r->ss = n;
+        r->sscap = cap;
+    }
+    n = &r->ss[r->nss];
+    n->id = id;
+    n->g = r->cur;
+    n->b = b;
+    for (size_t k = 0; k < r->nb; k++) {
+        fl_init(&n->b[k]);
+    }
+    fl_init(&n->total);
+    r->ss_idx[slot] = ++r->nss;
+    *out = n;
+    return ST_OK;
+}
+
+/* The state of a series, found by id (a series is met again in each part
+ * of a split scan: raw head, rollups, raw tail) or created. */
+static int sstate_get(struct agg_run *r, uint32_t id, struct sstate **out)
+{
+    size_t k;
+    int rv;
+    if (2 * (r->nss + 1) > r->ss_tabsize && (rv = ss_index_grow(r)) != ST_OK) {
+        return rv;
+    }
+    for (k = id_slot(r, id); r->ss_idx[k] != 0; k = (k + 1) & (r->ss_tabsize - 1)) {
+        if (r->ss[r->ss_idx[k] - 1].id == id) {
+            *out = &r->ss[r->ss_idx[k] - 1];
+            return ST_OK;
+        }
+    }
+    return sstate_new(r, id, k, out);
+}
+
 static int on_series(void *arg, const st_scan_series *s)
 {
     struct agg_run *r = arg;
@@ -327,29 +405,8 @@ static int on_series(void *arg, const st_scan_series *s)
     if ((rv = find_group(r, s->rec, &r->cur)) != ST_OK) {
         return rv;
     }
-    r->cur_ss = NULL;
-    for (size_t i = 0; i < r->nss; i++) {
-        if (r->ss[i].id == s->id) {
-            r->cur_ss = &r->ss[i];
-        }
-    }
-    if (r->cur_ss == NULL) {
-        struct sstate *n = realloc(r->ss, (r->nss + 1) * sizeof(*n));
-        if (n == NULL) {
-            return ST_ENOMEM;
-        }
-        r->ss = n;
-        r->cur_ss = &r->ss[r->nss++];
-        r->cur_ss->id = s->id;
-        r->cur_ss->g = r->cur;
-        r->cur_ss->b = malloc(r->nb * sizeof(struct fl));
-        if (r->cur_ss->b == NULL) {
-            return ST_ENOMEM;
-        }
-        for (size_t k = 0; k < r->nb; k++) {
-            fl_init(&r->cur_ss->b[k]);
-        }
-        fl_init(&r->cur_ss->total);
+    if ((rv = sstate_get(r, s->id, &r->cur_ss)) != ST_OK) {
+        return rv;
     }
     r->cur_num = r->q->agg != ST_AGG_RATIO || st_store_labels_match(s->rec, r->num_m, r->n_num);
     return 1;
@@ -540,6 +597,7 @@ static void free_groups(struct agg_run *r)
         free(r->ss[i].b);
     }
     free(r->ss);
+    free(r->ss_idx);
 }
 
 /* Splits the matchers: for ratio, those on the `over` label only decide
