@@ -188,7 +188,7 @@ static int start(struct collector *c)
                                 .insecure = c->s.insecure,
                                 .attach = st_actions_attach,
                                 .release = st_actions_ack_release};
-    struct st_api_opts ao = {c->s.http_addr};
+    struct st_api_opts ao = {c->s.http_addr, c->s.metrics_cache_ms};
     struct st_api_deps deps;
     int rv;
     if ((rv = st_store_open(&so, &c->store)) != ST_OK) {

@@ -31,6 +31,8 @@ static const st_cfg_map ingest_rows[] = {
 static const st_cfg_map http_rows[] = {
     {ST_CFG_STR, "addr", "127.0.0.1:9741", F(http_addr), "HTTP API, /metrics and dashboard", NULL,
      0, 0},
+    {ST_CFG_DURATION, "metrics_cache", "10s", F(metrics_cache_ms),
+     "how long /metrics reuses its fleet aggregates (0: computed on every scrape)", NULL, 0, 0},
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
 };
 

@@ -21,6 +21,7 @@ typedef struct st_collector_settings {
     char *keys_file;
     bool insecure;
     char *http_addr;
+    int64_t metrics_cache_ms;
     uint64_t map_size;
     uint64_t max_map_size;
     int64_t max_batch;

@@ -19,6 +19,7 @@
 #define ST_API_MAX_RESPONSE (64u << 20)
 
 struct st_engine;
+struct st_expose_cache;
 
 #define ST_API_MAX_TOKENS 64
 
@@ -41,10 +42,14 @@ struct st_api_deps {
     int64_t started_ms;
     struct st_outbox *outbox;
     struct st_actions *actions;
+    struct st_expose_cache *fleet_cache; /* set by st_api_start; NULL: none */
 };
 
 struct st_api_opts {
     const char *addr; /* host:port, default 127.0.0.1:9741 */
+    /* How long /metrics reuses its fleet aggregates (http.metrics_cache);
+     * 0: they are computed on every scrape. */
+    int64_t metrics_cache_ms;
 };
 
 typedef struct st_api st_api;

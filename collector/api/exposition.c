@@ -12,6 +12,8 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define FLEET_WINDOW "-5m"
@@ -145,6 +147,63 @@ static int agent_line(void *arg, const st_agent_info *a)
     return ST_OK;
 }
 
+/* The fleet aggregates' text; at most ST_API_MAX_RESPONSE bytes like any
+ * answer. */
+struct st_expose_cache {
+    pthread_mutex_t mu; /* held while computing: concurrent scrapes compute once */
+    int64_t ttl_ms;
+    int64_t at_ms; /* monotonic time the text was computed */
+    bool valid;
+    st_buf text;
+};
+
+int st_expose_cache_new(int64_t ttl_ms, st_expose_cache **out)
+{
+    st_expose_cache *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return ST_ENOMEM;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    c->ttl_ms = ttl_ms;
+    st_buf_init(&c->text, ST_API_MAX_RESPONSE);
+    *out = c;
+    return ST_OK;
+}
+
+void st_expose_cache_free(st_expose_cache *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    st_buf_free(&c->text);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+static void expose_rows(const struct st_api_deps *d, st_buf *b)
+{
+    for (size_t i = 0; i < ST_ARRAY_LEN(fleet_rows); i++) {
+        st_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", fleet_rows[i].name, fleet_rows[i].help,
+                      fleet_rows[i].name);
+        expose_row(d, &fleet_rows[i], b);
+    }
+}
+
+static void expose_rows_cached(const struct st_api_deps *d, st_expose_cache *c, st_buf *b)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->valid || st_time_mono_ms() - c->at_ms >= c->ttl_ms) {
+        st_buf_reset(&c->text);
+        expose_rows(d, &c->text);
+        /* Stamped when done, so that a slow computation is still reused
+         * for the whole ttl. */
+        c->at_ms = st_time_mono_ms();
+        c->valid = true;
+    }
+    st_buf_append(b, c->text.data, c->text.len);
+    pthread_mutex_unlock(&c->mu);
+}
+
 void st_expose_fleet(const struct st_api_deps *d, st_buf *b)
 {
     static const char *help[][3] = {
@@ -160,9 +219,9 @@ void st_expose_fleet(const struct st_api_deps *d, st_buf *b)
                       help[c.family][0], help[c.family][1]);
         st_store_agents(d->store, agent_line, &c);
     }
-    for (size_t i = 0; i < ST_ARRAY_LEN(fleet_rows); i++) {
-        st_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", fleet_rows[i].name, fleet_rows[i].help,
-                      fleet_rows[i].name);
-        expose_row(d, &fleet_rows[i], b);
+    if (d->fleet_cache != NULL) {
+        expose_rows_cached(d, d->fleet_cache, b);
+    } else {
+        expose_rows(d, b);
     }
 }

@@ -2,6 +2,7 @@
  * through the table in routes.c, so unknown paths and methods get JSON
  * errors too, and route code never touches nng. */
 #include "http.h"
+#include "exposition.h"
 
 #include "err.h"
 #include "log.h"
@@ -339,6 +340,11 @@ int st_api_start(const struct st_api_opts *opts, const struct st_api_deps *deps,
         return ST_EINVAL;
     }
     api->deps = *deps;
+    if (opts->metrics_cache_ms > 0 &&
+        (rv = st_expose_cache_new(opts->metrics_cache_ms, &api->deps.fleet_cache)) != ST_OK) {
+        free(api);
+        return rv;
+    }
     snprintf(url, sizeof(url), "http://%s", addr);
     if ((rv = map_nng(nng_url_parse(&u, url), "parse", addr)) != ST_OK ||
         (rv = map_nng(nng_http_server_hold(&api->srv, u), "server", addr)) != ST_OK ||
@@ -370,6 +376,7 @@ fail:
     if (api->srv != NULL) {
         nng_http_server_release(api->srv);
     }
+    st_expose_cache_free(api->deps.fleet_cache);
     free(api);
     return rv;
 }
@@ -386,6 +393,7 @@ void st_api_stop(st_api *api)
     }
     nng_http_server_stop(api->srv);
     nng_http_server_release(api->srv);
+    st_expose_cache_free(api->deps.fleet_cache);
     free(api);
 }
 

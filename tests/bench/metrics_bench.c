@@ -5,7 +5,8 @@
  * fleet, a few times in a row. It prints figures; it asserts nothing.
  *
  *   metrics_bench [--agents N] [--routes R] [--minutes M] [--runs K] [--dir DIR]
- *                 [--dump FILE]   (the fleet aggregate lines of the last run) */
+ *                 [--dump FILE]   (the fleet aggregate lines of the last run)
+ *                 [--cache-ms MS] (through the /metrics cache, as the API does) */
 #include "exposition.h"
 
 #include "buf.h"
@@ -33,6 +34,7 @@ struct opts {
     int routes;
     int minutes;
     int runs;
+    int cache_ms;
     const char *dir;
     const char *dump;
 };
@@ -183,9 +185,8 @@ static int load(st_store *st, const struct opts *o, int64_t now, const st_sketch
 static int parse_args(int argc, char **argv, struct opts *o)
 {
     static const struct option lo[] = {
-        {"agents", 1, 0, 'a'}, {"routes", 1, 0, 'r'}, {"minutes", 1, 0, 'm'},
-        {"runs", 1, 0, 'k'},   {"dir", 1, 0, 'd'},    {"dump", 1, 0, 'o'},
-        {0, 0, 0, 0}};
+        {"agents", 1, 0, 'a'}, {"routes", 1, 0, 'r'}, {"minutes", 1, 0, 'm'},  {"runs", 1, 0, 'k'},
+        {"dir", 1, 0, 'd'},    {"dump", 1, 0, 'o'},   {"cache-ms", 1, 0, 'c'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         int64_t v = 0;
@@ -195,12 +196,13 @@ static int parse_args(int argc, char **argv, struct opts *o)
         }
         if (c == '?' || st_parse_i64(optarg, &v) != ST_OK || v < 1 || v > 1000000) {
             fprintf(stderr, "usage: metrics_bench [--agents N] [--routes R] [--minutes M] "
-                            "[--runs K] [--dir DIR] [--dump FILE]\n");
+                            "[--runs K] [--dir DIR] [--dump FILE] [--cache-ms MS]\n");
             return ST_EINVAL;
         }
         *(c == 'a'   ? &o->agents
           : c == 'r' ? &o->routes
           : c == 'm' ? &o->minutes
+          : c == 'c' ? &o->cache_ms
                      : &o->runs) = (int)v;
     }
     return ST_OK;
@@ -259,6 +261,9 @@ int main(int argc, char **argv)
            o.routes, (double)(st_time_mono_ns() - t0) / 1e9, st_strerror(rv));
     memset(&d, 0, sizeof(d));
     d.store = st;
+    if (rv == ST_OK && o.cache_ms > 0) {
+        rv = st_expose_cache_new(o.cache_ms, &d.fleet_cache);
+    }
     for (int k = 0; rv == ST_OK && k < o.runs; k++) {
         st_buf b;
         st_buf_init(&b, OUT_LIMIT);
@@ -271,6 +276,7 @@ int main(int argc, char **argv)
         }
         st_buf_free(&b);
     }
+    st_expose_cache_free(d.fleet_cache);
     st_store_close(st);
     st_sketch_free(sk);
     {
