@@ -265,18 +265,14 @@ static void baseline_key(char *key, size_t n, const char *kind, const char *enti
 }
 
 /* The stored baseline (pinned wins), or the rolling one just measured,
- * which is stored for the next run and for /v1/status. */
+ * which is kept for the next run and for /v1/status (written when the run
+ * commits). */
 static void settle_baseline(st_engine *en, const char *kind, struct group_vals *g, int64_t now)
 {
     char key[ST_ENTITY_MAX + 64];
-    char *val = NULL;
-    size_t len;
-    json_t *b = NULL;
+    json_t *b;
     baseline_key(key, sizeof(key), kind, g->entity);
-    if (st_store_kv_get(en->st, key, &val, &len) == ST_OK) {
-        b = json_loadb(val, len, 0, NULL);
-        free(val);
-    }
+    b = st_run_get(en, key);
     if (b != NULL && json_is_true(json_object_get(b, "pinned"))) {
         g->base = json_number_value(json_object_get(b, "value"));
         g->base_n = json_number_value(json_object_get(b, "samples"));
@@ -285,12 +281,10 @@ static void settle_baseline(st_engine *en, const char *kind, struct group_vals *
     }
     json_decref(b);
     if (isfinite(g->base) && isfinite(g->base_n)) {
-        char *text;
         b = json_pack("{s:f,s:f,s:b,s:I}", "value", g->base, "samples", g->base_n, "pinned", 0,
                       "captured_unix_ms", (json_int_t)now);
-        if (b != NULL && (text = json_dumps(b, JSON_COMPACT)) != NULL) {
-            st_store_kv_put(en->st, key, text, strlen(text));
-            free(text);
+        if (b != NULL) {
+            st_run_put(en, key, b);
         }
         json_decref(b);
     }

@@ -38,15 +38,6 @@ static json_t *load_state(st_engine *en)
     return s;
 }
 
-static void save_state(st_engine *en, json_t *s)
-{
-    char *text = json_dumps(s, JSON_COMPACT);
-    if (text != NULL) {
-        st_store_kv_put(en->st, ST_ENGINE_STATE_KEY, text, strlen(text));
-        free(text);
-    }
-}
-
 static void set_status(json_t *state, const char *status, int64_t now, const char *note)
 {
     const char *old = json_string_value(json_object_get(state, "status"));
@@ -70,11 +61,8 @@ static void set_status(json_t *state, const char *status, int64_t now, const cha
 static void upsert_all(st_engine *en, const st_rule *r, st_candidates *c, int64_t now)
 {
     for (size_t i = 0; i < c->n; i++) {
-        json_t *f = st_finding_upsert(en, r, r->layer, r->optimization, &c->v[i], now);
-        if (f != NULL) {
-            st_finding_save(en, f);
-            json_decref(f);
-        }
+        /* Kept among the run's records, written when the run commits. */
+        json_decref(st_finding_upsert(en, r, r->layer, r->optimization, &c->v[i], now));
     }
 }
 
@@ -376,37 +364,49 @@ static int measure_run(st_engine *en, int64_t now, json_t **targets)
     return ST_OK;
 }
 
-int st_engine_run(st_engine *en, int64_t now)
+/* What a run decides once it has measured: expiry, the campaign step and
+ * the ranking, on the run's records. Returns whether it had work. */
+static bool decide(st_engine *en, int64_t now)
 {
-    json_t *state;
-    json_t *all;
-    json_t *targets = NULL;
+    json_t *state = load_state(en);
+    json_t *all = st_run_findings(en);
     bool work;
-    int rv;
-    pthread_mutex_lock(&en->mu);
-    st_eng_set_now(en->eng, now);
-    if ((rv = measure_run(en, now, &targets)) != ST_OK) {
-        pthread_mutex_unlock(&en->mu);
-        ST_INFO("engine", "run abandoned: %s", st_strerror(rv));
-        return rv;
-    }
-    /* From here the run decides and records; it is short and finishes even
-     * when a stop comes, so that no verdict rests on a query cut off. */
-    en->finishing = true;
-    json_decref(en->targets);
-    en->targets = targets;
-    state = load_state(en);
-    all = st_findings_all(en);
     expire(en, all, now);
     work = step(en, state, all, now);
     st_findings_rank(en, all, now);
     json_object_set_new(state, "updated_unix_ms", json_integer(now));
     json_object_set_new(state, "last_run_had_work", json_boolean(work));
-    save_state(en, state);
+    st_run_put(en, ST_ENGINE_STATE_KEY, state);
     json_decref(state);
     json_decref(all);
-    en->finishing = false;
+    return work;
+}
+
+int st_engine_run(st_engine *en, int64_t now)
+{
+    json_t *targets = NULL;
+    bool work = false;
+    int rv;
+    pthread_mutex_lock(&en->mu);
+    st_eng_set_now(en->eng, now);
+    if ((rv = st_run_begin(en)) == ST_OK && (rv = measure_run(en, now, &targets)) == ST_OK) {
+        /* From here the run decides and records; it is short and finishes
+         * even when a stop comes, so that no verdict rests on a query cut
+         * off. */
+        en->finishing = true;
+        json_decref(en->targets);
+        en->targets = targets;
+        work = decide(en, now);
+        st_run_commit(en);
+        en->finishing = false;
+    }
+    st_run_end(en); /* an abandoned run's records are dropped unwritten */
     pthread_mutex_unlock(&en->mu);
+    if (rv != ST_OK) {
+        st_log(rv == ST_ECANCELED ? ST_LOG_INFO : ST_LOG_WARN, "engine", "run abandoned: %s",
+               st_strerror(rv));
+        return rv;
+    }
     return work ? 1 : ST_OK;
 }
 

@@ -21,25 +21,51 @@ struct st_engine {
     pthread_t thread;
     bool started;
     atomic_bool stopping;
-    bool finishing;  /* the run is past its measuring part (engine thread, under mu) */
-    json_t *targets; /* the last validation, for /v1/status */
-    json_t *pending; /* regression ids seen last run: they open on the second */
+    bool finishing;            /* the run is past its measuring part (engine thread, under mu) */
+    json_t *targets;           /* the last validation, for /v1/status */
+    json_t *pending;           /* regression ids seen last run: they open on the second */
+    struct st_run *run;        /* the records of the run under way (records.c); NULL between runs */
+    size_t run_writes;         /* records the last run wrote (for tests and benchmarks) */
+    size_t run_finding_writes; /* of which findings */
     char name[128];
 };
 
 /* findings.c */
 void st_finding_id(const char *rule, const char *entity, char out[17]);
+/* The store's finding of an id (new ref), or NULL; for the API. */
 json_t *st_finding_load(st_engine *en, const char *id);
+/* Writes a finding to the store at once (callbacks, outside runs). */
 int st_finding_save(st_engine *en, json_t *f);
 void st_finding_transition(json_t *f, const char *status, int64_t now, const char *note);
 bool st_finding_active(const json_t *f);
-/* Creates or refreshes the finding of a candidate; returns it (new ref). */
+/* Creates or refreshes the finding of a candidate among the run's
+ * records; returns it (new ref). */
 json_t *st_finding_upsert(st_engine *en, const st_rule *r, const char *layer, const char *opt,
                           st_candidate *c, int64_t now);
-/* All findings (array, new ref). */
+/* All findings in the store (array, new ref); for the API. */
 json_t *st_findings_all(st_engine *en);
-/* Scores and links active findings; saves those that changed. */
-int st_findings_rank(st_engine *en, json_t *all, int64_t now);
+/* Scores and links active findings, in place (the run writes them). */
+void st_findings_rank(st_engine *en, json_t *all, int64_t now);
+
+/* records.c: a run's records, held until it commits. Only the run (under
+ * mu) uses them; outside a run, and for the API, the store is the truth. */
+struct st_run;
+/* Loads every finding; the run reads and changes them in memory. */
+int st_run_begin(st_engine *en);
+/* Drops the run's records, written or not. */
+void st_run_end(st_engine *en);
+/* The finding of an id (borrowed), or NULL. */
+json_t *st_run_finding(st_engine *en, const char *id);
+/* Adds a new finding (a reference is taken). */
+int st_run_add_finding(st_engine *en, const char *id, json_t *f);
+/* All findings in store order (array of borrowed-then-held references). */
+json_t *st_run_findings(st_engine *en);
+/* Another record (baseline, loop state) as the run sees it, new ref or NULL. */
+json_t *st_run_get(st_engine *en, const char *key);
+/* Sets a record (a reference is taken); written at commit. */
+int st_run_put(st_engine *en, const char *key, json_t *rec);
+/* Writes the findings that changed and every other record put. */
+int st_run_commit(st_engine *en);
 
 /* checks.c */
 /* Validates every target: array of {name, scope, target, value, met, unit}. */

@@ -113,7 +113,7 @@ json_t *st_finding_upsert(st_engine *en, const st_rule *r, const char *layer, co
     char id[17];
     json_t *f;
     st_finding_id(r->id, c->entity, id);
-    f = st_finding_load(en, id);
+    f = json_incref(st_run_finding(en, id));
     if (f == NULL) {
         f = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:{s:s},s:n,s:[],s:s}", "id", id, "rule", r->id,
                       "layer", layer, "entity", c->entity, "status", "open", "first_seen_unix_ms",
@@ -125,6 +125,10 @@ json_t *st_finding_upsert(st_engine *en, const st_rule *r, const char *layer, co
         fill(f, c, now);
         st_finding_transition(f, "open", now, "detected");
         json_object_set_new(f, "detected_value", json_real(c->value));
+        if (st_run_add_finding(en, id, f) != ST_OK) {
+            json_decref(f);
+            return NULL;
+        }
     } else {
         const char *s = json_string_value(json_object_get(f, "status"));
         fill(f, c, now);
@@ -296,11 +300,10 @@ static void score(json_t *f)
                                   "role_factor"));
 }
 
-int st_findings_rank(st_engine *en, json_t *all, int64_t now)
+void st_findings_rank(st_engine *en, json_t *all, int64_t now)
 {
     size_t i;
     json_t *f;
-    int rv = ST_OK;
     json_array_foreach(all, i, f)
     {
         json_object_set_new(f, "caused_by", json_null());
@@ -309,11 +312,6 @@ int st_findings_rank(st_engine *en, json_t *all, int64_t now)
     correlate(all, now, st_eng_window(en->eng));
     json_array_foreach(all, i, f)
     {
-        int r;
         score(f);
-        if ((r = st_finding_save(en, f)) != ST_OK) {
-            rv = r;
-        }
     }
-    return rv;
 }

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "engine.h"
+#include "engine_internal.h" /* run_writes */
 #include "err.h"
 #include "frame.h"
 #include "sketch.h"
@@ -386,21 +387,21 @@ static void cdn_problem(void)
     }
 }
 
-/* Every finding in the store is a whole record, as a run writes it. */
-static void assert_findings_whole(st_engine *en)
+static int count_one(void *arg, const char *key, const char *val, size_t len)
 {
-    json_t *all = st_engine_findings(en, NULL, NULL, 0);
-    size_t i;
-    json_t *f;
-    json_array_foreach(all, i, f)
-    {
-        json_t *whole = st_engine_finding(en, json_string_value(json_object_get(f, "id")));
-        assert_non_null(whole);
-        assert_non_null(json_string_value(json_object_get(whole, "status")));
-        assert_true(json_array_size(json_object_get(whole, "history")) >= 1);
-        json_decref(whole);
-    }
-    json_decref(all);
+    (void)key;
+    (void)val;
+    (void)len;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* How many engine records (findings, baselines, state) the store holds. */
+static int records(void)
+{
+    int n = 0;
+    assert_int_equal(st_store_kv_scan(st, "", count_one, &n), ST_OK);
+    return n;
 }
 
 static void test_stop_abandons_the_run(void **state)
@@ -416,15 +417,15 @@ static void test_stop_abandons_the_run(void **state)
     cdn_problem();
     en = engine(10);
     /* The stop comes during the first rules: the run stops asking at once
-     * and leaves no loop state and no targets behind. */
+     * and leaves no findings, baselines, loop state or targets behind. */
     st_eng_set_cancel(st_engine_eng(en), cancel_after, &cut);
     assert_int_equal(st_engine_run(en, T0), ST_ECANCELED);
     assert_true(cut.asked <= cut.after + 3);
+    assert_int_equal(records(), 0); /* an abandoned run writes nothing */
     assert_int_equal(st_store_kv_get(st, "engine/state", &val, &len), ST_ENOENT);
     s = st_engine_status(en);
     assert_int_equal(json_array_size(json_object_get(s, "targets")), 0);
     json_decref(s);
-    assert_findings_whole(en);
     /* A whole run asks far more and finds the problem. */
     st_eng_set_cancel(st_engine_eng(en), cancel_after, &whole);
     assert_true(st_engine_run(en, T0) >= 0);
@@ -433,6 +434,31 @@ static void test_stop_abandons_the_run(void **state)
     free(val);
     f = find_rule(en, "infrastructure.cdn_cache");
     assert_non_null(f);
+    json_decref(f);
+    st_engine_free(en);
+}
+
+static void test_runs_write_each_record_once_and_only_changes(void **state)
+{
+    st_engine *en;
+    json_t *f;
+    (void)state;
+    cdn_problem();
+    en = engine(10);
+    /* Each record once, though a run upserts, expires and ranks them. */
+    assert_true(st_engine_run(en, T0) >= 0);
+    assert_true(en->run_writes > 1);
+    assert_int_equal(en->run_writes, (size_t)records());
+    /* No data any more: the finding clears, then stays as it is. */
+    assert_true(st_engine_run(en, T0 + 20 * MIN) >= 0);
+    f = find_rule(en, "infrastructure.cdn_cache");
+    assert_string_equal(json_string_value(json_object_get(f, "status")), "resolved");
+    json_decref(f);
+    assert_true(st_engine_run(en, T0 + 21 * MIN) >= 0);
+    assert_int_equal(en->run_finding_writes, 0);
+    assert_true(en->run_writes >= 1); /* the loop state, rolling baselines */
+    f = find_rule(en, "infrastructure.cdn_cache");
+    assert_string_equal(json_string_value(json_object_get(f, "status")), "resolved");
     json_decref(f);
     st_engine_free(en);
 }
@@ -463,6 +489,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_callbacks_refuse_bad_transitions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_abandons_the_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_requested_before_a_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_write_each_record_once_and_only_changes, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
