@@ -210,6 +210,7 @@ struct opts {
     int runs;
     bool build_recent;    /* roll up the raw part too (slow; the engine reads raw) */
     bool reuse;           /* the store in dir was built by an earlier run (profiling) */
+    bool stop_probe;      /* time how fast a run returns once a stop is requested */
     double writer_s;      /* each writer phase */
     int writer_batch;     /* frames per commit */
     int writer_period_ms; /* between batches */
@@ -1035,20 +1036,12 @@ static int int_arg(const char *s, int lo, int hi, int *out)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    static const struct option lo[] = {{"dir", 1, 0, 'd'},
-                                       {"hosts", 1, 0, 'h'},
-                                       {"series", 1, 0, 's'},
-                                       {"raw-minutes", 1, 0, 'm'},
-                                       {"points", 1, 0, 'p'},
-                                       {"history-hours", 1, 0, 'H'},
-                                       {"batch", 1, 0, 'b'},
-                                       {"runs", 1, 0, 'r'},
-                                       {"build-recent", 0, 0, 'R'},
-                                       {"reuse", 0, 0, 'U'},
-                                       {"writer-seconds", 1, 0, 'w'},
-                                       {"writer-batch", 1, 0, 'B'},
-                                       {"writer-period", 1, 0, 'P'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"dir", 1, 0, 'd'},          {"hosts", 1, 0, 'h'},         {"series", 1, 0, 's'},
+        {"raw-minutes", 1, 0, 'm'},  {"points", 1, 0, 'p'},        {"history-hours", 1, 0, 'H'},
+        {"batch", 1, 0, 'b'},        {"runs", 1, 0, 'r'},          {"build-recent", 0, 0, 'R'},
+        {"reuse", 0, 0, 'U'},        {"stop-probe", 0, 0, 'S'},    {"writer-seconds", 1, 0, 'w'},
+        {"writer-batch", 1, 0, 'B'}, {"writer-period", 1, 0, 'P'}, {0, 0, 0, 0}};
     int c;
     int rv = ST_OK;
     while (rv == ST_OK && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1083,6 +1076,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
         case 'U':
             o->reuse = true;
             break;
+        case 'S':
+            o->stop_probe = true;
+            break;
         case 'w':
             rv = st_parse_double(optarg, &o->writer_s);
             break;
@@ -1097,6 +1093,55 @@ static int parse_args(int argc, char **argv, struct opts *o)
         }
     }
     return rv;
+}
+
+/* ---- stop latency ---- */
+
+struct probe {
+    st_engine *en;
+    int64_t now;
+    int rv;
+};
+
+static void *probe_main(void *arg)
+{
+    struct probe *p = arg;
+    p->rv = st_engine_run(p->en, p->now);
+    return NULL;
+}
+
+/* How soon a run returns once a stop is requested part-way through it (a
+ * SIGTERM during a run: main requests the stop, then joins the engine
+ * thread), at a few points in the run. A fresh engine each time: a stop
+ * is for good. */
+static int stop_latency(st_store *st, int64_t now)
+{
+    static const int delays_ms[] = {250, 1000, 2500, 4000};
+    printf("== stop latency: a run started, a stop requested part-way, time until it returns\n");
+    for (size_t i = 0; i < sizeof(delays_ms) / sizeof(delays_ms[0]); i++) {
+        struct st_engine_opts eo = {.collector_name = "bench"};
+        struct probe p = {NULL, now + (int64_t)i * 10 * SEC_MS, 0};
+        st_cfg_error err;
+        pthread_t th;
+        int64_t t0;
+        double ms;
+        if (st_engine_new(st, &eo, NULL, NULL, NULL, &p.en, &err) != ST_OK ||
+            pthread_create(&th, NULL, probe_main, &p) != 0) {
+            st_engine_free(p.en);
+            return ST_ENOMEM;
+        }
+        st_time_sleep_ms(delays_ms[i]);
+        t0 = st_time_mono_ns();
+        st_engine_request_stop(p.en);
+        pthread_join(th, NULL);
+        ms = (double)(st_time_mono_ns() - t0) / 1e6;
+        printf("  stop %4d ms into a run: returned %7.1f ms later (%s)\n", delays_ms[i], ms,
+               p.rv == ST_ECANCELED ? "abandoned" : "it had finished measuring");
+        printf("RESULT engine_stop after_ms=%d return_ms=%.2f canceled=%d\n", delays_ms[i], ms,
+               p.rv == ST_ECANCELED);
+        st_engine_free(p.en);
+    }
+    return ST_OK;
 }
 
 static int run_engine(const struct opts *o, struct tmpl **full, uint64_t *seq)
@@ -1119,6 +1164,9 @@ static int run_engine(const struct opts *o, struct tmpl **full, uint64_t *seq)
         rv = engine_runs(en, o, now);
     }
     rv = rv == ST_OK ? rule_breakdown(st, now + (int64_t)(o->runs - 1) * 10 * SEC_MS) : rv;
+    if (rv == ST_OK && o->stop_probe) {
+        rv = stop_latency(st, now + (int64_t)o->runs * 10 * SEC_MS);
+    }
     if (rv == ST_OK && o->writer_s > 0) {
         rv = bench_writer(o, st, en, full, seq, now + (int64_t)o->runs * 10 * SEC_MS);
     }
@@ -1152,7 +1200,7 @@ int main(int argc, char **argv)
                 "usage: engine_bench [--dir DIR] [--hosts 1000] [--series 200] [--raw-minutes "
                 "70] [--points 6]\n  [--history-hours 24] [--batch 200] [--runs 10] "
                 "[--build-recent] [--writer-seconds 15]\n  [--writer-batch 50] [--writer-period "
-                "500] [--reuse]\n");
+                "500] [--reuse] [--stop-probe]\n");
         return 2;
     }
     if (o.dir == NULL && (o.dir = mkdtemp(tmp)) == NULL) {
