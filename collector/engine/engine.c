@@ -66,10 +66,10 @@ static void upsert_all(st_engine *en, const st_rule *r, st_candidates *c, int64_
     }
 }
 
-/* Runs every rule and the regression checks, keeping what they find.
- * ST_ECANCELED when the collector is stopping: the rule under way is cut
- * short and what it found is dropped, since it saw only part of its data;
- * the findings of the rules before it are complete and stay. */
+/* Runs every rule and the regression checks, keeping what they find
+ * among the run's records. ST_ECANCELED when the collector is stopping:
+ * the rule under way is cut short (it saw only part of its data) and the
+ * run is abandoned, its records unwritten. */
 static int analyse(st_engine *en, int64_t now)
 {
     st_candidates lat = {0};

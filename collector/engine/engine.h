@@ -61,11 +61,12 @@ void st_engine_stop(st_engine *en);
 void st_engine_free(st_engine *en);
 
 /* One engine run at now_ms (the thread calls this; tests call it directly).
- * Returns 1 when the run had work, ST_OK when not, and ST_ECANCELED when a
- * stop was requested during its analysis: the run is abandoned then, and
- * the rule under way keeps nothing, the targets, loop state and ranking
- * are not touched; every record written is a whole one. Once the run has
- * measured, it finishes (its decisions take little time). */
+ * A run keeps its findings, baselines and loop state in memory and writes
+ * those that changed at its end. Returns 1 when the run had work, ST_OK
+ * when not, and ST_ECANCELED when a stop was requested during its
+ * analysis: the run is abandoned then and writes nothing (the targets of
+ * /v1/status stay those of the last run). Once the run has measured, it
+ * finishes (its decisions take little time). */
 int st_engine_run(st_engine *en, int64_t now_ms);
 
 /* ---- API ---- */
