@@ -5,6 +5,7 @@
 #include "exposition.h"
 
 #include "err.h"
+#include "log.h"
 #include "query.h"
 #include "timeutil.h"
 #include "util.h"
@@ -17,6 +18,13 @@
 #include <string.h>
 
 #define FLEET_WINDOW "-5m"
+/* The API's answer limits (2,000 series) are for JSON sent to people; a
+ * row by host, or by host and process, outgrows them at a few thousand
+ * hosts, and Prometheus would silently lose the rest. These bound what one
+ * scrape may carry instead; past them the family is left out with a
+ * comment saying why. */
+#define FLEET_MAX_SERIES 100000
+#define FLEET_MAX_POINTS 1000000
 
 struct fleet_row {
     const char *name;
@@ -99,7 +107,14 @@ static void expose_row(const struct st_api_deps *d, const struct fleet_row *r, s
     if (st_query_parse(p, r->match ? 5 : 4, st_time_wall_ms(), &q, err, sizeof(err)) != ST_OK) {
         return;
     }
-    if (st_query_run(d->store, &q, &out, err, sizeof(err)) == ST_OK) {
+    q.max_series = FLEET_MAX_SERIES;
+    q.max_points = FLEET_MAX_POINTS;
+    if (st_query_run(d->store, &q, &out, err, sizeof(err)) != ST_OK) {
+        ST_WARN("api", "/metrics: %s left out: %s", r->name, err);
+        st_buf_printf(b, "# %s left out: ", r->name);
+        put_label_value(b, err);
+        st_buf_append_str(b, "\n");
+    } else {
         json_array_foreach(json_object_get(out, "series"), i, s)
         {
             const json_t *pts = json_object_get(s, "points");

@@ -42,8 +42,8 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-/* One frame from agent a: a minute of requests ending before now. */
-static void requests(int a, int64_t n)
+/* One frame from agent a: a minute of the counter ending before now. */
+static void counter(int a, const char *name, int64_t n)
 {
     int64_t now = st_time_wall_ms();
     st_frame *f = calloc(1, sizeof(*f));
@@ -53,7 +53,7 @@ static void requests(int a, int64_t n)
     bool dup;
     strata__v1__frame__init(f);
     strata__v1__series__init(s);
-    s->name = strdup("http.server.requests");
+    s->name = strdup(name);
     s->unit = strdup("");
     s->kind = STRATA__V1__KIND__COUNTER;
     s->start_unix_ms = now - now % MIN - 2 * MIN;
@@ -62,7 +62,8 @@ static void requests(int a, int64_t n)
     s->ivalues[0] = n;
     s->n_ivalues = 1;
     f->agent_id.data = calloc(1, 16);
-    f->agent_id.data[0] = (uint8_t)(a + 1);
+    f->agent_id.data[0] = (uint8_t)((a + 1) & 0xff);
+    f->agent_id.data[1] = (uint8_t)((a + 1) >> 8);
     f->agent_id.len = 16;
     f->seq = 1;
     f->agent = malloc(sizeof(*f->agent));
@@ -77,6 +78,11 @@ static void requests(int a, int64_t n)
     assert_int_equal(st_store_apply(t, f, now, &dup), ST_OK);
     assert_int_equal(st_store_commit(t), ST_OK);
     st_frame_free(f);
+}
+
+static void requests(int a, int64_t n)
+{
+    counter(a, "http.server.requests", n);
 }
 
 /* The requests-per-second line of the app role; -1 when absent. */
@@ -128,6 +134,32 @@ static void test_cache_reuses_the_aggregates_for_its_ttl(void **state)
     st_expose_cache_free(d.fleet_cache);
 }
 
+/* A family by host has a row per host past the API's 2,000-series answer
+ * limit: none is dropped from a scrape. */
+static void test_rows_by_host_past_the_api_limit(void **state)
+{
+    struct st_api_deps d = {.store = st};
+    enum { HOSTS = 2500 };
+    st_buf b;
+    const char *text;
+    const char *p;
+    int rows = 0;
+    (void)state;
+    for (int a = 0; a < HOSTS; a++) {
+        counter(a, "db.statement.time", 60);
+    }
+    st_buf_init(&b, 16u << 20);
+    st_expose_fleet(&d, &b);
+    assert_int_equal(st_buf_cstr(&b, &text), ST_OK);
+    for (p = text; (p = strstr(p, "\nstrata_fleet_db_statement_seconds_per_second{")) != NULL;
+         p++) {
+        rows++;
+    }
+    assert_int_equal(rows, HOSTS);
+    assert_null(strstr(text, "left out"));
+    st_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -135,6 +167,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_cache_reuses_the_aggregates_for_its_ttl, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_rows_by_host_past_the_api_limit, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
