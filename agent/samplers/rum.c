@@ -68,6 +68,7 @@ typedef struct rum_agg {
     st_sketch **sk;
     uint64_t hit;
     uint64_t miss;
+    uint64_t opaque;
     uint64_t beacons;
     uint64_t dropped; /* samples the aggregate could not take (out of memory) */
     uint64_t rejected[R_N];
@@ -196,8 +197,9 @@ static void fold_beacon(rum_shared *sh, const st_rum_entry *e, size_t n)
     for (size_t i = 0; i < n; i++) {
         st_sketch **sk;
         if (e[i].kind == ST_RUM_RESOURCE) {
-            a->hit += e[i].cache_hit;
-            a->miss += !e[i].cache_hit;
+            a->hit += e[i].cache == ST_RUM_HIT;
+            a->miss += e[i].cache == ST_RUM_MISS;
+            a->opaque += e[i].cache == ST_RUM_OPAQUE;
             continue;
         }
         sk = &a->sk[page_slot(sh, e[i].page) * ST_RUM_NVITALS + e[i].vital];
@@ -531,11 +533,15 @@ static int emit_counts(rum_ctx *c, st_emit *e, rum_agg *a)
             rv = r;
         }
     }
+    if (a->opaque > 0 &&
+        (r = emit_counter(c, e, "rum.resources.opaque", NULL, 0, a->opaque, ST_LAYER_INFRA))) {
+        rv = r;
+    }
     if ((r = emit_counter(c, e, "rum.beacons", NULL, 0, a->beacons, ST_LAYER_INFRA)) != ST_OK ||
         (r = emit_counter(c, e, "rum.dropped", NULL, 0, dropped, ST_LAYER_INFRA)) != ST_OK) {
         rv = r;
     }
-    a->hit = a->miss = a->beacons = a->dropped = 0;
+    a->hit = a->miss = a->opaque = a->beacons = a->dropped = 0;
     memset(a->rejected, 0, sizeof(a->rejected));
     return rv;
 }

@@ -249,7 +249,10 @@ static int parse_vital(const json_t *o, st_rum_entry *e, char *err, size_t errle
 }
 
 /* Resource timing: a response served from the browser cache has no
- * transfer but a body; anything else went to the network. */
+ * transfer but a body; a transfer went to the network. A cross-origin
+ * resource without Timing-Allow-Origin reports every size as 0, hit or
+ * not: counting those as misses would drag the hit ratio of any site with
+ * third-party assets under the BROWSER_CACHING threshold. */
 static int parse_resource(const json_t *o, st_rum_entry *e, char *err, size_t errlen, long idx)
 {
     const char *url = NULL;
@@ -273,7 +276,9 @@ static int parse_resource(const json_t *o, st_rum_entry *e, char *err, size_t er
         return entry_fail(err, errlen, idx, ST_EINVAL,
                           "'encodedBodySize' and 'decodedBodySize' must be byte counts");
     }
-    e->cache_hit = transfer == 0 && (encoded > 0 || decoded > 0);
+    e->cache = transfer > 0                   ? ST_RUM_MISS
+               : (encoded > 0 || decoded > 0) ? ST_RUM_HIT
+                                              : ST_RUM_OPAQUE;
     return page_field(o, false, e->page, err, errlen, idx);
 }
 

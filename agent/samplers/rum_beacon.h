@@ -28,11 +28,19 @@ enum st_rum_vital {
 
 enum st_rum_kind { ST_RUM_VITAL, ST_RUM_RESOURCE };
 
+/* Where a resource came from, as far as its timing tells. */
+enum st_rum_cache {
+    ST_RUM_MISS = 0, /* bytes were transferred */
+    ST_RUM_HIT,      /* no transfer, a body: served from the browser cache */
+    ST_RUM_OPAQUE,   /* every size 0: a cross-origin resource without
+                        Timing-Allow-Origin (or an empty body) tells nothing */
+};
+
 typedef struct st_rum_entry {
     enum st_rum_kind kind;
     enum st_rum_vital vital;        /* vitals */
     double value;                   /* vitals: seconds, or the unitless CLS score */
-    bool cache_hit;                 /* resources: transferSize 0 with a body */
+    enum st_rum_cache cache;        /* resources */
     char page[ST_RUM_MAX_PAGE + 1]; /* normalised; "" for a resource without one */
 } st_rum_entry;
 

@@ -131,11 +131,12 @@ static void test_beacon_good(void **state)
     assert_true(e[1].vital == ST_RUM_CLS && e[1].value == 0.12); /* unitless */
     assert_true(e[2].value == 0.0805);
     assert_true(e[4].value == 3600);
-    assert_true(e[5].kind == ST_RUM_RESOURCE && e[5].cache_hit);
-    assert_false(e[6].cache_hit);
+    assert_true(e[5].kind == ST_RUM_RESOURCE && e[5].cache == ST_RUM_HIT);
+    assert_int_equal(e[6].cache, ST_RUM_MISS);
     assert_string_equal(e[6].page, "/a");
-    assert_true(e[7].cache_hit);
-    assert_false(e[8].cache_hit);
+    assert_int_equal(e[7].cache, ST_RUM_HIT);
+    /* all sizes 0 (cross-origin without Timing-Allow-Origin): neither */
+    assert_int_equal(e[8].cache, ST_RUM_OPAQUE);
     free(e);
     assert_string_equal(st_rum_vital_series(ST_RUM_TTFB), "web.vitals.ttfb");
     assert_string_equal(st_rum_vital_series(ST_RUM_CLS), "web.vitals.cls");
@@ -406,7 +407,9 @@ static void test_sampler_http(void **state)
              "{\"type\":\"resource\",\"name\":\"https://x/a.js\",\"transferSize\":0,"
              "\"encodedBodySize\":10},"
              "{\"type\":\"resource\",\"name\":\"https://x/b.js\",\"transferSize\":9,"
-             "\"encodedBodySize\":10}]");
+             "\"encodedBodySize\":10},"
+             "{\"type\":\"resource\",\"name\":\"https://third.party/f.woff\","
+             "\"transferSize\":0,\"encodedBodySize\":0,\"decodedBodySize\":0}]");
     assert_int_equal(r.status, 204);
     r = request(&f, "POST", NULL, "https://shop.example.com", fcp, strlen(fcp));
     assert_int_equal(r.status, 204);
@@ -461,6 +464,8 @@ static void test_sampler_http(void **state)
     assert_int_equal(sketch_count(&f, "web.vitals.fcp", "/"), 1);
     assert_true(counter_sum(&f, "cache.requests", "result", "hit") == 1);
     assert_true(counter_sum(&f, "cache.requests", "result", "miss") == 1);
+    /* the opaque third-party font is neither a hit nor a miss */
+    assert_true(counter_sum(&f, "rum.resources.opaque", NULL, NULL) == 1);
     assert_int_equal(find_series(&f, "cache.requests", "cache", "browser")->layer, ST_LAYER_INFRA);
     assert_true(counter_sum(&f, "rum.beacons", NULL, NULL) == 3);
     assert_true(counter_sum(&f, "rum.rejected", "reason", "json") == 1);
