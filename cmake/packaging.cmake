@@ -147,4 +147,10 @@ else()
         libhiredis0.14 zlib1g)
 endif()
 
+# The agent opens libcurl (nginx sampler) and libpq (postgres sampler and
+# action) with dlopen on first use, so dpkg-shlibdeps cannot see them:
+# recommended, as apt installs by default, not required by hosts that
+# sample neither.
+set(CPACK_DEBIAN_AGENT_PACKAGE_RECOMMENDS "libcurl4, libpq5")
+
 include(CPack)
