@@ -26,15 +26,19 @@ static json_t *load_state(st_engine *en)
     char *val = NULL;
     size_t len = 0;
     json_t *s = NULL;
+    int max_iterations;
+    pthread_mutex_lock(&en->snap_mu);
+    max_iterations = en->o.max_iterations;
+    pthread_mutex_unlock(&en->snap_mu);
     if (st_store_kv_get(en->st, ST_ENGINE_STATE_KEY, &val, &len) == ST_OK) {
         s = json_loadb(val, len, 0, NULL);
         free(val);
     }
     if (s == NULL) {
         s = json_pack("{s:i,s:s,s:i,s:i,s:[]}", "campaign", 1, "status", "OPTIMIZING", "iteration",
-                      0, "max_iterations", en->o.max_iterations, "history");
+                      0, "max_iterations", max_iterations, "history");
     }
-    json_object_set_new(s, "max_iterations", json_integer(en->o.max_iterations));
+    json_object_set_new(s, "max_iterations", json_integer(max_iterations));
     return s;
 }
 
@@ -394,8 +398,10 @@ int st_engine_run(st_engine *en, int64_t now)
          * even when a stop comes, so that no verdict rests on a query cut
          * off. */
         en->finishing = true;
+        pthread_mutex_lock(&en->snap_mu);
         json_decref(en->targets);
         en->targets = targets;
+        pthread_mutex_unlock(&en->snap_mu);
         work = decide(en, now);
         st_run_commit(en);
         en->finishing = false;
@@ -519,6 +525,7 @@ int st_engine_new(st_store *st, const struct st_engine_opts *opts, const st_cfg_
     en->o.improvement_margin = opts->improvement_margin > 0 ? opts->improvement_margin : 0.2;
     snprintf(en->name, sizeof(en->name), "%s", opts->collector_name ? opts->collector_name : "");
     pthread_mutex_init(&en->mu, NULL);
+    pthread_mutex_init(&en->snap_mu, NULL);
     en->pending = json_object();
     if ((rv = build_eng(en, opts, doc, targets, rules, &fresh, err)) != ST_OK) {
         st_engine_free(en);
@@ -538,11 +545,13 @@ int st_engine_reconfigure(st_engine *en, const struct st_engine_opts *opts, cons
     if ((rv = build_eng(en, opts, doc, targets, rules, &fresh, err)) == ST_OK) {
         st_eng_free(en->eng);
         en->eng = fresh;
+        pthread_mutex_lock(&en->snap_mu);
         en->o.max_iterations =
             opts->max_iterations > 0 ? opts->max_iterations : en->o.max_iterations;
         en->o.validation_ms = opts->validation_ms > 0 ? opts->validation_ms : en->o.validation_ms;
         en->o.improvement_margin =
             opts->improvement_margin > 0 ? opts->improvement_margin : en->o.improvement_margin;
+        pthread_mutex_unlock(&en->snap_mu);
     }
     pthread_mutex_unlock(&en->mu);
     return rv;
@@ -589,23 +598,25 @@ void st_engine_free(st_engine *en)
     json_decref(en->targets);
     json_decref(en->pending);
     pthread_mutex_destroy(&en->mu);
+    pthread_mutex_destroy(&en->snap_mu);
     free(en);
 }
 
 /* ---- API ---- */
 
+/* Reads only the committed store and the snapshot under snap_mu, never
+ * en->mu: a run at fleet size holds that for seconds. */
 json_t *st_engine_status(st_engine *en)
 {
     json_t *state;
     json_t *all;
-    pthread_mutex_lock(&en->mu);
+    json_t *targets;
     state = load_state(en);
     all = st_findings_all(en);
-    if (en->targets != NULL) {
-        json_object_set(state, "targets", en->targets);
-    } else {
-        json_object_set_new(state, "targets", json_array());
-    }
+    pthread_mutex_lock(&en->snap_mu);
+    targets = json_incref(en->targets);
+    pthread_mutex_unlock(&en->snap_mu);
+    json_object_set_new(state, "targets", targets != NULL ? targets : json_array());
     json_object_set_new(state, "findings",
                         json_pack("{s:i,s:i,s:i,s:i,s:i,s:i}", "active",
                                   count_status(all, NULL, NULL), "open",
@@ -615,7 +626,6 @@ json_t *st_engine_status(st_engine *en)
                                   count_status(all, "resolved", NULL), "ineffective",
                                   count_status(all, "ineffective", NULL)));
     json_object_set_new(state, "collector", json_string(en->name));
-    pthread_mutex_unlock(&en->mu);
     json_decref(all);
     return state;
 }

@@ -18,11 +18,14 @@ struct st_engine {
     st_eng *eng;
     struct st_engine_opts o;
     pthread_mutex_t mu; /* one run or callback at a time: findings are read-modify-write */
+    /* What /v1/status reads besides the store — targets and the options —
+     * so that it answers at once instead of waiting out a run under mu. */
+    pthread_mutex_t snap_mu;
     pthread_t thread;
     bool started;
     atomic_bool stopping;
     bool finishing;            /* the run is past its measuring part (engine thread, under mu) */
-    json_t *targets;           /* the last validation, for /v1/status */
+    json_t *targets;           /* the last validation, for /v1/status (under snap_mu) */
     json_t *pending;           /* regression ids seen last run: they open on the second */
     struct st_run *run;        /* the records of the run under way (records.c); NULL between runs */
     size_t run_writes;         /* records the last run wrote (for tests and benchmarks) */

@@ -314,6 +314,26 @@ static void test_loop_reaches_performance_optimized(void **state)
     st_engine_free(en);
 }
 
+/* /v1/status answers while a run holds the engine (en->mu is the run's):
+ * it would wait for the whole run, seconds at fleet size, or here forever
+ * since the test's thread holds the lock itself. */
+static void test_status_does_not_wait_for_a_run(void **state)
+{
+    st_engine *en;
+    json_t *s;
+    (void)state;
+    history(T0 - 70 * MIN, T0, 0.05, 300, 0);
+    en = engine(10);
+    st_engine_run(en, T0);
+    pthread_mutex_lock(&en->mu);
+    s = st_engine_status(en);
+    pthread_mutex_unlock(&en->mu);
+    assert_string_equal(json_string_value(json_object_get(s, "status")), "PERFORMANCE_OPTIMIZED");
+    assert_true(json_array_size(json_object_get(s, "targets")) > 0);
+    json_decref(s);
+    st_engine_free(en);
+}
+
 static void test_loop_stops_when_fixes_never_help(void **state)
 {
     st_engine *en;
@@ -488,6 +508,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_loop_stops_when_fixes_never_help, setup, teardown),
         cmocka_unit_test_setup_teardown(test_callbacks_refuse_bad_transitions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_abandons_the_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_status_does_not_wait_for_a_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_requested_before_a_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs_write_each_record_once_and_only_changes, setup,
                                         teardown),
