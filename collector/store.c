@@ -1005,6 +1005,52 @@ static int kv_write(st_store *st, const char *key, const void *val, size_t len, 
     return rc == MDB_NOTFOUND && del ? ST_OK : st_store_map_mdb(rc, "engine record");
 }
 
+int st_store_kv_write(st_store *st, const st_store_kv *items, size_t n)
+{
+    MDB_txn *txn = NULL;
+    size_t bytes = 0;
+    int rc = 0;
+    if (n > ST_STORE_KV_BATCH_MAX) {
+        return ST_ETOOBIG;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *key = items[i].key;
+        if (key == NULL || key[0] == '\0' || strlen(key) > ST_STORE_MAX_KEY) {
+            return ST_EINVAL;
+        }
+        bytes += items[i].del ? 0 : items[i].len;
+    }
+    if (bytes > ST_STORE_KV_BATCH_BYTES) {
+        return ST_ETOOBIG;
+    }
+    for (int attempt = 0; attempt < 8; attempt++) {
+        pthread_rwlock_rdlock(&st->resize);
+        txn = NULL;
+        rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            MDB_val k = {strlen(items[i].key), (void *)items[i].key};
+            MDB_val v = {items[i].len, (void *)items[i].val};
+            rc = items[i].del ? mdb_del(txn, st->kv, &k, NULL) : mdb_put(txn, st->kv, &k, &v, 0);
+            rc = rc == MDB_NOTFOUND && items[i].del ? 0 : rc;
+        }
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+        } else if (txn != NULL) {
+            mdb_txn_abort(txn);
+        }
+        pthread_rwlock_unlock(&st->resize);
+        if (rc != MDB_MAP_FULL) {
+            break;
+        }
+        /* The map is full: grow it, as the writer would, and write the
+         * whole batch again. */
+        if (st_store_grow(st) != ST_OK) {
+            break;
+        }
+    }
+    return st_store_map_mdb(rc, "engine records");
+}
+
 int st_store_kv_put(st_store *st, const char *key, const void *val, size_t len)
 {
     if (key == NULL || key[0] == '\0' || strlen(key) > ST_STORE_MAX_KEY) {

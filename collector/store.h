@@ -141,6 +141,21 @@ int st_store_kv_put(st_store *st, const char *key, const void *val, size_t len);
 /* Copies the value into a malloc'd buffer (NUL-terminated past len). */
 int st_store_kv_get(st_store *st, const char *key, char **val, size_t *len);
 int st_store_kv_del(st_store *st, const char *key);
+/* One record of a batch: a put, or a delete when del is set. */
+typedef struct st_store_kv {
+    const char *key;
+    const void *val;
+    size_t len;
+    bool del;
+} st_store_kv;
+/* Bounds of one batch: it is one write transaction, and the collector's
+ * ingest writer waits for it like for any other writer. */
+#define ST_STORE_KV_BATCH_MAX 4096
+#define ST_STORE_KV_BATCH_BYTES (8u << 20)
+/* Writes n records (n <= ST_STORE_KV_BATCH_MAX, values summing to at most
+ * ST_STORE_KV_BATCH_BYTES) in one transaction: all of them or, on an
+ * error, none. One fsync instead of n. */
+int st_store_kv_write(st_store *st, const st_store_kv *items, size_t n);
 /* Calls fn for every key starting with prefix, in key order; fn returning
  * non-zero stops the scan (a negative value is returned). */
 int st_store_kv_scan(st_store *st, const char *prefix,
