@@ -60,6 +60,7 @@ struct st_store_txn {
     MDB_txn *txn;
     char keybuf[ST_STORE_MAX_KEY + 1];
     bool rs_dirty; /* rollup state changed in this txn */
+    bool created;  /* a series was created (and cached) in this txn */
     struct st_rollup_state rs_saved;
 };
 

@@ -1,0 +1,122 @@
+/* The writer's series cache survives transactions that created no series
+ * (maintenance aborts one whenever a slice had nothing to do) and is
+ * forgotten when an aborted transaction had created some. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "err.h"
+#include "frame.h"
+#include "store.h"
+#include "store_internal.h"
+#include "timeutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char dir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/st-cache-XXXXXX");
+    return mkdtemp(dir) != NULL ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Frame seq of one agent with one gauge per name, one point each. */
+static st_frame *frame(uint64_t seq, const char *const *names, size_t n)
+{
+    int64_t now = st_time_wall_ms();
+    st_frame *f = calloc(1, sizeof(*f));
+    strata__v1__frame__init(f);
+    f->agent_id.data = calloc(1, 16);
+    f->agent_id.data[0] = 7;
+    f->agent_id.len = 16;
+    f->seq = seq;
+    f->agent = malloc(sizeof(*f->agent));
+    strata__v1__agent__init(f->agent);
+    f->agent->host = strdup("h");
+    f->series = calloc(n, sizeof(*f->series));
+    f->n_series = n;
+    for (size_t i = 0; i < n; i++) {
+        Strata__V1__Series *s = calloc(1, sizeof(*s));
+        strata__v1__series__init(s);
+        s->name = strdup(names[i]);
+        s->unit = strdup("");
+        s->kind = STRATA__V1__KIND__GAUGE;
+        s->start_unix_ms = now - now % 1000 - 1000;
+        s->interval_ms = 1000;
+        s->ivalues = malloc(sizeof(int64_t));
+        s->ivalues[0] = 42;
+        s->n_ivalues = 1;
+        f->series[i] = s;
+    }
+    return f;
+}
+
+static void apply(st_store_txn *t, st_frame *f)
+{
+    bool dup;
+    assert_int_equal(st_store_apply(t, f, st_time_wall_ms(), &dup), ST_OK);
+    assert_false(dup);
+    st_frame_free(f);
+}
+
+static void test_abort_keeps_the_cache_unless_it_created_series(void **state)
+{
+    struct st_store_opts o = {.dir = dir, .no_sync = true, .no_rollups = true};
+    static const char *const two[] = {"m.a", "m.b"};
+    static const char *const three[] = {"m.a", "m.b", "m.c"};
+    st_store *st;
+    st_store_txn *t;
+    size_t cached;
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    assert_int_equal(st_store_begin(st, &t), ST_OK);
+    apply(t, frame(1, two, 2));
+    assert_int_equal(st_store_commit(t), ST_OK);
+    cached = st->cache_count;
+    assert_true(cached >= 2);
+
+    /* Nothing created: an aborted transaction leaves the cache. */
+    assert_int_equal(st_store_begin(st, &t), ST_OK);
+    st_store_abort(t);
+    assert_int_equal(st->cache_count, cached);
+    assert_int_equal(st_store_begin(st, &t), ST_OK);
+    apply(t, frame(2, two, 2)); /* known series only */
+    st_store_abort(t);
+    assert_int_equal(st->cache_count, cached);
+
+    /* m.c created, then aborted: its id must not survive in the cache. */
+    assert_int_equal(st_store_begin(st, &t), ST_OK);
+    apply(t, frame(2, three, 3));
+    st_store_abort(t);
+    assert_int_equal(st->cache_count, 0);
+
+    /* And applying it again creates it for real. */
+    assert_int_equal(st_store_begin(st, &t), ST_OK);
+    apply(t, frame(2, three, 3));
+    assert_int_equal(st_store_commit(t), ST_OK);
+    assert_true(st->cache_count >= 3);
+    st_store_close(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_abort_keeps_the_cache_unless_it_created_series, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
