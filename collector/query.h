@@ -77,4 +77,21 @@ int st_query_run(st_store *st, const st_query *q, json_t **out, char *err, size_
 /* The aggregated path of st_query_run (query_agg.c). */
 int st_query_run_agg(st_store *st, const st_query *q, json_t **out, char *err, size_t errlen);
 
+/* An aggregated query's scan, folded and kept: the answer of q, and of q
+ * with another agg when the same folded buckets hold it (a distribution's
+ * merged sketches give every agg but ratio; a counter's or gauge's sums,
+ * counts and extremes give every agg but quantiles and ratio). The engine
+ * asks several aggs of one metric and window per run: one scan answers
+ * them all, exactly as separate queries would. The fold copies what it
+ * needs of q; q may be released at once. Errors as st_query_run_agg. */
+typedef struct st_query_fold st_query_fold;
+int st_query_fold_run(st_store *st, const st_query *q, st_query_fold **out, char *err,
+                      size_t errlen);
+/* Whether the fold can answer agg. */
+bool st_query_fold_serves(const st_query_fold *f, enum st_agg agg);
+/* The answer of the fold's query with agg (new ref); ST_EINVAL when the
+ * fold does not serve agg, ST_ENOMEM. */
+int st_query_fold_answer(st_query_fold *f, enum st_agg agg, json_t **out);
+void st_query_fold_free(st_query_fold *f);
+
 #endif

@@ -54,6 +54,7 @@ struct group {
 
 struct agg_run {
     const st_query *q;
+    enum st_agg agg; /* the answer's: a kept fold answers several (st_query_fold) */
     st_matcher scan_m[ST_QUERY_MAX_MATCHERS];
     size_t n_scan;
     st_matcher num_m[ST_QUERY_MAX_MATCHERS];
@@ -181,7 +182,7 @@ static double quantile_of(enum st_agg a)
 /* The answer for one bucket; NAN when the bucket has nothing to say. */
 static double acc_result(const struct agg_run *r, const struct acc *a, int64_t span_ms)
 {
-    enum st_agg agg = r->q->agg;
+    enum st_agg agg = r->agg;
     bool dist = r->kind == STRATA__V1__KIND__DISTRIBUTION;
     double secs = (double)span_ms / 1000.0;
     if (agg == ST_AGG_DEFAULT) {
@@ -618,6 +619,7 @@ static int setup(struct agg_run *r, const st_query *q)
     size_t want = 64;
     size_t groups;
     r->q = q;
+    r->agg = q->agg;
     r->step = q->step_ms > 0 ? q->step_ms : q->to_ms - q->from_ms;
     /* Buckets are aligned to the step so they match stored rollups. */
     r->from = q->step_ms > 0 ? q->from_ms - q->from_ms % q->step_ms : q->from_ms;
@@ -741,29 +743,38 @@ static int scan_all(st_store *st, struct agg_run *r, const st_scan_cb *cb)
     return scan_raw(st, r, cb, b, r->q->to_ms);
 }
 
+/* Scans and folds q: once it returns ST_OK, every group's buckets are
+ * final and r->meta holds all of the answer but its series. */
+static int fold_scan(st_store *st, struct agg_run *r, const st_query *q)
+{
+    st_scan_cb cb = {on_series, on_block, r, on_rollup};
+    int rv;
+    if ((rv = setup(r, q)) == ST_OK) {
+        rv = scan_all(st, r, &cb);
+        json_object_set_new(r->meta, "resolution", json_string(r->res_used));
+    }
+    for (size_t i = 0; rv == ST_OK && i < r->nss; i++) {
+        for (size_t k = 0; k < r->nb; k++) {
+            if (r->ss[i].b[k].lt != INT64_MIN) {
+                r->ss[i].g->b[k].dsum += r->ss[i].b[k].l - r->ss[i].b[k].f;
+            }
+        }
+        if (r->ss[i].total.lt != INT64_MIN) {
+            r->ss[i].g->total.dsum += r->ss[i].total.l - r->ss[i].total.f;
+        }
+    }
+    return rv;
+}
+
 int st_query_run_agg(st_store *st, const st_query *q, json_t **out, char *err, size_t errlen)
 {
     struct agg_run r;
-    st_scan_cb cb = {on_series, on_block, &r, on_rollup};
     json_t *arr = NULL;
     int rv;
     memset(&r, 0, sizeof(r));
     r.err = err;
     r.errlen = errlen;
-    if ((rv = setup(&r, q)) == ST_OK) {
-        rv = scan_all(st, &r, &cb);
-        json_object_set_new(r.meta, "resolution", json_string(r.res_used));
-    }
-    for (size_t i = 0; rv == ST_OK && i < r.nss; i++) {
-        for (size_t k = 0; k < r.nb; k++) {
-            if (r.ss[i].b[k].lt != INT64_MIN) {
-                r.ss[i].g->b[k].dsum += r.ss[i].b[k].l - r.ss[i].b[k].f;
-            }
-        }
-        if (r.ss[i].total.lt != INT64_MIN) {
-            r.ss[i].g->total.dsum += r.ss[i].total.l - r.ss[i].total.f;
-        }
-    }
+    rv = fold_scan(st, &r, q);
     if (rv == ST_OK && (arr = json_array()) != NULL) {
         rv = emit(&r, arr);
         json_object_set_new(r.meta, "series", arr);
@@ -778,4 +789,106 @@ int st_query_run_agg(st_store *st, const st_query *q, json_t **out, char *err, s
     }
     *out = r.meta;
     return ST_OK;
+}
+
+/* ---- kept folds ---- */
+
+struct st_query_fold {
+    st_query q; /* a copy: answers read its by labels, range and top */
+    struct agg_run r;
+};
+
+int st_query_fold_run(st_store *st, const st_query *q, st_query_fold **out, char *err,
+                      size_t errlen)
+{
+    st_query_fold *f = calloc(1, sizeof(*f));
+    int rv;
+    if (f == NULL) {
+        return ST_ENOMEM;
+    }
+    f->q = *q;
+    f->r.err = err;
+    f->r.errlen = errlen;
+    rv = fold_scan(st, &f->r, &f->q);
+    /* The regexes are the caller's, and only the scan needed them. */
+    for (size_t i = 0; i < ST_QUERY_MAX_MATCHERS; i++) {
+        f->q.m[i].re = NULL;
+        f->r.scan_m[i].re = NULL;
+        f->r.num_m[i].re = NULL;
+    }
+    f->r.err = NULL;
+    f->r.errlen = 0;
+    /* The per-series states only fed the deltas, which are folded now. */
+    for (size_t i = 0; i < f->r.nss; i++) {
+        free(f->r.ss[i].b);
+    }
+    free(f->r.ss);
+    free(f->r.ss_idx);
+    f->r.ss = NULL;
+    f->r.ss_idx = NULL;
+    f->r.nss = f->r.sscap = f->r.ss_tabsize = 0;
+    if (rv != ST_OK) {
+        if (rv != ST_ETOOBIG) {
+            snprintf(err, errlen, "query failed: %s", st_strerror(rv));
+        }
+        st_query_fold_free(f);
+        return rv;
+    }
+    *out = f;
+    return ST_OK;
+}
+
+bool st_query_fold_serves(const st_query_fold *f, enum st_agg agg)
+{
+    enum st_agg own = f->q.agg;
+    if (agg == own) {
+        return true;
+    }
+    /* Ratio splits the matchers, top ranks by the agg, a metric that is
+     * not stored has no kind to tell what its buckets hold, and without
+     * agg, by or step st_query_run answers raw points. */
+    if (agg == ST_AGG_RATIO || own == ST_AGG_RATIO || f->q.top > 0 || f->r.res_used == NULL ||
+        json_object_get(f->r.meta, "kind") == NULL ||
+        (agg == ST_AGG_DEFAULT && f->q.nby == 0 && f->q.step_ms == 0)) {
+        return false;
+    }
+    if (f->r.kind == STRATA__V1__KIND__DISTRIBUTION) {
+        return true; /* merged sketches, whatever the agg */
+    }
+    /* Quantiles of counters and gauges need sketches of every value. */
+    return !is_quantile(agg) && !is_quantile(own);
+}
+
+int st_query_fold_answer(st_query_fold *f, enum st_agg agg, json_t **out)
+{
+    json_t *ans;
+    json_t *arr;
+    int rv;
+    if (!st_query_fold_serves(f, agg)) {
+        return ST_EINVAL;
+    }
+    if ((ans = json_copy(f->r.meta)) == NULL || (arr = json_array()) == NULL) {
+        json_decref(ans);
+        return ST_ENOMEM;
+    }
+    json_object_set_new(ans, "agg", json_string(agg ? st_agg_name(agg) : ""));
+    f->r.agg = agg;
+    rv = emit(&f->r, arr);
+    json_object_set_new(ans, "series", arr);
+    if (rv != ST_OK) {
+        json_decref(ans);
+        return rv;
+    }
+    *out = ans;
+    return ST_OK;
+}
+
+void st_query_fold_free(st_query_fold *f)
+{
+    if (f == NULL) {
+        return;
+    }
+    free_groups(&f->r);
+    json_decref(f->r.meta);
+    free(f);
 }

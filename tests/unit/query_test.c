@@ -621,13 +621,11 @@ static void assert_no_failures(void)
     }
 }
 
-static json_t *run_query(st_store *st, const struct qspec *q)
+static void parse_query(const struct qspec *q, st_query *pq)
 {
     st_qparam p[16];
     char from[32], to[32], by[32], top[16];
     size_t n = 0;
-    st_query pq;
-    json_t *out = NULL;
     char err[300];
     snprintf(from, sizeof(from), "%lld", (long long)q->from);
     snprintf(to, sizeof(to), "%lld", (long long)q->to);
@@ -652,7 +650,15 @@ static json_t *run_query(st_store *st, const struct qspec *q)
     for (int i = 0; i < q->nm; i++) {
         p[n++] = (st_qparam){"match", mspecs[q->m[i]].text};
     }
-    assert_int_equal(st_query_parse(p, n, T0, &pq, err, sizeof(err)), ST_OK);
+    assert_int_equal(st_query_parse(p, n, T0, pq, err, sizeof(err)), ST_OK);
+}
+
+static json_t *run_query(st_store *st, const struct qspec *q)
+{
+    st_query pq;
+    json_t *out = NULL;
+    char err[300];
+    parse_query(q, &pq);
     if (st_query_run(st, &pq, &out, err, sizeof(err)) != ST_OK) {
         char desc[400];
         describe(q, desc, sizeof(desc));
@@ -661,6 +667,43 @@ static json_t *run_query(st_store *st, const struct qspec *q)
     }
     st_query_release(&pq);
     return out;
+}
+
+/* A kept fold answers every agg it serves exactly as its own query would
+ * (the engine shares one scan between aggs this way). Every agg costs a
+ * query: one query in FOLD_EVERY is checked so. */
+#define FOLD_EVERY 4
+static int fold_turn;
+
+static void check_fold(st_store *st, const struct qspec *q)
+{
+    st_query pq;
+    st_query_fold *f = NULL;
+    char err[300];
+    if (fold_turn++ % FOLD_EVERY != 0) {
+        return;
+    }
+    parse_query(q, &pq);
+    assert_int_equal(st_query_fold_run(st, &pq, &f, err, sizeof(err)), ST_OK);
+    assert_true(st_query_fold_serves(f, pq.agg));
+    for (int a = ST_AGG_DEFAULT; a <= ST_AGG_DELTA; a++) {
+        json_t *want = NULL;
+        json_t *got = NULL;
+        if (!st_query_fold_serves(f, (enum st_agg)a)) {
+            continue;
+        }
+        pq.agg = (enum st_agg)a;
+        assert_int_equal(st_query_run(st, &pq, &want, err, sizeof(err)), ST_OK);
+        assert_int_equal(st_query_fold_answer(f, (enum st_agg)a, &got), ST_OK);
+        if (!json_equal(want, got)) {
+            report(C_POINTS, q, "the fold's answer with agg %s differs from the query's",
+                   st_agg_name((enum st_agg)a));
+        }
+        json_decref(want);
+        json_decref(got);
+    }
+    st_query_fold_free(f);
+    st_query_release(&pq);
 }
 
 /* ---- brute force -------------------------------------------------------- */
@@ -1246,6 +1289,7 @@ static void check_agg(st_store *st, const struct qspec *q, int64_t wm_1m)
     const char *res = json_string_value(json_object_get(ans, "resolution"));
     brute_run(q, &b);
     check_meta(q, ans);
+    check_fold(st, q);
     if (wm_1m != 0 && (res == NULL || strcmp(res, expected_res(q, &b, wm_1m)) != 0)) {
         report(C_RES, q, "resolution %s, want %s", res ? res : "(none)",
                expected_res(q, &b, wm_1m));
