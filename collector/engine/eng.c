@@ -46,6 +46,12 @@ struct override {
     double value;
 };
 
+/* A run's questions, kept while it shares them (st_eng_share_begin). */
+struct shared_fold {
+    char *key; /* the question without its agg */
+    st_query_fold *fold;
+};
+
 struct st_eng {
     st_store *st;
     int64_t now;
@@ -53,6 +59,11 @@ struct st_eng {
     void *cancel_arg;
     struct override ov[MAX_OVERRIDES];
     size_t nov;
+    bool sharing;
+    json_t *answers; /* the question with its agg -> its answer */
+    struct shared_fold *folds;
+    size_t nfolds;
+    size_t capfolds;
 };
 
 int st_eng_new(st_store *st, int64_t now_ms, st_eng **out)
@@ -69,7 +80,31 @@ int st_eng_new(st_store *st, int64_t now_ms, st_eng **out)
 
 void st_eng_free(st_eng *e)
 {
+    if (e == NULL) {
+        return;
+    }
+    st_eng_share_end(e);
     free(e);
+}
+
+void st_eng_share_begin(st_eng *e)
+{
+    st_eng_share_end(e);
+    e->sharing = true;
+}
+
+void st_eng_share_end(st_eng *e)
+{
+    for (size_t i = 0; i < e->nfolds; i++) {
+        free(e->folds[i].key);
+        st_query_fold_free(e->folds[i].fold);
+    }
+    free(e->folds);
+    json_decref(e->answers);
+    e->folds = NULL;
+    e->nfolds = e->capfolds = 0;
+    e->answers = NULL;
+    e->sharing = false;
 }
 
 void st_eng_set_now(st_eng *e, int64_t now_ms)
@@ -149,7 +184,93 @@ int64_t st_eng_window(st_eng *e)
  * channel or route per host), far past what an API answer may carry; the
  * answers stay in memory, so these bound memory, not JSON size. */
 #define ENG_MAX_SERIES 200000
+#define QUESTION_KEY_MAX 2048
 #define ENG_MAX_POINTS 2000000
+
+/* A question as text: metric, by, step, range and matchers, each ended by
+ * US (0x1f); false when it does not fit (it is then asked unshared). */
+static bool question_key(const st_qparam *p, size_t n, char *out, size_t cap)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t kl = strlen(p[i].key);
+        size_t vl = strlen(p[i].value);
+        if (strcmp(p[i].key, "agg") == 0) {
+            continue;
+        }
+        if (len + kl + vl + 3 > cap) {
+            return false;
+        }
+        memcpy(out + len, p[i].key, kl);
+        len += kl;
+        out[len++] = '=';
+        memcpy(out + len, p[i].value, vl);
+        len += vl;
+        out[len++] = '\x1f';
+    }
+    out[len] = '\0';
+    return true;
+}
+
+static int keep_fold(st_eng *e, const char *key, st_query_fold *f)
+{
+    char *k = strdup(key);
+    if (k == NULL) {
+        return ST_ENOMEM;
+    }
+    if (e->nfolds == e->capfolds) {
+        size_t cap = e->capfolds ? 2 * e->capfolds : 32;
+        struct shared_fold *nf = realloc(e->folds, cap * sizeof(*nf));
+        if (nf == NULL) {
+            free(k);
+            return ST_ENOMEM;
+        }
+        e->folds = nf;
+        e->capfolds = cap;
+    }
+    e->folds[e->nfolds].key = k;
+    e->folds[e->nfolds++].fold = f;
+    return ST_OK;
+}
+
+/* A shared question: the answer asked before, or one from the fold of
+ * the same question with another agg, or a new fold kept for the others. */
+static int run_shared(st_eng *e, const st_query *q, const char *key, json_t **out)
+{
+    char akey[QUESTION_KEY_MAX + 16];
+    char err[256];
+    st_query_fold *f = NULL;
+    json_t *ans;
+    int rv;
+    snprintf(akey, sizeof(akey), "%sagg=%s", key, st_agg_name(q->agg));
+    if ((ans = json_object_get(e->answers, akey)) != NULL) {
+        *out = json_incref(ans);
+        return ST_OK;
+    }
+    for (size_t i = 0; f == NULL && i < e->nfolds; i++) {
+        if (strcmp(e->folds[i].key, key) == 0 && st_query_fold_serves(e->folds[i].fold, q->agg)) {
+            f = e->folds[i].fold;
+        }
+    }
+    if (f == NULL) {
+        if ((rv = st_query_fold_run(e->st, q, &f, err, sizeof(err))) != ST_OK) {
+            return rv;
+        }
+        if ((rv = keep_fold(e, key, f)) != ST_OK) {
+            st_query_fold_free(f);
+            return rv;
+        }
+    }
+    if ((rv = st_query_fold_answer(f, q->agg, &ans)) != ST_OK) {
+        return rv;
+    }
+    if (e->answers == NULL) {
+        e->answers = json_object();
+    }
+    json_object_set(e->answers, akey, ans);
+    *out = ans;
+    return ST_OK;
+}
 
 static int run(st_eng *e, const char *metric, const char *agg, const char *by,
                const char *const *match, size_t nmatch, int64_t window_ms, const char *step,
@@ -158,6 +279,7 @@ static int run(st_eng *e, const char *metric, const char *agg, const char *by,
     st_qparam p[8 + ST_QUERY_MAX_MATCHERS];
     char from[32];
     char to[32];
+    char key[QUESTION_KEY_MAX];
     size_t n = 0;
     st_query q;
     char err[256];
@@ -193,7 +315,13 @@ static int run(st_eng *e, const char *metric, const char *agg, const char *by,
     }
     q.max_series = ENG_MAX_SERIES;
     q.max_points = ENG_MAX_POINTS;
-    rv = st_query_run(e->st, &q, out, err, sizeof(err));
+    /* Only aggregated questions fold; every engine question is one. */
+    if (e->sharing && (agg != NULL || by != NULL || step != NULL) &&
+        question_key(p, n, key, sizeof(key))) {
+        rv = run_shared(e, &q, key, out);
+    } else {
+        rv = st_query_run(e->st, &q, out, err, sizeof(err));
+    }
     st_query_release(&q);
     return rv;
 }

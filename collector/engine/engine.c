@@ -393,6 +393,9 @@ int st_engine_run(st_engine *en, int64_t now)
     int rv;
     pthread_mutex_lock(&en->mu);
     st_eng_set_now(en->eng, now);
+    /* The rules, targets and regressions ask some questions several
+     * times, and some of one metric and window with several aggs. */
+    st_eng_share_begin(en->eng);
     if ((rv = st_run_begin(en)) == ST_OK && (rv = measure_run(en, now, &targets)) == ST_OK) {
         /* From here the run decides and records; it is short and finishes
          * even when a stop comes, so that no verdict rests on a query cut
@@ -406,6 +409,7 @@ int st_engine_run(st_engine *en, int64_t now)
         st_run_commit(en);
         en->finishing = false;
     }
+    st_eng_share_end(en->eng);
     st_run_end(en); /* an abandoned run's records are dropped unwritten */
     pthread_mutex_unlock(&en->mu);
     if (rv != ST_OK) {

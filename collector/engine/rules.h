@@ -111,5 +111,16 @@ void st_eng_set_now(st_eng *e, int64_t now_ms);
 typedef bool (*st_eng_cancel_fn)(void *arg);
 void st_eng_set_cancel(st_eng *e, st_eng_cancel_fn fn, void *arg);
 bool st_eng_cancelled(st_eng *e);
+/* Between these, the context answers a question asked again from the
+ * answer it gave (one engine run asks some several times, from several
+ * rules), and a question with another agg from the same scan when its
+ * folded buckets hold that agg: one scan per metric, window and grouping.
+ * Answers then show the store as of the first asking, which within a run
+ * is what the run should judge. Outside, every question reads the store.
+ * Answers are shared: callers must not change them (the lookup index
+ * st_rules_find keeps in an answer is the same for everyone). */
+void st_eng_share_begin(st_eng *e);
+/* Drops what was kept; safe to call when not sharing. */
+void st_eng_share_end(st_eng *e);
 
 #endif
