@@ -244,38 +244,55 @@ static bool recent(const json_t *f, int64_t now, int64_t window)
     return now - json_integer_value(json_object_get(f, "last_seen_unix_ms")) <= 2 * window;
 }
 
-/* Links each active symptom to its strongest active cause. */
+/* An active, recent cause and its weight, in the order of all. */
+struct cause {
+    json_t *f;
+    double weight;
+};
+
+static double cause_weight(const json_t *c)
+{
+    return severity_weight(json_string_value(json_object_get(c, "severity"))) * (1 + excess_of(c));
+}
+
+/* Links each active symptom to its strongest active cause (the first of
+ * equals). Causes are few (databases, caches) and symptoms many (every
+ * function of every app host): the causes are picked out once, not
+ * searched for among all findings for every symptom. */
 static void correlate(json_t *all, int64_t now, int64_t window)
 {
+    struct cause *cs = calloc(json_array_size(all) + 1, sizeof(*cs));
+    size_t n = 0;
     size_t i;
-    size_t k;
     json_t *s;
-    json_t *c;
+    if (cs == NULL) {
+        return;
+    }
     json_array_foreach(all, i, s)
     {
-        json_t *best = NULL;
+        if (st_finding_active(s) && is_cause(s) && recent(s, now, window)) {
+            cs[n].f = s;
+            cs[n++].weight = cause_weight(s);
+        }
+    }
+    json_array_foreach(all, i, s)
+    {
+        const struct cause *best = NULL;
         if (!st_finding_active(s) || !is_symptom(s) || !recent(s, now, window)) {
             continue;
         }
-        json_array_foreach(all, k, c)
-        {
-            if (c == s || !st_finding_active(c) || !is_cause(c) || !recent(c, now, window) ||
-                !downstream(c, s)) {
-                continue;
-            }
-            if (best == NULL ||
-                severity_weight(json_string_value(json_object_get(c, "severity"))) *
-                        (1 + excess_of(c)) >
-                    severity_weight(json_string_value(json_object_get(best, "severity"))) *
-                        (1 + excess_of(best))) {
-                best = c;
+        for (size_t k = 0; k < n; k++) {
+            if (cs[k].f != s && downstream(cs[k].f, s) &&
+                (best == NULL || cs[k].weight > best->weight)) {
+                best = &cs[k];
             }
         }
         if (best != NULL) {
-            json_object_set(s, "caused_by", json_object_get(best, "id"));
-            json_array_append(json_object_get(best, "causes"), json_object_get(s, "id"));
+            json_object_set(s, "caused_by", json_object_get(best->f, "id"));
+            json_array_append(json_object_get(best->f, "causes"), json_object_get(s, "id"));
         }
     }
+    free(cs);
 }
 
 static void score(json_t *f)
