@@ -38,6 +38,7 @@ typedef struct fnq {
     json_t *calls;
     json_t *time;
     json_t *rows;
+    json_t *host_stmts; /* host -> indices into calls, ascending */
     int64_t window;
     double min_samples;
     double calls_total; /* of every function */
@@ -71,7 +72,34 @@ static void fnq_free(fnq *q)
     json_decref(q->calls);
     json_decref(q->time);
     json_decref(q->rows);
+    json_decref(q->host_stmts);
     memset(q, 0, sizeof(*q));
+}
+
+/* Slow functions run on app hosts and statements on database hosts: a
+ * function's statements are found through their host, not by reading
+ * every statement of the fleet for every slow function. */
+static int index_hosts(fnq *q)
+{
+    const json_t *calls = st_rules_series(q->calls);
+    q->host_stmts = json_object();
+    if (q->host_stmts == NULL) {
+        fnq_free(q);
+        return ST_ENOMEM;
+    }
+    for (size_t j = 0; j < json_array_size(calls); j++) {
+        const char *h = st_rules_label(json_array_get(calls, j), "host");
+        json_t *list = json_object_get(q->host_stmts, h);
+        if (list == NULL && json_object_set_new(q->host_stmts, h, list = json_array()) != 0) {
+            fnq_free(q);
+            return ST_ENOMEM;
+        }
+        if (json_array_append_new(list, json_integer((json_int_t)j)) != 0) {
+            fnq_free(q);
+            return ST_ENOMEM;
+        }
+    }
+    return ST_OK;
 }
 
 static int fnq_load(st_eng *e, fnq *q)
@@ -93,7 +121,13 @@ static int fnq_load(st_eng *e, fnq *q)
         return rv;
     }
     q->calls_total = st_rules_total(q->count);
-    return ST_OK;
+    return index_hosts(q);
+}
+
+/* The statements a function's host runs; NULL (size 0) when none. */
+static const json_t *stmts_of(const fnq *q, const char *host)
+{
+    return json_object_get(q->host_stmts, host);
 }
 
 /* The i-th function when it is slow (p95 over thr with enough calls). */
@@ -192,7 +226,9 @@ static int n_plus_one(st_eng *e, const st_rule *r, const fnq *q, const fnctx *f,
     char sql[SQL_MAX];
     const char *query;
     st_candidate c;
-    for (size_t j = 0; j < json_array_size(st_rules_series(q->calls)); j++) {
+    const json_t *js = stmts_of(q, f->host);
+    for (size_t k = 0; k < json_array_size(js); k++) {
+        size_t j = (size_t)json_integer_value(json_array_get(js, k));
         pick p;
         if (stmt_per_call(q, f, j, &p) && p.per_call > ST_N1_PER_CALL && p.mean <= ST_N1_MEAN_S &&
             p.per_call > best.per_call) {
@@ -234,7 +270,9 @@ static int large_result(st_eng *e, const st_rule *r, const fnq *q, const fnctx *
     char sql[SQL_MAX];
     st_candidate c;
     json_t *values;
-    for (size_t j = 0; j < json_array_size(st_rules_series(q->calls)); j++) {
+    const json_t *js = stmts_of(q, f->host);
+    for (size_t k = 0; k < json_array_size(js); k++) {
+        size_t j = (size_t)json_integer_value(json_array_get(js, k));
         pick p;
         if (stmt_per_call(q, f, j, &p)) {
             rows += p.rows_per_call;
@@ -296,7 +334,9 @@ static int repeated_work(st_eng *e, const st_rule *r, const fnq *q, const fnctx 
 {
     pick best = {0};
     st_candidate c;
-    for (size_t j = 0; j < json_array_size(st_rules_series(q->calls)); j++) {
+    const json_t *js = stmts_of(q, f->host);
+    for (size_t k = 0; k < json_array_size(js); k++) {
+        size_t j = (size_t)json_integer_value(json_array_get(js, k));
         pick p;
         if (stmt_per_call(q, f, j, &p) && p.per_call > ST_REPEAT_PER_CALL &&
             p.mean > ST_REPEAT_MEAN_S && p.per_call * p.mean > best.per_call * best.mean) {
