@@ -92,6 +92,18 @@ bool st_query_fold_serves(const st_query_fold *f, enum st_agg agg);
 /* The answer of the fold's query with agg (new ref); ST_EINVAL when the
  * fold does not serve agg, ST_ENOMEM. */
 int st_query_fold_answer(st_query_fold *f, enum st_agg agg, json_t **out);
+/* Whether the fold can tell, exactly, the answer of its question asked
+ * without by and with the equality matchers m (label=value on labels of
+ * its by): its own question read every series (no matchers), and agg's
+ * value of groups merged equals their value folded at once (quantiles,
+ * counts and extremes of sketches; counters' and gauges' sums when every
+ * value was an integer). */
+bool st_query_fold_merges(const st_query_fold *f, enum st_agg agg, const st_matcher *m, size_t nm);
+/* That answer (new ref): one series with labels {} merging the groups m
+ * selects, or none when it selects none. ST_EINVAL when the fold does
+ * not merge so, ST_ENOMEM. */
+int st_query_fold_merged(st_query_fold *f, enum st_agg agg, const st_matcher *m, size_t nm,
+                         json_t **out);
 void st_query_fold_free(st_query_fold *f);
 
 #endif

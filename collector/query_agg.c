@@ -77,6 +77,11 @@ struct agg_run {
     bool cur_num;
     int kind;
     bool want_sketch;
+    /* Every value (or rollup sum) added was an integer and their absolute
+     * sum stays below 2^53: any order of adding them gives the same sums,
+     * so groups merged later equal groups folded at once. */
+    bool exact_sums;
+    double abs_sum;
     int64_t lo; /* the part of the range the current scan fills */
     int64_t hi;
     const char *res_used;
@@ -413,6 +418,16 @@ static int on_series(void *arg, const st_scan_series *s)
     return 1;
 }
 
+#define EXACT_SUM_MAX 9007199254740992.0 /* 2^53 */
+
+static void note_sum(struct agg_run *r, double v)
+{
+    r->abs_sum += fabs(v);
+    if (v != nearbyint(v) || !(r->abs_sum < EXACT_SUM_MAX)) {
+        r->exact_sums = false;
+    }
+}
+
 static int add_point(struct agg_run *r, const Strata__V1__Series *b, size_t i, int64_t t)
 {
     struct acc *a = &r->cur->b[(t - r->from) / r->step];
@@ -429,6 +444,7 @@ static int add_point(struct agg_run *r, const Strata__V1__Series *b, size_t i, i
         rv = acc_sketch(a, b->sketches[i]);
         return rv == ST_OK && r->q->top > 0 ? acc_sketch(&r->cur->total, b->sketches[i]) : rv;
     }
+    note_sum(r, v);
     rv = acc_value(r, a, t, v, lo, hi);
     return rv == ST_OK && r->q->top > 0 ? acc_value(r, &r->cur->total, t, v, lo, hi) : rv;
 }
@@ -475,6 +491,9 @@ static int acc_row(struct agg_run *r, struct acc *a, const Strata__V1__RollupRow
     }
     if (row->count == 0) {
         return ST_OK;
+    }
+    if (a != &r->cur->total) {
+        note_sum(r, row->sum);
     }
     a->sum += row->sum;
     a->num += r->cur_num ? row->sum : 0;
@@ -625,6 +644,7 @@ static int setup(struct agg_run *r, const st_query *q)
     r->from = q->step_ms > 0 ? q->from_ms - q->from_ms % q->step_ms : q->from_ms;
     r->nb = (size_t)((q->to_ms - r->from + r->step - 1) / r->step);
     r->want_sketch = is_quantile(q->agg);
+    r->exact_sums = true;
     r->max_series = q->max_series > 0 ? q->max_series : ST_QUERY_MAX_SERIES;
     r->max_points = q->max_points > 0 ? q->max_points : ST_QUERY_MAX_POINTS;
     groups = r->max_points / (r->nb ? r->nb : 1) + 1;
@@ -881,6 +901,144 @@ int st_query_fold_answer(st_query_fold *f, enum st_agg agg, json_t **out)
     }
     *out = ans;
     return ST_OK;
+}
+
+/* Aggs whose value of merged groups equals the value of the groups
+ * folded at once: quantiles, counts and extremes of merged sketches (a
+ * sketch's sum depends on the order of adding), and of counters and
+ * gauges every agg but quantiles, when their sums are exact. */
+static bool merge_exact(const st_query_fold *f, enum st_agg agg)
+{
+    if (f->r.kind == STRATA__V1__KIND__DISTRIBUTION) {
+        return is_quantile(agg) || agg == ST_AGG_COUNT || agg == ST_AGG_MIN || agg == ST_AGG_MAX ||
+               agg == ST_AGG_RATE;
+    }
+    return f->r.exact_sums && (agg == ST_AGG_SUM || agg == ST_AGG_AVG || agg == ST_AGG_COUNT ||
+                               agg == ST_AGG_MIN || agg == ST_AGG_MAX || agg == ST_AGG_RATE);
+}
+
+static bool by_label(const st_query *q, const char *key)
+{
+    for (size_t i = 0; i < q->nby; i++) {
+        if (strcmp(q->by[i], key) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool st_query_fold_merges(const st_query_fold *f, enum st_agg agg, const st_matcher *m, size_t nm)
+{
+    /* The fold must have read every series: matchers of its own would
+     * leave some out. */
+    if (!st_query_fold_serves(f, agg) || f->q.nm > 0 || !merge_exact(f, agg)) {
+        return false;
+    }
+    for (size_t i = 0; i < nm; i++) {
+        if (m[i].op != ST_MATCH_EQ || m[i].value[0] == '\0' || !by_label(&f->q, m[i].key)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool group_selected(const struct group *g, const st_matcher *m, size_t nm)
+{
+    for (size_t i = 0; i < nm; i++) {
+        const char *v = json_string_value(json_object_get(g->labels, m[i].key));
+        if (v == NULL || strcmp(v, m[i].value) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int acc_merge(struct acc *dst, const struct acc *src)
+{
+    int rv;
+    dst->sum += src->sum;
+    dst->num += src->num;
+    dst->count += src->count;
+    dst->dsum += src->dsum;
+    dst->min = fmin(dst->min, src->min);
+    dst->max = fmax(dst->max, src->max);
+    if (src->first_t < dst->first_t) {
+        dst->first_t = src->first_t;
+        dst->first = src->first;
+    }
+    if (src->last_t >= dst->last_t) {
+        dst->last_t = src->last_t;
+        dst->last = src->last;
+    }
+    if (src->sk == NULL) {
+        return ST_OK;
+    }
+    if (dst->sk == NULL && (rv = st_sketch_new(st_sketch_alpha(src->sk), &dst->sk)) != ST_OK) {
+        return rv;
+    }
+    return st_sketch_merge(dst->sk, src->sk);
+}
+
+/* The selected groups merged into one (labels {}); *found false when none
+ * was selected. */
+static int merge_groups(struct agg_run *r, const st_matcher *m, size_t nm, struct group *out,
+                        bool *found)
+{
+    int rv = ST_OK;
+    *found = false;
+    for (size_t k = 0; k < r->nb; k++) {
+        acc_init(&out->b[k]);
+    }
+    for (size_t i = 0; rv == ST_OK && i < r->tabsize; i++) {
+        const struct group *g = r->tab[i];
+        if (g == NULL || !group_selected(g, m, nm)) {
+            continue;
+        }
+        *found = true;
+        for (size_t k = 0; rv == ST_OK && k < r->nb; k++) {
+            rv = acc_merge(&out->b[k], &g->b[k]);
+        }
+    }
+    return rv;
+}
+
+int st_query_fold_merged(st_query_fold *f, enum st_agg agg, const st_matcher *m, size_t nm,
+                         json_t **out)
+{
+    struct group g;
+    json_t *ans = NULL;
+    json_t *arr = NULL;
+    bool found = false;
+    int rv;
+    if (!st_query_fold_merges(f, agg, m, nm)) {
+        return ST_EINVAL;
+    }
+    memset(&g, 0, sizeof(g));
+    if ((g.b = calloc(f->r.nb ? f->r.nb : 1, sizeof(*g.b))) == NULL ||
+        (g.labels = json_object()) == NULL || (ans = json_copy(f->r.meta)) == NULL ||
+        (arr = json_array()) == NULL) {
+        rv = ST_ENOMEM;
+        goto out;
+    }
+    json_object_set_new(ans, "agg", json_string(st_agg_name(agg)));
+    f->r.agg = agg;
+    rv = merge_groups(&f->r, m, nm, &g, &found);
+    if (rv == ST_OK && found) {
+        rv = json_array_append_new(arr, group_json(&f->r, &g)) == 0 ? ST_OK : ST_ENOMEM;
+    }
+    if (rv == ST_OK) {
+        json_object_set(ans, "series", arr);
+        *out = json_incref(ans);
+    }
+out:
+    for (size_t k = 0; g.b != NULL && k < f->r.nb; k++) {
+        st_sketch_free(g.b[k].sk);
+    }
+    free(g.b);
+    json_decref(g.labels);
+    json_decref(arr);
+    json_decref(ans);
+    return rv;
 }
 
 void st_query_fold_free(st_query_fold *f)

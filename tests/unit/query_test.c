@@ -669,6 +669,46 @@ static json_t *run_query(st_store *st, const struct qspec *q)
     return out;
 }
 
+/* The fold's groups merged answer as the question asked without by, for
+ * the whole fleet and for one value of its first by label. */
+static void check_merged(st_store *st, st_query_fold *f, const st_query *pq, const struct qspec *q)
+{
+    json_t *own = NULL;
+    char err[300];
+    const char *v;
+    assert_int_equal(st_query_fold_answer(f, pq->agg, &own), ST_OK);
+    v = json_string_value(json_object_get(
+        json_object_get(json_array_get(json_object_get(own, "series"), 0), "labels"), pq->by[0]));
+    for (int a = ST_AGG_DEFAULT; a <= ST_AGG_DELTA; a++) {
+        for (size_t nm = 0; nm <= (v != NULL && v[0] != '\0' ? 1u : 0u); nm++) {
+            st_query fq = *pq;
+            json_t *want = NULL;
+            json_t *got = NULL;
+            fq.nby = 0;
+            fq.agg = (enum st_agg)a;
+            fq.nm = nm;
+            if (nm == 1) {
+                memset(&fq.m[0], 0, sizeof(fq.m[0]));
+                snprintf(fq.m[0].key, sizeof(fq.m[0].key), "%s", pq->by[0]);
+                snprintf(fq.m[0].value, sizeof(fq.m[0].value), "%s", v);
+                fq.m[0].op = ST_MATCH_EQ;
+            }
+            if (!st_query_fold_merges(f, fq.agg, fq.m, fq.nm)) {
+                continue;
+            }
+            assert_int_equal(st_query_run(st, &fq, &want, err, sizeof(err)), ST_OK);
+            assert_int_equal(st_query_fold_merged(f, fq.agg, fq.m, fq.nm, &got), ST_OK);
+            if (!json_equal(want, got)) {
+                report(C_POINTS, q, "the fold's groups merged with agg %s (%zu matchers) differ",
+                       st_agg_name(fq.agg), nm);
+            }
+            json_decref(want);
+            json_decref(got);
+        }
+    }
+    json_decref(own);
+}
+
 /* A kept fold answers every agg it serves exactly as its own query would
  * (the engine shares one scan between aggs this way). Every agg costs a
  * query: one query in FOLD_EVERY is checked so. */
@@ -701,6 +741,9 @@ static void check_fold(st_store *st, const struct qspec *q)
         }
         json_decref(want);
         json_decref(got);
+    }
+    if (pq.nm == 0 && pq.nby > 0 && pq.top == 0) {
+        check_merged(st, f, &pq, q);
     }
     st_query_fold_free(f);
     st_query_release(&pq);
