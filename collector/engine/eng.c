@@ -48,7 +48,8 @@ struct override {
 
 /* A run's questions, kept while it shares them (st_eng_share_begin). */
 struct shared_fold {
-    char *key; /* the question without its agg */
+    char *key;   /* the question without its agg */
+    char *range; /* its metric, range and step only */
     st_query_fold *fold;
 };
 
@@ -97,6 +98,7 @@ void st_eng_share_end(st_eng *e)
 {
     for (size_t i = 0; i < e->nfolds; i++) {
         free(e->folds[i].key);
+        free(e->folds[i].range);
         st_query_fold_free(e->folds[i].fold);
     }
     free(e->folds);
@@ -188,14 +190,16 @@ int64_t st_eng_window(st_eng *e)
 #define ENG_MAX_POINTS 2000000
 
 /* A question as text: metric, by, step, range and matchers, each ended by
- * US (0x1f); false when it does not fit (it is then asked unshared). */
-static bool question_key(const st_qparam *p, size_t n, char *out, size_t cap)
+ * US (0x1f); with range_only, its metric, range and step only. False when
+ * it does not fit (it is then asked unshared). */
+static bool question_key(const st_qparam *p, size_t n, bool range_only, char *out, size_t cap)
 {
     size_t len = 0;
     for (size_t i = 0; i < n; i++) {
         size_t kl = strlen(p[i].key);
         size_t vl = strlen(p[i].value);
-        if (strcmp(p[i].key, "agg") == 0) {
+        if (strcmp(p[i].key, "agg") == 0 ||
+            (range_only && (strcmp(p[i].key, "by") == 0 || strcmp(p[i].key, "match") == 0))) {
             continue;
         }
         if (len + kl + vl + 3 > cap) {
@@ -212,10 +216,13 @@ static bool question_key(const st_qparam *p, size_t n, char *out, size_t cap)
     return true;
 }
 
-static int keep_fold(st_eng *e, const char *key, st_query_fold *f)
+static int keep_fold(st_eng *e, const char *key, const char *range, st_query_fold *f)
 {
     char *k = strdup(key);
-    if (k == NULL) {
+    char *rk = strdup(range);
+    if (k == NULL || rk == NULL) {
+        free(k);
+        free(rk);
         return ST_ENOMEM;
     }
     if (e->nfolds == e->capfolds) {
@@ -223,19 +230,48 @@ static int keep_fold(st_eng *e, const char *key, st_query_fold *f)
         struct shared_fold *nf = realloc(e->folds, cap * sizeof(*nf));
         if (nf == NULL) {
             free(k);
+            free(rk);
             return ST_ENOMEM;
         }
         e->folds = nf;
         e->capfolds = cap;
     }
     e->folds[e->nfolds].key = k;
+    e->folds[e->nfolds].range = rk;
     e->folds[e->nfolds++].fold = f;
     return ST_OK;
 }
 
+static void keep_answer(st_eng *e, const char *akey, json_t *ans)
+{
+    if (e->answers == NULL) {
+        e->answers = json_object();
+    }
+    json_object_set(e->answers, akey, ans);
+}
+
+/* A fold of the same metric and range grouped by labels q matches on,
+ * which merges its groups into q's answer exactly (the targets per role
+ * and fleet-wide, from the regressions' groups by role and route). */
+static st_query_fold *merging_fold(st_eng *e, const st_query *q, const char *range)
+{
+    if (q->nby > 0) {
+        return NULL;
+    }
+    for (size_t i = 0; i < e->nfolds; i++) {
+        if (strcmp(e->folds[i].range, range) == 0 &&
+            st_query_fold_merges(e->folds[i].fold, q->agg, q->m, q->nm)) {
+            return e->folds[i].fold;
+        }
+    }
+    return NULL;
+}
+
 /* A shared question: the answer asked before, or one from the fold of
- * the same question with another agg, or a new fold kept for the others. */
-static int run_shared(st_eng *e, const st_query *q, const char *key, json_t **out)
+ * the same question with another agg, or from a fold whose groups merge
+ * into it, or a new fold kept for the others. */
+static int run_shared(st_eng *e, const st_query *q, const char *key, const char *range,
+                      json_t **out)
 {
     char akey[QUESTION_KEY_MAX + 16];
     char err[256];
@@ -252,11 +288,19 @@ static int run_shared(st_eng *e, const st_query *q, const char *key, json_t **ou
             f = e->folds[i].fold;
         }
     }
+    if (f == NULL && (f = merging_fold(e, q, range)) != NULL) {
+        if ((rv = st_query_fold_merged(f, q->agg, q->m, q->nm, &ans)) != ST_OK) {
+            return rv;
+        }
+        keep_answer(e, akey, ans);
+        *out = ans;
+        return ST_OK;
+    }
     if (f == NULL) {
         if ((rv = st_query_fold_run(e->st, q, &f, err, sizeof(err))) != ST_OK) {
             return rv;
         }
-        if ((rv = keep_fold(e, key, f)) != ST_OK) {
+        if ((rv = keep_fold(e, key, range, f)) != ST_OK) {
             st_query_fold_free(f);
             return rv;
         }
@@ -264,10 +308,7 @@ static int run_shared(st_eng *e, const st_query *q, const char *key, json_t **ou
     if ((rv = st_query_fold_answer(f, q->agg, &ans)) != ST_OK) {
         return rv;
     }
-    if (e->answers == NULL) {
-        e->answers = json_object();
-    }
-    json_object_set(e->answers, akey, ans);
+    keep_answer(e, akey, ans);
     *out = ans;
     return ST_OK;
 }
@@ -280,6 +321,7 @@ static int run(st_eng *e, const char *metric, const char *agg, const char *by,
     char from[32];
     char to[32];
     char key[QUESTION_KEY_MAX];
+    char range[QUESTION_KEY_MAX];
     size_t n = 0;
     st_query q;
     char err[256];
@@ -317,8 +359,9 @@ static int run(st_eng *e, const char *metric, const char *agg, const char *by,
     q.max_points = ENG_MAX_POINTS;
     /* Only aggregated questions fold; every engine question is one. */
     if (e->sharing && (agg != NULL || by != NULL || step != NULL) &&
-        question_key(p, n, key, sizeof(key))) {
-        rv = run_shared(e, &q, key, out);
+        question_key(p, n, false, key, sizeof(key)) &&
+        question_key(p, n, true, range, sizeof(range))) {
+        rv = run_shared(e, &q, key, range, out);
     } else {
         rv = st_query_run(e->st, &q, out, err, sizeof(err));
     }
