@@ -1374,6 +1374,56 @@ static void test_api_cache(void **state)
     st_candidates_free(&c);
 }
 
+/* While a run shares its questions, one asked again, with another agg, or
+ * without by after a fold by role answers as it would alone, as of the
+ * first asking; once sharing ends, questions read the store again. */
+static void test_shared_answers(void **state)
+{
+    fx *x = *state;
+    const char *edge[] = {"role=edge"};
+    const char *m = "http.server.requests";
+    const char *d = "http.server.duration";
+    int64_t w = 5 * 60 * 1000;
+    json_t *alone[4];
+    json_t *shared[4];
+    json_t *again;
+    st_eng *e;
+    counter(x, m, L("role", "edge", "route", "/a", "host", "e1"), 100);
+    counter(x, m, L("role", "app", "route", "/b", "host", "a1"), 50);
+    dist(x, d, L("role", "edge", "route", "/a", "host", "e1"), 0.1, 90, 0.9, 10);
+    dist(x, d, L("role", "app", "route", "/b", "host", "a1"), 0.2, 50, 2.0, 50);
+    flush(x);
+    assert_int_equal(st_eng_new(x->st, NOW, &e), ST_OK);
+    assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &alone[0]), ST_OK);
+    assert_int_equal(st_eng_query(e, m, "rate", NULL, edge, 1, w, &alone[1]), ST_OK);
+    assert_int_equal(st_eng_query(e, d, "p99", "role,route", NULL, 0, w, &alone[2]), ST_OK);
+    assert_int_equal(st_eng_query(e, d, "p50", NULL, NULL, 0, w, &alone[3]), ST_OK);
+    st_eng_share_begin(e);
+    assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &shared[0]), ST_OK);
+    assert_int_equal(st_eng_query(e, m, "rate", NULL, edge, 1, w, &shared[1]), ST_OK);
+    assert_int_equal(st_eng_query(e, d, "count", "role,route", NULL, 0, w, &again), ST_OK);
+    json_decref(again);
+    assert_int_equal(st_eng_query(e, d, "p99", "role,route", NULL, 0, w, &shared[2]), ST_OK);
+    assert_int_equal(st_eng_query(e, d, "p50", NULL, NULL, 0, w, &shared[3]), ST_OK);
+    for (int i = 0; i < 4; i++) {
+        assert_true(json_equal(alone[i], shared[i]));
+    }
+    counter(x, m, L("role", "edge", "route", "/a", "host", "e2"), 7);
+    flush(x);
+    assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
+    assert_ptr_equal(again, shared[0]); /* the kept answer */
+    json_decref(again);
+    st_eng_share_end(e);
+    assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
+    assert_false(json_equal(again, alone[0]));
+    json_decref(again);
+    for (int i = 0; i < 4; i++) {
+        json_decref(alone[i]);
+        json_decref(shared[i]);
+    }
+    st_eng_free(e);
+}
+
 /* Every check on an empty store finds nothing and fails nothing. */
 static void test_empty_store(void **state)
 {
@@ -1420,6 +1470,7 @@ int main(void)
         T(test_browser_cache),
         T(test_cdn_cache),
         T(test_api_cache),
+        T(test_shared_answers),
         T(test_empty_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
