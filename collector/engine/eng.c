@@ -186,8 +186,10 @@ int64_t st_eng_window(st_eng *e)
  * channel or route per host), far past what an API answer may carry; the
  * answers stay in memory, so these bound memory, not JSON size. */
 #define ENG_MAX_SERIES 200000
-#define QUESTION_KEY_MAX 2048
 #define ENG_MAX_POINTS 2000000
+/* A question shared within a run is known by its parameters as text;
+ * one with longer matchers than this is asked unshared. */
+#define QUESTION_KEY_MAX 2048
 
 /* A question as text: metric, by, step, range and matchers, each ended by
  * US (0x1f); with range_only, its metric, range and step only. False when
@@ -357,8 +359,9 @@ static int run(st_eng *e, const char *metric, const char *agg, const char *by,
     }
     q.max_series = ENG_MAX_SERIES;
     q.max_points = ENG_MAX_POINTS;
-    /* Only aggregated questions fold; every engine question is one. */
-    if (e->sharing && (agg != NULL || by != NULL || step != NULL) &&
+    /* Only aggregated questions fold (st_query_run answers the others with
+     * raw points); every engine question is one. */
+    if (e->sharing && (q.agg != ST_AGG_DEFAULT || q.step_ms > 0 || q.nby > 0 || q.top > 0) &&
         question_key(p, n, false, key, sizeof(key)) &&
         question_key(p, n, true, range, sizeof(range))) {
         rv = run_shared(e, &q, key, range, out);
