@@ -144,6 +144,16 @@ int st_store_open(const struct st_store_opts *opts, st_store **out)
     if ((rv = open_dbs(st)) != ST_OK) {
         goto fail;
     }
+    {
+        /* Readers pick rollups by the watermarks, which a write
+         * transaction loads: load them now, or a restarted collector
+         * answers every query from raw points until ingest resumes. */
+        st_store_txn *t;
+        if ((rv = st_store_begin(st, &t)) != ST_OK) {
+            goto fail;
+        }
+        st_store_abort(t);
+    }
     *out = st;
     return ST_OK;
 fail:

@@ -112,11 +112,42 @@ static void test_abort_keeps_the_cache_unless_it_created_series(void **state)
     st_store_close(st);
 }
 
+/* The rollup watermarks are known as soon as the store opens, before any
+ * write: readers choose rollups by them. */
+static void test_watermarks_load_at_open(void **state)
+{
+    struct st_store_opts o = {.dir = dir, .no_sync = true};
+    static const char *const one[] = {"m.a"};
+    struct st_store_stats before;
+    struct st_store_stats after;
+    st_store *st;
+    st_store_txn *t;
+    bool more = true;
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    assert_int_equal(st_store_begin(st, &t), ST_OK);
+    apply(t, frame(1, one, 1));
+    assert_int_equal(st_store_commit(t), ST_OK);
+    /* Ten minutes on, the minute of that point is closed and rolled up. */
+    for (int i = 0; i < 100 && more; i++) {
+        assert_int_equal(st_store_maintain(st, st_time_wall_ms() + 600000, 1000, &more), ST_OK);
+    }
+    assert_int_equal(st_store_stats(st, &before), ST_OK);
+    assert_true(before.wm_1m > 0);
+    st_store_close(st);
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    assert_int_equal(st_store_stats(st, &after), ST_OK);
+    assert_int_equal(after.wm_1m, before.wm_1m);
+    assert_int_equal(after.wm_1h, before.wm_1h);
+    st_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_abort_keeps_the_cache_unless_it_created_series, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_watermarks_load_at_open, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
