@@ -61,7 +61,8 @@ struct st_eng {
     struct override ov[MAX_OVERRIDES];
     size_t nov;
     bool sharing;
-    json_t *answers; /* the question with its agg -> its answer */
+    size_t max_series; /* 0: ENG_MAX_SERIES (tests lower it) */
+    json_t *answers;   /* the question with its agg -> its answer */
     struct shared_fold *folds;
     size_t nfolds;
     size_t capfolds;
@@ -86,6 +87,11 @@ void st_eng_free(st_eng *e)
     }
     st_eng_share_end(e);
     free(e);
+}
+
+void st_eng_set_max_series(st_eng *e, size_t n)
+{
+    e->max_series = n;
 }
 
 void st_eng_share_begin(st_eng *e)
@@ -357,7 +363,7 @@ static int run(st_eng *e, const char *metric, const char *agg, const char *by,
     if ((rv = st_query_parse(p, n, e->now, &q, err, sizeof(err))) != ST_OK) {
         return rv;
     }
-    q.max_series = ENG_MAX_SERIES;
+    q.max_series = e->max_series > 0 ? e->max_series : ENG_MAX_SERIES;
     q.max_points = ENG_MAX_POINTS;
     /* Only aggregated questions fold (st_query_run answers the others with
      * raw points); every engine question is one. */

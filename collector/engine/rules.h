@@ -120,6 +120,9 @@ bool st_eng_cancelled(st_eng *e);
  * Answers are shared: callers must not change them (the lookup index
  * st_rules_find keeps in an answer is the same for everyone). */
 void st_eng_share_begin(st_eng *e);
+/* Lowers the series limit of the engine's answers (tests: the per-host
+ * fallback of a question too large for one answer). 0 restores it. */
+void st_eng_set_max_series(st_eng *e, size_t n);
 /* Drops what was kept; safe to call when not sharing. */
 void st_eng_share_end(st_eng *e);
 

@@ -240,7 +240,10 @@ static int find_indexed(const json_t *ans, const json_t *arr, const json_t *item
                 json_object_set_new(idx, k, json_integer((json_int_t)i));
             }
         }
-        /* The answers are the rule's own, read by one thread. */
+        /* Answers are read by the engine thread only; shared within a
+         * run, they keep one index per key list, built by the first
+         * lookup and valid for every rule since no one changes an answer
+         * (the per-host fallback builds a new one). */
         if (json_object_set_new((json_t *)ans, name, idx) != 0) {
             return -1;
         }
@@ -339,8 +342,19 @@ static int query_per_host(st_eng *e, const char *metric, const char *agg, const 
         rv = query_one(e, metric, agg, by, m, nmatch + 1, window_ms, step_ms, &part);
         if (rv == ST_OK) {
             json_array_extend(series, json_object_get(part, "series"));
-            if (*out == NULL) {
-                *out = json_incref(part);
+            if (*out == NULL && (*out = json_object()) != NULL) {
+                /* A new answer with the first part's fields: within a run
+                 * the parts are answers shared with other rules, so none
+                 * may be changed, and a part's lookup index (a "\x1f" key)
+                 * would not cover the other hosts' series. */
+                const char *k;
+                json_t *v;
+                json_object_foreach(part, k, v)
+                {
+                    if (k[0] != '\x1f' && strcmp(k, "series") != 0) {
+                        json_object_set(*out, k, v);
+                    }
+                }
             }
         }
         json_decref(part);

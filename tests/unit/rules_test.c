@@ -1424,6 +1424,47 @@ static void test_shared_answers(void **state)
     st_eng_free(e);
 }
 
+/* A question too large for one answer is asked host by host; within a run
+ * those parts are answers other rules share, and the merged answer must
+ * leave them as they were: asking twice gives the same fleet, and a
+ * host's own question still gives that host only. */
+static void test_per_host_fallback_keeps_shared_parts(void **state)
+{
+    fx *x = *state;
+    const char *m = "http.server.requests";
+    const char *h1[] = {"host=h1"};
+    const char *hosts[] = {"h1", "h2", "h3"};
+    int64_t w = 5 * 60 * 1000;
+    json_t *first;
+    json_t *second;
+    json_t *own;
+    st_eng *e;
+    for (int i = 0; i < 3; i++) {
+        counter(x, m, L("role", "edge", "route", "/a", "host", hosts[i]), 10 + i);
+        counter(x, m, L("role", "edge", "route", "/b", "host", hosts[i]), 20 + i);
+    }
+    flush(x);
+    assert_int_equal(st_eng_new(x->st, NOW, &e), ST_OK);
+    /* by host and route: 6 series, too many; the host list (3) fits */
+    st_eng_set_max_series(e, 4);
+    st_eng_share_begin(e);
+    assert_int_equal(st_rules_query(e, m, "sum", "host,route", NULL, 0, w, 0, &first), ST_OK);
+    assert_int_equal(json_array_size(st_rules_series(first)), 6);
+    assert_int_equal(st_rules_query(e, m, "sum", "host,route", NULL, 0, w, 0, &second), ST_OK);
+    assert_int_equal(json_array_size(st_rules_series(second)), 6);
+    assert_true(json_equal(first, second));
+    assert_int_equal(st_rules_query(e, m, "sum", "host,route", h1, 1, w, 0, &own), ST_OK);
+    assert_int_equal(json_array_size(st_rules_series(own)), 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_string_equal(st_rules_label(json_array_get(st_rules_series(own), i), "host"), "h1");
+    }
+    json_decref(first);
+    json_decref(second);
+    json_decref(own);
+    st_eng_share_end(e);
+    st_eng_free(e);
+}
+
 /* Every check on an empty store finds nothing and fails nothing. */
 static void test_empty_store(void **state)
 {
@@ -1471,6 +1512,7 @@ int main(void)
         T(test_cdn_cache),
         T(test_api_cache),
         T(test_shared_answers),
+        T(test_per_host_fallback_keeps_shared_parts),
         T(test_empty_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
