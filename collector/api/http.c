@@ -13,6 +13,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <nng/supplemental/http/http.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,14 @@ struct st_api {
     nng_http_handler *h;
     struct st_api_deps deps;
     int port;
+    /* Requests inside handler_cb. nng 1.5's server stop closes the
+     * connections but does not wait for a handler already running (a
+     * /metrics computation takes seconds at fleet size), so st_api_stop
+     * waits for them before freeing what they use. */
+    pthread_mutex_t mu;
+    pthread_cond_t idle;
+    int inflight;
+    bool stopping;
 };
 
 /* Percent-decodes s[0..n) ('+' is a space) into a new string; NULL on a
@@ -289,6 +298,14 @@ static void handler_cb(nng_aio *aio)
     nng_http_res *res = NULL;
     st_req req;
     st_resp resp = {.status = 200, .content_type = "application/json"};
+    pthread_mutex_lock(&api->mu);
+    if (api->stopping) {
+        pthread_mutex_unlock(&api->mu);
+        nng_aio_finish(aio, NNG_ECLOSED);
+        return;
+    }
+    api->inflight++;
+    pthread_mutex_unlock(&api->mu);
     memset(&req, 0, sizeof(req));
     st_buf_init(&resp.body, ST_API_MAX_RESPONSE);
     st_metric_add(&api->deps.metrics->http_requests, 1);
@@ -313,10 +330,15 @@ static void handler_cb(nng_aio *aio)
     st_buf_free(&resp.body);
     if (res == NULL) {
         nng_aio_finish(aio, NNG_ENOMEM);
-        return;
+    } else {
+        nng_aio_set_output(aio, 0, res);
+        nng_aio_finish(aio, 0);
     }
-    nng_aio_set_output(aio, 0, res);
-    nng_aio_finish(aio, 0);
+    pthread_mutex_lock(&api->mu);
+    if (--api->inflight == 0) {
+        pthread_cond_broadcast(&api->idle);
+    }
+    pthread_mutex_unlock(&api->mu);
 }
 
 static int map_nng(int rv, const char *what, const char *addr)
@@ -340,10 +362,11 @@ int st_api_start(const struct st_api_opts *opts, const struct st_api_deps *deps,
         return ST_EINVAL;
     }
     api->deps = *deps;
+    pthread_mutex_init(&api->mu, NULL);
+    pthread_cond_init(&api->idle, NULL);
     if (opts->metrics_cache_ms > 0 &&
         (rv = st_expose_cache_new(opts->metrics_cache_ms, &api->deps.fleet_cache)) != ST_OK) {
-        free(api);
-        return rv;
+        goto fail;
     }
     snprintf(url, sizeof(url), "http://%s", addr);
     if ((rv = map_nng(nng_url_parse(&u, url), "parse", addr)) != ST_OK ||
@@ -377,6 +400,8 @@ fail:
         nng_http_server_release(api->srv);
     }
     st_expose_cache_free(api->deps.fleet_cache);
+    pthread_cond_destroy(&api->idle);
+    pthread_mutex_destroy(&api->mu);
     free(api);
     return rv;
 }
@@ -391,9 +416,19 @@ void st_api_stop(st_api *api)
     if (api == NULL) {
         return;
     }
+    pthread_mutex_lock(&api->mu);
+    api->stopping = true;
+    pthread_mutex_unlock(&api->mu);
     nng_http_server_stop(api->srv);
+    pthread_mutex_lock(&api->mu);
+    while (api->inflight > 0) {
+        pthread_cond_wait(&api->idle, &api->mu);
+    }
+    pthread_mutex_unlock(&api->mu);
     nng_http_server_release(api->srv);
     st_expose_cache_free(api->deps.fleet_cache);
+    pthread_cond_destroy(&api->idle);
+    pthread_mutex_destroy(&api->mu);
     free(api);
 }
 
