@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,13 +188,21 @@ static size_t on_body(char *p, size_t sz, size_t nm, void *arg)
 
 static bool is_stub_status(const char *url)
 {
+    static atomic_bool said; /* the missing library, once per process */
+    char why[ST_LAZY_ERR_MAX];
     CURL *h;
     struct body b = {{0}, 0};
     long code = 0;
     bool ok = false;
     /* Only reached when something answers on an nginx port: an agent with
      * no nginx never loads libcurl. */
-    if (st_curl_load(NULL, 0) != ST_OK || (h = curl_easy_init()) == NULL) {
+    if (st_curl_load(why, sizeof(why)) != ST_OK) {
+        if (!atomic_exchange(&said, true)) {
+            ST_WARN("agent", "discovery: cannot ask %s for nginx stub_status: %s", url, why);
+        }
+        return false;
+    }
+    if ((h = curl_easy_init()) == NULL) {
         return false;
     }
     curl_easy_setopt(h, CURLOPT_URL, url);
