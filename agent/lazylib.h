@@ -89,7 +89,9 @@ extern struct st_pq_api st_pq;
 /* Loads the library once (thread-safe; later calls return the first
  * outcome). ST_OK, or ST_EUNSUPPORTED with why in err ("libpq.so.5: cannot open
  * shared object file ..."). st_curl_load also runs curl_global_init once,
- * which libcurl requires before any other thread uses it. */
+ * under the once-guard. Other agent threads exist by then, but none calls
+ * libcurl: every libcurl call is on the schedule's thread (and Debian's
+ * libcurl 7.88 initialises thread-safely besides). */
 int st_curl_load(char *err, size_t errlen);
 int st_pq_load(char *err, size_t errlen);
 

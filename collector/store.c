@@ -194,25 +194,30 @@ void st_store_close(st_store *st)
 
 int st_store_grow(st_store *st)
 {
-    uint64_t want = st->map_size * 2;
+    uint64_t from;
+    uint64_t want;
     int rc;
-    if (st->map_size >= st->max_map_size) {
-        ST_ERROR("store", "map is full at its maximum size %llu", (unsigned long long)st->map_size);
+    /* LMDB requires that no transaction is active in this process; the
+     * lock also orders growers: the writer and the engine's record writes
+     * may both find the map full, and map_size is read and set under it. */
+    pthread_rwlock_wrlock(&st->resize);
+    from = st->map_size;
+    if (from >= st->max_map_size) {
+        pthread_rwlock_unlock(&st->resize);
+        ST_ERROR("store", "map is full at its maximum size %llu", (unsigned long long)from);
         return ST_ENOSPC;
     }
-    if (want > st->max_map_size) {
-        want = st->max_map_size;
-    }
-    /* LMDB requires that no transaction is active in this process. */
-    pthread_rwlock_wrlock(&st->resize);
+    want = from * 2 > st->max_map_size ? st->max_map_size : from * 2;
     rc = mdb_env_set_mapsize(st->env, want);
+    if (rc == 0) {
+        st->map_size = want;
+    }
     pthread_rwlock_unlock(&st->resize);
     if (rc != 0) {
         return st_store_map_mdb(rc, "set_mapsize");
     }
-    ST_INFO("store", "map grown from %llu to %llu bytes", (unsigned long long)st->map_size,
+    ST_INFO("store", "map grown from %llu to %llu bytes", (unsigned long long)from,
             (unsigned long long)want);
-    st->map_size = want;
     return ST_OK;
 }
 
