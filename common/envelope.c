@@ -413,3 +413,48 @@ int st_envelope_decompress(st_zctx *z, const st_envelope *env, st_buf *out)
     }
     return rv;
 }
+
+/* ---- store blocks ----
+ * The collector's store compresses its compacted blocks with the same
+ * library; the calls live here so zstd stays inside this module. */
+
+int st_zctx_compress(st_zctx *z, int level, const uint8_t *src, size_t len, uint8_t *dst,
+                     size_t cap, size_t *out_len)
+{
+    if (z == NULL || src == NULL || dst == NULL || out_len == NULL || level < 1 || level > 19) {
+        return ST_EINVAL;
+    }
+    return compress_payload(z, level, src, len, dst, cap, out_len);
+}
+
+size_t st_zctx_bound(size_t len)
+{
+    return ZSTD_compressBound(len);
+}
+
+int st_zctx_decompress(st_zctx *z, const uint8_t *src, size_t len, uint8_t *dst, size_t raw_len)
+{
+    ZSTD_DCtx *d;
+    size_t r;
+    if (src == NULL || dst == NULL) {
+        return ST_EINVAL;
+    }
+    /* Readers on any thread pass no context: a one-shot one is made. */
+    d = z != NULL ? z->d : NULL;
+    if (d == NULL && (d = ZSTD_createDCtx()) == NULL) {
+        return ST_ENOMEM;
+    }
+    if (z != NULL && z->d == NULL) {
+        z->d = d;
+    }
+    (void)ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, MAX_WINDOW_LOG);
+    r = ZSTD_decompressDCtx(d, dst, raw_len, src, len);
+    if (z == NULL) {
+        ZSTD_freeDCtx(d);
+    }
+    if (ZSTD_isError(r)) {
+        ST_DEBUG(MOD, "zstd: %s", ZSTD_getErrorName(r));
+        return ST_EZSTD;
+    }
+    return r == raw_len ? ST_OK : ST_EZSTD_LENGTH;
+}

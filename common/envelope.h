@@ -76,4 +76,16 @@ int st_envelope_verify(const uint8_t *buf, size_t len, const st_envelope *env, c
  * when out's limit is smaller than raw_len. */
 int st_envelope_decompress(st_zctx *z, const st_envelope *env, st_buf *out);
 
+/* Store blocks (the collector's compacted LMDB entries), kept here so zstd
+ * stays in this module. compress writes at most cap bytes into dst
+ * (ST_ETOOBIG when they do not fit; st_zctx_bound(len) always does);
+ * level 1..19. decompress needs z only for reuse (NULL: a one-shot
+ * context, for reader threads) and fails unless the frame decodes to
+ * exactly raw_len bytes (ST_EZSTD_LENGTH) or is corrupt (ST_EZSTD). The
+ * window stays within ST_ENV_MAX_WINDOW both ways. */
+int st_zctx_compress(st_zctx *z, int level, const uint8_t *src, size_t len, uint8_t *dst,
+                     size_t cap, size_t *out_len);
+size_t st_zctx_bound(size_t len);
+int st_zctx_decompress(st_zctx *z, const uint8_t *src, size_t len, uint8_t *dst, size_t raw_len);
+
 #endif

@@ -1,0 +1,934 @@
+/* Column codec of the store's compacted entries (see store_codec.h).
+ * Integers are zigzag varints, absolute or delta-coded, whichever is
+ * shorter for the column; doubles are XORed with the previous one and
+ * written byte plane by byte plane, so that zstd sees the long runs of
+ * equal sign, exponent and high mantissa bytes that real series have. */
+#include "store_codec.h"
+
+#include "err.h"
+#include "frame.h"
+#include "sketch.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK_MIN (64u << 10)
+#define F_ZSTD 0x01
+#define R_SUMCOUNT 0x01 /* rollup entry: sum and count only */
+#define ROW_VALUES 0x01
+#define ROW_SKETCH 0x02
+#define NFIELDS 5                    /* sum, min, max, first, last */
+#define EXACT_INT 9007199254740992.0 /* 2^53 */
+
+/* ---- memory of a decoded entry ---- */
+
+struct st_cdec_chunk {
+    struct st_cdec_chunk *next;
+    size_t used;
+    size_t cap;
+    _Alignas(16) uint8_t data[];
+};
+
+static void *arena_alloc(st_cdec *d, size_t n)
+{
+    struct st_cdec_chunk *c = d->mem;
+    n = (n + 15) & ~(size_t)15;
+    if (c == NULL || c->cap - c->used < n) {
+        size_t cap = n > CHUNK_MIN ? n : CHUNK_MIN;
+        if ((c = malloc(sizeof(*c) + cap)) == NULL) {
+            return NULL;
+        }
+        c->next = d->mem;
+        c->used = 0;
+        c->cap = cap;
+        d->mem = c;
+    }
+    c->used += n;
+    return memset(c->data + c->used - n, 0, n);
+}
+
+void st_cdec_clear(st_cdec *d)
+{
+    if (d == NULL) {
+        return;
+    }
+    while (d->mem != NULL) {
+        struct st_cdec_chunk *n = d->mem->next;
+        free(d->mem);
+        d->mem = n;
+    }
+    memset(d, 0, sizeof(*d));
+}
+
+/* ---- writing ---- */
+
+struct wr {
+    st_buf *b;
+    int rv;
+};
+
+static uint64_t zz(int64_t v)
+{
+    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static int64_t unzz(uint64_t u)
+{
+    return (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+}
+
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static void put_u8(struct wr *w, uint8_t v)
+{
+    if (w->rv == ST_OK) {
+        w->rv = st_buf_append(w->b, &v, 1);
+    }
+}
+
+static void put_v(struct wr *w, uint64_t v)
+{
+    uint8_t tmp[10];
+    size_t n = 0;
+    while (v >= 0x80) {
+        tmp[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    tmp[n++] = (uint8_t)v;
+    if (w->rv == ST_OK) {
+        w->rv = st_buf_append(w->b, tmp, n);
+    }
+}
+
+static uint64_t dbits(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof(u));
+    return u;
+}
+
+static double bitsd(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, sizeof(d));
+    return d;
+}
+
+/* words[0..n) byte plane by byte plane, most significant plane first. */
+static void put_planes(struct wr *w, const uint64_t *words, size_t n)
+{
+    for (int plane = 7; plane >= 0 && w->rv == ST_OK; plane--) {
+        if ((w->rv = st_buf_reserve(w->b, n)) != ST_OK) {
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            w->b->data[w->b->len + i] = (uint8_t)(words[i] >> (plane * 8));
+        }
+        w->b->len += n;
+    }
+}
+
+/* A column of integers: mode 0 absolute, 1 delta from the previous. */
+static void put_ints(struct wr *w, const int64_t *v, size_t n)
+{
+    size_t abs_len = 0;
+    size_t delta_len = 0;
+    uint64_t prev = 0;
+    int mode;
+    for (size_t i = 0; i < n; i++) {
+        abs_len += varint_len(zz(v[i]));
+        delta_len += varint_len(zz((int64_t)((uint64_t)v[i] - prev)));
+        prev = (uint64_t)v[i];
+    }
+    mode = delta_len < abs_len;
+    put_u8(w, (uint8_t)mode);
+    prev = 0;
+    for (size_t i = 0; i < n; i++) {
+        put_v(w, mode ? zz((int64_t)((uint64_t)v[i] - prev)) : zz(v[i]));
+        prev = (uint64_t)v[i];
+    }
+}
+
+/* A column of doubles: mode 1 when every one is an integer that a double
+ * holds exactly (written as integers), else mode 0, XOR with the previous
+ * in byte planes. Both give back the same bits. */
+static int put_doubles(struct wr *w, const double *v, size_t n)
+{
+    bool ints = true;
+    uint64_t *words;
+    int64_t *iv;
+    for (size_t i = 0; i < n && ints; i++) {
+        ints = v[i] == floor(v[i]) && fabs(v[i]) < EXACT_INT && !(v[i] == 0 && signbit(v[i]));
+    }
+    put_u8(w, (uint8_t)ints);
+    if (n == 0) {
+        return w->rv;
+    }
+    if (ints) {
+        if ((iv = malloc(n * sizeof(*iv))) == NULL) {
+            return ST_ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+            iv[i] = (int64_t)v[i];
+        }
+        put_ints(w, iv, n);
+        free(iv);
+        return w->rv;
+    }
+    if ((words = malloc(n * sizeof(*words))) == NULL) {
+        return ST_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        words[i] = dbits(v[i]) ^ (i > 0 ? dbits(v[i - 1]) : 0);
+    }
+    put_planes(w, words, n);
+    free(words);
+    return w->rv;
+}
+
+/* Sketches: the scalar fields as columns, then each one's buckets. */
+static int put_sketches(struct wr *w, const Strata__V1__Sketch *const *sk, size_t n)
+{
+    double *d = malloc((n ? n : 1) * sizeof(*d));
+    int64_t *iv = malloc((n ? n : 1) * sizeof(*iv));
+    int rv = d != NULL && iv != NULL ? ST_OK : ST_ENOMEM;
+    for (int f = 0; f < 4 && rv == ST_OK; f++) {
+        for (size_t i = 0; i < n; i++) {
+            d[i] = f == 0 ? sk[i]->alpha : f == 1 ? sk[i]->sum : f == 2 ? sk[i]->min : sk[i]->max;
+        }
+        rv = put_doubles(w, d, n);
+    }
+    for (int f = 0; f < 4 && rv == ST_OK; f++) {
+        for (size_t i = 0; i < n; i++) {
+            iv[i] = f == 0   ? (int64_t)sk[i]->count
+                    : f == 1 ? (int64_t)sk[i]->zero_count
+                    : f == 2 ? sk[i]->offset
+                             : sk[i]->neg_offset;
+        }
+        put_ints(w, iv, n);
+        rv = w->rv;
+    }
+    for (size_t i = 0; i < n && rv == ST_OK; i++) {
+        put_v(w, sk[i]->n_counts);
+        for (size_t k = 0; k < sk[i]->n_counts; k++) {
+            put_v(w, sk[i]->counts[k]);
+        }
+        put_v(w, sk[i]->n_neg_counts);
+        for (size_t k = 0; k < sk[i]->n_neg_counts; k++) {
+            put_v(w, sk[i]->neg_counts[k]);
+        }
+        rv = w->rv;
+    }
+    free(d);
+    free(iv);
+    return rv;
+}
+
+/* magic | flags | extra | body length | body (zstd when that is smaller);
+ * extra is what readers need without inflating the body. */
+static int seal(st_zctx *z, uint8_t magic, int64_t extra, const st_buf *body, st_buf *out)
+{
+    struct wr w = {out, ST_OK};
+    size_t bound = st_zctx_bound(body->len);
+    size_t hdr;
+    size_t clen = 0;
+    int rv;
+    if (body->len > ST_CODEC_MAX_BODY) {
+        return ST_ETOOBIG;
+    }
+    st_buf_reset(out);
+    put_u8(&w, magic);
+    put_u8(&w, F_ZSTD);
+    put_v(&w, zz(extra));
+    put_v(&w, body->len);
+    if (w.rv != ST_OK || (rv = st_buf_reserve(out, bound)) != ST_OK) {
+        return w.rv != ST_OK ? w.rv : rv;
+    }
+    hdr = out->len;
+    rv = st_zctx_compress(z, ST_CODEC_ZSTD_LEVEL, body->data, body->len, out->data + hdr, bound,
+                          &clen);
+    if (rv != ST_OK) {
+        return rv;
+    }
+    if (clen >= body->len) {
+        out->data[1] = 0; /* stored: zstd did not help */
+        memcpy(out->data + hdr, body->data, body->len);
+        clen = body->len;
+    }
+    out->len = hdr + clen;
+    return ST_OK;
+}
+
+/* ---- raw blocks ---- */
+
+enum col { COL_IV, COL_VAL, COL_SK };
+
+struct run {
+    int64_t start;
+    uint32_t interval;
+    int32_t scale;
+    size_t first; /* blocks[first .. first + nblk) */
+    size_t nblk;
+    size_t n_iv, n_val, n_min, n_max, n_sk;
+};
+
+static bool simple_block(const Strata__V1__Series *b)
+{
+    size_t n = st_series_npoints(b);
+    int cols = (b->n_ivalues > 0) + (b->n_values > 0) + (b->n_sketches > 0);
+    return cols == 1 && (b->n_mins == 0 || b->n_mins == n) && (b->n_maxs == 0 || b->n_maxs == n);
+}
+
+/* True when b continues run r point for point with the same columns. */
+static bool extends(const struct run *r, const Strata__V1__Series *const *blocks,
+                    const Strata__V1__Series *b)
+{
+    const Strata__V1__Series *a = blocks[r->first];
+    size_t n = st_series_npoints(b);
+    size_t rn = r->n_iv + r->n_val + r->n_sk;
+    return simple_block(a) && simple_block(b) && b->interval_ms == r->interval &&
+           b->start_unix_ms == r->start + (int64_t)r->interval * (int64_t)rn &&
+           (a->n_ivalues > 0) == (b->n_ivalues > 0) && (a->n_values > 0) == (b->n_values > 0) &&
+           (a->n_sketches > 0) == (b->n_sketches > 0) && (a->n_mins > 0) == (b->n_mins > 0) &&
+           (a->n_maxs > 0) == (b->n_maxs > 0) && (b->n_ivalues == 0 || b->scale == r->scale) &&
+           rn + n <= ST_FRAME_MAX_POINTS;
+}
+
+static size_t make_runs(const Strata__V1__Series *const *blocks, size_t n, struct run *runs)
+{
+    size_t nr = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Strata__V1__Series *b = blocks[i];
+        struct run *r = nr > 0 ? &runs[nr - 1] : NULL;
+        if (r == NULL || !extends(r, blocks, b)) {
+            r = &runs[nr++];
+            memset(r, 0, sizeof(*r));
+            r->start = b->start_unix_ms;
+            r->interval = b->interval_ms;
+            r->scale = b->scale;
+            r->first = i;
+        }
+        r->nblk++;
+        r->n_iv += b->n_ivalues;
+        r->n_val += b->n_values;
+        r->n_min += b->n_mins;
+        r->n_max += b->n_maxs;
+        r->n_sk += b->n_sketches;
+    }
+    return nr;
+}
+
+struct totals {
+    size_t iv, val, min, max, sk;
+};
+
+static int put_raw_columns(struct wr *w, const Strata__V1__Series *const *blocks, size_t n,
+                           const struct totals *t)
+{
+    size_t nd = t->val + t->min + t->max;
+    int64_t *iv = malloc((t->iv ? t->iv : 1) * sizeof(*iv));
+    double *d = malloc((nd ? nd : 1) * sizeof(*d));
+    const Strata__V1__Sketch **sk = malloc((t->sk ? t->sk : 1) * sizeof(*sk));
+    size_t ki = 0;
+    size_t kd = 0;
+    size_t ks = 0;
+    int rv = iv != NULL && d != NULL && sk != NULL ? ST_OK : ST_ENOMEM;
+    for (size_t i = 0; i < n && rv == ST_OK; i++) {
+        uint64_t acc = 0; /* the absolute value: ivalues are deltas within a block */
+        for (size_t k = 0; k < blocks[i]->n_ivalues; k++) {
+            acc += (uint64_t)blocks[i]->ivalues[k];
+            iv[ki++] = (int64_t)acc;
+        }
+        for (size_t k = 0; k < blocks[i]->n_sketches; k++) {
+            sk[ks++] = blocks[i]->sketches[k];
+        }
+    }
+    /* values, then mins, then maxs: each its own column */
+    for (int c = 0; c < 3 && rv == ST_OK; c++) {
+        for (size_t i = 0; i < n; i++) {
+            const Strata__V1__Series *b = blocks[i];
+            size_t m = c == 0 ? b->n_values : c == 1 ? b->n_mins : b->n_maxs;
+            const double *src = c == 0 ? b->values : c == 1 ? b->mins : b->maxs;
+            memcpy(d + kd, src, m * sizeof(double));
+            kd += m;
+        }
+    }
+    if (rv == ST_OK) {
+        put_ints(w, iv, ki);
+        rv = w->rv;
+    }
+    rv = rv == ST_OK ? put_doubles(w, d, t->val) : rv;
+    rv = rv == ST_OK ? put_doubles(w, d + t->val, t->min) : rv;
+    rv = rv == ST_OK ? put_doubles(w, d + t->val + t->min, t->max) : rv;
+    rv = rv == ST_OK ? put_sketches(w, sk, ks) : rv;
+    free(iv);
+    free(d);
+    free(sk);
+    return rv;
+}
+
+int st_codec_encode_raw(st_zctx *z, const Strata__V1__Series *const *blocks, size_t n, st_buf *out)
+{
+    struct run *runs;
+    struct totals t = {0};
+    st_buf body;
+    struct wr w;
+    int64_t prev = 0;
+    int64_t end = INT64_MIN;
+    size_t nr;
+    int rv;
+    if (n == 0 || n > ST_CODEC_MAX_BLOCKS) {
+        return ST_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (blocks[i]->interval_ms == 0 || st_series_npoints(blocks[i]) > ST_FRAME_MAX_POINTS) {
+            return ST_EINVAL;
+        }
+    }
+    if ((runs = malloc(n * sizeof(*runs))) == NULL) {
+        return ST_ENOMEM;
+    }
+    st_buf_init(&body, ST_CODEC_MAX_BODY);
+    w = (struct wr){&body, ST_OK};
+    nr = make_runs(blocks, n, runs);
+    put_v(&w, nr);
+    for (size_t i = 0; i < nr; i++) {
+        const struct run *r = &runs[i];
+        put_v(&w, zz((int64_t)((uint64_t)r->start - (uint64_t)prev)));
+        put_v(&w, r->interval);
+        put_v(&w, zz(r->scale));
+        put_v(&w, r->n_iv);
+        put_v(&w, r->n_val);
+        put_v(&w, r->n_min);
+        put_v(&w, r->n_max);
+        put_v(&w, r->n_sk);
+        prev = r->start;
+        end =
+            ST_MAX(end, r->start + (int64_t)r->interval * (int64_t)(r->n_iv + r->n_val + r->n_sk));
+        t.iv += r->n_iv;
+        t.val += r->n_val;
+        t.min += r->n_min;
+        t.max += r->n_max;
+        t.sk += r->n_sk;
+    }
+    rv = w.rv == ST_OK ? put_raw_columns(&w, blocks, n, &t) : w.rv;
+    free(runs);
+    rv = rv == ST_OK ? seal(z, ST_CODEC_RAW, end, &body, out) : rv;
+    st_buf_free(&body);
+    return rv;
+}
+
+/* ---- reading ---- */
+
+struct rd {
+    const uint8_t *p;
+    const uint8_t *end;
+    bool bad;
+};
+
+static uint64_t get_v(struct rd *r)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        uint8_t c;
+        if (r->p >= r->end) {
+            r->bad = true;
+            return 0;
+        }
+        c = *r->p++;
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            return v;
+        }
+    }
+    r->bad = true;
+    return 0;
+}
+
+static uint8_t get_u8(struct rd *r)
+{
+    if (r->p >= r->end) {
+        r->bad = true;
+        return 0;
+    }
+    return *r->p++;
+}
+
+static void get_ints(struct rd *r, int64_t *v, size_t n)
+{
+    uint8_t mode = get_u8(r);
+    uint64_t prev = 0;
+    if (mode > 1) {
+        r->bad = true;
+    }
+    for (size_t i = 0; i < n && !r->bad; i++) {
+        int64_t x = unzz(get_v(r));
+        v[i] = mode ? (int64_t)(prev + (uint64_t)x) : x;
+        prev = (uint64_t)v[i];
+    }
+}
+
+static void get_doubles(struct rd *r, double *v, size_t n)
+{
+    uint8_t mode = get_u8(r);
+    if (mode > 1 || r->bad || n == 0) {
+        r->bad = r->bad || mode > 1;
+        return;
+    }
+    if (mode == 1) {
+        /* integers, decoded one by one (a double holds each exactly) */
+        uint64_t prev = 0;
+        mode = get_u8(r);
+        for (size_t i = 0; i < n && !r->bad && mode <= 1; i++) {
+            int64_t x = unzz(get_v(r));
+            prev = mode ? prev + (uint64_t)x : (uint64_t)x;
+            v[i] = (double)(int64_t)prev;
+        }
+        r->bad = r->bad || mode > 1;
+        return;
+    }
+    if ((size_t)(r->end - r->p) / 8 < n) {
+        r->bad = true;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t u = 0;
+        for (int plane = 0; plane < 8; plane++) {
+            u = u << 8 | r->p[(size_t)plane * n + i];
+        }
+        v[i] = bitsd(u ^ (i > 0 ? dbits(v[i - 1]) : 0));
+    }
+    r->p += 8 * n;
+}
+
+/* Opens a value: checks magic and lengths and inflates the body into d's
+ * memory; *body points at it. */
+static int open_value(const void *val, size_t len, uint8_t magic, st_cdec *d, struct rd *body)
+{
+    struct rd r = {val, (const uint8_t *)val + len, false};
+    uint8_t flags;
+    uint64_t blen;
+    uint8_t *p;
+    if (len < 3 || get_u8(&r) != magic) {
+        return ST_ECORRUPT;
+    }
+    flags = get_u8(&r);
+    (void)get_v(&r); /* extra */
+    blen = get_v(&r);
+    if (r.bad || (flags & ~F_ZSTD) != 0 || blen > ST_CODEC_MAX_BODY) {
+        return ST_ECORRUPT;
+    }
+    if (!(flags & F_ZSTD)) {
+        if ((uint64_t)(r.end - r.p) != blen) {
+            return ST_ECORRUPT;
+        }
+        *body = (struct rd){r.p, r.end, false};
+        return ST_OK;
+    }
+    if ((p = arena_alloc(d, blen ? blen : 1)) == NULL) {
+        return ST_ENOMEM;
+    }
+    if (st_zctx_decompress(NULL, r.p, (size_t)(r.end - r.p), p, blen) != ST_OK) {
+        return ST_ECORRUPT;
+    }
+    *body = (struct rd){p, p + blen, false};
+    return ST_OK;
+}
+
+/* Bytes left in r can hold at least n items of min_bytes each. */
+static bool fits(const struct rd *r, uint64_t n, size_t min_bytes)
+{
+    return n <= (uint64_t)(r->end - r->p) / min_bytes;
+}
+
+static int get_sketches(struct rd *r, st_cdec *d, Strata__V1__Sketch **out, size_t n)
+{
+    double *dv = arena_alloc(d, 4 * n * sizeof(double) + 8);
+    int64_t *iv = arena_alloc(d, 4 * n * sizeof(int64_t) + 8);
+    Strata__V1__Sketch *sk = arena_alloc(d, n * sizeof(*sk) + 8);
+    if (dv == NULL || iv == NULL || sk == NULL) {
+        return ST_ENOMEM;
+    }
+    for (int f = 0; f < 4; f++) {
+        get_doubles(r, dv + (size_t)f * n, n);
+    }
+    for (int f = 0; f < 4; f++) {
+        get_ints(r, iv + (size_t)f * n, n);
+    }
+    for (size_t i = 0; i < n && !r->bad; i++) {
+        Strata__V1__Sketch *s = &sk[i];
+        strata__v1__sketch__init(s);
+        s->alpha = dv[i];
+        s->sum = dv[n + i];
+        s->min = dv[2 * n + i];
+        s->max = dv[3 * n + i];
+        s->count = (uint64_t)iv[i];
+        s->zero_count = (uint64_t)iv[n + i];
+        s->offset = (int32_t)iv[2 * n + i];
+        s->neg_offset = (int32_t)iv[3 * n + i];
+        for (int neg = 0; neg < 2 && !r->bad; neg++) {
+            uint64_t nc = get_v(r);
+            uint64_t *c;
+            if (nc > ST_SKETCH_MAX_BUCKETS || !fits(r, nc, 1)) {
+                r->bad = true;
+                break;
+            }
+            if ((c = arena_alloc(d, nc * sizeof(uint64_t) + 8)) == NULL) {
+                return ST_ENOMEM;
+            }
+            for (uint64_t k = 0; k < nc; k++) {
+                c[k] = get_v(r);
+            }
+            if (neg) {
+                s->neg_counts = c;
+                s->n_neg_counts = nc;
+            } else {
+                s->counts = c;
+                s->n_counts = nc;
+            }
+        }
+        out[i] = s;
+    }
+    return r->bad ? ST_ECORRUPT : ST_OK;
+}
+
+/* Reads the run headers into fresh Series and sizes their columns. */
+static int get_runs(struct rd *r, st_cdec *d, struct totals *t)
+{
+    uint64_t nr = get_v(r);
+    int64_t prev = 0;
+    if (r->bad || nr == 0 || !fits(r, nr, 8)) {
+        return ST_ECORRUPT;
+    }
+    d->runs = arena_alloc(d, nr * sizeof(*d->runs));
+    if (d->runs == NULL) {
+        return ST_ENOMEM;
+    }
+    for (uint64_t i = 0; i < nr && !r->bad; i++) {
+        Strata__V1__Series *s = arena_alloc(d, sizeof(*s));
+        uint64_t c[5];
+        if (s == NULL) {
+            return ST_ENOMEM;
+        }
+        strata__v1__series__init(s);
+        s->start_unix_ms = prev = (int64_t)((uint64_t)prev + (uint64_t)unzz(get_v(r)));
+        s->interval_ms = (uint32_t)get_v(r);
+        s->scale = (int32_t)unzz(get_v(r));
+        for (int k = 0; k < 5; k++) {
+            c[k] = get_v(r);
+            r->bad = r->bad || c[k] > ST_FRAME_MAX_POINTS;
+        }
+        s->n_ivalues = c[0];
+        s->n_values = c[1];
+        s->n_mins = c[2];
+        s->n_maxs = c[3];
+        s->n_sketches = c[4];
+        t->iv += c[0];
+        t->val += c[1];
+        t->min += c[2];
+        t->max += c[3];
+        t->sk += c[4];
+        d->runs[i] = s;
+    }
+    d->nruns = nr;
+    return r->bad ? ST_ECORRUPT : ST_OK;
+}
+
+/* Hands the decoded columns out to the runs; ivalues become deltas again. */
+static void deal_columns(st_cdec *d, int64_t *iv, double *dv, const struct totals *t,
+                         Strata__V1__Sketch **sk)
+{
+    double *mins = dv + t->val;
+    double *maxs = mins + t->min;
+    for (size_t i = 0; i < d->nruns; i++) {
+        Strata__V1__Series *s = d->runs[i];
+        s->ivalues = iv;
+        for (size_t k = s->n_ivalues; k-- > 1;) {
+            iv[k] = (int64_t)((uint64_t)iv[k] - (uint64_t)iv[k - 1]);
+        }
+        iv += s->n_ivalues;
+        s->values = dv;
+        dv += s->n_values;
+        s->mins = mins;
+        mins += s->n_mins;
+        s->maxs = maxs;
+        maxs += s->n_maxs;
+        s->sketches = sk;
+        sk += s->n_sketches;
+    }
+}
+
+int st_codec_decode_raw(const void *val, size_t len, st_cdec *d)
+{
+    struct rd r;
+    struct totals t = {0};
+    int64_t *iv;
+    double *dv;
+    Strata__V1__Sketch **sk;
+    int rv;
+    memset(d, 0, sizeof(*d));
+    if ((rv = open_value(val, len, ST_CODEC_RAW, d, &r)) != ST_OK ||
+        (rv = get_runs(&r, d, &t)) != ST_OK) {
+        goto fail;
+    }
+    /* every integer takes a byte, every double at least one plane byte */
+    if (!fits(&r, t.iv + t.val + t.min + t.max + t.sk, 1)) {
+        rv = ST_ECORRUPT;
+        goto fail;
+    }
+    iv = arena_alloc(d, t.iv * sizeof(*iv) + 8);
+    dv = arena_alloc(d, (t.val + t.min + t.max) * sizeof(*dv) + 8);
+    sk = arena_alloc(d, t.sk * sizeof(*sk) + 8);
+    if (iv == NULL || dv == NULL || sk == NULL) {
+        rv = ST_ENOMEM;
+        goto fail;
+    }
+    get_ints(&r, iv, t.iv);
+    get_doubles(&r, dv, t.val);
+    get_doubles(&r, dv + t.val, t.min);
+    get_doubles(&r, dv + t.val + t.min, t.max);
+    if (r.bad || (rv = get_sketches(&r, d, sk, t.sk)) != ST_OK || r.p != r.end) {
+        rv = rv != ST_OK ? rv : ST_ECORRUPT;
+        goto fail;
+    }
+    deal_columns(d, iv, dv, &t, sk);
+    return ST_OK;
+fail:
+    st_cdec_clear(d);
+    return rv;
+}
+
+/* ---- rollups ---- */
+
+static double row_field(const Strata__V1__RollupRow *r, int f)
+{
+    switch (f) {
+    case 0:
+        return r->sum;
+    case 1:
+        return r->min;
+    case 2:
+        return r->max;
+    case 3:
+        return r->first;
+    default:
+        return r->last;
+    }
+}
+
+static void set_row_field(Strata__V1__RollupRow *r, int f, double v)
+{
+    switch (f) {
+    case 0:
+        r->sum = v;
+        break;
+    case 1:
+        r->min = v;
+        break;
+    case 2:
+        r->max = v;
+        break;
+    case 3:
+        r->first = v;
+        break;
+    default:
+        r->last = v;
+        break;
+    }
+}
+
+static int put_rollup_columns(struct wr *w, const Strata__V1__RollupBlock *b, bool sc)
+{
+    size_t n = b->n_rows;
+    double *d = malloc((n ? n : 1) * sizeof(*d));
+    int64_t *iv = malloc((n ? n : 1) * sizeof(*iv));
+    const Strata__V1__Sketch **sk = malloc((n ? n : 1) * sizeof(*sk));
+    size_t nv = 0;
+    size_t ns = 0;
+    int rv = d != NULL && iv != NULL && sk != NULL ? ST_OK : ST_ENOMEM;
+    for (size_t i = 0; i < n && rv == ST_OK; i++) {
+        const Strata__V1__RollupRow *r = b->rows[i];
+        put_u8(w, (uint8_t)((r->count > 0 ? ROW_VALUES : 0) | (r->sketch ? ROW_SKETCH : 0)));
+        if (r->count > 0) {
+            iv[nv++] = (int64_t)r->count;
+        }
+        if (r->sketch != NULL) {
+            sk[ns++] = r->sketch;
+        }
+    }
+    if (rv == ST_OK) {
+        put_ints(w, iv, nv);
+        rv = w->rv;
+    }
+    for (int f = 0; f < (sc ? 1 : NFIELDS) && rv == ST_OK; f++) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (b->rows[i]->count > 0) {
+                d[k++] = row_field(b->rows[i], f);
+            }
+        }
+        rv = put_doubles(w, d, k);
+    }
+    rv = rv == ST_OK ? put_sketches(w, sk, ns) : rv;
+    free(d);
+    free(iv);
+    free(sk);
+    return rv;
+}
+
+int st_codec_encode_rollup(st_zctx *z, const Strata__V1__RollupBlock *b, bool sum_count_only,
+                           st_buf *out)
+{
+    st_buf body;
+    struct wr w;
+    int rv;
+    if (b->n_rows == 0 || b->n_rows > ST_CODEC_MAX_ROWS) {
+        return ST_EINVAL;
+    }
+    st_buf_init(&body, ST_CODEC_MAX_BODY);
+    w = (struct wr){&body, ST_OK};
+    put_u8(&w, sum_count_only ? R_SUMCOUNT : 0);
+    put_v(&w, zz(b->start_unix_ms));
+    put_v(&w, b->bucket_ms);
+    put_v(&w, b->n_rows);
+    rv = w.rv == ST_OK ? put_rollup_columns(&w, b, sum_count_only) : w.rv;
+    rv = rv == ST_OK ? seal(z, ST_CODEC_ROLLUP, 0, &body, out) : rv;
+    st_buf_free(&body);
+    return rv;
+}
+
+static int get_rollup_columns(struct rd *r, st_cdec *d, Strata__V1__RollupRow *rows, size_t n,
+                              bool sc)
+{
+    uint8_t *flags = arena_alloc(d, n);
+    double *dv = arena_alloc(d, n * sizeof(double));
+    int64_t *iv = arena_alloc(d, n * sizeof(int64_t));
+    Strata__V1__Sketch **sk = arena_alloc(d, n * sizeof(*sk));
+    size_t nv = 0;
+    size_t ns = 0;
+    if (flags == NULL || dv == NULL || iv == NULL || sk == NULL) {
+        return ST_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        flags[i] = get_u8(r);
+        r->bad = r->bad || (flags[i] & ~(ROW_VALUES | ROW_SKETCH)) != 0;
+        nv += (flags[i] & ROW_VALUES) != 0;
+        ns += (flags[i] & ROW_SKETCH) != 0;
+    }
+    get_ints(r, iv, nv);
+    for (size_t i = 0, k = 0; i < n && !r->bad; i++) {
+        strata__v1__rollup_row__init(&rows[i]);
+        if (flags[i] & ROW_VALUES) {
+            rows[i].count = (uint64_t)iv[k++];
+            for (int f = sc ? 1 : NFIELDS; f < NFIELDS; f++) {
+                set_row_field(&rows[i], f, NAN);
+            }
+        }
+    }
+    for (int f = 0; f < (sc ? 1 : NFIELDS) && !r->bad; f++) {
+        get_doubles(r, dv, nv);
+        for (size_t i = 0, k = 0; i < n && !r->bad; i++) {
+            if (flags[i] & ROW_VALUES) {
+                set_row_field(&rows[i], f, dv[k++]);
+            }
+        }
+    }
+    if (r->bad) {
+        return ST_ECORRUPT;
+    }
+    if (get_sketches(r, d, sk, ns) != ST_OK) {
+        return ST_ECORRUPT;
+    }
+    for (size_t i = 0, k = 0; i < n; i++) {
+        if (flags[i] & ROW_SKETCH) {
+            rows[i].sketch = sk[k++];
+        }
+    }
+    return ST_OK;
+}
+
+int st_codec_decode_rollup(const void *val, size_t len, st_cdec *d)
+{
+    struct rd r;
+    Strata__V1__RollupBlock *b;
+    Strata__V1__RollupRow *rows;
+    uint8_t hflags;
+    uint64_t n;
+    int rv;
+    memset(d, 0, sizeof(*d));
+    if ((rv = open_value(val, len, ST_CODEC_ROLLUP, d, &r)) != ST_OK) {
+        goto fail;
+    }
+    hflags = get_u8(&r);
+    if ((b = arena_alloc(d, sizeof(*b))) == NULL) {
+        rv = ST_ENOMEM;
+        goto fail;
+    }
+    strata__v1__rollup_block__init(b);
+    b->start_unix_ms = unzz(get_v(&r));
+    b->bucket_ms = (uint32_t)get_v(&r);
+    n = get_v(&r);
+    if (r.bad || (hflags & ~R_SUMCOUNT) != 0 || n == 0 || n > ST_CODEC_MAX_ROWS ||
+        !fits(&r, n, 1)) {
+        rv = ST_ECORRUPT;
+        goto fail;
+    }
+    rows = arena_alloc(d, n * sizeof(*rows));
+    b->rows = arena_alloc(d, n * sizeof(*b->rows));
+    if (rows == NULL || b->rows == NULL) {
+        rv = ST_ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        b->rows[i] = &rows[i];
+    }
+    b->n_rows = n;
+    if ((rv = get_rollup_columns(&r, d, rows, n, hflags & R_SUMCOUNT)) != ST_OK) {
+        goto fail;
+    }
+    if (r.p != r.end) {
+        rv = ST_ECORRUPT;
+        goto fail;
+    }
+    d->blk = b;
+    return ST_OK;
+fail:
+    st_cdec_clear(d);
+    return rv;
+}
+
+int st_codec_raw_end(const void *val, size_t len, int64_t *end)
+{
+    struct rd r = {val, (const uint8_t *)val + len, false};
+    int64_t e;
+    if (get_u8(&r) != ST_CODEC_RAW) {
+        return ST_ECORRUPT;
+    }
+    (void)get_u8(&r);
+    e = unzz(get_v(&r));
+    if (r.bad) {
+        return ST_ECORRUPT;
+    }
+    *end = e;
+    return ST_OK;
+}
+
+bool st_codec_is_raw(const void *val, size_t len)
+{
+    return len > 0 && *(const uint8_t *)val == ST_CODEC_RAW;
+}
+
+bool st_codec_is_rollup(const void *val, size_t len)
+{
+    return len > 0 && *(const uint8_t *)val == ST_CODEC_ROLLUP;
+}

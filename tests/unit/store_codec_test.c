@@ -1,0 +1,399 @@
+/* The store's column codec: random raw blocks and rollup blocks survive
+ * encode and decode bit for bit (edge values, negative deltas, irregular
+ * timestamps, gaps, sketches), and corrupt values are refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "err.h"
+#include "frame.h"
+#include "store_codec.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAXB 64
+#define MAXP 200
+
+static uint64_t rng = 0x243f6a8885a308d3ULL;
+
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static const double edge[] = {0.0,  1.0,     -1.0,    DBL_MAX, -DBL_MAX, DBL_MIN,
+                              -0.0, 1e-300,  123.456, 0.1,     4.9e-324, 9007199254740993.0,
+                              1e15, -2.5e-7, 65536.0, -3.0,    1.0 / 3.0};
+
+static double rnd_double(void)
+{
+    switch (rnd() % 4) {
+    case 0:
+        return edge[rnd() % (sizeof(edge) / sizeof(edge[0]))];
+    case 1:
+        return (double)((int64_t)(rnd() % 2000) - 1000);
+    case 2:
+        return (double)(rnd() % 100000) / 10000.0;
+    default: {
+        double d;
+        uint64_t u = rnd();
+        memcpy(&d, &u, sizeof(d));
+        return isfinite(d) ? d : 1.5;
+    }
+    }
+}
+
+static int64_t rnd_int(void)
+{
+    static const int64_t e[] = {0, 1, -1, INT64_MAX / 4, INT64_MIN / 4, 1000000007};
+    return rnd() % 3 == 0 ? e[rnd() % 6] : (int64_t)(rnd() % 200) - 100;
+}
+
+static Strata__V1__Sketch *rnd_sketch(void)
+{
+    Strata__V1__Sketch *s = calloc(1, sizeof(*s));
+    strata__v1__sketch__init(s);
+    s->alpha = rnd() % 4 ? 0.01 : 0.02;
+    s->count = rnd() % 1000;
+    s->sum = rnd_double();
+    s->min = rnd_double();
+    s->max = rnd_double();
+    s->zero_count = rnd() % 3;
+    s->offset = (int32_t)(rnd() % 400) - 200;
+    s->n_counts = rnd() % 12;
+    s->counts = calloc(s->n_counts + 1, sizeof(uint64_t));
+    for (size_t i = 0; i < s->n_counts; i++) {
+        s->counts[i] = rnd() % 5 ? rnd() % 4 : rnd();
+    }
+    s->neg_offset = -(int32_t)(rnd() % 50);
+    s->n_neg_counts = rnd() % 3;
+    s->neg_counts = calloc(s->n_neg_counts + 1, sizeof(uint64_t));
+    for (size_t i = 0; i < s->n_neg_counts; i++) {
+        s->neg_counts[i] = rnd() % 7;
+    }
+    return s;
+}
+
+/* kind: 0 ivalues, 1 values (+ mins/maxs sometimes), 2 sketches. Blocks
+ * are back to back, with a gap, overlapping, or irregular. */
+static void make_blocks(Strata__V1__Series **b, size_t n, int kind)
+{
+    int64_t t = 1700000000000LL + (int64_t)(rnd() % 1000);
+    uint32_t iv = rnd() % 3 ? 1000 : 250;
+    int32_t scale = (int32_t)(rnd() % 5) - 1;
+    for (size_t i = 0; i < n; i++) {
+        Strata__V1__Series *s = calloc(1, sizeof(*s));
+        size_t np = 1 + rnd() % (rnd() % 4 ? 12 : MAXP);
+        strata__v1__series__init(s);
+        if (rnd() % 5 == 0) {
+            t += (int64_t)(rnd() % 100000); /* a gap */
+        } else if (rnd() % 9 == 0) {
+            t -= (int64_t)(rnd() % 5000); /* overlap or irregular */
+        }
+        if (rnd() % 11 == 0) {
+            iv = 1 + rnd() % 5000;
+        }
+        if (rnd() % 13 == 0) {
+            scale = (int32_t)(rnd() % 7) - 3;
+        }
+        s->start_unix_ms = t;
+        s->interval_ms = iv;
+        if (kind == 0) {
+            s->scale = scale;
+            s->n_ivalues = np;
+            s->ivalues = calloc(np, sizeof(int64_t));
+            for (size_t p = 0; p < np; p++) {
+                s->ivalues[p] = rnd_int();
+            }
+        } else if (kind == 1) {
+            bool mm = rnd() % 2;
+            s->n_values = np;
+            s->values = calloc(np, sizeof(double));
+            s->mins = calloc(np, sizeof(double));
+            s->maxs = calloc(np, sizeof(double));
+            for (size_t p = 0; p < np; p++) {
+                s->values[p] = rnd_double();
+                s->mins[p] = rnd() % 2 ? s->values[p] : rnd_double();
+                s->maxs[p] = rnd_double();
+            }
+            s->n_mins = mm ? np : 0;
+            s->n_maxs = mm ? np : 0;
+        } else {
+            s->n_sketches = np;
+            s->sketches = calloc(np, sizeof(*s->sketches));
+            for (size_t p = 0; p < np; p++) {
+                s->sketches[p] = rnd_sketch();
+            }
+        }
+        b[i] = s;
+        t += (int64_t)iv * (int64_t)np;
+    }
+}
+
+static void free_blocks(Strata__V1__Series **b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < b[i]->n_sketches; k++) {
+            free(b[i]->sketches[k]->counts);
+            free(b[i]->sketches[k]->neg_counts);
+            free(b[i]->sketches[k]);
+        }
+        free(b[i]->sketches);
+        free(b[i]->ivalues);
+        free(b[i]->values);
+        free(b[i]->mins);
+        free(b[i]->maxs);
+        free(b[i]);
+    }
+}
+
+static bool same_bits(double a, double b)
+{
+    return memcmp(&a, &b, sizeof(a)) == 0;
+}
+
+static void assert_same_sketch(const Strata__V1__Sketch *a, const Strata__V1__Sketch *b)
+{
+    assert_true(same_bits(a->alpha, b->alpha) && same_bits(a->sum, b->sum));
+    assert_true(same_bits(a->min, b->min) && same_bits(a->max, b->max));
+    assert_true(a->count == b->count && a->zero_count == b->zero_count);
+    assert_true(a->offset == b->offset && a->neg_offset == b->neg_offset);
+    assert_int_equal(a->n_counts, b->n_counts);
+    assert_int_equal(a->n_neg_counts, b->n_neg_counts);
+    assert_memory_equal(a->counts, b->counts, a->n_counts * sizeof(uint64_t));
+    assert_memory_equal(a->neg_counts, b->neg_counts, a->n_neg_counts * sizeof(uint64_t));
+}
+
+/* One point flattened: time, value, min, max, sketch. */
+struct pt {
+    int64_t t;
+    double v;
+    double lo;
+    double hi;
+    const Strata__V1__Sketch *sk;
+};
+
+static size_t flatten(Strata__V1__Series *const *b, size_t n, struct pt *out)
+{
+    size_t k = 0;
+    double vals[ST_FRAME_MAX_POINTS];
+    for (size_t i = 0; i < n; i++) {
+        size_t np = st_series_npoints(b[i]);
+        assert_true(np <= ST_FRAME_MAX_POINTS);
+        if (b[i]->n_sketches == 0) {
+            st_series_values(b[i], vals);
+        }
+        for (size_t p = 0; p < np; p++) {
+            struct pt *x = &out[k++];
+            x->t = b[i]->start_unix_ms + (int64_t)p * b[i]->interval_ms;
+            x->v = b[i]->n_sketches ? 0 : vals[p];
+            x->lo = b[i]->n_mins ? b[i]->mins[p] : x->v;
+            x->hi = b[i]->n_maxs ? b[i]->maxs[p] : x->v;
+            x->sk = b[i]->n_sketches ? b[i]->sketches[p] : NULL;
+        }
+    }
+    return k;
+}
+
+static void roundtrip_raw(int kind, size_t n)
+{
+    Strata__V1__Series *b[MAXB];
+    static struct pt want[MAXB * MAXP];
+    static struct pt got[MAXB * MAXP];
+    st_zctx *z;
+    st_buf out;
+    st_cdec d;
+    size_t nw;
+    size_t ng;
+    assert_int_equal(st_zctx_new(&z), ST_OK);
+    st_buf_init(&out, 1u << 26);
+    make_blocks(b, n, kind);
+    assert_int_equal(st_codec_encode_raw(z, (const Strata__V1__Series *const *)b, n, &out), ST_OK);
+    assert_true(st_codec_is_raw(out.data, out.len));
+    assert_int_equal(st_codec_decode_raw(out.data, out.len, &d), ST_OK);
+    assert_true(d.nruns >= 1 && d.nruns <= n);
+    nw = flatten(b, n, want);
+    ng = flatten(d.runs, d.nruns, got);
+    assert_int_equal(nw, ng);
+    for (size_t i = 0; i < nw; i++) {
+        assert_true(want[i].t == got[i].t);
+        assert_true(same_bits(want[i].v, got[i].v));
+        assert_true(same_bits(want[i].lo, got[i].lo));
+        assert_true(same_bits(want[i].hi, got[i].hi));
+        if (want[i].sk != NULL) {
+            assert_same_sketch(want[i].sk, got[i].sk);
+        }
+    }
+    {
+        int64_t end = 0;
+        int64_t max_end = INT64_MIN;
+        for (size_t i = 0; i < n; i++) {
+            int64_t e =
+                b[i]->start_unix_ms + (int64_t)b[i]->interval_ms * (int64_t)st_series_npoints(b[i]);
+            max_end = e > max_end ? e : max_end;
+        }
+        assert_int_equal(st_codec_raw_end(out.data, out.len, &end), ST_OK);
+        assert_true(end == max_end);
+    }
+    /* every truncation and a flipped byte are refused or decode cleanly */
+    for (size_t cut = 0; cut < out.len; cut += 1 + out.len / 40) {
+        st_cdec bad;
+        if (st_codec_decode_raw(out.data, cut, &bad) == ST_OK) {
+            st_cdec_clear(&bad);
+        }
+    }
+    st_cdec_clear(&d);
+    free_blocks(b, n);
+    st_buf_free(&out);
+    st_zctx_free(z);
+}
+
+static void test_raw_roundtrip(void **state)
+{
+    (void)state;
+    for (int iter = 0; iter < 300; iter++) {
+        roundtrip_raw(iter % 3, 1 + rnd() % MAXB);
+    }
+}
+
+/* A regular hour of 10-point blocks becomes one run. */
+static void test_regular_hour_is_one_run(void **state)
+{
+    Strata__V1__Series *b[360];
+    st_zctx *z;
+    st_buf out;
+    st_cdec d;
+    (void)state;
+    for (int i = 0; i < 360; i++) {
+        b[i] = calloc(1, sizeof(*b[i]));
+        strata__v1__series__init(b[i]);
+        b[i]->start_unix_ms = 1700000000000LL + i * 10000LL;
+        b[i]->interval_ms = 1000;
+        b[i]->n_ivalues = 10;
+        b[i]->ivalues = calloc(10, sizeof(int64_t));
+        for (int p = 0; p < 10; p++) {
+            b[i]->ivalues[p] = (int64_t)(rnd() % 64) - (p ? 32 : 0);
+        }
+    }
+    assert_int_equal(st_zctx_new(&z), ST_OK);
+    st_buf_init(&out, 1u << 26);
+    assert_int_equal(st_codec_encode_raw(z, (const Strata__V1__Series *const *)b, 360, &out),
+                     ST_OK);
+    assert_int_equal(st_codec_decode_raw(out.data, out.len, &d), ST_OK);
+    assert_int_equal(d.nruns, 1);
+    assert_int_equal(st_series_npoints(d.runs[0]), 3600);
+    assert_true(out.len < 3600 * 2);
+    st_cdec_clear(&d);
+    free_blocks(b, 360);
+    st_buf_free(&out);
+    st_zctx_free(z);
+}
+
+static void roundtrip_rollup(bool sc)
+{
+    Strata__V1__RollupBlock b = STRATA__V1__ROLLUP_BLOCK__INIT;
+    Strata__V1__RollupRow rows[360];
+    Strata__V1__RollupRow *rp[360];
+    size_t n = 1 + rnd() % 360;
+    bool dist = rnd() % 3 == 0;
+    st_zctx *z;
+    st_buf out;
+    st_cdec d;
+    b.start_unix_ms = 1700000000000LL;
+    b.bucket_ms = 10000;
+    b.rows = rp;
+    b.n_rows = n;
+    for (size_t i = 0; i < n; i++) {
+        strata__v1__rollup_row__init(&rows[i]);
+        rp[i] = &rows[i];
+        if (rnd() % 7 == 0) {
+            continue; /* an empty bucket */
+        }
+        rows[i].count = 1 + rnd() % 100;
+        rows[i].sum = rnd_double();
+        rows[i].min = rnd_double();
+        rows[i].max = rnd_double();
+        rows[i].first = rnd_double();
+        rows[i].last = rnd_double();
+        if (dist) {
+            rows[i].sketch = rnd_sketch();
+        }
+    }
+    assert_int_equal(st_zctx_new(&z), ST_OK);
+    st_buf_init(&out, 1u << 26);
+    assert_int_equal(st_codec_encode_rollup(z, &b, sc, &out), ST_OK);
+    assert_true(st_codec_is_rollup(out.data, out.len));
+    assert_int_equal(st_codec_decode_rollup(out.data, out.len, &d), ST_OK);
+    assert_true(d.blk->start_unix_ms == b.start_unix_ms && d.blk->bucket_ms == b.bucket_ms);
+    assert_int_equal(d.blk->n_rows, n);
+    for (size_t i = 0; i < n; i++) {
+        const Strata__V1__RollupRow *g = d.blk->rows[i];
+        assert_true(g->count == rows[i].count && same_bits(g->sum, rows[i].sum));
+        if (rows[i].count > 0 && !sc) {
+            assert_true(same_bits(g->min, rows[i].min) && same_bits(g->max, rows[i].max));
+            assert_true(same_bits(g->first, rows[i].first) && same_bits(g->last, rows[i].last));
+        } else if (rows[i].count > 0) {
+            assert_true(isnan(g->min) && isnan(g->max) && isnan(g->first) && isnan(g->last));
+        }
+        assert_true((g->sketch == NULL) == (rows[i].sketch == NULL));
+        if (g->sketch != NULL) {
+            assert_same_sketch(g->sketch, rows[i].sketch);
+            free(rows[i].sketch->counts);
+            free(rows[i].sketch->neg_counts);
+            free(rows[i].sketch);
+        }
+    }
+    for (size_t cut = 0; cut < out.len; cut += 1 + out.len / 40) {
+        st_cdec bad;
+        if (st_codec_decode_rollup(out.data, cut, &bad) == ST_OK) {
+            st_cdec_clear(&bad);
+        }
+    }
+    st_cdec_clear(&d);
+    st_buf_free(&out);
+    st_zctx_free(z);
+}
+
+static void test_rollup_roundtrip(void **state)
+{
+    (void)state;
+    for (int iter = 0; iter < 200; iter++) {
+        roundtrip_rollup(iter % 4 == 0);
+    }
+}
+
+static void test_corrupt_refused(void **state)
+{
+    static const uint8_t junk[][8] = {{ST_CODEC_RAW, 7, 0, 1, 0},
+                                      {ST_CODEC_RAW, 0, 0, 0x7f, 0},
+                                      {ST_CODEC_ROLLUP, 1, 0, 20, 1, 2, 3, 4},
+                                      {ST_CODEC_RAW, 0, 0, 3, 0xff, 0xff, 0xff, 0xff}};
+    st_cdec d;
+    (void)state;
+    for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+        assert_int_not_equal(st_codec_decode_raw(junk[i], sizeof(junk[i]), &d), ST_OK);
+        assert_int_not_equal(st_codec_decode_rollup(junk[i], sizeof(junk[i]), &d), ST_OK);
+    }
+    assert_false(st_codec_is_raw("\x30\x01", 2));
+    assert_false(st_codec_is_rollup("\x08\x01", 2));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_raw_roundtrip),
+        cmocka_unit_test(test_regular_hour_is_one_run),
+        cmocka_unit_test(test_rollup_roundtrip),
+        cmocka_unit_test(test_corrupt_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
