@@ -2,6 +2,7 @@
  * See store.h for the layout. LMDB return codes are mapped to st_err here
  * and logged with their original text. */
 #include "store.h"
+#include "store_codec.h"
 #include "store_internal.h"
 
 #include "err.h"
@@ -120,7 +121,7 @@ int st_store_open(const struct st_store_opts *opts, st_store **out)
     st->ret.grace_ms = st->ret.grace_ms ? st->ret.grace_ms : 30000;
     st->cache_size = CACHE_INIT;
     st->cache = calloc(st->cache_size, sizeof(*st->cache));
-    if (st->cache == NULL) {
+    if (st->cache == NULL || st_zctx_new(&st->z) != ST_OK) {
         rv = ST_ENOMEM;
         goto fail;
     }
@@ -188,6 +189,7 @@ void st_store_close(st_store *st)
     if (st->env != NULL) {
         mdb_env_close(st->env);
     }
+    st_zctx_free(st->z);
     pthread_rwlock_destroy(&st->resize);
     free(st);
 }
@@ -566,7 +568,8 @@ static int put_block(st_store_txn *t, uint32_t id, const Strata__V1__Series *s, 
     blk.kind = 0;
     st_put_be32(key, id);
     st_put_be64(key + 4, (uint64_t)s->start_unix_ms);
-    st_put_be32(key + 12, (uint32_t)seq);
+    /* seq field 0 is the compacted entry of an hour (store.h) */
+    st_put_be32(key + 12, (uint32_t)seq != 0 ? (uint32_t)seq : 1);
     v.mv_size = strata__v1__series__get_packed_size(&blk);
     if ((rc = mdb_put(t->txn, t->st->points, &k, &v, MDB_RESERVE)) != 0) {
         return st_store_map_mdb(rc, "put points");
@@ -796,8 +799,87 @@ int64_t st_store_block_end(const Strata__V1__Series *b)
     return b->start_unix_ms + (int64_t)b->interval_ms * (int64_t)st_series_npoints(b);
 }
 
+int st_blocks_open(const MDB_val *v, struct st_blocks *b)
+{
+    memset(b, 0, sizeof(*b));
+    if (st_codec_is_raw(v->mv_data, v->mv_size)) {
+        int rv = st_codec_decode_raw(v->mv_data, v->mv_size, &b->dec);
+        b->list = b->dec.runs;
+        b->n = b->dec.nruns;
+        return rv;
+    }
+    b->fresh = strata__v1__series__unpack(NULL, v->mv_size, v->mv_data);
+    if (b->fresh == NULL) {
+        return ST_ECORRUPT;
+    }
+    b->list = &b->fresh;
+    b->n = 1;
+    return ST_OK;
+}
+
+void st_blocks_close(struct st_blocks *b)
+{
+    strata__v1__series__free_unpacked(b->fresh, NULL);
+    st_cdec_clear(&b->dec);
+    b->fresh = NULL;
+    b->list = NULL;
+    b->n = 0;
+}
+
+int64_t st_store_entry_end(const MDB_val *v)
+{
+    int64_t end = INT64_MIN;
+    if (st_codec_is_raw(v->mv_data, v->mv_size)) {
+        return st_codec_raw_end(v->mv_data, v->mv_size, &end) == ST_OK ? end : INT64_MIN;
+    }
+    Strata__V1__Series *b = strata__v1__series__unpack(NULL, v->mv_size, v->mv_data);
+    if (b != NULL) {
+        end = st_store_block_end(b);
+    }
+    strata__v1__series__free_unpacked(b, NULL);
+    return end;
+}
+
+/* Late blocks for a compacted hour sit after its entry and may not reach
+ * back to it: when the compacted entry of from's hour (or of the hour
+ * before, whose last block may run over) reaches past from and comes
+ * before the position found (rc, k), start there instead. */
+static int seek_compacted(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val *k, MDB_val *v,
+                          int rc)
+{
+    uint8_t found[ST_POINT_KEY_LEN];
+    int64_t h = from_ms - ((from_ms % ST_COMPACT_MS) + ST_COMPACT_MS) % ST_COMPACT_MS;
+    bool at_id = rc == 0 && k->mv_size == ST_POINT_KEY_LEN && st_be32(k->mv_data) == id;
+    if (at_id) {
+        memcpy(found, k->mv_data, ST_POINT_KEY_LEN);
+    }
+    for (int64_t back = ST_COMPACT_MS; back >= 0; back -= ST_COMPACT_MS) {
+        uint8_t key[ST_POINT_KEY_LEN] = {0};
+        MDB_val ck = {ST_POINT_KEY_LEN, key};
+        MDB_val cv;
+        if (h - back < 0) {
+            continue;
+        }
+        st_put_be32(key, id);
+        st_put_be64(key + 4, (uint64_t)(h - back));
+        if (mdb_cursor_get(cur, &ck, &cv, MDB_SET_KEY) == 0 &&
+            st_codec_is_raw(cv.mv_data, cv.mv_size) && st_store_entry_end(&cv) > from_ms &&
+            (!at_id || memcmp(key, found, ST_POINT_KEY_LEN) < 0)) {
+            *k = ck;
+            *v = cv;
+            return mdb_cursor_get(cur, k, v, MDB_GET_CURRENT);
+        }
+    }
+    if (!at_id) {
+        return rc;
+    }
+    *k = (MDB_val){ST_POINT_KEY_LEN, found};
+    return mdb_cursor_get(cur, k, v, MDB_SET_KEY);
+}
+
 /* Positions cur on the first block of series id that may overlap from_ms:
- * seek to (id, from) and step back over blocks that still reach past it. */
+ * seek to (id, from) and step back over entries that still reach past it
+ * (a compacted hour says where it ends in its header). */
 int st_store_seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val *k, MDB_val *v)
 {
     uint8_t key[ST_POINT_KEY_LEN] = {0};
@@ -816,49 +898,140 @@ int st_store_seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val 
         }
     }
     for (int steps = 0; rc == 0 && steps < 64; steps++) {
-        Strata__V1__Series *b;
-        bool reaches;
         if (mdb_cursor_get(cur, k, v, MDB_PREV) != 0) {
-            return mdb_cursor_get(cur, k, v, MDB_FIRST);
+            rc = mdb_cursor_get(cur, k, v, MDB_FIRST);
+            return seek_compacted(cur, id, from_ms, k, v, rc);
         }
         if (k->mv_size != ST_POINT_KEY_LEN || st_be32(k->mv_data) != id) {
             break;
         }
-        b = strata__v1__series__unpack(NULL, v->mv_size, v->mv_data);
-        reaches = b != NULL && st_store_block_end(b) > from_ms;
-        strata__v1__series__free_unpacked(b, NULL);
-        if (!reaches) {
+        if (st_store_entry_end(v) <= from_ms) {
             break;
         }
     }
-    return mdb_cursor_get(cur, k, v, MDB_NEXT);
+    rc = mdb_cursor_get(cur, k, v, MDB_NEXT);
+    return seek_compacted(cur, id, from_ms, k, v, rc);
+}
+
+void st_blockset_clear(struct st_blockset *bs)
+{
+    for (size_t i = 0; i < bs->nents; i++) {
+        st_blocks_close(&bs->ents[i]);
+    }
+    bs->nents = 0;
+    bs->n = 0;
+}
+
+void st_blockset_free(struct st_blockset *bs)
+{
+    st_blockset_clear(bs);
+    free(bs->ents);
+    free(bs->list);
+    memset(bs, 0, sizeof(*bs));
+}
+
+static int blockset_add(struct st_blockset *bs, const MDB_val *v)
+{
+    struct st_blocks *b;
+    if (bs->nents == bs->entcap) {
+        size_t ncap = bs->entcap ? bs->entcap * 2 : 8;
+        struct st_blocks *ne = realloc(bs->ents, ncap * sizeof(*ne));
+        if (ne == NULL) {
+            return ST_ENOMEM;
+        }
+        bs->ents = ne;
+        bs->entcap = ncap;
+    }
+    b = &bs->ents[bs->nents];
+    if (st_blocks_open(v, b) != ST_OK) {
+        return ST_ECORRUPT;
+    }
+    bs->nents++;
+    if (bs->n + b->n > bs->listcap) {
+        size_t ncap = (bs->n + b->n) * 2;
+        const Strata__V1__Series **nl = realloc(bs->list, ncap * sizeof(*nl));
+        if (nl == NULL) {
+            return ST_ENOMEM;
+        }
+        bs->list = nl;
+        bs->listcap = ncap;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        bs->list[bs->n++] = b->list[i];
+    }
+    return ST_OK;
+}
+
+/* Stable by start: the order of the keys the blocks had while fresh. */
+void st_store_sort_blocks(const Strata__V1__Series **b, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        const Strata__V1__Series *x = b[i];
+        size_t j = i;
+        while (j > 0 && b[j - 1]->start_unix_ms > x->start_unix_ms) {
+            b[j] = b[j - 1];
+            j--;
+        }
+        b[j] = x;
+    }
+}
+
+int st_blockset_read(MDB_cursor *cur, uint32_t id, MDB_val *k, MDB_val *v, struct st_blockset *bs)
+{
+    int64_t end;
+    int rv;
+    st_blockset_clear(bs);
+    if ((rv = blockset_add(bs, v)) != ST_OK || !st_codec_is_raw(v->mv_data, v->mv_size)) {
+        return rv;
+    }
+    /* late blocks of a compacted hour, not yet folded in, sort into it */
+    end = st_store_entry_end(v);
+    while (mdb_cursor_get(cur, k, v, MDB_NEXT) == 0) {
+        if (k->mv_size != ST_POINT_KEY_LEN || st_be32(k->mv_data) != id ||
+            (int64_t)st_be64((uint8_t *)k->mv_data + 4) >= end ||
+            st_codec_is_raw(v->mv_data, v->mv_size)) {
+            mdb_cursor_get(cur, k, v, MDB_PREV);
+            break;
+        }
+        if ((rv = blockset_add(bs, v)) != ST_OK) {
+            return rv;
+        }
+    }
+    st_store_sort_blocks(bs->list, bs->n);
+    return ST_OK;
 }
 
 static int scan_blocks(MDB_cursor *cur, const st_scan_series *ss, int64_t from_ms, int64_t to_ms,
                        const st_scan_cb *cb)
 {
+    struct st_blockset bs = {0};
     MDB_val k;
     MDB_val v;
     int rv = ST_OK;
     int rc = st_store_seek_blocks(cur, ss->id, from_ms, &k, &v);
     for (; rc == 0 && rv >= 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        Strata__V1__Series *b;
+        int r;
         if (k.mv_size != ST_POINT_KEY_LEN || st_be32(k.mv_data) != ss->id) {
             break;
         }
         if ((int64_t)st_be64((uint8_t *)k.mv_data + 4) >= to_ms) {
             break;
         }
-        b = strata__v1__series__unpack(NULL, v.mv_size, v.mv_data);
-        if (b == NULL) {
+        if ((r = st_blockset_read(cur, ss->id, &k, &v, &bs)) != ST_OK) {
+            if (r == ST_ENOMEM) {
+                rv = r;
+                break;
+            }
             ST_WARN("store", "series %u: a block does not decode; skipped", ss->id);
-            continue;
         }
-        if (st_store_block_end(b) > from_ms) {
-            rv = cb->block(cb->arg, ss, b);
+        for (size_t i = 0; i < bs.n && rv >= 0; i++) {
+            const Strata__V1__Series *b = bs.list[i];
+            if (st_store_block_end(b) > from_ms && b->start_unix_ms < to_ms) {
+                rv = cb->block(cb->arg, ss, b);
+            }
         }
-        strata__v1__series__free_unpacked(b, NULL);
     }
+    st_blockset_free(&bs);
     return rv;
 }
 

@@ -9,11 +9,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "envelope.h"
 #include "store.h"
+#include "store_codec.h"
 
-#define ST_POINT_KEY_LEN 16  /* series id u32 | start ms u64 | seq u32 */
-#define ST_ROLLUP_KEY_LEN 13 /* res u8 | series id u32 | bucket start u64 */
-#define ST_DIRTY_KEY_LEN 13  /* kind u8 | bucket start u64 | series id u32 */
+#define ST_POINT_KEY_LEN 16     /* series id u32 | start ms u64 | seq u32 */
+#define ST_ROLLUP_KEY_LEN 13    /* res u8 | series id u32 | bucket start u64 */
+#define ST_DIRTY_KEY_LEN 13     /* kind u8 | bucket start u64 | series id u32 */
+#define ST_COMPACT_MS 3600000LL /* raw blocks are compacted an hour per entry */
 
 struct cache_ent {
     struct cache_ent *next;
@@ -31,6 +34,9 @@ struct st_rollup_state {
     uint32_t prune_sid;  /* retention pass position */
     uint8_t prune_phase; /* 0 raw points, 1..3 rollups of that resolution */
     int64_t prune_due;   /* next retention pass, wall ms */
+    int64_t cmp_wm;      /* the hour watermark the compaction pass works to */
+    uint32_t cmp_sid;    /* compaction pass position */
+    uint8_t cmp_phase;   /* 0 raw, 1..3 rollups of that resolution, 4 done */
     bool loaded;
 };
 
@@ -50,6 +56,7 @@ struct st_store {
     uint32_t next_id;
     bool next_id_loaded;
     struct st_rollup_state rs;
+    st_zctx *z; /* compaction's zstd context */
     /* Watermarks readers may use (updated after commits). */
     _Atomic int64_t pub_wm_1m;
     _Atomic int64_t pub_wm_1h;
@@ -73,6 +80,36 @@ int st_store_read_begin(st_store *st, MDB_txn **txn);
 void st_store_read_end(st_store *st, MDB_txn *txn);
 int64_t st_store_block_end(const Strata__V1__Series *b);
 int st_store_seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val *k, MDB_val *v);
+
+/* The blocks of one points entry: a fresh block unpacked, or the runs of a
+ * compacted hour decoded. ST_ECORRUPT when it decodes as neither. */
+struct st_blocks {
+    Strata__V1__Series **list;
+    size_t n;
+    Strata__V1__Series *fresh;
+    st_cdec dec;
+};
+int st_blocks_open(const MDB_val *v, struct st_blocks *b);
+void st_blocks_close(struct st_blocks *b);
+/* The blocks of the entry at the cursor, in time order: a fresh block, or
+ * a compacted hour together with the fresh blocks after it that start
+ * before it ends (late data not compacted yet). The cursor is left on the
+ * last entry read. ST_ECORRUPT (what did decode is in bs), ST_ENOMEM. */
+struct st_blockset {
+    struct st_blocks *ents;
+    size_t nents;
+    size_t entcap;
+    const Strata__V1__Series **list;
+    size_t n;
+    size_t listcap;
+};
+int st_blockset_read(MDB_cursor *cur, uint32_t id, MDB_val *k, MDB_val *v, struct st_blockset *bs);
+void st_blockset_clear(struct st_blockset *bs);
+void st_blockset_free(struct st_blockset *bs);
+/* Sorts blocks by start, stably (ties keep their key order). */
+void st_store_sort_blocks(const Strata__V1__Series **b, size_t n);
+/* Where the points of an entry end (INT64_MIN when it does not decode). */
+int64_t st_store_entry_end(const MDB_val *v);
 
 Strata__V1__SeriesRecord *st_store_series_record(MDB_txn *txn, st_store *st, uint32_t id);
 

@@ -27,12 +27,16 @@
 #define MINUTE 60000LL
 #define HOUR 3600000LL
 #define TEN_S 10000LL
+#define DAY 86400000LL
 #define ROWS_10S 6
 #define MAX_ITEMS_PER_TXN 20000
 #define PRUNE_EVERY_MS 60000
 #define MAX_DIRTY_MINUTES 64
 #define STATE_KEY "rollup_state"
-#define STATE_LEN 40
+/* Counter rollups keep sum and count only once compacted (store.h). */
+#define ST_ROLLUP_COUNTER_SUMCOUNT 0
+#define STATE_LEN 48
+#define STATE_LEN_V1 40 /* before compaction */
 
 enum { DIRTY_MINUTE = 'm', DIRTY_HOUR = 'h' };
 
@@ -50,10 +54,17 @@ int64_t st_res_ms(enum st_res res)
     }
 }
 
-/* How much time one stored entry of a resolution covers. */
+/* How much time one fresh entry of a resolution covers. */
 static int64_t entry_span(enum st_res res)
 {
     return res == ST_RES_1H ? HOUR : MINUTE;
+}
+
+/* How much time one compacted entry covers: an hour of raw blocks and of
+ * 10 s and 1 m rows, a day of 1 h rows. */
+static int64_t compact_unit(int res)
+{
+    return res == ST_RES_1H ? DAY : HOUR;
 }
 
 static int64_t floor_to(int64_t t, int64_t unit)
@@ -70,13 +81,18 @@ int st_rollup_load(st_store_txn *t)
     MDB_val v;
     int rc = mdb_get(t->txn, t->st->meta, &k, &v);
     memset(rs, 0, sizeof(*rs));
-    if (rc == 0 && v.mv_size == STATE_LEN) {
+    if (rc == 0 && (v.mv_size == STATE_LEN || v.mv_size == STATE_LEN_V1)) {
         const uint8_t *p = v.mv_data;
         rs->wm_1m = (int64_t)st_be64(p);
         rs->cur_1m = st_be32(p + 8);
         rs->wm_1h = (int64_t)st_be64(p + 12);
         rs->cur_1h = st_be32(p + 20);
         rs->prune_sid = st_be32(p + 24);
+        if (v.mv_size == STATE_LEN) {
+            rs->cmp_wm = (int64_t)st_be64(p + 28);
+            rs->cmp_sid = st_be32(p + 36);
+            rs->cmp_phase = p[40];
+        }
     } else if (rc != MDB_NOTFOUND && rc != 0) {
         return st_store_map_mdb(rc, "get rollup state");
     }
@@ -97,6 +113,9 @@ int st_rollup_save(st_store_txn *t)
     st_put_be64(p + 12, (uint64_t)rs->wm_1h);
     st_put_be32(p + 20, rs->cur_1h);
     st_put_be32(p + 24, rs->prune_sid);
+    st_put_be64(p + 28, (uint64_t)rs->cmp_wm);
+    st_put_be32(p + 36, rs->cmp_sid);
+    p[40] = rs->cmp_phase;
     return st_store_map_mdb(mdb_put(t->txn, t->st->meta, &k, &v, 0), "put rollup state");
 }
 
@@ -152,6 +171,8 @@ struct racc {
     double first;
     double last;
     uint64_t count;
+    int64_t first_t; /* first and last go by time, not by the order blocks */
+    int64_t last_t;  /* are read in (a compacted hour, then late blocks) */
     st_sketch *sk;
 };
 
@@ -162,12 +183,16 @@ static void racc_init(struct racc *a)
     a->max = -INFINITY;
 }
 
-static void racc_value(struct racc *a, double v, double lo, double hi)
+static void racc_value(struct racc *a, int64_t ts, double v, double lo, double hi)
 {
-    if (a->count == 0) {
+    if (a->count == 0 || ts < a->first_t) {
         a->first = v;
+        a->first_t = ts;
     }
-    a->last = v;
+    if (a->count == 0 || ts >= a->last_t) {
+        a->last = v;
+        a->last_t = ts;
+    }
     a->sum += v;
     a->min = fmin(a->min, lo);
     a->max = fmax(a->max, hi);
@@ -230,6 +255,115 @@ static int racc_to_row(const struct racc *a, Strata__V1__RollupRow *row, Strata_
     return ST_OK;
 }
 
+/* A rollup entry as a block: a fresh one unpacked, a compacted one decoded. */
+struct rblock {
+    Strata__V1__RollupBlock *fresh;
+    st_cdec dec;
+    const Strata__V1__RollupBlock *b;
+};
+
+static int rblock_open(const MDB_val *v, struct rblock *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (st_codec_is_rollup(v->mv_data, v->mv_size)) {
+        int rv = st_codec_decode_rollup(v->mv_data, v->mv_size, &r->dec);
+        r->b = r->dec.blk;
+        return rv;
+    }
+    r->fresh = strata__v1__rollup_block__unpack(NULL, v->mv_size, v->mv_data);
+    r->b = r->fresh;
+    return r->fresh != NULL ? ST_OK : ST_ECORRUPT;
+}
+
+static void rblock_close(struct rblock *r)
+{
+    strata__v1__rollup_block__free_unpacked(r->fresh, NULL);
+    st_cdec_clear(&r->dec);
+    r->fresh = NULL;
+    r->b = NULL;
+}
+
+static void rollup_key(uint8_t *key, int res, uint32_t id, int64_t start)
+{
+    key[0] = (uint8_t)res;
+    st_put_be32(key + 1, id);
+    st_put_be64(key + 5, (uint64_t)start);
+}
+
+/* Counters are read from their rollups for sum and count only (store.h). */
+static bool sum_count_only(st_store_txn *t, uint32_t id)
+{
+    Strata__V1__SeriesRecord *rec = st_store_series_record(t->txn, t->st, id);
+    bool sc = rec != NULL && rec->kind == STRATA__V1__KIND__COUNTER && ST_ROLLUP_COUNTER_SUMCOUNT;
+    strata__v1__series_record__free_unpacked(rec, NULL);
+    return sc;
+}
+
+/* Writes blk over the rows it covers in the compacted entry at key (a late
+ * minute rebuilt after its hour was compacted). */
+static int merge_compacted(st_store_txn *t, const uint8_t *key, const MDB_val *old,
+                           const Strata__V1__RollupBlock *blk)
+{
+    struct rblock rb;
+    Strata__V1__RollupBlock merged = STRATA__V1__ROLLUP_BLOCK__INIT;
+    Strata__V1__RollupRow **rows = NULL;
+    st_buf out;
+    MDB_val k = {ST_ROLLUP_KEY_LEN, (void *)key};
+    MDB_val v;
+    int rv = rblock_open(old, &rb);
+    st_buf_init(&out, 2 * ST_CODEC_MAX_BODY);
+    if (rv == ST_OK && (rows = malloc(rb.b->n_rows * sizeof(*rows))) == NULL) {
+        rv = ST_ENOMEM;
+    }
+    if (rv == ST_OK) {
+        merged = *rb.b;
+        memcpy(rows, rb.b->rows, rb.b->n_rows * sizeof(*rows));
+        for (size_t i = 0; i < blk->n_rows; i++) {
+            int64_t at = blk->start_unix_ms + (int64_t)i * blk->bucket_ms - rb.b->start_unix_ms;
+            if (rb.b->bucket_ms == blk->bucket_ms && at >= 0 &&
+                at / blk->bucket_ms < (int64_t)rb.b->n_rows) {
+                rows[at / blk->bucket_ms] = blk->rows[i];
+            }
+        }
+        merged.rows = rows;
+        rv = st_codec_encode_rollup(t->st->z, &merged, sum_count_only(t, st_be32(key + 1)), &out);
+    }
+    if (rv == ST_OK) {
+        v = (MDB_val){out.len, out.data};
+        rv = st_store_map_mdb(mdb_put(t->txn, t->st->rollups, &k, &v, 0), "put rollup");
+    }
+    free(rows);
+    rblock_close(&rb);
+    st_buf_free(&out);
+    return rv;
+}
+
+/* Puts a fresh rollup entry, or merges it into the compacted entry that
+ * already covers its buckets. */
+static int put_rollup(st_store_txn *t, enum st_res res, uint32_t id,
+                      const Strata__V1__RollupBlock *blk)
+{
+    uint8_t key[ST_ROLLUP_KEY_LEN];
+    MDB_val k = {ST_ROLLUP_KEY_LEN, key};
+    MDB_val v;
+    int rc;
+    rollup_key(key, res, id, floor_to(blk->start_unix_ms, compact_unit(res)));
+    rc = mdb_get(t->txn, t->st->rollups, &k, &v);
+    if (rc == 0 && st_codec_is_rollup(v.mv_data, v.mv_size)) {
+        return merge_compacted(t, key, &v, blk);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return st_store_map_mdb(rc, "get rollup");
+    }
+    rollup_key(key, res, id, blk->start_unix_ms);
+    v.mv_size = strata__v1__rollup_block__get_packed_size(blk);
+    rc = mdb_put(t->txn, t->st->rollups, &k, &v, MDB_RESERVE);
+    if (rc == 0) {
+        strata__v1__rollup_block__pack(blk, v.mv_data);
+    }
+    return st_store_map_mdb(rc, "put rollup");
+}
+
 /* Writes rows[0..n) as one RollupBlock under (res, id, start). */
 static int put_rows(st_store_txn *t, enum st_res res, uint32_t id, int64_t start,
                     const struct racc *acc, size_t n)
@@ -238,9 +372,6 @@ static int put_rows(st_store_txn *t, enum st_res res, uint32_t id, int64_t start
     Strata__V1__RollupRow rows[ROWS_10S];
     Strata__V1__RollupRow *rowp[ROWS_10S];
     Strata__V1__Sketch sks[ROWS_10S];
-    uint8_t key[ST_ROLLUP_KEY_LEN];
-    MDB_val k = {ST_ROLLUP_KEY_LEN, key};
-    MDB_val v;
     int rv = ST_OK;
     size_t made = 0;
     for (; made < n && rv == ST_OK; made++) {
@@ -253,14 +384,7 @@ static int put_rows(st_store_txn *t, enum st_res res, uint32_t id, int64_t start
         blk.bucket_ms = (uint32_t)st_res_ms(res);
         blk.rows = rowp;
         blk.n_rows = n;
-        key[0] = (uint8_t)res;
-        st_put_be32(key + 1, id);
-        st_put_be64(key + 5, (uint64_t)start);
-        v.mv_size = strata__v1__rollup_block__get_packed_size(&blk);
-        rv = st_store_map_mdb(mdb_put(t->txn, t->st->rollups, &k, &v, MDB_RESERVE), "put rollup");
-        if (rv == ST_OK) {
-            strata__v1__rollup_block__pack(&blk, v.mv_data);
-        }
+        rv = put_rollup(t, res, id, &blk);
     }
     for (size_t i = 0; i < made; i++) {
         if (rows[i].sketch != NULL) {
@@ -307,8 +431,8 @@ static int fold_block(const Strata__V1__Series *b, int64_t m, struct racc *r10, 
         } else {
             double lo = b->n_mins > i ? b->mins[i] : vals[i];
             double hi = b->n_maxs > i ? b->maxs[i] : vals[i];
-            racc_value(a, vals[i], lo, hi);
-            racc_value(r1m, vals[i], lo, hi);
+            racc_value(a, ts, vals[i], lo, hi);
+            racc_value(r1m, ts, vals[i], lo, hi);
         }
     }
     return rv;
@@ -318,6 +442,7 @@ static int fold_block(const Strata__V1__Series *b, int64_t m, struct racc *r10, 
  * blocks. Nothing is written when the minute holds no point. */
 static int build_minute(st_store_txn *t, MDB_cursor *pc, int64_t m, uint32_t id)
 {
+    struct st_blockset bs = {0};
     struct racc r10[ROWS_10S];
     struct racc r1m;
     MDB_val k;
@@ -330,17 +455,18 @@ static int build_minute(st_store_txn *t, MDB_cursor *pc, int64_t m, uint32_t id)
     racc_init(&r1m);
     for (rc = st_store_seek_blocks(pc, id, m, &k, &v); rc == 0 && rv == ST_OK;
          rc = mdb_cursor_get(pc, &k, &v, MDB_NEXT)) {
-        Strata__V1__Series *b;
         if (k.mv_size != ST_POINT_KEY_LEN || st_be32(k.mv_data) != id ||
             (int64_t)st_be64((uint8_t *)k.mv_data + 4) >= m + MINUTE) {
             break;
         }
-        if ((b = strata__v1__series__unpack(NULL, v.mv_size, v.mv_data)) == NULL) {
-            continue;
+        if ((rv = st_blockset_read(pc, id, &k, &v, &bs)) == ST_ECORRUPT) {
+            rv = ST_OK; /* what decodes is folded */
         }
-        rv = fold_block(b, m, r10, &r1m);
-        strata__v1__series__free_unpacked(b, NULL);
+        for (size_t i = 0; i < bs.n && rv == ST_OK; i++) {
+            rv = fold_block(bs.list[i], m, r10, &r1m);
+        }
     }
+    st_blockset_free(&bs);
     if (rv == ST_OK && !racc_empty(&r1m)) {
         rv = put_rows(t, ST_RES_10S, id, m, r10, ROWS_10S);
         rv = rv == ST_OK ? put_rows(t, ST_RES_1M, id, m, &r1m, 1) : rv;
@@ -366,18 +492,18 @@ static int build_hour(st_store_txn *t, MDB_cursor *rc_cur, int64_t h, uint32_t i
     for (rc = mdb_cursor_get(rc_cur, &k, &v, MDB_SET_RANGE); rc == 0 && rv == ST_OK;
          rc = mdb_cursor_get(rc_cur, &k, &v, MDB_NEXT)) {
         const uint8_t *p = k.mv_data;
-        Strata__V1__RollupBlock *b;
+        struct rblock rb;
         if (k.mv_size != ST_ROLLUP_KEY_LEN || p[0] != ST_RES_1M || st_be32(p + 1) != id ||
             (int64_t)st_be64(p + 5) >= h + HOUR) {
             break;
         }
-        if ((b = strata__v1__rollup_block__unpack(NULL, v.mv_size, v.mv_data)) == NULL) {
+        if (rblock_open(&v, &rb) != ST_OK) {
             continue;
         }
-        for (size_t i = 0; i < b->n_rows && rv == ST_OK; i++) {
-            rv = racc_row(&acc, b->rows[i]);
+        for (size_t i = 0; i < rb.b->n_rows && rv == ST_OK; i++) {
+            rv = racc_row(&acc, rb.b->rows[i]);
         }
-        strata__v1__rollup_block__free_unpacked(b, NULL);
+        rblock_close(&rb);
     }
     if (rv == ST_OK && !racc_empty(&acc)) {
         rv = put_rows(t, ST_RES_1H, id, h, &acc, 1);
@@ -544,11 +670,13 @@ static int prune_series(MDB_cursor *cur, int phase, uint32_t id, int64_t cutoff,
                         ? (k.mv_size == ST_POINT_KEY_LEN && st_be32(p) == id)
                         : (k.mv_size == ST_ROLLUP_KEY_LEN && p[0] == phase && st_be32(p + 1) == id);
         int64_t t = phase == 0 ? (int64_t)st_be64(p + 4) : (int64_t)st_be64(p + 5);
-        int64_t span = phase == 0 ? 0 : entry_span((enum st_res)phase);
+        int64_t span = 0;
         if (same && phase == 0) {
-            Strata__V1__Series *b = strata__v1__series__unpack(NULL, v.mv_size, v.mv_data);
-            span = b != NULL ? st_store_block_end(b) - t : 0;
-            strata__v1__series__free_unpacked(b, NULL);
+            int64_t end = st_store_entry_end(&v);
+            span = end > t ? end - t : 0;
+        } else if (same) {
+            span = st_codec_is_rollup(v.mv_data, v.mv_size) ? compact_unit(phase)
+                                                            : entry_span((enum st_res)phase);
         }
         /* An entry is dropped once all it covers is past the cutoff. */
         if (!same || t + span > cutoff) {
@@ -597,6 +725,288 @@ static int do_prune(struct work *w, bool *more)
     return rv;
 }
 
+/* ---- compaction ----
+ * Once an hour's rollups are built (the hour watermark passed it), each
+ * series' raw blocks of that hour become one compacted entry under (id,
+ * hour, seq 0), and its 10 s and 1 m rollup entries one per resolution
+ * under the hour (1 h rows: one per day). One transaction deletes the
+ * fresh entries and writes the compacted one, so a crash leaves either.
+ * Late data for a compacted hour stays fresh until the next pass folds it
+ * in; late rollup rows are merged into the compacted entry at once. */
+
+#define LOOKBACK_MS DAY /* later data than this behind the watermark stays fresh */
+
+struct group {
+    uint8_t (*keys)[ST_POINT_KEY_LEN];
+    size_t n;
+    size_t cap;
+    bool fresh; /* holds an entry not yet compacted */
+    bool too_big;
+};
+
+static int group_add(struct group *g, const MDB_val *k)
+{
+    if (g->n == g->cap) {
+        size_t ncap = g->cap ? g->cap * 2 : 64;
+        void *nk;
+        if (ncap > ST_CODEC_MAX_BLOCKS) {
+            g->too_big = true;
+            return ST_OK;
+        }
+        if ((nk = realloc(g->keys, ncap * sizeof(*g->keys))) == NULL) {
+            return ST_ENOMEM;
+        }
+        g->keys = nk;
+        g->cap = ncap;
+    }
+    memcpy(g->keys[g->n++], k->mv_data, k->mv_size);
+    return ST_OK;
+}
+
+/* Deletes the group's entries and puts val under key. */
+static int replace_group(struct work *w, MDB_dbi dbi, const struct group *g, size_t klen,
+                         const uint8_t *key, const st_buf *val)
+{
+    MDB_val v = {val->len, val->data};
+    MDB_val k = {klen, (void *)key};
+    for (size_t i = 0; i < g->n; i++) {
+        MDB_val dk = {klen, g->keys[i]};
+        int rc = mdb_del(w->t->txn, dbi, &dk, NULL);
+        if (rc != 0 && rc != MDB_NOTFOUND) {
+            return st_store_map_mdb(rc, "del compacted");
+        }
+    }
+    return st_store_map_mdb(mdb_put(w->t->txn, dbi, &k, &v, 0), "put compacted");
+}
+
+static int compact_raw(struct work *w, uint32_t id, int64_t base, const struct group *g)
+{
+    struct st_blocks *bl = calloc(g->n, sizeof(*bl));
+    const Strata__V1__Series **list = NULL;
+    size_t nl = 0;
+    size_t cap = 0;
+    uint8_t key[ST_POINT_KEY_LEN] = {0};
+    st_buf out;
+    int rv = bl != NULL ? ST_OK : ST_ENOMEM;
+    st_buf_init(&out, 2 * ST_CODEC_MAX_BODY);
+    for (size_t i = 0; i < g->n && rv == ST_OK; i++) {
+        MDB_val k = {ST_POINT_KEY_LEN, g->keys[i]};
+        MDB_val v;
+        int rc = mdb_get(w->t->txn, w->t->st->points, &k, &v);
+        if (rc != 0 || st_blocks_open(&v, &bl[i]) != ST_OK) {
+            rv = rc != 0 ? st_store_map_mdb(rc, "get block") : ST_ECORRUPT;
+            break;
+        }
+        if (nl + bl[i].n > cap) {
+            size_t ncap = (nl + bl[i].n) * 2;
+            const Strata__V1__Series **nlist = realloc(list, ncap * sizeof(*list));
+            if (nlist == NULL) {
+                rv = ST_ENOMEM;
+                break;
+            }
+            list = nlist;
+            cap = ncap;
+        }
+        for (size_t j = 0; j < bl[i].n; j++) {
+            list[nl++] = bl[i].list[j];
+        }
+    }
+    if (rv == ST_OK && nl > ST_CODEC_MAX_BLOCKS) {
+        rv = ST_ETOOBIG;
+    }
+    if (rv == ST_OK) {
+        st_store_sort_blocks(list, nl);
+        rv = st_codec_encode_raw(w->t->st->z, list, nl, &out);
+    }
+    if (rv == ST_OK) {
+        st_put_be32(key, id);
+        st_put_be64(key + 4, (uint64_t)base);
+        rv = replace_group(w, w->t->st->points, g, ST_POINT_KEY_LEN, key, &out);
+    }
+    for (size_t i = 0; bl != NULL && i < g->n; i++) {
+        st_blocks_close(&bl[i]);
+    }
+    free(bl);
+    free(list);
+    st_buf_free(&out);
+    return rv;
+}
+
+static int compact_rollup(struct work *w, int res, uint32_t id, int64_t base, const struct group *g,
+                          bool sc)
+{
+    int64_t bucket = st_res_ms((enum st_res)res);
+    size_t nrows = (size_t)(compact_unit(res) / bucket);
+    struct rblock *rb = calloc(g->n, sizeof(*rb));
+    Strata__V1__RollupRow **rows = calloc(nrows, sizeof(*rows));
+    Strata__V1__RollupRow empty = STRATA__V1__ROLLUP_ROW__INIT;
+    Strata__V1__RollupBlock blk = STRATA__V1__ROLLUP_BLOCK__INIT;
+    uint8_t key[ST_ROLLUP_KEY_LEN];
+    st_buf out;
+    int rv = rb != NULL && rows != NULL ? ST_OK : ST_ENOMEM;
+    st_buf_init(&out, 2 * ST_CODEC_MAX_BODY);
+    for (size_t i = 0; rows != NULL && i < nrows; i++) {
+        rows[i] = &empty;
+    }
+    for (size_t i = 0; i < g->n && rv == ST_OK; i++) {
+        MDB_val k = {ST_ROLLUP_KEY_LEN, g->keys[i]};
+        MDB_val v;
+        int rc = mdb_get(w->t->txn, w->t->st->rollups, &k, &v);
+        if (rc != 0 || rblock_open(&v, &rb[i]) != ST_OK) {
+            rv = rc != 0 ? st_store_map_mdb(rc, "get rollup") : ST_ECORRUPT;
+            break;
+        }
+        for (size_t j = 0; j < rb[i].b->n_rows; j++) {
+            int64_t at = rb[i].b->start_unix_ms + (int64_t)j * rb[i].b->bucket_ms - base;
+            if (rb[i].b->bucket_ms == bucket && at >= 0 && at / bucket < (int64_t)nrows) {
+                rows[at / bucket] = rb[i].b->rows[j];
+            }
+        }
+    }
+    if (rv == ST_OK) {
+        blk.start_unix_ms = base;
+        blk.bucket_ms = (uint32_t)bucket;
+        blk.rows = rows;
+        blk.n_rows = nrows;
+        rv = st_codec_encode_rollup(w->t->st->z, &blk, sc, &out);
+    }
+    if (rv == ST_OK) {
+        rollup_key(key, res, id, base);
+        rv = replace_group(w, w->t->st->rollups, g, ST_ROLLUP_KEY_LEN, key, &out);
+    }
+    for (size_t i = 0; rb != NULL && i < g->n; i++) {
+        rblock_close(&rb[i]);
+    }
+    free(rb);
+    free(rows);
+    st_buf_free(&out);
+    return rv;
+}
+
+/* The key of phase's entry of series id at time t, and what a key holds. */
+static size_t phase_key(int phase, uint32_t id, int64_t t, uint8_t *key)
+{
+    if (phase == 0) {
+        memset(key, 0, ST_POINT_KEY_LEN);
+        st_put_be32(key, id);
+        st_put_be64(key + 4, (uint64_t)(t > 0 ? t : 0));
+        return ST_POINT_KEY_LEN;
+    }
+    rollup_key(key, phase, id, t > 0 ? t : 0);
+    return ST_ROLLUP_KEY_LEN;
+}
+
+static bool key_of(int phase, uint32_t id, const MDB_val *k, int64_t *t)
+{
+    const uint8_t *p = k->mv_data;
+    if (phase == 0) {
+        *t = k->mv_size == ST_POINT_KEY_LEN ? (int64_t)st_be64(p + 4) : 0;
+        return k->mv_size == ST_POINT_KEY_LEN && st_be32(p) == id;
+    }
+    *t = k->mv_size == ST_ROLLUP_KEY_LEN ? (int64_t)st_be64(p + 5) : 0;
+    return k->mv_size == ST_ROLLUP_KEY_LEN && p[0] == phase && st_be32(p + 1) == id;
+}
+
+/* Collects the entries of the first unit at or after *at that closed before
+ * limit; false when there is none. */
+static int collect_group(struct work *w, int phase, uint32_t id, int64_t limit, int64_t *at,
+                         struct group *g, bool *found)
+{
+    MDB_cursor *cur = phase == 0 ? w->pc : w->rc;
+    int64_t unit = phase == 0 ? HOUR : compact_unit(phase);
+    uint8_t key[ST_POINT_KEY_LEN];
+    MDB_val k = {phase_key(phase, id, *at, key), key};
+    MDB_val v;
+    int64_t t;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    int rv = ST_OK;
+    *found = false;
+    g->n = 0;
+    g->fresh = false;
+    g->too_big = false;
+    if (rc != 0 || !key_of(phase, id, &k, &t) || floor_to(t, unit) + unit > limit) {
+        return ST_OK;
+    }
+    *at = floor_to(t, unit);
+    *found = true;
+    for (; rc == 0 && rv == ST_OK; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (!key_of(phase, id, &k, &t) || floor_to(t, unit) != *at) {
+            break;
+        }
+        g->fresh = g->fresh || !(phase == 0 ? st_codec_is_raw(v.mv_data, v.mv_size)
+                                            : st_codec_is_rollup(v.mv_data, v.mv_size));
+        rv = group_add(g, &k);
+        w->items++;
+    }
+    return rv;
+}
+
+/* Compacts every closed unit of series id in phase's database. */
+static int compact_series(struct work *w, int phase, uint32_t id, int64_t limit)
+{
+    int64_t unit = phase == 0 ? HOUR : compact_unit(phase);
+    int64_t at = floor_to(limit - LOOKBACK_MS, unit);
+    struct group g = {0};
+    bool sc = phase != 0 && sum_count_only(w->t, id);
+    bool found = true;
+    int rv = ST_OK;
+    while (rv == ST_OK && found && !out_of_budget(w)) {
+        rv = collect_group(w, phase, id, limit, &at, &g, &found);
+        if (rv == ST_OK && found && g.fresh && !g.too_big) {
+            rv = phase == 0 ? compact_raw(w, id, at, &g) : compact_rollup(w, phase, id, at, &g, sc);
+            if (rv == ST_ETOOBIG || rv == ST_ECORRUPT) {
+                ST_WARN("store", "series %u: entries at %lld stay uncompacted: %s", id,
+                        (long long)at, st_strerror(rv));
+                rv = ST_OK;
+            }
+        }
+        at += unit;
+    }
+    free(g.keys);
+    return rv;
+}
+
+/* One pass over every series each time the hour watermark moves. */
+static int do_compact(struct work *w, bool *more)
+{
+    struct st_rollup_state *rs = &w->t->st->rs;
+    int rv = ST_OK;
+    if (rs->wm_1h == 0 || (rs->cmp_phase > ST_RES_1H && rs->cmp_wm == rs->wm_1h)) {
+        return ST_OK;
+    }
+    if (rs->cmp_phase > ST_RES_1H || rs->cmp_wm == 0) {
+        rs->cmp_wm = rs->wm_1h;
+        rs->cmp_phase = 0;
+        rs->cmp_sid = 0;
+    }
+    while (rv == ST_OK && rs->cmp_phase <= ST_RES_1H) {
+        MDB_cursor *cur = rs->cmp_phase == 0 ? w->pc : w->rc;
+        /* the watermark may move during a pass: later series get more */
+        int64_t limit = rs->cmp_phase == ST_RES_1H ? floor_to(rs->wm_1h, DAY) : rs->wm_1h;
+        uint32_t id;
+        if (out_of_budget(w)) {
+            *more = true;
+            return ST_OK;
+        }
+        if (rs->cmp_sid == UINT32_MAX || !next_series(cur, rs->cmp_phase, rs->cmp_sid, 0, &id)) {
+            rs->cmp_phase++;
+            rs->cmp_sid = 0;
+            w->t->rs_dirty = true;
+            continue;
+        }
+        rv = compact_series(w, rs->cmp_phase, id, limit);
+        if (rv == ST_OK && !out_of_budget(w)) {
+            rs->cmp_sid = id == UINT32_MAX ? UINT32_MAX : id + 1;
+        }
+        w->items++;
+        w->t->rs_dirty = true;
+    }
+    if (rs->cmp_wm != rs->wm_1h) {
+        *more = true; /* the next pass is due */
+    }
+    return rv;
+}
+
 static int open_cursors(struct work *w)
 {
     st_store *st = w->t->st;
@@ -631,8 +1041,9 @@ int st_store_maintain(st_store *st, int64_t now_ms, int64_t budget_ms, bool *mor
     w.now = now_ms;
     w.deadline_ns = st_time_mono_ns() + budget_ms * 1000000;
     if ((rv = open_cursors(&w)) == ST_OK && (rv = do_dirty(&w)) == ST_OK &&
-        (rv = do_minutes(&w, more)) == ST_OK && (rv = do_hours(&w, more)) == ST_OK) {
-        rv = do_prune(&w, more);
+        (rv = do_minutes(&w, more)) == ST_OK && (rv = do_hours(&w, more)) == ST_OK &&
+        (rv = do_prune(&w, more)) == ST_OK) {
+        rv = do_compact(&w, more);
     }
     if (rv == ST_OK && mdb_cursor_get(w.dc, &(MDB_val){0}, &(MDB_val){0}, MDB_FIRST) == 0) {
         *more = true;
@@ -661,7 +1072,7 @@ static int scan_rollup_series(MDB_cursor *cur, const st_scan_series *ss, enum st
     uint8_t key[ST_ROLLUP_KEY_LEN];
     MDB_val k = {ST_ROLLUP_KEY_LEN, key};
     MDB_val v;
-    int64_t seek = floor_to(from_ms, entry_span(res));
+    int64_t seek = floor_to(from_ms, compact_unit(res));
     int rv = ST_OK;
     int rc;
     key[0] = (uint8_t)res;
@@ -670,16 +1081,23 @@ static int scan_rollup_series(MDB_cursor *cur, const st_scan_series *ss, enum st
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && rv >= 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         const uint8_t *p = k.mv_data;
-        Strata__V1__RollupBlock *b;
+        struct rblock rb;
+        bool packed;
         if (k.mv_size != ST_ROLLUP_KEY_LEN || p[0] != res || st_be32(p + 1) != ss->id ||
             (int64_t)st_be64(p + 5) >= to_ms) {
             break;
         }
-        if ((b = strata__v1__rollup_block__unpack(NULL, v.mv_size, v.mv_data)) == NULL) {
+        /* the seek went back to a compacted entry's start: skip what ends
+         * before from_ms without decoding it */
+        packed = st_codec_is_rollup(v.mv_data, v.mv_size);
+        if ((int64_t)st_be64(p + 5) + (packed ? compact_unit(res) : entry_span(res)) <= from_ms) {
             continue;
         }
-        rv = cb->rollup(cb->arg, ss, b);
-        strata__v1__rollup_block__free_unpacked(b, NULL);
+        if (rblock_open(&v, &rb) != ST_OK) {
+            continue;
+        }
+        rv = cb->rollup(cb->arg, ss, rb.b);
+        rblock_close(&rb);
     }
     return rv;
 }

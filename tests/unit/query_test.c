@@ -1821,6 +1821,9 @@ static int64_t count_points(json_t *ans)
 /* Raw and 10 s queries over the pruned part find nothing. */
 static void check_pruned_empty(st_store *st, int64_t cutoff)
 {
+    /* Compacted hours are dropped whole, once all of them is past the
+     * cutoff: what is gone is what lies before the cutoff's hour. */
+    cutoff = floor_to(cutoff, HOUR);
     for (int i = 0; i < 20; i++) {
         struct qspec q = {.raw = true, .metric = i % NMETRIC};
         json_t *ans;
@@ -1850,17 +1853,25 @@ static void check_pruned_empty(st_store *st, int64_t cutoff)
 }
 
 /* Raw data younger than the retention is all still there, the frame that
- * straddles the cutoff included: exactly the blocks that end after it. */
+ * straddles the cutoff included: exactly the compacted hours (each holds
+ * the blocks that start in it) that end after it. */
 static void check_young_raw_kept(st_store *st, int64_t cutoff, uint64_t point_blocks)
 {
     int64_t kept = 0;
+    int64_t hour_end = INT64_MIN;
+    int64_t hour = INT64_MIN;
     for (int i = 0; i < 8; i++) {
         struct qspec q = {.raw = true, .metric = i % NMETRIC, .from = cutoff};
         q.to = cutoff + (i + 1) * 2 * MINUTE;
         check_raw(st, &q);
     }
-    for (int c = 0; c < NCHUNK; c++) {
-        kept += TSTART + (c + 1) * CHUNK * SEC > cutoff ? nser : 0;
+    for (int c = 0; c <= NCHUNK; c++) {
+        int64_t start = TSTART + c * CHUNK * SEC;
+        if (c == NCHUNK || floor_to(start, HOUR) != hour) {
+            kept += hour != INT64_MIN && hour_end > cutoff ? nser : 0;
+            hour = floor_to(start, HOUR);
+        }
+        hour_end = start + CHUNK * SEC;
     }
     if ((int64_t)point_blocks != kept) {
         struct qspec q = {.raw = true, .from = cutoff, .to = T0};

@@ -286,6 +286,147 @@ static void test_series_key_too_long_skipped(void **state)
     st_store_close(st);
 }
 
+/* ---- compaction ---- */
+
+#define HOUR_MS 3600000LL
+#define CT0 1699999200000LL /* on an hour */
+
+struct pts {
+    int64_t from;
+    int64_t to;
+    size_t n;
+    int64_t t[40000];
+    double v[40000];
+};
+
+static int pts_series(void *arg, const st_scan_series *s)
+{
+    (void)arg;
+    (void)s;
+    return 1;
+}
+
+static int pts_block(void *arg, const st_scan_series *s, const Strata__V1__Series *b)
+{
+    struct pts *p = arg;
+    size_t n = st_series_npoints(b);
+    (void)s;
+    /* a block overlaps the range; its points outside it are the caller's
+     * to skip (a compacted hour is one block) */
+    for (size_t i = 0; i < n && p->n < 40000; i++) {
+        int64_t t = b->start_unix_ms + (int64_t)i * b->interval_ms;
+        if (t >= p->from && t < p->to) {
+            p->t[p->n] = t;
+            p->v[p->n++] = st_series_value(b, i);
+        }
+    }
+    return ST_OK;
+}
+
+static void scan_points(st_store *st, const char *metric, int64_t from, int64_t to, struct pts *p)
+{
+    st_scan_cb cb = {pts_series, pts_block, p, NULL};
+    p->n = 0;
+    p->from = from;
+    p->to = to;
+    assert_int_equal(st_store_scan(st, metric, NULL, 0, from, to, &cb), ST_OK);
+}
+
+struct rsum {
+    double sum;
+    uint64_t count;
+};
+
+static int rsum_rollup(void *arg, const st_scan_series *s, const Strata__V1__RollupBlock *b)
+{
+    struct rsum *r = arg;
+    (void)s;
+    for (size_t i = 0; i < b->n_rows; i++) {
+        r->sum += b->rows[i]->sum;
+        r->count += b->rows[i]->count;
+    }
+    return ST_OK;
+}
+
+static void maintain_all(st_store *st, int64_t now)
+{
+    bool more = true;
+    for (int i = 0; more && i < 100000; i++) {
+        assert_int_equal(st_store_maintain(st, now, 1, &more), ST_OK);
+    }
+    assert_false(more);
+}
+
+/* Three hours of 10-point frames (one late frame in the first hour after
+ * it was compacted): the raw points and the rollups read the same before
+ * and after compaction, and the hour's blocks became one entry. */
+static void test_compaction_keeps_points(void **state)
+{
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
+    static struct pts before;
+    static struct pts after;
+    struct st_store_stats stats;
+    st_store *st;
+    bool dup;
+    uint64_t seq = 1;
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    for (int64_t t = CT0; t < CT0 + 3 * HOUR_MS; t += 10000) {
+        st_frame *f;
+        if (t == CT0 + 600000) {
+            continue; /* arrives late, below */
+        }
+        f = make_frame(agent_a, seq++, 2, 10, t, (t / 1000) % 97 - 40);
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        st_frame_free(f);
+    }
+    scan_points(st, "m.1", 0, INT64_MAX, &before);
+    assert_int_equal(before.n, 3 * 3600 - 10);
+    maintain_all(st, CT0 + 3 * HOUR_MS + 60000);
+    assert_int_equal(st_store_stats(st, &stats), ST_OK);
+    /* three closed hours: one entry per series and hour */
+    assert_int_equal(stats.point_blocks, 2 * 3);
+    scan_points(st, "m.1", 0, INT64_MAX, &after);
+    assert_int_equal(after.n, before.n);
+    assert_memory_equal(after.t, before.t, before.n * sizeof(int64_t));
+    assert_memory_equal(after.v, before.v, before.n * sizeof(double));
+    /* a range inside a compacted hour */
+    scan_points(st, "m.1", CT0 + 1234567, CT0 + 1300000, &after);
+    assert_int_equal(after.n, 65);
+    assert_true(after.t[0] == CT0 + 1235000);
+    /* the late frame lands in the compacted hour, and is folded in */
+    {
+        st_frame *f = make_frame(agent_a, seq++, 2, 10, CT0 + 600000, 5);
+        struct rsum rs1m = {0, 0};
+        struct rsum rs10 = {0, 0};
+        st_scan_cb cb = {pts_series, pts_block, NULL, rsum_rollup};
+        double want = 0;
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        st_frame_free(f);
+        maintain_all(st, CT0 + 4 * HOUR_MS + 60000);
+        scan_points(st, "m.1", CT0, CT0 + HOUR_MS, &after);
+        assert_int_equal(after.n, 3600);
+        for (size_t i = 0; i < after.n; i++) {
+            assert_true(i == 0 || after.t[i] > after.t[i - 1]);
+            want += after.v[i];
+        }
+        cb.arg = &rs1m;
+        assert_int_equal(
+            st_store_scan_rollups(st, "m.1", NULL, 0, ST_RES_1M, CT0, CT0 + HOUR_MS, &cb), ST_OK);
+        cb.arg = &rs10;
+        assert_int_equal(
+            st_store_scan_rollups(st, "m.1", NULL, 0, ST_RES_10S, CT0, CT0 + HOUR_MS, &cb), ST_OK);
+        assert_true(rs1m.count == 3600 && rs10.count == 3600);
+        assert_true(rs1m.sum == want && rs10.sum == want);
+    }
+    st_store_close(st);
+    /* and after a reopen */
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    scan_points(st, "m.1", CT0 + HOUR_MS, CT0 + 2 * HOUR_MS, &after);
+    assert_int_equal(after.n, 3600);
+    st_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +434,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scan_order_and_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full_grows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_series_key_too_long_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_keeps_points, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
