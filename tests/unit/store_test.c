@@ -11,9 +11,11 @@
 #include "store.h"
 #include "util.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char tmpdir[64];
@@ -427,6 +429,108 @@ static void test_compaction_keeps_points(void **state)
     st_store_close(st);
 }
 
+/* The sum and count of every point of m.<i>, i < nseries. */
+static void points_total(st_store *st, int nseries, double *sum, size_t *n)
+{
+    static struct pts p;
+    *sum = 0;
+    *n = 0;
+    for (int i = 0; i < nseries; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "m.%d", i);
+        scan_points(st, name, 0, INT64_MAX, &p);
+        for (size_t k = 0; k < p.n; k++) {
+            *sum += p.v[k];
+        }
+        *n += p.n;
+    }
+}
+
+/* A child process compacts four hours of 30 series in 1 ms slices and is
+ * killed with SIGKILL at random moments, again and again: after each kill
+ * the reopened store holds every point, and once a child finishes, every
+ * hour is compacted and the rollups add up to the points. */
+static void test_kill_during_compaction(void **state)
+{
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
+    struct st_store_stats stats;
+    st_store *st;
+    double want_sum;
+    size_t want_n;
+    uint64_t seq = 1;
+    int kills = 0;
+    int partial = 0;
+    bool done = false;
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    for (int64_t t = CT0; t < CT0 + 4 * HOUR_MS; t += 10000) {
+        st_frame *f = make_frame(agent_a, seq++, 30, 10, t, (t / 7000) % 101 - 50);
+        bool dup;
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        st_frame_free(f);
+    }
+    points_total(st, 30, &want_sum, &want_n);
+    assert_int_equal(want_n, 30 * 4 * 3600);
+    st_store_close(st);
+    o.no_sync = false; /* the child commits as the collector does */
+    srand(12345);
+    for (int round = 0; round < 400 && !done; round++) {
+        pid_t pid = fork();
+        int status = 0;
+        double sum;
+        size_t n;
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            bool more = true;
+            if (st_store_open(&o, &st) != ST_OK) {
+                _exit(2);
+            }
+            while (more) {
+                if (st_store_maintain(st, CT0 + 5 * HOUR_MS, 1, &more) != ST_OK) {
+                    _exit(3);
+                }
+            }
+            st_store_close(st);
+            _exit(0);
+        }
+        usleep((useconds_t)(1000 + rand() % 8000));
+        if (kill(pid, SIGKILL) == 0) {
+            kills++;
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        if (WIFEXITED(status)) {
+            assert_int_equal(WEXITSTATUS(status), 0);
+            done = true;
+        }
+        assert_int_equal(st_store_open(&o, &st), ST_OK);
+        points_total(st, 30, &sum, &n);
+        assert_int_equal(n, want_n);
+        assert_true(sum == want_sum);
+        assert_int_equal(st_store_stats(st, &stats), ST_OK);
+        /* killed with some hours compacted and others not */
+        partial += stats.point_blocks > 30 * 4 && stats.point_blocks < 30 * 4 * 360;
+        st_store_close(st);
+    }
+    print_message("%d kills before a child finished, %d mid-compaction\n", kills, partial);
+    assert_true(done);
+    assert_true(partial > 1);
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    assert_int_equal(st_store_stats(st, &stats), ST_OK);
+    assert_int_equal(stats.point_blocks, 30 * 4);
+    {
+        struct rsum r = {0, 0};
+        st_scan_cb cb = {pts_series, pts_block, &r, rsum_rollup};
+        for (int i = 0; i < 30; i++) {
+            char name[16];
+            snprintf(name, sizeof(name), "m.%d", i);
+            assert_int_equal(st_store_scan_rollups(st, name, NULL, 0, ST_RES_1M, 0, INT64_MAX, &cb),
+                             ST_OK);
+        }
+        assert_true(r.count == want_n && r.sum == want_sum);
+    }
+    st_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -435,6 +539,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_map_full_grows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_series_key_too_long_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_keeps_points, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill_during_compaction, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
