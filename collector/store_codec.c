@@ -21,6 +21,7 @@
 #define ROW_SKETCH 0x02
 #define NFIELDS 5                    /* sum, min, max, first, last */
 #define EXACT_INT 9007199254740992.0 /* 2^53 */
+#define MAX_DECIMALS 18
 
 /* ---- memory of a decoded entry ---- */
 
@@ -138,48 +139,91 @@ static void put_planes(struct wr *w, const uint64_t *words, size_t n)
     }
 }
 
-/* A column of integers: mode 0 absolute, 1 delta from the previous. */
+/* A column of integers, whichever is shortest: mode 0 absolute, 1 delta
+ * from the previous, 2 offset from the column's minimum (noisy values in a
+ * narrow band: counters' per-interval deltas, gauges). */
 static void put_ints(struct wr *w, const int64_t *v, size_t n)
 {
-    size_t abs_len = 0;
-    size_t delta_len = 0;
+    size_t len[3] = {0, 0, 0};
     uint64_t prev = 0;
-    int mode;
+    int64_t min = n > 0 ? v[0] : 0;
+    int mode = 0;
     for (size_t i = 0; i < n; i++) {
-        abs_len += varint_len(zz(v[i]));
-        delta_len += varint_len(zz((int64_t)((uint64_t)v[i] - prev)));
+        min = v[i] < min ? v[i] : min;
+    }
+    len[2] = varint_len(zz(min));
+    for (size_t i = 0; i < n; i++) {
+        len[0] += varint_len(zz(v[i]));
+        len[1] += varint_len(zz((int64_t)((uint64_t)v[i] - prev)));
+        len[2] += varint_len((uint64_t)v[i] - (uint64_t)min);
         prev = (uint64_t)v[i];
     }
-    mode = delta_len < abs_len;
+    mode = len[1] < len[0] ? 1 : 0;
+    mode = len[2] < len[mode] ? 2 : mode;
     put_u8(w, (uint8_t)mode);
+    if (mode == 2) {
+        put_v(w, zz(min));
+    }
     prev = 0;
     for (size_t i = 0; i < n; i++) {
-        put_v(w, mode ? zz((int64_t)((uint64_t)v[i] - prev)) : zz(v[i]));
+        put_v(w, mode == 0   ? zz(v[i])
+                 : mode == 1 ? zz((int64_t)((uint64_t)v[i] - prev))
+                             : (uint64_t)v[i] - (uint64_t)min);
         prev = (uint64_t)v[i];
     }
 }
 
-/* A column of doubles: mode 1 when every one is an integer that a double
- * holds exactly (written as integers), else mode 0, XOR with the previous
- * in byte planes. Both give back the same bits. */
+/* The exact powers of ten a double holds (as frame.c's unscale uses). */
+static const double p10[MAX_DECIMALS + 1] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,
+                                             1e7,  1e8,  1e9,  1e10, 1e11, 1e12, 1e13,
+                                             1e14, 1e15, 1e16, 1e17, 1e18};
+
+/* True when v is i / 10^k for an integer i a double holds exactly, bit for
+ * bit (what a gauge's scaled integers decode to). */
+static bool decimal_at(double v, int k, int64_t *i)
+{
+    double x = v * p10[k];
+    if (!(fabs(x) < EXACT_INT) || (v == 0 && signbit(v))) {
+        return false;
+    }
+    *i = llround(x);
+    return (double)*i / p10[k] == v;
+}
+
+/* The fewest decimals k that give every value back exactly, or -1. */
+static int column_decimals(const double *v, size_t n)
+{
+    for (int k = 0; k <= MAX_DECIMALS; k++) {
+        size_t i = 0;
+        int64_t x;
+        while (i < n && decimal_at(v[i], k, &x)) {
+            i++;
+        }
+        if (i == n) {
+            return k;
+        }
+    }
+    return -1;
+}
+
+/* A column of doubles: mode 1 + k when every one is i / 10^k exactly
+ * (written as the integers i), else mode 0, XOR with the previous in byte
+ * planes. Both give back the same bits. */
 static int put_doubles(struct wr *w, const double *v, size_t n)
 {
-    bool ints = true;
+    int k = n > 0 ? column_decimals(v, n) : 0;
     uint64_t *words;
     int64_t *iv;
-    for (size_t i = 0; i < n && ints; i++) {
-        ints = v[i] == floor(v[i]) && fabs(v[i]) < EXACT_INT && !(v[i] == 0 && signbit(v[i]));
-    }
-    put_u8(w, (uint8_t)ints);
+    put_u8(w, (uint8_t)(k + 1));
     if (n == 0) {
         return w->rv;
     }
-    if (ints) {
+    if (k >= 0) {
         if ((iv = malloc(n * sizeof(*iv))) == NULL) {
             return ST_ENOMEM;
         }
         for (size_t i = 0; i < n; i++) {
-            iv[i] = (int64_t)v[i];
+            (void)decimal_at(v[i], k, &iv[i]);
         }
         put_ints(w, iv, n);
         free(iv);
@@ -464,16 +508,25 @@ static uint8_t get_u8(struct rd *r)
     return *r->p++;
 }
 
+/* One integer of a column in mode (see put_ints); prev is the previous. */
+static int64_t get_int(struct rd *r, uint8_t mode, uint64_t prev, uint64_t min)
+{
+    uint64_t u = get_v(r);
+    return mode == 0   ? unzz(u)
+           : mode == 1 ? (int64_t)(prev + (uint64_t)unzz(u))
+                       : (int64_t)(min + u);
+}
+
 static void get_ints(struct rd *r, int64_t *v, size_t n)
 {
     uint8_t mode = get_u8(r);
     uint64_t prev = 0;
-    if (mode > 1) {
+    uint64_t min = mode == 2 ? (uint64_t)unzz(get_v(r)) : 0;
+    if (mode > 2) {
         r->bad = true;
     }
     for (size_t i = 0; i < n && !r->bad; i++) {
-        int64_t x = unzz(get_v(r));
-        v[i] = mode ? (int64_t)(prev + (uint64_t)x) : x;
+        v[i] = get_int(r, mode, prev, min);
         prev = (uint64_t)v[i];
     }
 }
@@ -481,20 +534,22 @@ static void get_ints(struct rd *r, int64_t *v, size_t n)
 static void get_doubles(struct rd *r, double *v, size_t n)
 {
     uint8_t mode = get_u8(r);
-    if (mode > 1 || r->bad || n == 0) {
-        r->bad = r->bad || mode > 1;
+    if (mode > MAX_DECIMALS + 1 || r->bad || n == 0) {
+        r->bad = r->bad || mode > MAX_DECIMALS + 1;
         return;
     }
-    if (mode == 1) {
-        /* integers, decoded one by one (a double holds each exactly) */
+    if (mode > 0) {
+        /* i / 10^k, decoded one by one as frame.c's unscale does */
+        int k = mode - 1;
+        uint8_t imode = get_u8(r);
         uint64_t prev = 0;
-        mode = get_u8(r);
-        for (size_t i = 0; i < n && !r->bad && mode <= 1; i++) {
-            int64_t x = unzz(get_v(r));
-            prev = mode ? prev + (uint64_t)x : (uint64_t)x;
-            v[i] = (double)(int64_t)prev;
+        uint64_t min = imode == 2 ? (uint64_t)unzz(get_v(r)) : 0;
+        r->bad = r->bad || imode > 2;
+        for (size_t i = 0; i < n && !r->bad; i++) {
+            int64_t x = get_int(r, imode, prev, min);
+            prev = (uint64_t)x;
+            v[i] = (double)x / p10[k];
         }
-        r->bad = r->bad || mode > 1;
         return;
     }
     if ((size_t)(r->end - r->p) / 8 < n) {
