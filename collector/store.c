@@ -1123,6 +1123,24 @@ int st_store_stats(st_store *st, struct st_store_stats *out)
     mdb_env_stat(st->env, &ms);
     out->map_size = info.me_mapsize;
     out->used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+    {
+        MDB_dbi all[] = {1 /* the main database: names */,
+                         st->meta,
+                         st->agents,
+                         st->series,
+                         st->series_id,
+                         st->points,
+                         st->rollups,
+                         st->dirty,
+                         st->kv};
+        for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+            if (mdb_stat(txn, all[i], &ms) == 0) {
+                out->live_bytes +=
+                    (uint64_t)(ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages) *
+                    ms.ms_psize;
+            }
+        }
+    }
     if (mdb_stat(txn, st->series_id, &ms) == 0) {
         out->series = ms.ms_entries;
     }

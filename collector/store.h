@@ -164,6 +164,7 @@ int st_store_kv_scan(st_store *st, const char *prefix,
 struct st_store_stats {
     uint64_t map_size;
     uint64_t used_bytes; /* pages in use * page size */
+    uint64_t live_bytes; /* pages the databases hold (used less free pages) */
     uint64_t file_bytes; /* size of data.mdb on disk */
     uint64_t series;
     uint64_t point_blocks;
@@ -174,5 +175,11 @@ struct st_store_stats {
     int64_t wm_1h;
 };
 int st_store_stats(st_store *st, struct st_store_stats *out);
+
+/* For benchmarks and diagnostics: calls fn for every stored entry of the
+ * series of metric (raw blocks, then rollups by resolution), with whether
+ * it is a compacted one and its key and value sizes. One read txn. */
+typedef int (*st_entry_fn)(void *arg, enum st_res res, bool compacted, size_t klen, size_t vlen);
+int st_store_walk_entries(st_store *st, const char *metric, st_entry_fn fn, void *arg);
 
 #endif

@@ -1145,3 +1145,74 @@ int st_store_scan_rollups(st_store *st, const char *metric, const st_matcher *m,
     st_store_read_end(st, txn);
     return rv < 0 ? rv : ST_OK;
 }
+
+/* ---- sizes ---- */
+
+static int walk_series(MDB_cursor *pc, MDB_cursor *rc, uint32_t id, st_entry_fn fn, void *arg)
+{
+    uint8_t key[ST_POINT_KEY_LEN] = {0};
+    MDB_val k = {ST_POINT_KEY_LEN, key};
+    MDB_val v;
+    int rv = ST_OK;
+    int c;
+    st_put_be32(key, id);
+    for (c = mdb_cursor_get(pc, &k, &v, MDB_SET_RANGE); c == 0 && rv == ST_OK;
+         c = mdb_cursor_get(pc, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != ST_POINT_KEY_LEN || st_be32(k.mv_data) != id) {
+            break;
+        }
+        rv = fn(arg, ST_RES_RAW, st_codec_is_raw(v.mv_data, v.mv_size), k.mv_size, v.mv_size);
+    }
+    for (int res = ST_RES_10S; res <= ST_RES_1H && rv == ST_OK; res++) {
+        rollup_key(key, res, id, 0);
+        k = (MDB_val){ST_ROLLUP_KEY_LEN, key};
+        for (c = mdb_cursor_get(rc, &k, &v, MDB_SET_RANGE); c == 0 && rv == ST_OK;
+             c = mdb_cursor_get(rc, &k, &v, MDB_NEXT)) {
+            const uint8_t *p = k.mv_data;
+            if (k.mv_size != ST_ROLLUP_KEY_LEN || p[0] != res || st_be32(p + 1) != id) {
+                break;
+            }
+            rv = fn(arg, (enum st_res)res, st_codec_is_rollup(v.mv_data, v.mv_size), k.mv_size,
+                    v.mv_size);
+        }
+    }
+    return rv;
+}
+
+int st_store_walk_entries(st_store *st, const char *metric, st_entry_fn fn, void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *sc = NULL;
+    MDB_cursor *pc = NULL;
+    MDB_cursor *rc = NULL;
+    size_t mlen = strlen(metric) + 1;
+    MDB_val k = {mlen, (void *)metric};
+    MDB_val v;
+    int rv;
+    int c;
+    if (mlen > ST_FRAME_MAX_NAME + 1) {
+        return ST_EINVAL;
+    }
+    if ((rv = st_store_read_begin(st, &txn)) != ST_OK) {
+        return rv;
+    }
+    if ((c = mdb_cursor_open(txn, st->series, &sc)) != 0 ||
+        (c = mdb_cursor_open(txn, st->points, &pc)) != 0 ||
+        (c = mdb_cursor_open(txn, st->rollups, &rc)) != 0) {
+        rv = st_store_map_mdb(c, "cursor");
+    }
+    for (c = rv == ST_OK ? mdb_cursor_get(sc, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND;
+         c == 0 && rv == ST_OK; c = mdb_cursor_get(sc, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < mlen || memcmp(k.mv_data, metric, mlen) != 0) {
+            break;
+        }
+        if (v.mv_size == 4) {
+            rv = walk_series(pc, rc, st_be32(v.mv_data), fn, arg);
+        }
+    }
+    mdb_cursor_close(rc);
+    mdb_cursor_close(pc);
+    mdb_cursor_close(sc);
+    st_store_read_end(st, txn);
+    return rv;
+}

@@ -36,8 +36,6 @@
 #define LMDB_NODE 10       /* leaf node header (8) + its slot in the page index (2) */
 #define LMDB_MAX_NODE 2040 /* larger values go to overflow pages (4 KiB pages) */
 #define PAGE 4096
-#define POINT_KEY 16
-#define ROLLUP_KEY 13
 
 /* ---- options ---- */
 
@@ -54,7 +52,8 @@ struct opts {
     int runs;
     double budget_s; /* per query case */
     const char *dir;
-    int size_hosts; /* the shape sweep's fleet */
+    int size_hosts;   /* the shape sweep's fleet */
+    int size_minutes; /* of data in the shape sweep's stores (0: minutes) */
     struct shape shapes[MAX_SHAPES];
     int nshapes;
     bool compare_main; /* the fleet store too is compared with a no_rollups one */
@@ -279,11 +278,12 @@ static int open_load(const struct opts *o, const struct shape *sh, int hosts, bo
 
 /* ---- bytes per resolution ---- */
 
-/* Entries and their bytes per metric ([NSER]: all) and resolution. */
+/* Entries and their bytes per metric ([NSER]: all), resolution and form
+ * (0 fresh, 1 compacted), as stored (st_store_walk_entries). */
 struct sizes {
-    uint64_t entries[NSER + 1][4];
-    uint64_t payload[NSER + 1][4]; /* key + value + LMDB node, overflow pages whole */
-    int cur;                       /* the metric being scanned */
+    uint64_t entries[NSER + 1][4][2];
+    uint64_t payload[NSER + 1][4][2]; /* key + value + LMDB node, overflow pages whole */
+    int cur;                          /* the metric being walked */
 };
 
 static const char *const metric_names[NSER] = {"http.server.duration", "http.server.requests",
@@ -298,49 +298,30 @@ static uint64_t entry_bytes(size_t key, size_t val)
     return LMDB_NODE + key + val;
 }
 
-static void size_add(struct sizes *z, int res, uint64_t bytes)
+static int size_entry(void *arg, enum st_res res, bool compacted, size_t klen, size_t vlen)
 {
-    z->entries[z->cur][res]++;
-    z->payload[z->cur][res] += bytes;
-    z->entries[NSER][res]++;
-    z->payload[NSER][res] += bytes;
-}
-
-static int size_series(void *arg, const st_scan_series *s)
-{
-    (void)arg;
-    (void)s;
-    return 1;
-}
-
-static int size_block(void *arg, const st_scan_series *s, const Strata__V1__Series *b)
-{
-    (void)s;
-    size_add(arg, ST_RES_RAW, entry_bytes(POINT_KEY, strata__v1__series__get_packed_size(b)));
-    return ST_OK;
-}
-
-static int size_rollup(void *arg, const st_scan_series *s, const Strata__V1__RollupBlock *b)
-{
-    int res = b->bucket_ms == 10000 ? ST_RES_10S : (b->bucket_ms == 60000 ? ST_RES_1M : ST_RES_1H);
-    (void)s;
-    size_add(arg, res, entry_bytes(ROLLUP_KEY, strata__v1__rollup_block__get_packed_size(b)));
+    struct sizes *z = arg;
+    uint64_t b = entry_bytes(klen, vlen);
+    z->entries[z->cur][res][compacted]++;
+    z->payload[z->cur][res][compacted] += b;
+    z->entries[NSER][res][compacted]++;
+    z->payload[NSER][res][compacted] += b;
     return ST_OK;
 }
 
 static int measure_sizes(st_store *st, struct sizes *z)
 {
-    st_scan_cb cb = {size_series, size_block, z, size_rollup};
     int rv = ST_OK;
     memset(z, 0, sizeof(*z));
     for (z->cur = 0; z->cur < NSER && rv == ST_OK; z->cur++) {
-        rv = st_store_scan(st, metric_names[z->cur], NULL, 0, 0, INT64_MAX, &cb);
-        for (int r = ST_RES_10S; r <= ST_RES_1H && rv == ST_OK; r++) {
-            rv = st_store_scan_rollups(st, metric_names[z->cur], NULL, 0, (enum st_res)r, 0,
-                                       INT64_MAX, &cb);
-        }
+        rv = st_store_walk_entries(st, metric_names[z->cur], size_entry, z);
     }
     return rv;
+}
+
+static uint64_t all_payload(const struct sizes *z, int m, int r)
+{
+    return z->payload[m][r][0] + z->payload[m][r][1];
 }
 
 /* ---- queries ---- */
@@ -490,42 +471,50 @@ static void print_load(const char *what, const struct loaded *ld)
            (double)ld->stats.used_bytes / 1048576.0, (double)ld->stats.file_bytes / 1048576.0);
 }
 
-/* Bytes per series per day of each resolution for metric m, from what the
- * store holds over the span each resolution was built for. */
-static void per_day(const struct sizes *z, int m, const struct loaded *ld, double series,
-                    double out[4])
+/* What one compacted entry of a resolution covers (the store's units). */
+static const int64_t compact_unit[4] = {HOUR_MS, HOUR_MS, HOUR_MS, DAY_MS};
+
+/* Bytes per series per day of resolution r for metric m, compacted ([1])
+ * and fresh ([0]), from what the store holds: compacted entries cover a
+ * unit each; fresh ones the rest of the span the resolution was built for. */
+static void per_day(const struct sizes *z, int m, int r, const struct loaded *ld, double series,
+                    double out[2])
 {
-    double days[4];
-    days[ST_RES_RAW] = (double)(ld->end - T0) / DAY_MS;
-    days[ST_RES_10S] = (double)(ld->stats.wm_1m - T0) / DAY_MS;
-    days[ST_RES_1M] = days[ST_RES_10S];
-    days[ST_RES_1H] = (double)(ld->stats.wm_1h - T0) / DAY_MS;
-    for (int r = 0; r < 4; r++) {
-        out[r] = days[r] > 0 ? (double)z->payload[m][r] / series / days[r] : 0;
-    }
+    int64_t span = r == ST_RES_RAW  ? ld->end - T0
+                   : r == ST_RES_1H ? ld->stats.wm_1h - T0
+                                    : ld->stats.wm_1m - T0;
+    double covered = (double)z->entries[m][r][1] / series * (double)compact_unit[r];
+    double fresh = (double)span - covered;
+    out[1] = covered > 0 ? (double)z->payload[m][r][1] / series / covered * DAY_MS : 0;
+    out[0] = fresh > 0 ? (double)z->payload[m][r][0] / series / fresh * DAY_MS : 0;
 }
 
-/* The steady state of the default retention per series: the per-day bytes
- * of each resolution times the days it is kept (raw 2, 10s 2, 1m 30, 1h
- * 400), each scaled by the LMDB overhead measured on this store (page
- * fill, branch pages); divided by the raw samples a series holds (2 days). */
+/* The steady state of the default retention per series: each resolution
+ * kept its days (raw 2, 10s 2, 1m 30, 1h 400), of which the newest unit
+ * (an hour; a day of 1 h rows) is still fresh and the rest compacted at the
+ * measured bytes per day; a resolution with nothing compacted yet in this
+ * store counts fresh throughout. Each is scaled by the LMDB overhead
+ * measured on this store; divided by the raw samples a series holds. */
 static void project(const char *label, const char *kind, const struct shape *sh,
-                    const double day[4], double f_raw, double f_roll)
+                    const double day[4][2], double f_raw, double f_roll)
 {
     static const double keep[4] = {2, 2, 30, 400};
     double held = 2.0 * (double)DAY_MS / (double)sh->interval_ms;
     double part[4];
     double total = 0;
     for (int r = 0; r < 4; r++) {
-        part[r] = day[r] * keep[r] * (r == ST_RES_RAW ? f_raw : f_roll);
+        double fw = (double)compact_unit[r] / DAY_MS;
+        double per =
+            day[r][1] > 0 ? day[r][1] * (keep[r] - fw) + day[r][0] * fw : day[r][0] * keep[r];
+        part[r] = per * (r == ST_RES_RAW ? f_raw : f_roll);
         total += part[r];
     }
-    printf("    %-12s raw %6.0f B/d x2 d = %7.0f KiB | 10s %6.0f B/d x2 d = %6.0f KiB | 1m "
-           "%6.0f B/d x30 d = %6.0f KiB | 1h %5.0f B/d x400 d = %5.0f KiB | %7.0f KiB / %.0f "
+    printf("    %-12s raw %6.0f|%6.0f B/d = %6.0f KiB | 10s %6.0f|%6.0f B/d = %5.0f KiB | 1m "
+           "%6.0f|%6.0f B/d = %5.0f KiB | 1h %5.0f|%5.0f B/d = %5.0f KiB | %6.0f KiB / %.0f "
            "samples = %6.2f B/sample (raw %.2f + rollups %.2f)\n",
-           kind, day[0], part[0] / 1024, day[1], part[1] / 1024, day[2], part[2] / 1024, day[3],
-           part[3] / 1024, total / 1024, held, total / held, part[0] / held,
-           (total - part[0]) / held);
+           kind, day[0][1], day[0][0], part[0] / 1024, day[1][1], day[1][0], part[1] / 1024,
+           day[2][1], day[2][0], part[2] / 1024, day[3][1], day[3][0], part[3] / 1024, total / 1024,
+           held, total / held, part[0] / held, (total - part[0]) / held);
     printf("RESULT steady label=%s kind=%s interval_ms=%" PRId64 " points_per_frame=%d "
            "bytes_per_sample=%.3f raw_part=%.3f rollup_part=%.3f kib_per_series=%.1f\n",
            label, kind, sh->interval_ms, sh->points, total / held, part[0] / held,
@@ -536,55 +525,62 @@ static void report_entries(const struct sizes *z)
 {
     static const char *const names[4] = {"raw", "10s", "1m", "1h"};
     for (int r = 0; r < 4; r++) {
-        printf("    %-3s %10" PRIu64 " entries, %8.2f MiB; B/entry (key + value + node):", names[r],
-               z->entries[NSER][r], (double)z->payload[NSER][r] / 1048576.0);
-        for (int m = 0; m <= NSER; m++) {
-            printf(" %s %.1f", kind_names[m],
-                   z->entries[m][r] ? (double)z->payload[m][r] / (double)z->entries[m][r] : 0.0);
+        for (int c = 1; c >= 0; c--) {
+            printf("    %-3s %-9s %9" PRIu64 " entries, %8.2f MiB; B/entry (key + value + node):",
+                   names[r], c ? "compacted" : "fresh", z->entries[NSER][r][c],
+                   (double)z->payload[NSER][r][c] / 1048576.0);
+            for (int m = 0; m <= NSER; m++) {
+                printf(" %s %.1f", kind_names[m],
+                       z->entries[m][r][c]
+                           ? (double)z->payload[m][r][c] / (double)z->entries[m][r][c]
+                           : 0.0);
+            }
+            printf("\n");
         }
-        printf("\n");
     }
 }
 
+/* Sizes are the pages the databases hold (live bytes): the pages the
+ * compaction freed are reused by later writes, so the file's high-water
+ * mark after loading everything fresh is not the steady state. */
 static void report_sizes(const char *label, const struct shape *sh, const struct loaded *with,
                          const struct loaded *without, const struct sizes *z, int hosts)
 {
-    const uint64_t *pl = z->payload[NSER];
-    double roll = (double)(pl[ST_RES_10S] + pl[ST_RES_1M] + pl[ST_RES_1H]);
+    double raw = (double)all_payload(z, NSER, ST_RES_RAW);
+    double roll = (double)(all_payload(z, NSER, ST_RES_10S) + all_payload(z, NSER, ST_RES_1M) +
+                           all_payload(z, NSER, ST_RES_1H));
+    double live = (double)with->stats.live_bytes;
     /* Without a no_rollups store to tell them apart, one factor for all. */
-    double f_all = (double)with->stats.used_bytes / ((double)pl[ST_RES_RAW] + roll);
-    double f_raw = without != NULL && pl[0] > 0
-                       ? (double)without->stats.used_bytes / (double)pl[ST_RES_RAW]
-                       : f_all;
-    double f_roll =
-        without != NULL && roll > 0
-            ? ((double)with->stats.used_bytes - (double)without->stats.used_bytes) / roll
-            : f_all;
+    double f_all = live / (raw + roll);
+    double f_raw = f_all;
+    double f_roll = f_all;
     double n = (double)with->samples;
-    printf("  %s: %.0f samples of %" PRId64 " ms, %d per frame: with rollups used %.2f B/sample "
-           "(file %.2f)",
-           label, n, sh->interval_ms, sh->points, (double)with->stats.used_bytes / n,
+    printf("  %s: %.0f samples of %" PRId64 " ms, %d per frame: with rollups live %.2f B/sample "
+           "(used %.2f, file %.2f)",
+           label, n, sh->interval_ms, sh->points, live / n, (double)with->stats.used_bytes / n,
            (double)with->stats.file_bytes / n);
     if (without != NULL) {
-        printf("; no_rollups used %.2f B/sample (file %.2f): rollups are %.0f %% of the store",
-               (double)without->stats.used_bytes / n, (double)without->stats.file_bytes / n,
-               100.0 * (1.0 - (double)without->stats.used_bytes / (double)with->stats.used_bytes));
+        printf("; no_rollups live %.2f B/sample (used %.2f, file %.2f)",
+               (double)without->stats.live_bytes / n, (double)without->stats.used_bytes / n,
+               (double)without->stats.file_bytes / n);
     }
     printf("\n");
     report_entries(z);
-    printf("    LMDB overhead over the entry bytes (used bytes / entry bytes): raw x%.2f, "
-           "rollups x%.2f\n",
-           f_raw, f_roll);
-    printf("RESULT store label=%s samples=%.0f used_per_sample=%.3f file_per_sample=%.3f", label, n,
-           (double)with->stats.used_bytes / n, (double)with->stats.file_bytes / n);
+    printf("    LMDB overhead over the entry bytes (live bytes / entry bytes): x%.2f\n", f_all);
+    printf("RESULT store label=%s samples=%.0f live_per_sample=%.3f used_per_sample=%.3f "
+           "file_per_sample=%.3f",
+           label, n, live / n, (double)with->stats.used_bytes / n,
+           (double)with->stats.file_bytes / n);
     if (without != NULL) {
-        printf(" norollup_used_per_sample=%.3f norollup_file_per_sample=%.3f",
-               (double)without->stats.used_bytes / n, (double)without->stats.file_bytes / n);
+        printf(" norollup_live_per_sample=%.3f norollup_used_per_sample=%.3f",
+               (double)without->stats.live_bytes / n, (double)without->stats.used_bytes / n);
     }
-    printf("\n    steady state with the default retention, per series:\n");
+    printf("\n    steady state with the default retention, per series (B/d compacted|fresh):\n");
     for (int m = 0; m <= NSER; m++) {
-        double day[4];
-        per_day(z, m, with, (double)hosts * (m == NSER ? NSER : 1), day);
+        double day[4][2];
+        for (int r = 0; r < 4; r++) {
+            per_day(z, m, r, with, (double)hosts * (m == NSER ? NSER : 1), day[r]);
+        }
         project(label, kind_names[m], sh, day, f_raw, f_roll);
     }
 }
@@ -701,22 +697,17 @@ static void usage(void)
             "usage: query_bench [--dir DIR] [--hosts 1000] [--minutes 130] [--shape 10000x1]\n"
             "                   [--batch 200] [--runs 200] [--budget 20] [--compare-main]\n"
             "                   [--size-hosts 50] [--size-shapes 10000x1,10000x6,1000x10]\n"
+            "                   [--size-minutes 1080]\n"
             "  shape: point interval in ms x points per series per frame\n");
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    static const struct option lo[] = {{"dir", 1, 0, 'd'},
-                                       {"hosts", 1, 0, 'h'},
-                                       {"minutes", 1, 0, 'm'},
-                                       {"shape", 1, 0, 's'},
-                                       {"batch", 1, 0, 'b'},
-                                       {"runs", 1, 0, 'r'},
-                                       {"budget", 1, 0, 'B'},
-                                       {"size-hosts", 1, 0, 'H'},
-                                       {"size-shapes", 1, 0, 'S'},
-                                       {"compare-main", 0, 0, 'n'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"dir", 1, 0, 'd'},          {"hosts", 1, 0, 'h'},        {"minutes", 1, 0, 'm'},
+        {"shape", 1, 0, 's'},        {"batch", 1, 0, 'b'},        {"runs", 1, 0, 'r'},
+        {"budget", 1, 0, 'B'},       {"size-hosts", 1, 0, 'H'},   {"size-shapes", 1, 0, 'S'},
+        {"size-minutes", 1, 0, 'M'}, {"compare-main", 0, 0, 'n'}, {0, 0, 0, 0}};
     int c;
     int rv = ST_OK;
     while (rv == ST_OK && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -747,6 +738,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
             break;
         case 'S':
             rv = parse_shapes(optarg, o);
+            break;
+        case 'M':
+            rv = int_arg(optarg, 62, 60 * 24 * 3, &o->size_minutes);
             break;
         case 'n':
             o->compare_main = true;
@@ -803,13 +797,17 @@ int main(int argc, char **argv)
         rm_rf(d);
     }
     if (rv == ST_OK && o.size_hosts > 0 && o.nshapes > 0) {
+        /* long enough for closed hours and a closed day of 1 h rows to be
+         * compacted, as they are at steady state */
+        struct opts so = o;
+        so.minutes = o.size_minutes > 0 ? o.size_minutes : o.minutes;
         printf("== store bytes by point shape: %d hosts x %d series, %d min each\n", o.size_hosts,
-               NSER, o.minutes);
+               NSER, so.minutes);
         for (int i = 0; i < o.nshapes && rv == ST_OK; i++) {
             char label[32];
             snprintf(label, sizeof(label), "shape%" PRId64 "x%d", o.shapes[i].interval_ms,
                      o.shapes[i].points);
-            rv = size_run(&o, label, &o.shapes[i], o.size_hosts, true, NULL);
+            rv = size_run(&so, label, &o.shapes[i], o.size_hosts, true, NULL);
         }
         printf("[target: <= 2 bytes per sample at steady state]\n");
     }
