@@ -33,7 +33,8 @@
 #define PRUNE_EVERY_MS 60000
 #define MAX_DIRTY_MINUTES 64
 #define STATE_KEY "rollup_state"
-/* Counter rollups keep sum and count only once compacted (store.h). */
+/* 1: counters' compacted rollups keep sum and count only, a third of the
+ * bytes; off while queries may ask a counter's rollups for min or max. */
 #define ST_ROLLUP_COUNTER_SUMCOUNT 0
 #define STATE_LEN 48
 #define STATE_LEN_V1 40 /* before compaction */
@@ -290,10 +291,15 @@ static void rollup_key(uint8_t *key, int res, uint32_t id, int64_t start)
     st_put_be64(key + 5, (uint64_t)start);
 }
 
-/* Counters are read from their rollups for sum and count only (store.h). */
+/* Whether a counter's compacted rollups keep sum and count only (off: the
+ * query engine reads min, max, first and last of every kind). */
 static bool sum_count_only(st_store_txn *t, uint32_t id)
 {
-    Strata__V1__SeriesRecord *rec = st_store_series_record(t->txn, t->st, id);
+    Strata__V1__SeriesRecord *rec;
+    if (!ST_ROLLUP_COUNTER_SUMCOUNT) {
+        return false;
+    }
+    rec = st_store_series_record(t->txn, t->st, id);
     bool sc = rec != NULL && rec->kind == STRATA__V1__KIND__COUNTER && ST_ROLLUP_COUNTER_SUMCOUNT;
     strata__v1__series_record__free_unpacked(rec, NULL);
     return sc;
