@@ -178,8 +178,10 @@ int st_store_stats(st_store *st, struct st_store_stats *out);
 
 /* For benchmarks and diagnostics: calls fn for every stored entry of the
  * series of metric (raw blocks, then rollups by resolution), with whether
- * it is a compacted one and its key and value sizes. One read txn. */
-typedef int (*st_entry_fn)(void *arg, enum st_res res, bool compacted, size_t klen, size_t vlen);
+ * it is a compacted one, the time it covers [start_ms, end_ms), and its key
+ * and value sizes. One read txn. */
+typedef int (*st_entry_fn)(void *arg, enum st_res res, bool compacted, int64_t start_ms,
+                           int64_t end_ms, size_t klen, size_t vlen);
 int st_store_walk_entries(st_store *st, const char *metric, st_entry_fn fn, void *arg);
 
 #endif

@@ -857,7 +857,7 @@ int st_codec_encode_rollup(st_zctx *z, const Strata__V1__RollupBlock *b, bool su
     put_v(&w, b->bucket_ms);
     put_v(&w, b->n_rows);
     rv = w.rv == ST_OK ? put_rollup_columns(&w, b, sum_count_only) : w.rv;
-    rv = rv == ST_OK ? seal(z, ST_CODEC_ROLLUP, 0, &body, out) : rv;
+    rv = rv == ST_OK ? seal(z, ST_CODEC_ROLLUP, (int64_t)b->n_rows * b->bucket_ms, &body, out) : rv;
     st_buf_free(&body);
     return rv;
 }
@@ -962,11 +962,11 @@ fail:
     return rv;
 }
 
-int st_codec_raw_end(const void *val, size_t len, int64_t *end)
+static int header_extra(const void *val, size_t len, uint8_t magic, int64_t *extra)
 {
     struct rd r = {val, (const uint8_t *)val + len, false};
     int64_t e;
-    if (get_u8(&r) != ST_CODEC_RAW) {
+    if (get_u8(&r) != magic) {
         return ST_ECORRUPT;
     }
     (void)get_u8(&r);
@@ -974,8 +974,18 @@ int st_codec_raw_end(const void *val, size_t len, int64_t *end)
     if (r.bad) {
         return ST_ECORRUPT;
     }
-    *end = e;
+    *extra = e;
     return ST_OK;
+}
+
+int st_codec_raw_end(const void *val, size_t len, int64_t *end)
+{
+    return header_extra(val, len, ST_CODEC_RAW, end);
+}
+
+int st_codec_rollup_span(const void *val, size_t len, int64_t *span)
+{
+    return header_extra(val, len, ST_CODEC_ROLLUP, span);
 }
 
 bool st_codec_is_raw(const void *val, size_t len)

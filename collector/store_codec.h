@@ -5,8 +5,8 @@
  * points and rows, bit for bit.
  *
  * A value is: magic (1) | flags (1: bit 0 zstd) | extra (zigzag varint:
- * the end of the points, for raw entries) | body length (varint) | body,
- * compressed or not. Fresh entries are protobuf messages whose first
+ * the end of the points of a raw entry, the span of a rollup entry) | body
+ * length (varint) | body, compressed or not. Fresh entries are protobuf messages whose first
  * byte is a field tag of field 1..13, never a magic here. */
 #ifndef ST_STORE_CODEC_H
 #define ST_STORE_CODEC_H
@@ -53,6 +53,10 @@ int st_codec_decode_raw(const void *val, size_t len, st_cdec *d);
 /* The end (ms, exclusive) of the points of a compacted raw value, read from
  * its header without inflating it. ST_ECORRUPT. */
 int st_codec_raw_end(const void *val, size_t len, int64_t *end);
+
+/* The time a compacted rollup value covers (rows * bucket, ms), from its
+ * header. ST_ECORRUPT. */
+int st_codec_rollup_span(const void *val, size_t len, int64_t *span);
 
 /* Encodes a rollup block; sum_count_only drops min, max, first and last
  * (counters: their rows are read for sum and count), which decode as NaN. */

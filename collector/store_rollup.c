@@ -61,11 +61,31 @@ static int64_t entry_span(enum st_res res)
     return res == ST_RES_1H ? HOUR : MINUTE;
 }
 
-/* How much time one compacted entry covers: an hour of raw blocks and of
- * 10 s and 1 m rows, a day of 1 h rows. */
-static int64_t compact_unit(int res)
+/* How much time one compacted entry covers. Level 0: an hour of raw
+ * blocks and of 10 s and 1 m rows, a day of 1 h rows. Level 1, once that
+ * closed too: 6 hours of 10 s rows, a day of 1 m rows, 30 days of 1 h rows
+ * in one entry, so that zstd and the entry overhead amortise over more
+ * rows (raw blocks stay hours: a query decodes whole entries). 0: none. */
+static int64_t level_unit(int res, int level)
 {
-    return res == ST_RES_1H ? DAY : HOUR;
+    static const int64_t units[4][2] = {{HOUR, 0}, {HOUR, 6 * HOUR}, {HOUR, DAY}, {DAY, 30 * DAY}};
+    return res >= 0 && res <= ST_RES_1H && level >= 0 && level <= 1 ? units[res][level] : 0;
+}
+
+/* The most time one entry of res may cover. */
+static int64_t max_unit(int res)
+{
+    return level_unit(res, 1) != 0 ? level_unit(res, 1) : level_unit(res, 0);
+}
+
+/* The time a rollup entry covers: its header says for a compacted one. */
+static int64_t rollup_span(int res, const MDB_val *v)
+{
+    int64_t span = 0;
+    if (st_codec_is_rollup(v->mv_data, v->mv_size)) {
+        return st_codec_rollup_span(v->mv_data, v->mv_size, &span) == ST_OK ? span : 0;
+    }
+    return entry_span((enum st_res)res);
 }
 
 static int64_t floor_to(int64_t t, int64_t unit)
@@ -353,13 +373,21 @@ static int put_rollup(st_store_txn *t, enum st_res res, uint32_t id,
     MDB_val k = {ST_ROLLUP_KEY_LEN, key};
     MDB_val v;
     int rc;
-    rollup_key(key, res, id, floor_to(blk->start_unix_ms, compact_unit(res)));
-    rc = mdb_get(t->txn, t->st->rollups, &k, &v);
-    if (rc == 0 && st_codec_is_rollup(v.mv_data, v.mv_size)) {
-        return merge_compacted(t, key, &v, blk);
-    }
-    if (rc != 0 && rc != MDB_NOTFOUND) {
-        return st_store_map_mdb(rc, "get rollup");
+    for (int level = 1; level >= 0; level--) {
+        int64_t unit = level_unit(res, level);
+        int64_t base = unit ? floor_to(blk->start_unix_ms, unit) : 0;
+        if (unit == 0) {
+            continue;
+        }
+        rollup_key(key, res, id, base);
+        rc = mdb_get(t->txn, t->st->rollups, &k, &v);
+        if (rc == 0 && st_codec_is_rollup(v.mv_data, v.mv_size) &&
+            base + rollup_span(res, &v) > blk->start_unix_ms) {
+            return merge_compacted(t, key, &v, blk);
+        }
+        if (rc != 0 && rc != MDB_NOTFOUND) {
+            return st_store_map_mdb(rc, "get rollup");
+        }
     }
     rollup_key(key, res, id, blk->start_unix_ms);
     v.mv_size = strata__v1__rollup_block__get_packed_size(blk);
@@ -492,22 +520,25 @@ static int build_hour(st_store_txn *t, MDB_cursor *rc_cur, int64_t h, uint32_t i
     int rv = ST_OK;
     int rc;
     racc_init(&acc);
-    key[0] = ST_RES_1M;
-    st_put_be32(key + 1, id);
-    st_put_be64(key + 5, (uint64_t)h);
+    /* the hour's rows may sit in a compacted entry that starts before it */
+    rollup_key(key, ST_RES_1M, id, floor_to(h, max_unit(ST_RES_1M)));
     for (rc = mdb_cursor_get(rc_cur, &k, &v, MDB_SET_RANGE); rc == 0 && rv == ST_OK;
          rc = mdb_cursor_get(rc_cur, &k, &v, MDB_NEXT)) {
         const uint8_t *p = k.mv_data;
+        int64_t start = k.mv_size == ST_ROLLUP_KEY_LEN ? (int64_t)st_be64(p + 5) : 0;
         struct rblock rb;
         if (k.mv_size != ST_ROLLUP_KEY_LEN || p[0] != ST_RES_1M || st_be32(p + 1) != id ||
-            (int64_t)st_be64(p + 5) >= h + HOUR) {
+            start >= h + HOUR) {
             break;
         }
-        if (rblock_open(&v, &rb) != ST_OK) {
+        if (start + rollup_span(ST_RES_1M, &v) <= h || rblock_open(&v, &rb) != ST_OK) {
             continue;
         }
         for (size_t i = 0; i < rb.b->n_rows && rv == ST_OK; i++) {
-            rv = racc_row(&acc, rb.b->rows[i]);
+            int64_t at = rb.b->start_unix_ms + (int64_t)i * rb.b->bucket_ms;
+            if (at >= h && at < h + HOUR) {
+                rv = racc_row(&acc, rb.b->rows[i]);
+            }
         }
         rblock_close(&rb);
     }
@@ -681,8 +712,7 @@ static int prune_series(MDB_cursor *cur, int phase, uint32_t id, int64_t cutoff,
             int64_t end = st_store_entry_end(&v);
             span = end > t ? end - t : 0;
         } else if (same) {
-            span = st_codec_is_rollup(v.mv_data, v.mv_size) ? compact_unit(phase)
-                                                            : entry_span((enum st_res)phase);
+            span = rollup_span(phase, &v);
         }
         /* An entry is dropped once all it covers is past the cutoff. */
         if (!same || t + span > cutoff) {
@@ -838,11 +868,11 @@ static int compact_raw(struct work *w, uint32_t id, int64_t base, const struct g
     return rv;
 }
 
-static int compact_rollup(struct work *w, int res, uint32_t id, int64_t base, const struct group *g,
-                          bool sc)
+static int compact_rollup(struct work *w, int res, uint32_t id, int64_t base, int64_t unit,
+                          const struct group *g, bool sc)
 {
     int64_t bucket = st_res_ms((enum st_res)res);
-    size_t nrows = (size_t)(compact_unit(res) / bucket);
+    size_t nrows = (size_t)(unit / bucket);
     struct rblock *rb = calloc(g->n, sizeof(*rb));
     Strata__V1__RollupRow **rows = calloc(nrows, sizeof(*rows));
     Strata__V1__RollupRow empty = STRATA__V1__ROLLUP_ROW__INIT;
@@ -915,11 +945,10 @@ static bool key_of(int phase, uint32_t id, const MDB_val *k, int64_t *t)
 
 /* Collects the entries of the first unit at or after *at that closed before
  * limit; false when there is none. */
-static int collect_group(struct work *w, int phase, uint32_t id, int64_t limit, int64_t *at,
-                         struct group *g, bool *found)
+static int collect_group(struct work *w, int phase, int64_t unit, uint32_t id, int64_t limit,
+                         int64_t *at, struct group *g, bool *found)
 {
     MDB_cursor *cur = phase == 0 ? w->pc : w->rc;
-    int64_t unit = phase == 0 ? HOUR : compact_unit(phase);
     uint8_t key[ST_POINT_KEY_LEN];
     MDB_val k = {phase_key(phase, id, *at, key), key};
     MDB_val v;
@@ -947,19 +976,20 @@ static int collect_group(struct work *w, int phase, uint32_t id, int64_t limit, 
     return rv;
 }
 
-/* Compacts every closed unit of series id in phase's database. */
-static int compact_series(struct work *w, int phase, uint32_t id, int64_t limit)
+/* Compacts every closed unit of one level of series id in phase's
+ * database: fresh entries into level 0 units, then those into level 1. */
+static int compact_level(struct work *w, int phase, int level, uint32_t id, int64_t limit, bool sc,
+                         struct group *g)
 {
-    int64_t unit = phase == 0 ? HOUR : compact_unit(phase);
-    int64_t at = floor_to(limit - LOOKBACK_MS, unit);
-    struct group g = {0};
-    bool sc = phase != 0 && sum_count_only(w->t, id);
+    int64_t unit = level_unit(phase, level);
+    int64_t at = floor_to(limit - ST_MAX(LOOKBACK_MS, unit), unit);
     bool found = true;
     int rv = ST_OK;
     while (rv == ST_OK && found && !out_of_budget(w)) {
-        rv = collect_group(w, phase, id, limit, &at, &g, &found);
-        if (rv == ST_OK && found && g.fresh && !g.too_big) {
-            rv = phase == 0 ? compact_raw(w, id, at, &g) : compact_rollup(w, phase, id, at, &g, sc);
+        rv = collect_group(w, phase, unit, id, limit, &at, g, &found);
+        if (rv == ST_OK && found && (g->fresh || (level > 0 && g->n > 1)) && !g->too_big) {
+            rv = phase == 0 ? compact_raw(w, id, at, g)
+                            : compact_rollup(w, phase, id, at, unit, g, sc);
             if (rv == ST_ETOOBIG || rv == ST_ECORRUPT) {
                 ST_WARN("store", "series %u: entries at %lld stay uncompacted: %s", id,
                         (long long)at, st_strerror(rv));
@@ -967,6 +997,19 @@ static int compact_series(struct work *w, int phase, uint32_t id, int64_t limit)
             }
         }
         at += unit;
+    }
+    return rv;
+}
+
+static int compact_series(struct work *w, int phase, uint32_t id, int64_t limit)
+{
+    struct group g = {0};
+    bool sc = phase != 0 && sum_count_only(w->t, id);
+    int rv = ST_OK;
+    for (int level = 0; level <= 1 && rv == ST_OK && !out_of_budget(w); level++) {
+        if (level_unit(phase, level) != 0) {
+            rv = compact_level(w, phase, level, id, limit, sc, &g);
+        }
     }
     free(g.keys);
     return rv;
@@ -988,7 +1031,7 @@ static int do_compact(struct work *w, bool *more)
     while (rv == ST_OK && rs->cmp_phase <= ST_RES_1H) {
         MDB_cursor *cur = rs->cmp_phase == 0 ? w->pc : w->rc;
         /* the watermark may move during a pass: later series get more */
-        int64_t limit = rs->cmp_phase == ST_RES_1H ? floor_to(rs->wm_1h, DAY) : rs->wm_1h;
+        int64_t limit = rs->wm_1h;
         uint32_t id;
         if (out_of_budget(w)) {
             *more = true;
@@ -1078,7 +1121,7 @@ static int scan_rollup_series(MDB_cursor *cur, const st_scan_series *ss, enum st
     uint8_t key[ST_ROLLUP_KEY_LEN];
     MDB_val k = {ST_ROLLUP_KEY_LEN, key};
     MDB_val v;
-    int64_t seek = floor_to(from_ms, compact_unit(res));
+    int64_t seek = floor_to(from_ms, max_unit(res));
     int rv = ST_OK;
     int rc;
     key[0] = (uint8_t)res;
@@ -1088,15 +1131,13 @@ static int scan_rollup_series(MDB_cursor *cur, const st_scan_series *ss, enum st
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         const uint8_t *p = k.mv_data;
         struct rblock rb;
-        bool packed;
         if (k.mv_size != ST_ROLLUP_KEY_LEN || p[0] != res || st_be32(p + 1) != ss->id ||
             (int64_t)st_be64(p + 5) >= to_ms) {
             break;
         }
         /* the seek went back to a compacted entry's start: skip what ends
          * before from_ms without decoding it */
-        packed = st_codec_is_rollup(v.mv_data, v.mv_size);
-        if ((int64_t)st_be64(p + 5) + (packed ? compact_unit(res) : entry_span(res)) <= from_ms) {
+        if ((int64_t)st_be64(p + 5) + rollup_span(res, &v) <= from_ms) {
             continue;
         }
         if (rblock_open(&v, &rb) != ST_OK) {
@@ -1167,7 +1208,9 @@ static int walk_series(MDB_cursor *pc, MDB_cursor *rc, uint32_t id, st_entry_fn 
         if (k.mv_size != ST_POINT_KEY_LEN || st_be32(k.mv_data) != id) {
             break;
         }
-        rv = fn(arg, ST_RES_RAW, st_codec_is_raw(v.mv_data, v.mv_size), k.mv_size, v.mv_size);
+        rv = fn(arg, ST_RES_RAW, st_codec_is_raw(v.mv_data, v.mv_size),
+                (int64_t)st_be64((uint8_t *)k.mv_data + 4), st_store_entry_end(&v), k.mv_size,
+                v.mv_size);
     }
     for (int res = ST_RES_10S; res <= ST_RES_1H && rv == ST_OK; res++) {
         rollup_key(key, res, id, 0);
@@ -1178,8 +1221,9 @@ static int walk_series(MDB_cursor *pc, MDB_cursor *rc, uint32_t id, st_entry_fn 
             if (k.mv_size != ST_ROLLUP_KEY_LEN || p[0] != res || st_be32(p + 1) != id) {
                 break;
             }
-            rv = fn(arg, (enum st_res)res, st_codec_is_rollup(v.mv_data, v.mv_size), k.mv_size,
-                    v.mv_size);
+            int64_t start = (int64_t)st_be64(p + 5);
+            rv = fn(arg, (enum st_res)res, st_codec_is_rollup(v.mv_data, v.mv_size), start,
+                    start + rollup_span(res, &v), k.mv_size, v.mv_size);
         }
     }
     return rv;

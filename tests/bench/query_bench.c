@@ -283,7 +283,9 @@ static int open_load(const struct opts *o, const struct shape *sh, int hosts, bo
 struct sizes {
     uint64_t entries[NSER + 1][4][2];
     uint64_t payload[NSER + 1][4][2]; /* key + value + LMDB node, overflow pages whole */
+    double covered[NSER + 1][4][2];   /* ms the entries cover within the data */
     int cur;                          /* the metric being walked */
+    int64_t end[4];                   /* where each resolution's data ends */
 };
 
 static const char *const metric_names[NSER] = {"http.server.duration", "http.server.requests",
@@ -298,10 +300,17 @@ static uint64_t entry_bytes(size_t key, size_t val)
     return LMDB_NODE + key + val;
 }
 
-static int size_entry(void *arg, enum st_res res, bool compacted, size_t klen, size_t vlen)
+static int size_entry(void *arg, enum st_res res, bool compacted, int64_t start_ms, int64_t end_ms,
+                      size_t klen, size_t vlen)
 {
     struct sizes *z = arg;
     uint64_t b = entry_bytes(klen, vlen);
+    /* an entry of a unit the data only partly fills covers that part */
+    int64_t lo = start_ms > T0 ? start_ms : T0;
+    int64_t hi = end_ms < z->end[res] ? end_ms : z->end[res];
+    double span = hi > lo ? (double)(hi - lo) : 0;
+    z->covered[z->cur][res][compacted] += span;
+    z->covered[NSER][res][compacted] += span;
     z->entries[z->cur][res][compacted]++;
     z->payload[z->cur][res][compacted] += b;
     z->entries[NSER][res][compacted]++;
@@ -309,10 +318,14 @@ static int size_entry(void *arg, enum st_res res, bool compacted, size_t klen, s
     return ST_OK;
 }
 
-static int measure_sizes(st_store *st, struct sizes *z)
+static int measure_sizes(st_store *st, const struct loaded *ld, struct sizes *z)
 {
     int rv = ST_OK;
     memset(z, 0, sizeof(*z));
+    z->end[ST_RES_RAW] = ld->end;
+    z->end[ST_RES_10S] = ld->stats.wm_1m;
+    z->end[ST_RES_1M] = ld->stats.wm_1m;
+    z->end[ST_RES_1H] = ld->stats.wm_1h;
     for (z->cur = 0; z->cur < NSER && rv == ST_OK; z->cur++) {
         rv = st_store_walk_entries(st, metric_names[z->cur], size_entry, z);
     }
@@ -471,30 +484,27 @@ static void print_load(const char *what, const struct loaded *ld)
            (double)ld->stats.used_bytes / 1048576.0, (double)ld->stats.file_bytes / 1048576.0);
 }
 
-/* What one compacted entry of a resolution covers (the store's units). */
-static const int64_t compact_unit[4] = {HOUR_MS, HOUR_MS, HOUR_MS, DAY_MS};
+/* How long data of a resolution may stay fresh before it is compacted:
+ * an hour (a day of 1 h rows). */
+static const int64_t fresh_window[4] = {HOUR_MS, HOUR_MS, HOUR_MS, DAY_MS};
 
 /* Bytes per series per day of resolution r for metric m, compacted ([1])
- * and fresh ([0]), from what the store holds: compacted entries cover a
- * unit each; fresh ones the rest of the span the resolution was built for. */
-static void per_day(const struct sizes *z, int m, int r, const struct loaded *ld, double series,
-                    double out[2])
+ * and fresh ([0]), over the time the entries of each form cover. */
+static void per_day(const struct sizes *z, int m, int r, double series, double out[2])
 {
-    int64_t span = r == ST_RES_RAW  ? ld->end - T0
-                   : r == ST_RES_1H ? ld->stats.wm_1h - T0
-                                    : ld->stats.wm_1m - T0;
-    double covered = (double)z->entries[m][r][1] / series * (double)compact_unit[r];
-    double fresh = (double)span - covered;
-    out[1] = covered > 0 ? (double)z->payload[m][r][1] / series / covered * DAY_MS : 0;
-    out[0] = fresh > 0 ? (double)z->payload[m][r][0] / series / fresh * DAY_MS : 0;
+    for (int c = 0; c < 2; c++) {
+        double covered = z->covered[m][r][c] / series;
+        out[c] = covered > 0 ? (double)z->payload[m][r][c] / series / covered * DAY_MS : 0;
+    }
 }
 
 /* The steady state of the default retention per series: each resolution
- * kept its days (raw 2, 10s 2, 1m 30, 1h 400), of which the newest unit
- * (an hour; a day of 1 h rows) is still fresh and the rest compacted at the
- * measured bytes per day; a resolution with nothing compacted yet in this
- * store counts fresh throughout. Each is scaled by the LMDB overhead
- * measured on this store; divided by the raw samples a series holds. */
+ * kept its days (raw 2, 10s 2, 1m 30, 1h 400), of which the newest hour (a
+ * day of 1 h rows) is still fresh and the rest compacted at the measured
+ * bytes per day (older hours merge further: 6 h of 10 s rows, a day of 1 m
+ * rows; the store must hold such merged entries for this to count them); a resolution with nothing
+ * compacted yet in this store counts fresh throughout. Each is scaled by the LMDB overhead measured
+ * on this store; divided by the raw samples a series holds. */
 static void project(const char *label, const char *kind, const struct shape *sh,
                     const double day[4][2], double f_raw, double f_roll)
 {
@@ -503,7 +513,7 @@ static void project(const char *label, const char *kind, const struct shape *sh,
     double part[4];
     double total = 0;
     for (int r = 0; r < 4; r++) {
-        double fw = (double)compact_unit[r] / DAY_MS;
+        double fw = (double)fresh_window[r] / DAY_MS;
         double per =
             day[r][1] > 0 ? day[r][1] * (keep[r] - fw) + day[r][0] * fw : day[r][0] * keep[r];
         part[r] = per * (r == ST_RES_RAW ? f_raw : f_roll);
@@ -579,7 +589,7 @@ static void report_sizes(const char *label, const struct shape *sh, const struct
     for (int m = 0; m <= NSER; m++) {
         double day[4][2];
         for (int r = 0; r < 4; r++) {
-            per_day(z, m, r, with, (double)hosts * (m == NSER ? NSER : 1), day[r]);
+            per_day(z, m, r, (double)hosts * (m == NSER ? NSER : 1), day[r]);
         }
         project(label, kind_names[m], sh, day, f_raw, f_roll);
     }
@@ -625,7 +635,7 @@ static int size_run(const struct opts *o, const char *label, const struct shape 
     if (cmp) {
         print_load("no_rollups  ", &without);
     }
-    rv = measure_sizes(with.st, &z);
+    rv = measure_sizes(with.st, &with, &z);
     if (rv == ST_OK) {
         report_sizes(label, sh, &with, cmp ? &without : NULL, &z, hosts);
     }

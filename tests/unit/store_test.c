@@ -297,8 +297,8 @@ struct pts {
     int64_t from;
     int64_t to;
     size_t n;
-    int64_t t[40000];
-    double v[40000];
+    int64_t t[120000];
+    double v[120000];
 };
 
 static int pts_series(void *arg, const st_scan_series *s)
@@ -315,7 +315,7 @@ static int pts_block(void *arg, const st_scan_series *s, const Strata__V1__Serie
     (void)s;
     /* a block overlaps the range; its points outside it are the caller's
      * to skip (a compacted hour is one block) */
-    for (size_t i = 0; i < n && p->n < 40000; i++) {
+    for (size_t i = 0; i < n && p->n < 120000; i++) {
         int64_t t = b->start_unix_ms + (int64_t)i * b->interval_ms;
         if (t >= p->from && t < p->to) {
             p->t[p->n] = t;
@@ -346,6 +346,27 @@ static int rsum_rollup(void *arg, const st_scan_series *s, const Strata__V1__Rol
     for (size_t i = 0; i < b->n_rows; i++) {
         r->sum += b->rows[i]->sum;
         r->count += b->rows[i]->count;
+    }
+    return ST_OK;
+}
+
+/* Rows of a callback over a range: only those inside it count. */
+struct rsum_in {
+    struct rsum r;
+    int64_t from;
+    int64_t to;
+};
+
+static int rsum_in_rollup(void *arg, const st_scan_series *s, const Strata__V1__RollupBlock *b)
+{
+    struct rsum_in *r = arg;
+    (void)s;
+    for (size_t i = 0; i < b->n_rows; i++) {
+        int64_t t = b->start_unix_ms + (int64_t)i * b->bucket_ms;
+        if (t >= r->from && t < r->to) {
+            r->r.sum += b->rows[i]->sum;
+            r->r.count += b->rows[i]->count;
+        }
     }
     return ST_OK;
 }
@@ -399,9 +420,10 @@ static void test_compaction_keeps_points(void **state)
     /* the late frame lands in the compacted hour, and is folded in */
     {
         st_frame *f = make_frame(agent_a, seq++, 2, 10, CT0 + 600000, 5);
-        struct rsum rs1m = {0, 0};
-        struct rsum rs10 = {0, 0};
-        st_scan_cb cb = {pts_series, pts_block, NULL, rsum_rollup};
+        /* a compacted entry may cover more than the range: count inside */
+        struct rsum_in rs1m = {{0, 0}, CT0, CT0 + HOUR_MS};
+        struct rsum_in rs10 = {{0, 0}, CT0, CT0 + HOUR_MS};
+        st_scan_cb cb = {pts_series, pts_block, NULL, rsum_in_rollup};
         double want = 0;
         assert_int_equal(apply_one(st, f, &dup), ST_OK);
         st_frame_free(f);
@@ -418,8 +440,8 @@ static void test_compaction_keeps_points(void **state)
         cb.arg = &rs10;
         assert_int_equal(
             st_store_scan_rollups(st, "m.1", NULL, 0, ST_RES_10S, CT0, CT0 + HOUR_MS, &cb), ST_OK);
-        assert_true(rs1m.count == 3600 && rs10.count == 3600);
-        assert_true(rs1m.sum == want && rs10.sum == want);
+        assert_true(rs1m.r.count == 3600 && rs10.r.count == 3600);
+        assert_true(rs1m.r.sum == want && rs10.r.sum == want);
     }
     st_store_close(st);
     /* and after a reopen */
@@ -531,6 +553,130 @@ static void test_kill_during_compaction(void **state)
     st_store_close(st);
 }
 
+/* Sum and count of the rows of res over [from, to) of m.<i>. */
+static struct rsum rollup_total(st_store *st, int i, enum st_res res, int64_t from, int64_t to)
+{
+    struct rsum r = {0, 0};
+    st_scan_cb cb = {pts_series, pts_block, &r, rsum_rollup};
+    char name[16];
+    snprintf(name, sizeof(name), "m.%d", i);
+    assert_int_equal(st_store_scan_rollups(st, name, NULL, 0, res, from, to, &cb), ST_OK);
+    return r;
+}
+
+/* 30 hours of one series: closed hours of 10 s rows merge into 6-hour
+ * entries and of 1 m rows into a day; any range of 1 m and 1 h rows adds
+ * up to its points, a late frame in the merged day included. */
+static void test_compaction_levels(void **state)
+{
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
+    static struct pts p;
+    st_store *st;
+    uint64_t seq = 1;
+    int64_t late = CT0 + 5 * HOUR_MS + 120000;
+    int64_t end = CT0 + 30 * HOUR_MS;
+    bool dup;
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    for (int64_t t = CT0; t < end; t += 10000) {
+        st_frame *f;
+        if (t == late) {
+            continue;
+        }
+        f = make_frame(agent_a, seq++, 1, 10, t, (t / 3000) % 89 - 30);
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        st_frame_free(f);
+    }
+    maintain_all(st, end + 120000);
+    {
+        st_frame *f = make_frame(agent_a, seq++, 1, 10, late, 17);
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        st_frame_free(f);
+    }
+    maintain_all(st, end + 2 * HOUR_MS);
+    for (int k = 0; k < 12; k++) {
+        int64_t from = CT0 + (int64_t)(k * 7919) % (29 * HOUR_MS) / 60000 * 60000;
+        int64_t to = from + (1 + k) * 2 * HOUR_MS;
+        struct rsum_in r1m = {{0, 0}, from, to};
+        st_scan_cb cb = {pts_series, pts_block, &r1m, rsum_in_rollup};
+        double want = 0;
+        to = to > end ? end : to;
+        r1m.to = to;
+        scan_points(st, "m.0", from, to, &p);
+        for (size_t i = 0; i < p.n; i++) {
+            want += p.v[i];
+        }
+        assert_int_equal(st_store_scan_rollups(st, "m.0", NULL, 0, ST_RES_1M, from, to, &cb),
+                         ST_OK);
+        assert_true(r1m.r.count == p.n && r1m.r.sum == want);
+    }
+    {
+        struct rsum r1h = rollup_total(st, 0, ST_RES_1H, 0, INT64_MAX);
+        struct rsum r10 = rollup_total(st, 0, ST_RES_10S, 0, INT64_MAX);
+        double want = 0;
+        scan_points(st, "m.0", 0, INT64_MAX, &p);
+        for (size_t i = 0; i < p.n; i++) {
+            want += p.v[i];
+        }
+        assert_int_equal(p.n, 30 * 3600);
+        assert_true(r1h.count == p.n && r1h.sum == want);
+        assert_true(r10.count == p.n && r10.sum == want);
+    }
+    st_store_close(st);
+}
+
+static int count_month_entries(void *arg, enum st_res res, bool compacted, int64_t start_ms,
+                               int64_t end_ms, size_t klen, size_t vlen)
+{
+    (void)klen;
+    (void)vlen;
+    *(int *)arg += res == ST_RES_1H && compacted && end_ms - start_ms == 30 * 24 * HOUR_MS;
+    return ST_OK;
+}
+
+/* 62 days of one point every 10 minutes: 1 h rows merge into 30-day
+ * entries; any range of 1 h rows still adds up to its points. */
+static void test_compaction_long_levels(void **state)
+{
+    /* raw kept for the whole test, to compare with */
+    struct st_store_opts o = {
+        .dir = tmpdir, .no_sync = true, .retention = {.raw_ms = 100 * 24 * HOUR_MS}};
+    static struct pts p;
+    int64_t end = CT0 + 62 * 24 * HOUR_MS;
+    st_store *st;
+    uint64_t seq = 1;
+    bool dup;
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    for (int64_t t = CT0; t < end; t += 600000) {
+        st_frame *f = make_frame(agent_a, seq++, 1, 1, t, (t / 600000) % 13);
+        f->series[0]->interval_ms = 600000;
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        st_frame_free(f);
+    }
+    maintain_all(st, end + 2 * HOUR_MS);
+    {
+        int merged = 0;
+        assert_int_equal(st_store_walk_entries(st, "m.0", count_month_entries, &merged), ST_OK);
+        assert_true(merged >= 1);
+    }
+    for (int k = 0; k < 8; k++) {
+        int64_t from = CT0 + (int64_t)k * 7 * 24 * HOUR_MS + k * HOUR_MS;
+        int64_t to = from + (int64_t)(k + 1) * 5 * 24 * HOUR_MS;
+        struct rsum_in r1h = {{0, 0}, from, to};
+        st_scan_cb cb = {pts_series, pts_block, &r1h, rsum_in_rollup};
+        double want = 0;
+        scan_points(st, "m.0", from, to, &p);
+        for (size_t i = 0; i < p.n; i++) {
+            want += p.v[i];
+        }
+        assert_int_equal(st_store_scan_rollups(st, "m.0", NULL, 0, ST_RES_1H, from, to, &cb),
+                         ST_OK);
+        assert_true(r1h.r.count == p.n && r1h.r.sum == want);
+    }
+    st_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -540,6 +686,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_series_key_too_long_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_keeps_points, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_during_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_levels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_long_levels, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
