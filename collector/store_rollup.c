@@ -438,8 +438,10 @@ static void free_accs(struct racc *a, size_t n)
     }
 }
 
-/* Folds the points of block b inside [m, m + 1 min) into the six 10 s
- * rows and the minute row. */
+/* Folds the points of block b inside [m, m + 1 min) into the minute row
+ * and, for distributions, the six 10 s rows: a counter's or gauge's 10 s
+ * rows are folded from raw blocks when read (fold_10s), which costs about
+ * what reading stored rows does, while merging sketches does not. */
 static int fold_block(const Strata__V1__Series *b, int64_t m, struct racc *r10, struct racc *r1m)
 {
     size_t n = st_series_npoints(b);
@@ -465,7 +467,6 @@ static int fold_block(const Strata__V1__Series *b, int64_t m, struct racc *r10, 
         } else {
             double lo = b->n_mins > i ? b->mins[i] : vals[i];
             double hi = b->n_maxs > i ? b->maxs[i] : vals[i];
-            racc_value(a, ts, vals[i], lo, hi);
             racc_value(r1m, ts, vals[i], lo, hi);
         }
     }
@@ -501,9 +502,11 @@ static int build_minute(st_store_txn *t, MDB_cursor *pc, int64_t m, uint32_t id)
         }
     }
     st_blockset_free(&bs);
-    if (rv == ST_OK && !racc_empty(&r1m)) {
+    if (rv == ST_OK && r1m.sk != NULL) {
         rv = put_rows(t, ST_RES_10S, id, m, r10, ROWS_10S);
-        rv = rv == ST_OK ? put_rows(t, ST_RES_1M, id, m, &r1m, 1) : rv;
+    }
+    if (rv == ST_OK && !racc_empty(&r1m)) {
+        rv = put_rows(t, ST_RES_1M, id, m, &r1m, 1);
     }
     free_accs(r10, ROWS_10S);
     free_accs(&r1m, 1);
@@ -1107,6 +1110,116 @@ int st_store_maintain(st_store *st, int64_t now_ms, int64_t budget_ms, bool *mor
 
 /* ---- reading ---- */
 
+/* Folds the values of block b inside [lo, lo + n * 10 s) into rows[n], as
+ * fold_block would into a minute's 10 s rows. */
+static void fold_10s_block(const Strata__V1__Series *b, int64_t lo, size_t n, struct racc *rows)
+{
+    size_t np = st_series_npoints(b);
+    double vals[ST_FRAME_MAX_POINTS];
+    if (np > ST_FRAME_MAX_POINTS || b->n_sketches > 0) {
+        return;
+    }
+    st_series_values(b, vals);
+    for (size_t i = 0; i < np; i++) {
+        int64_t ts = b->start_unix_ms + (int64_t)i * b->interval_ms;
+        if (ts >= lo && ts < lo + (int64_t)n * TEN_S) {
+            double mn = b->n_mins > i ? b->mins[i] : vals[i];
+            double mx = b->n_maxs > i ? b->maxs[i] : vals[i];
+            racc_value(&rows[(ts - lo) / TEN_S], ts, vals[i], mn, mx);
+        }
+    }
+}
+
+/* Moves *lo up to the 10 s bucket of the first point of series id at or
+ * after it; false when there is none. */
+static bool points_from(MDB_cursor *pc, uint32_t id, int64_t *lo)
+{
+    MDB_val k;
+    MDB_val v;
+    int rc = st_store_seek_blocks(pc, id, *lo, &k, &v);
+    for (; rc == 0; rc = mdb_cursor_get(pc, &k, &v, MDB_NEXT)) {
+        int64_t start;
+        if (k.mv_size != ST_POINT_KEY_LEN || st_be32(k.mv_data) != id) {
+            return false;
+        }
+        start = (int64_t)st_be64((uint8_t *)k.mv_data + 4);
+        if (start >= *lo || st_store_entry_end(&v) > *lo) {
+            *lo = ST_MAX(*lo, floor_to(start, TEN_S));
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Hands cb the 10 s rows of [lo, lo + n * 10 s) (n <= one hour). */
+static int emit_10s(const st_scan_series *ss, int64_t lo, const struct racc *acc, size_t n,
+                    const st_scan_cb *cb)
+{
+    Strata__V1__RollupBlock blk = STRATA__V1__ROLLUP_BLOCK__INIT;
+    Strata__V1__RollupRow rows[HOUR / TEN_S];
+    Strata__V1__RollupRow *rowp[HOUR / TEN_S];
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        (void)racc_to_row(&acc[i], &rows[i], NULL); /* values only: no sketch */
+        rowp[i] = &rows[i];
+        any = any || acc[i].count > 0;
+    }
+    if (!any) {
+        return ST_OK;
+    }
+    blk.start_unix_ms = lo;
+    blk.bucket_ms = (uint32_t)TEN_S;
+    blk.rows = rowp;
+    blk.n_rows = n;
+    return cb->rollup(cb->arg, ss, &blk);
+}
+
+/* The 10 s rows of a counter or gauge over [from, to), folded from its raw
+ * blocks an hour at a time: the same points in the same order the builder
+ * would fold, so the same rows. */
+static int fold_10s(MDB_cursor *pc, const st_scan_series *ss, int64_t from, int64_t to,
+                    const st_scan_cb *cb)
+{
+    struct st_blockset bs = {0};
+    struct racc acc[HOUR / TEN_S];
+    int rv = ST_OK;
+    int64_t lo = floor_to(from, TEN_S);
+    MDB_val k;
+    MDB_val v;
+    int rc;
+    if (!points_from(pc, ss->id, &lo)) {
+        return ST_OK;
+    }
+    while (lo < to && rv >= 0) {
+        int64_t hi = ST_MIN(floor_to(lo, HOUR) + HOUR, to);
+        size_t n = (size_t)((hi - lo + TEN_S - 1) / TEN_S);
+        for (size_t i = 0; i < n; i++) {
+            racc_init(&acc[i]);
+        }
+        for (rc = st_store_seek_blocks(pc, ss->id, lo, &k, &v); rc == 0 && rv >= 0;
+             rc = mdb_cursor_get(pc, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != ST_POINT_KEY_LEN || st_be32(k.mv_data) != ss->id ||
+                (int64_t)st_be64((uint8_t *)k.mv_data + 4) >= lo + (int64_t)n * TEN_S) {
+                break;
+            }
+            if ((rv = st_blockset_read(pc, ss->id, &k, &v, &bs)) == ST_ECORRUPT) {
+                rv = ST_OK; /* what decodes is folded */
+            }
+            for (size_t i = 0; i < bs.n && rv >= 0; i++) {
+                fold_10s_block(bs.list[i], lo, n, acc);
+            }
+        }
+        rv = rv >= 0 ? emit_10s(ss, lo, acc, n, cb) : rv;
+        /* on to the next hour that has points: skip the empty ones */
+        lo += (int64_t)n * TEN_S;
+        if (!points_from(pc, ss->id, &lo)) {
+            break;
+        }
+    }
+    st_blockset_free(&bs);
+    return rv;
+}
+
 int64_t st_store_rollup_watermark(st_store *st, enum st_res res)
 {
     if (res == ST_RES_1H) {
@@ -1155,6 +1268,7 @@ int st_store_scan_rollups(st_store *st, const char *metric, const st_matcher *m,
     MDB_txn *txn;
     MDB_cursor *sc = NULL;
     MDB_cursor *rc = NULL;
+    MDB_cursor *pc = NULL;
     size_t mlen = strlen(metric) + 1;
     MDB_val k = {mlen, (void *)metric};
     MDB_val v;
@@ -1167,7 +1281,8 @@ int st_store_scan_rollups(st_store *st, const char *metric, const st_matcher *m,
         return rv;
     }
     if ((c = mdb_cursor_open(txn, st->series, &sc)) != 0 ||
-        (c = mdb_cursor_open(txn, st->rollups, &rc)) != 0) {
+        (c = mdb_cursor_open(txn, st->rollups, &rc)) != 0 ||
+        (c = mdb_cursor_open(txn, st->points, &pc)) != 0) {
         rv = st_store_map_mdb(c, "cursor");
     }
     for (c = rv == ST_OK ? mdb_cursor_get(sc, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND;
@@ -1183,10 +1298,13 @@ int st_store_scan_rollups(st_store *st, const char *metric, const st_matcher *m,
         }
         ss.rec = rec;
         if (st_store_labels_match(rec, m, nm) && (rv = cb->series(cb->arg, &ss)) == 1) {
-            rv = scan_rollup_series(rc, &ss, res, from_ms, to_ms, cb);
+            rv = res == ST_RES_10S && rec->kind != STRATA__V1__KIND__DISTRIBUTION
+                     ? fold_10s(pc, &ss, from_ms, to_ms, cb)
+                     : scan_rollup_series(rc, &ss, res, from_ms, to_ms, cb);
         }
         strata__v1__series_record__free_unpacked(rec, NULL);
     }
+    mdb_cursor_close(pc);
     mdb_cursor_close(rc);
     mdb_cursor_close(sc);
     st_store_read_end(st, txn);

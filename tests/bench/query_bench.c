@@ -586,12 +586,21 @@ static void report_sizes(const char *label, const struct shape *sh, const struct
                (double)without->stats.live_bytes / n, (double)without->stats.used_bytes / n);
     }
     printf("\n    steady state with the default retention, per series (B/d compacted|fresh):\n");
-    for (int m = 0; m <= NSER; m++) {
-        double day[4][2];
-        for (int r = 0; r < 4; r++) {
-            per_day(z, m, r, (double)hosts * (m == NSER ? NSER : 1), day[r]);
+    {
+        /* "all" is the mean series: every kind has as many series and
+         * samples, and a kind may lack a resolution (no stored 10 s rows
+         * for counters and gauges) */
+        double mean[4][2] = {{0}};
+        for (int m = 0; m < NSER; m++) {
+            double day[4][2];
+            for (int r = 0; r < 4; r++) {
+                per_day(z, m, r, (double)hosts, day[r]);
+                mean[r][0] += day[r][0] / NSER;
+                mean[r][1] += day[r][1] / NSER;
+            }
+            project(label, kind_names[m], sh, day, f_raw, f_roll);
         }
-        project(label, kind_names[m], sh, day, f_raw, f_roll);
+        project(label, kind_names[NSER], sh, mean, f_raw, f_roll);
     }
 }
 
