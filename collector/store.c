@@ -840,28 +840,47 @@ int64_t st_store_entry_end(const MDB_val *v)
     return end;
 }
 
+static int64_t floor_ms(int64_t t, int64_t unit)
+{
+    return t - ((t % unit) + unit) % unit;
+}
+
 /* Late blocks for a compacted hour sit after its entry and may not reach
- * back to it: when the compacted entry of from's hour (or of the hour
- * before, whose last block may run over) reaches past from and comes
- * before the position found (rc, k), start there instead. */
+ * back to it: when a compacted entry that may hold from (the one of from's
+ * hour or 6 hours, or of the unit before, whose last block may run over)
+ * reaches past from and comes before the position found (rc, k), start at
+ * the earliest such instead. */
 static int seek_compacted(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val *k, MDB_val *v,
                           int rc)
 {
+    static const int64_t units[2] = {ST_COMPACT_MS_L1, ST_COMPACT_MS};
     uint8_t found[ST_POINT_KEY_LEN];
-    int64_t h = from_ms - ((from_ms % ST_COMPACT_MS) + ST_COMPACT_MS) % ST_COMPACT_MS;
+    int64_t cand[4];
     bool at_id = rc == 0 && k->mv_size == ST_POINT_KEY_LEN && st_be32(k->mv_data) == id;
     if (at_id) {
         memcpy(found, k->mv_data, ST_POINT_KEY_LEN);
     }
-    for (int64_t back = ST_COMPACT_MS; back >= 0; back -= ST_COMPACT_MS) {
+    for (int i = 0; i < 2; i++) {
+        cand[2 * i] = floor_ms(from_ms, units[i]) - units[i];
+        cand[2 * i + 1] = floor_ms(from_ms, units[i]);
+    }
+    /* earliest first: the one to start at is the earliest that reaches */
+    for (int i = 1; i < 4; i++) {
+        for (int j = i; j > 0 && cand[j - 1] > cand[j]; j--) {
+            int64_t x = cand[j];
+            cand[j] = cand[j - 1];
+            cand[j - 1] = x;
+        }
+    }
+    for (int i = 0; i < 4; i++) {
         uint8_t key[ST_POINT_KEY_LEN] = {0};
         MDB_val ck = {ST_POINT_KEY_LEN, key};
         MDB_val cv;
-        if (h - back < 0) {
+        if (cand[i] < 0 || (i > 0 && cand[i] == cand[i - 1])) {
             continue;
         }
         st_put_be32(key, id);
-        st_put_be64(key + 4, (uint64_t)(h - back));
+        st_put_be64(key + 4, (uint64_t)cand[i]);
         if (mdb_cursor_get(cur, &ck, &cv, MDB_SET_KEY) == 0 &&
             st_codec_is_raw(cv.mv_data, cv.mv_size) && st_store_entry_end(&cv) > from_ms &&
             (!at_id || memcmp(key, found, ST_POINT_KEY_LEN) < 0)) {

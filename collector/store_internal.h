@@ -13,10 +13,13 @@
 #include "store.h"
 #include "store_codec.h"
 
-#define ST_POINT_KEY_LEN 16     /* series id u32 | start ms u64 | seq u32 */
-#define ST_ROLLUP_KEY_LEN 13    /* res u8 | series id u32 | bucket start u64 */
-#define ST_DIRTY_KEY_LEN 13     /* kind u8 | bucket start u64 | series id u32 */
-#define ST_COMPACT_MS 3600000LL /* raw blocks are compacted an hour per entry */
+#define ST_POINT_KEY_LEN 16  /* series id u32 | start ms u64 | seq u32 */
+#define ST_ROLLUP_KEY_LEN 13 /* res u8 | series id u32 | bucket start u64 */
+#define ST_DIRTY_KEY_LEN 13  /* kind u8 | bucket start u64 | series id u32 */
+/* Raw blocks are compacted an hour per entry, and closed 6 hours of those
+ * merged into one (store_rollup.c). */
+#define ST_COMPACT_MS 3600000LL
+#define ST_COMPACT_MS_L1 (6 * ST_COMPACT_MS)
 
 struct cache_ent {
     struct cache_ent *next;

@@ -63,12 +63,14 @@ static int64_t entry_span(enum st_res res)
 
 /* How much time one compacted entry covers. Level 0: an hour of raw
  * blocks and of 10 s and 1 m rows, a day of 1 h rows. Level 1, once that
- * closed too: 6 hours of 10 s rows, a day of 1 m rows, 30 days of 1 h rows
- * in one entry, so that zstd and the entry overhead amortise over more
- * rows (raw blocks stay hours: a query decodes whole entries). 0: none. */
+ * closed too: 6 hours of raw blocks and of 10 s rows, a day of 1 m rows,
+ * 30 days of 1 h rows in one entry, so that zstd, LMDB's entry overhead and
+ * its whole overflow pages amortise over more (a raw query decodes whole
+ * entries: 6 hours, not more). 0: none. */
 static int64_t level_unit(int res, int level)
 {
-    static const int64_t units[4][2] = {{HOUR, 0}, {HOUR, 6 * HOUR}, {HOUR, DAY}, {DAY, 30 * DAY}};
+    static const int64_t units[4][2] = {
+        {ST_COMPACT_MS, ST_COMPACT_MS_L1}, {HOUR, 6 * HOUR}, {HOUR, DAY}, {DAY, 30 * DAY}};
     return res >= 0 && res <= ST_RES_1H && level >= 0 && level <= 1 ? units[res][level] : 0;
 }
 
