@@ -240,6 +240,54 @@ static int put_doubles(struct wr *w, const double *v, size_t n)
     return w->rv;
 }
 
+/* The count of the previous sketch p in the bucket at absolute index at
+ * (0 outside its buckets): a series' sketches are alike from one point or
+ * row to the next, so their differences are small. */
+static uint64_t prev_count(const Strata__V1__Sketch *p, bool neg, int64_t at)
+{
+    int64_t off = p == NULL ? 0 : neg ? p->neg_offset : p->offset;
+    size_t n = p == NULL ? 0 : neg ? p->n_neg_counts : p->n_counts;
+    if (p == NULL || at < off || at - off >= (int64_t)n) {
+        return 0;
+    }
+    return (neg ? p->neg_counts : p->counts)[at - off];
+}
+
+/* The bucket counts, mode 0 as they are or 1 as differences from the
+ * previous sketch's count in the same bucket, whichever is shorter. */
+static int put_buckets(struct wr *w, const Strata__V1__Sketch *const *sk, size_t n)
+{
+    size_t len[2] = {0, 0};
+    int mode;
+    for (size_t i = 0; i < n; i++) {
+        for (int neg = 0; neg < 2; neg++) {
+            size_t nc = neg ? sk[i]->n_neg_counts : sk[i]->n_counts;
+            const uint64_t *c = neg ? sk[i]->neg_counts : sk[i]->counts;
+            int64_t off = neg ? sk[i]->neg_offset : sk[i]->offset;
+            for (size_t k = 0; k < nc; k++) {
+                uint64_t p = prev_count(i ? sk[i - 1] : NULL, neg, off + (int64_t)k);
+                len[0] += varint_len(c[k]);
+                len[1] += varint_len(zz((int64_t)(c[k] - p)));
+            }
+        }
+    }
+    mode = len[1] < len[0];
+    put_u8(w, (uint8_t)mode);
+    for (size_t i = 0; i < n && w->rv == ST_OK; i++) {
+        for (int neg = 0; neg < 2; neg++) {
+            size_t nc = neg ? sk[i]->n_neg_counts : sk[i]->n_counts;
+            const uint64_t *c = neg ? sk[i]->neg_counts : sk[i]->counts;
+            int64_t off = neg ? sk[i]->neg_offset : sk[i]->offset;
+            put_v(w, nc);
+            for (size_t k = 0; k < nc; k++) {
+                uint64_t p = mode ? prev_count(i ? sk[i - 1] : NULL, neg, off + (int64_t)k) : 0;
+                put_v(w, mode ? zz((int64_t)(c[k] - p)) : c[k]);
+            }
+        }
+    }
+    return w->rv;
+}
+
 /* Sketches: the scalar fields as columns, then each one's buckets. */
 static int put_sketches(struct wr *w, const Strata__V1__Sketch *const *sk, size_t n)
 {
@@ -262,17 +310,7 @@ static int put_sketches(struct wr *w, const Strata__V1__Sketch *const *sk, size_
         put_ints(w, iv, n);
         rv = w->rv;
     }
-    for (size_t i = 0; i < n && rv == ST_OK; i++) {
-        put_v(w, sk[i]->n_counts);
-        for (size_t k = 0; k < sk[i]->n_counts; k++) {
-            put_v(w, sk[i]->counts[k]);
-        }
-        put_v(w, sk[i]->n_neg_counts);
-        for (size_t k = 0; k < sk[i]->n_neg_counts; k++) {
-            put_v(w, sk[i]->neg_counts[k]);
-        }
-        rv = w->rv;
-    }
+    rv = rv == ST_OK ? put_buckets(w, sk, n) : rv;
     free(d);
     free(iv);
     return rv;
@@ -608,6 +646,7 @@ static bool fits(const struct rd *r, uint64_t n, size_t min_bytes)
 
 static int get_sketches(struct rd *r, st_cdec *d, Strata__V1__Sketch **out, size_t n)
 {
+    uint8_t mode;
     double *dv = arena_alloc(d, 4 * n * sizeof(double) + 8);
     int64_t *iv = arena_alloc(d, 4 * n * sizeof(int64_t) + 8);
     Strata__V1__Sketch *sk = arena_alloc(d, n * sizeof(*sk) + 8);
@@ -620,6 +659,8 @@ static int get_sketches(struct rd *r, st_cdec *d, Strata__V1__Sketch **out, size
     for (int f = 0; f < 4; f++) {
         get_ints(r, iv + (size_t)f * n, n);
     }
+    mode = get_u8(r);
+    r->bad = r->bad || mode > 1;
     for (size_t i = 0; i < n && !r->bad; i++) {
         Strata__V1__Sketch *s = &sk[i];
         strata__v1__sketch__init(s);
@@ -642,7 +683,9 @@ static int get_sketches(struct rd *r, st_cdec *d, Strata__V1__Sketch **out, size
                 return ST_ENOMEM;
             }
             for (uint64_t k = 0; k < nc; k++) {
-                c[k] = get_v(r);
+                int64_t at = (neg ? s->neg_offset : s->offset) + (int64_t)k;
+                uint64_t u = get_v(r);
+                c[k] = mode ? prev_count(i ? out[i - 1] : NULL, neg, at) + (uint64_t)unzz(u) : u;
             }
             if (neg) {
                 s->neg_counts = c;
