@@ -441,8 +441,10 @@ static int put_raw_columns(struct wr *w, const Strata__V1__Series *const *blocks
             const Strata__V1__Series *b = blocks[i];
             size_t m = c == 0 ? b->n_values : c == 1 ? b->n_mins : b->n_maxs;
             const double *src = c == 0 ? b->values : c == 1 ? b->mins : b->maxs;
-            memcpy(d + kd, src, m * sizeof(double));
-            kd += m;
+            if (m > 0) {
+                memcpy(d + kd, src, m * sizeof(double));
+                kd += m;
+            }
         }
     }
     if (rv == ST_OK) {
