@@ -1,15 +1,35 @@
 /* The collector's store: the only module that touches LMDB.
  *
  * Named databases in one environment (default flags, fsync on commit):
- *   meta       "version", "next_series_id"
+ *   meta       "version", "next_series_id", "rollup_state"
  *   agents     agent id (16 bytes) -> AgentRecord
  *   series     name \0 k \0 v \0 ... (labels sorted) -> series id (u32 BE)
  *   series_id  series id (u32 BE) -> SeriesRecord
  *   points     series id (u32 BE) | start ms (u64 BE) | seq low bits (u32 BE)
- *              -> a data-only Series message: a block of back-to-back points
- * Points live in per-series blocks (one entry per series per frame, never
- * one per sample), ordered by series then time, so a series reads in time
- * order with one cursor (the export path relies on that).
+ *              -> fresh: a data-only Series message, the block of back-to-back
+ *                 points one frame brought (seq low bits 0 is stored as 1);
+ *              -> compacted (seq field 0, start on an hour): a closed hour of
+ *                 the series' blocks, later 6 hours, column-encoded and
+ *                 zstd-compressed (store_codec.h); its header says where its
+ *                 points end
+ *   rollups    res u8 | series id u32 | bucket start u64
+ *              -> fresh: a RollupBlock (a minute of six 10 s rows, one 1 m row,
+ *                 one 1 h row);
+ *              -> compacted: the rows of an hour (10 s, 1 m) or a day (1 h),
+ *                 later of 6 hours (10 s), a day (1 m) or 30 days (1 h)
+ *   dirty      kind u8 | bucket start u64 | series id u32 -> (late data)
+ *   engine     text key -> the engine's records
+ * Points live in per-series entries ordered by series then time, so a series
+ * reads in time order with one cursor (the export path relies on that):
+ * frames append fresh blocks (durable at commit, dedup by (agent, seq)), and
+ * the background maintenance compacts each series' closed hours once their
+ * rollups are built, in bounded slices, one transaction replacing the fresh
+ * entries with the compacted one. Readers decode both forms and hand back
+ * the same points and rows; late blocks for a compacted hour are read with
+ * it in time order until the next pass folds them in. 10 s rows are stored
+ * for distributions only: a counter's or gauge's are folded from its raw
+ * blocks when read. Retention drops a compacted entry once all of it is past
+ * the cutoff.
  *
  * One writer: st_store_begin .. st_store_commit on the writer thread only.
  * Readers may run on any thread (MDB_NOTLS); keep read transactions short.
@@ -31,8 +51,10 @@
 typedef struct st_store st_store;
 typedef struct st_store_txn st_store_txn;
 
-/* How long each resolution is kept. The 10 s rollups share the raw
- * retention by default. */
+/* How long each resolution is kept, to within one compacted entry (an
+ * entry goes once all of it is past). The 10 s rollups share the raw
+ * retention by default; a counter's or gauge's 10 s rows, folded from raw
+ * blocks, last as long as those. */
 struct st_store_retention {
     int64_t raw_ms;   /* 0: 2 days */
     int64_t r10s_ms;  /* 0: 2 days */
