@@ -1003,14 +1003,18 @@ int st_blockset_read(MDB_cursor *cur, uint32_t id, MDB_val *k, MDB_val *v, struc
     if ((rv = blockset_add(bs, v)) != ST_OK || !st_codec_is_raw(v->mv_data, v->mv_size)) {
         return rv;
     }
-    /* late blocks of a compacted hour, not yet folded in, sort into it */
+    /* what starts before it ends sorts into it: late blocks of a compacted
+     * hour not yet folded in, and an hour compacted again after its 6 hours
+     * were merged (a merge too large to redo waits) */
     end = st_store_entry_end(v);
     while (mdb_cursor_get(cur, k, v, MDB_NEXT) == 0) {
         if (k->mv_size != ST_POINT_KEY_LEN || st_be32(k->mv_data) != id ||
-            (int64_t)st_be64((uint8_t *)k->mv_data + 4) >= end ||
-            st_codec_is_raw(v->mv_data, v->mv_size)) {
+            (int64_t)st_be64((uint8_t *)k->mv_data + 4) >= end) {
             mdb_cursor_get(cur, k, v, MDB_PREV);
             break;
+        }
+        if (st_codec_is_raw(v->mv_data, v->mv_size)) {
+            end = ST_MAX(end, st_store_entry_end(v));
         }
         if ((rv = blockset_add(bs, v)) != ST_OK) {
             return rv;

@@ -95,9 +95,10 @@ struct st_blocks {
 int st_blocks_open(const MDB_val *v, struct st_blocks *b);
 void st_blocks_close(struct st_blocks *b);
 /* The blocks of the entry at the cursor, in time order: a fresh block, or
- * a compacted hour together with the fresh blocks after it that start
- * before it ends (late data not compacted yet). The cursor is left on the
- * last entry read. ST_ECORRUPT (what did decode is in bs), ST_ENOMEM. */
+ * a compacted entry together with every entry after it that starts before
+ * it (or they) end: late blocks not compacted yet, an hour compacted again
+ * inside merged 6 hours. The cursor is left on the last entry read.
+ * ST_ECORRUPT (what did decode is in bs), ST_ENOMEM. */
 struct st_blockset {
     struct st_blocks *ents;
     size_t nents;
