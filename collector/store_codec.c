@@ -337,8 +337,11 @@ static int seal(st_zctx *z, uint8_t magic, int64_t extra, const st_buf *body, st
         return w.rv != ST_OK ? w.rv : rv;
     }
     hdr = out->len;
-    rv = st_zctx_compress(z, ST_CODEC_ZSTD_LEVEL, body->data, body->len, out->data + hdr, bound,
-                          &clen);
+    /* big bodies (an hour of a busy distribution) at a faster level: the
+     * same size within a few percent, a third less time in the slice */
+    rv = st_zctx_compress(z,
+                          body->len > ST_CODEC_BIG_BODY ? ST_CODEC_ZSTD_FAST : ST_CODEC_ZSTD_LEVEL,
+                          body->data, body->len, out->data + hdr, bound, &clen);
     if (rv != ST_OK) {
         return rv;
     }

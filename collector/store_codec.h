@@ -25,6 +25,8 @@
 #define ST_CODEC_MAX_BLOCKS 65536 /* blocks given to one encode */
 #define ST_CODEC_MAX_ROWS 4096    /* rows of one rollup entry */
 #define ST_CODEC_ZSTD_LEVEL 9
+#define ST_CODEC_ZSTD_FAST 3 /* for bodies over ST_CODEC_BIG_BODY */
+#define ST_CODEC_BIG_BODY (256u << 10)
 
 /* A decoded entry: runs of points (raw) or one rollup block, and the memory
  * they live in. */

@@ -775,7 +775,8 @@ static int do_prune(struct work *w, bool *more)
  * Late data for a compacted hour stays fresh until the next pass folds it
  * in; late rollup rows are merged into the compacted entry at once. */
 
-#define LOOKBACK_MS DAY /* later data than this behind the watermark stays fresh */
+#define LOOKBACK_MS DAY                /* later data than this behind the watermark stays fresh */
+#define ST_MERGE_MAX_BYTES (64u << 10) /* level 1 merges only smaller groups */
 
 struct group {
     uint8_t (*keys)[ST_POINT_KEY_LEN];
@@ -783,6 +784,7 @@ struct group {
     size_t cap;
     bool fresh; /* holds an entry not yet compacted */
     bool too_big;
+    size_t bytes; /* the values' stored sizes */
 };
 
 static int group_add(struct group *g, const MDB_val *k)
@@ -964,6 +966,7 @@ static int collect_group(struct work *w, int phase, int64_t unit, uint32_t id, i
     g->n = 0;
     g->fresh = false;
     g->too_big = false;
+    g->bytes = 0;
     if (rc != 0 || !key_of(phase, id, &k, &t) || floor_to(t, unit) + unit > limit) {
         return ST_OK;
     }
@@ -976,6 +979,7 @@ static int collect_group(struct work *w, int phase, int64_t unit, uint32_t id, i
         g->fresh = g->fresh || !(phase == 0 ? st_codec_is_raw(v.mv_data, v.mv_size)
                                             : st_codec_is_rollup(v.mv_data, v.mv_size));
         rv = group_add(g, &k);
+        g->bytes += v.mv_size;
         w->items++;
     }
     return rv;
@@ -992,7 +996,11 @@ static int compact_level(struct work *w, int phase, int level, uint32_t id, int6
     int rv = ST_OK;
     while (rv == ST_OK && found && !out_of_budget(w)) {
         rv = collect_group(w, phase, unit, id, limit, &at, g, &found);
-        if (rv == ST_OK && found && (g->fresh || (level > 0 && g->n > 1)) && !g->too_big) {
+        /* merging entries that are large already saves little (their
+         * pages are nearly full) and would cost a slice more than its
+         * budget: they stay as they are */
+        bool merge = level > 0 && g->n > 1 && g->bytes <= ST_MERGE_MAX_BYTES;
+        if (rv == ST_OK && found && (g->fresh || merge) && !g->too_big) {
             rv = phase == 0 ? compact_raw(w, id, at, g)
                             : compact_rollup(w, phase, id, at, unit, g, sc);
             if (rv == ST_ETOOBIG || rv == ST_ECORRUPT) {
