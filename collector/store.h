@@ -9,14 +9,15 @@
  *              -> fresh: a data-only Series message, the block of back-to-back
  *                 points one frame brought (seq low bits 0 is stored as 1);
  *              -> compacted (seq field 0, start on an hour): a closed hour of
- *                 the series' blocks, later 6 hours, column-encoded and
- *                 zstd-compressed (store_codec.h); its header says where its
- *                 points end
+ *                 the series' blocks, later 6 hours when they are small,
+ *                 column-encoded and zstd-compressed (store_codec.h); its
+ *                 header says where its points end
  *   rollups    res u8 | series id u32 | bucket start u64
  *              -> fresh: a RollupBlock (a minute of six 10 s rows, one 1 m row,
  *                 one 1 h row);
  *              -> compacted: the rows of an hour (10 s, 1 m) or a day (1 h),
- *                 later of 6 hours (10 s), a day (1 m) or 30 days (1 h)
+ *                 later (when small enough to merge within a slice) of 6
+ *                 hours (10 s), a day (1 m) or 30 days (1 h)
  *   dirty      kind u8 | bucket start u64 | series id u32 -> (late data)
  *   engine     text key -> the engine's records
  * Points live in per-series entries ordered by series then time, so a series
