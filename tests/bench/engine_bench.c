@@ -12,6 +12,7 @@
 #include "store.h"
 #include "timeutil.h"
 #include "util.h"
+#include "bench_util.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -744,29 +745,14 @@ static int build_store(const struct opts *o, struct tmpl **full, struct tmpl **h
 
 /* ---- engine runs ---- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a;
-    double y = *(const double *)b;
-    return x < y ? -1 : (x > y ? 1 : 0);
-}
-
+/* Sorts v[n] and gives its nearest-rank percentile p; NaN when empty. */
 static double pct(double *v, int n, double p)
 {
-    int k;
     if (n == 0) {
         return NAN;
     }
     qsort(v, (size_t)n, sizeof(double), cmp_double);
-    k = (int)ceil(p * n) - 1;
-    return v[k < 0 ? 0 : (k >= n ? n - 1 : k)];
-}
-
-static int64_t cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    return pct_sorted(v, n, p);
 }
 
 static void print_findings(st_engine *en)
@@ -1023,16 +1009,6 @@ static int bench_writer(const struct opts *o, st_store *st, st_engine *en, struc
 }
 
 /* ---- main ---- */
-
-static int int_arg(const char *s, int lo, int hi, int *out)
-{
-    int64_t v;
-    if (st_parse_i64(s, &v) != ST_OK || v < lo || v > hi) {
-        return ST_EINVAL;
-    }
-    *out = (int)v;
-    return ST_OK;
-}
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {

@@ -13,6 +13,7 @@
 #include "store.h"
 #include "timeutil.h"
 #include "util.h"
+#include "bench_util.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -347,20 +348,6 @@ struct qcase {
     int64_t to;
 };
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a;
-    double y = *(const double *)b;
-    return x < y ? -1 : (x > y ? 1 : 0);
-}
-
-/* Nearest-rank percentile of sorted v[n]. */
-static double pct(const double *v, int n, double p)
-{
-    int k = (int)ceil(p * n) - 1;
-    return v[k < 0 ? 0 : (k >= n ? n - 1 : k)];
-}
-
 static int run_query(st_store *st, const struct qcase *c, int64_t now, char *res, size_t reslen,
                      size_t *groups)
 {
@@ -402,15 +389,6 @@ static int run_query(st_store *st, const struct qcase *c, int64_t now, char *res
     return ST_OK;
 }
 
-/* CPU time of this thread: tells a slow run from a descheduled one on a
- * shared machine. */
-static int64_t cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static int time_case(st_store *st, const struct opts *o, const struct qcase *c, int64_t now)
 {
     double *ms = calloc((size_t)o->runs, sizeof(double));
@@ -434,12 +412,12 @@ static int time_case(st_store *st, const struct opts *o, const struct qcase *c, 
         qsort(cpu, (size_t)n, sizeof(double), cmp_double);
         printf("  %-37s %-3s %4zu series %4d runs: p50 %8.2f ms  p99 %8.2f ms  max %8.2f ms  "
                "(CPU p50 %7.2f, p99 %7.2f ms)\n",
-               c->name, res, groups, n, pct(ms, n, 0.5), pct(ms, n, 0.99), ms[n - 1],
-               pct(cpu, n, 0.5), pct(cpu, n, 0.99));
+               c->name, res, groups, n, pct_sorted(ms, n, 0.5), pct_sorted(ms, n, 0.99), ms[n - 1],
+               pct_sorted(cpu, n, 0.5), pct_sorted(cpu, n, 0.99));
         printf("RESULT query case=\"%s\" resolution=%s series=%zu runs=%d p50_ms=%.3f "
                "p99_ms=%.3f max_ms=%.3f cpu_p50_ms=%.3f cpu_p99_ms=%.3f\n",
-               c->name, res, groups, n, pct(ms, n, 0.5), pct(ms, n, 0.99), ms[n - 1],
-               pct(cpu, n, 0.5), pct(cpu, n, 0.99));
+               c->name, res, groups, n, pct_sorted(ms, n, 0.5), pct_sorted(ms, n, 0.99), ms[n - 1],
+               pct_sorted(cpu, n, 0.5), pct_sorted(cpu, n, 0.99));
     }
     free(ms);
     free(cpu);
@@ -697,16 +675,6 @@ static int parse_shapes(const char *list, struct opts *o)
         }
         p += n + (p[n] == ',');
     }
-    return ST_OK;
-}
-
-static int int_arg(const char *s, int lo, int hi, int *out)
-{
-    int64_t v;
-    if (st_parse_i64(s, &v) != ST_OK || v < lo || v > hi) {
-        return ST_EINVAL;
-    }
-    *out = (int)v;
     return ST_OK;
 }
 

@@ -10,6 +10,7 @@
 #include "store.h"
 #include "timeutil.h"
 #include "util.h"
+#include "bench_util.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -396,19 +397,6 @@ static int one_run(const struct opts *o, struct fleet *fl, bool rollups, bool no
 
 /* ---- report ---- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a;
-    double y = *(const double *)b;
-    return x < y ? -1 : (x > y ? 1 : 0);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static int bench_mode(const struct opts *o, struct fleet *fl, bool nosync)
 {
     double on[MAX_RUNS];
@@ -459,16 +447,6 @@ static int bench_mode(const struct opts *o, struct fleet *fl, bool nosync)
 }
 
 /* ---- main ---- */
-
-static int int_arg(const char *s, int lo, int hi, int *out)
-{
-    int64_t v;
-    if (st_parse_i64(s, &v) != ST_OK || v < lo || v > hi) {
-        return ST_EINVAL;
-    }
-    *out = (int)v;
-    return ST_OK;
-}
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {

@@ -17,6 +17,7 @@
 #include "samplers/statsd_parse.h"
 #include "timeutil.h"
 #include "util.h"
+#include "bench_util.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -55,15 +56,6 @@ struct corpus {
     size_t lines;
     size_t bytes;
 };
-
-/* CPU time of this thread: the figure "on one core" means, and one that
- * other processes on the machine do not disturb much. */
-static int64_t cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
 
