@@ -86,6 +86,19 @@ struct st_pq_api {
 extern struct st_curl_api st_curl;
 extern struct st_pq_api st_pq;
 
+/* Of the results of one statement, keeps the first failed one, else the
+ * last: *keep takes r or r is cleared. */
+static inline void st_pq_keep_result(PGresult **keep, PGresult *r)
+{
+    ExecStatusType st = *keep != NULL ? st_pq.PQresultStatus(*keep) : PGRES_COMMAND_OK;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        st_pq.PQclear(*keep);
+        *keep = r;
+    } else {
+        st_pq.PQclear(r);
+    }
+}
+
 /* Loads the library once (thread-safe; later calls return the first
  * outcome). ST_OK, or ST_EUNSUPPORTED with why in err ("libpq.so.5: cannot open
  * shared object file ..."). st_curl_load also runs curl_global_init once,

@@ -181,13 +181,7 @@ static int call(session *s, const char *sql, const char *param, PGresult **out)
                              : PQsendQueryParams(s->conn, sql, 1, NULL, &param, NULL, NULL, 0);
     int rv = sent ? ST_OK : ST_ENET;
     while (rv == ST_OK && (rv = wait_ready(s)) == ST_OK && (r = PQgetResult(s->conn)) != NULL) {
-        ExecStatusType st = keep != NULL ? PQresultStatus(keep) : PGRES_COMMAND_OK;
-        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-            PQclear(keep);
-            keep = r;
-        } else {
-            PQclear(r);
-        }
+        st_pq_keep_result(&keep, r);
     }
     if (rv != ST_OK || keep == NULL) {
         PQclear(keep);

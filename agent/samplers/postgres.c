@@ -240,13 +240,7 @@ static int collect(pg_ctx *c, int64_t deadline_ms, PGresult **out)
     PGresult *r;
     int rv;
     while ((rv = wait_result(c, deadline_ms)) == ST_OK && (r = PQgetResult(c->conn)) != NULL) {
-        ExecStatusType st = keep != NULL ? PQresultStatus(keep) : PGRES_COMMAND_OK;
-        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-            PQclear(keep);
-            keep = r;
-        } else {
-            PQclear(r);
-        }
+        st_pq_keep_result(&keep, r);
     }
     if (rv != ST_OK) {
         PQclear(keep);
