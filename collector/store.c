@@ -1215,31 +1215,6 @@ int st_store_metric_kind(st_store *st, const char *metric, int *kind)
 
 /* ---- engine records ---- */
 
-static int kv_write(st_store *st, const char *key, const void *val, size_t len, bool del)
-{
-    MDB_txn *txn;
-    MDB_val k = {strlen(key), (void *)key};
-    MDB_val v = {len, (void *)val};
-    int rc;
-    for (int attempt = 0; attempt < 8; attempt++) {
-        pthread_rwlock_rdlock(&st->resize);
-        rc = mdb_txn_begin(st->env, NULL, 0, &txn);
-        if (rc == 0) {
-            rc = del ? mdb_del(txn, st->kv, &k, NULL) : mdb_put(txn, st->kv, &k, &v, 0);
-            rc = rc == 0 ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), rc);
-        }
-        pthread_rwlock_unlock(&st->resize);
-        if (rc != MDB_MAP_FULL) {
-            break;
-        }
-        /* The map is full: grow it, as the writer would, and try again. */
-        if (st_store_grow(st) != ST_OK) {
-            break;
-        }
-    }
-    return rc == MDB_NOTFOUND && del ? ST_OK : st_store_map_mdb(rc, "engine record");
-}
-
 int st_store_kv_write(st_store *st, const st_store_kv *items, size_t n)
 {
     MDB_txn *txn = NULL;
@@ -1288,18 +1263,12 @@ int st_store_kv_write(st_store *st, const st_store_kv *items, size_t n)
 
 int st_store_kv_put(st_store *st, const char *key, const void *val, size_t len)
 {
-    if (key == NULL || key[0] == '\0' || strlen(key) > ST_STORE_MAX_KEY) {
-        return ST_EINVAL;
-    }
-    return kv_write(st, key, val, len, false);
+    return st_store_kv_write(st, &(st_store_kv){key, val, len, false}, 1);
 }
 
 int st_store_kv_del(st_store *st, const char *key)
 {
-    if (key == NULL || key[0] == '\0' || strlen(key) > ST_STORE_MAX_KEY) {
-        return ST_EINVAL;
-    }
-    return kv_write(st, key, NULL, 0, true);
+    return st_store_kv_write(st, &(st_store_kv){key, NULL, 0, true}, 1);
 }
 
 int st_store_kv_get(st_store *st, const char *key, char **val, size_t *len)

@@ -158,8 +158,9 @@ bool st_store_labels_match(const Strata__V1__SeriesRecord *rec, const st_matcher
 /* ---- engine records ----
  * A small key-value space for the engine (findings, baselines, loop state,
  * outbox). Keys are text up to ST_STORE_MAX_KEY bytes; values are the
- * caller's bytes. Each call is its own short transaction and may run on any
- * thread; LMDB serialises writers. */
+ * caller's bytes, up to ST_STORE_KV_BATCH_BYTES. Each call is its own short
+ * transaction (put and del are batches of one) and may run on any thread;
+ * LMDB serialises writers. */
 int st_store_kv_put(st_store *st, const char *key, const void *val, size_t len);
 /* Copies the value into a malloc'd buffer (NUL-terminated past len). */
 int st_store_kv_get(st_store *st, const char *key, char **val, size_t *len);
