@@ -26,11 +26,7 @@
 #   ST_BIN=build ST_SRC=. bash tests/integration/actions_test.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-for b in initdb pg_ctl postgres; do
-    [[ -x "$PG_BIN/$b" ]] || fail "$PG_BIN/$b is missing: install PostgreSQL 15 (deploy/bootstrap.sh)"
-done
-for tool in psql pg_isready redis-server redis-cli mdb_load; do
+for tool in redis-server redis-cli mdb_load; do
     command -v "$tool" >/dev/null || fail "$tool is required (deploy/bootstrap.sh installs it)"
 done
 LOAD="$ST_LIB_DIR/scen_load.py"
@@ -39,42 +35,8 @@ read -r PG_PORT REDIS_PORT < <(free_ports 2)
 
 # ---- PostgreSQL ------------------------------------------------------------------------------
 
-AS_PG=()
-if [[ $(id -u) == 0 ]]; then
-    AS_PG=(runuser -u postgres --)
-    chmod 711 "$T"
-fi
-PGDIR=$T/pg
-mkdir -p "$PGDIR"
-if ((${#AS_PG[@]})); then chown postgres: "$PGDIR"; fi
-ln -s "$PGDIR/postgres.log" "$T/postgres.out" # dump_logs shows it on failure
-pg_stop_at_exit() {
-    if [[ -f "$PGDIR/data/postmaster.pid" ]]; then
-        "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDIR/data" -m immediate -w -t 30 stop >/dev/null 2>&1
-    fi
-    return 0
-}
-ST_CLEANUP_HOOKS+=(pg_stop_at_exit)
-sql() {
-    local db=$1
-    shift
-    local args=() s
-    for s in "$@"; do args+=(-c "$s"); done
-    psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$db" "${args[@]}"
-}
-"${AS_PG[@]}" "$PG_BIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
-    >"$PGDIR/initdb.log" 2>&1 || fail "initdb failed: $(tail -n 20 "$PGDIR/initdb.log")"
-{
-    echo "listen_addresses = '127.0.0.1'"
-    echo "port = $PG_PORT"
-    echo "unix_socket_directories = '$PGDIR'"
-    echo "shared_preload_libraries = 'pg_stat_statements'"
-    echo "fsync = off"
-    echo "max_parallel_workers_per_gather = 0"
-} | "${AS_PG[@]}" tee -a "$PGDIR/data/postgresql.conf" >/dev/null
-"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -W start >/dev/null
-pg_ready() { pg_isready -q -h 127.0.0.1 -p "$PG_PORT" -t 1; }
-wait_for 60 "PostgreSQL on 127.0.0.1:$PG_PORT" pg_ready
+pg_init "$PG_PORT"
+pg_up "shared_preload_libraries = 'pg_stat_statements'" "max_parallel_workers_per_gather = 0"
 sql postgres "CREATE ROLE strata LOGIN" "GRANT pg_monitor TO strata" "CREATE DATABASE app"
 sql app "CREATE EXTENSION pg_stat_statements" \
     "CREATE TABLE orders (id serial PRIMARY KEY, customer_id int, created_at timestamptz, total numeric)" \

@@ -9,7 +9,6 @@
 # reached automation through a signed webhook only.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
 LOAD="$ST_LIB_DIR/scen_load.py"
 PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 read -r PG_PORT HOOK_PORT < <(free_ports 2)
@@ -18,31 +17,8 @@ TOKEN=tok-$RANDOM$RANDOM
 
 # ---- PostgreSQL with two databases: one whose host allows the fix, one not ----
 
-chmod 711 "$T"
-PGDIR=$T/pg
-mkdir -p "$PGDIR"
-chown postgres: "$PGDIR"
-AS_PG=(runuser -u postgres --)
-pg_stop_at_exit() {
-    "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDIR/data" -m immediate -w -t 30 stop >/dev/null 2>&1
-    return 0
-}
-ST_CLEANUP_HOOKS+=(pg_stop_at_exit)
-sql() {
-    local db=$1
-    shift
-    local args=() s
-    for s in "$@"; do args+=(-c "$s"); done
-    psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$db" "${args[@]}"
-}
-"${AS_PG[@]}" "$PG_BIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust -E UTF8 \
-    --locale=C.UTF-8 >"$PGDIR/initdb.log" 2>&1 || fail "initdb failed"
-printf "listen_addresses = '127.0.0.1'\nport = %s\nunix_socket_directories = '%s'\n%s\n%s\n%s\n" \
-    "$PG_PORT" "$PGDIR" "shared_preload_libraries = 'pg_stat_statements'" "fsync = off" \
-    "max_parallel_workers_per_gather = 0" |
-    "${AS_PG[@]}" tee -a "$PGDIR/data/postgresql.conf" >/dev/null
-"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -W start >/dev/null
-wait_for 60 "PostgreSQL" pg_isready -q -h 127.0.0.1 -p "$PG_PORT" -t 1
+pg_init "$PG_PORT"
+pg_up "shared_preload_libraries = 'pg_stat_statements'" "max_parallel_workers_per_gather = 0"
 for db in app shop; do
     sql postgres "CREATE DATABASE $db"
     sql "$db" "CREATE EXTENSION pg_stat_statements" \

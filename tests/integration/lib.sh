@@ -541,6 +541,72 @@ drain_agents() {
     done
 }
 
+# ---- PostgreSQL, for the tests that need a real server ----
+
+# pg_init PORT: a fresh cluster in $T/pg for a server on 127.0.0.1:PORT,
+# stopped at exit. PostgreSQL refuses to run as root, so its tools run as
+# the postgres user, in a directory it owns inside ours. Sets PG_BIN (the
+# newest installed unless set), PG_PORT, PGDIR and AS_PG.
+pg_init() {
+    PG_PORT=$1
+    PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+    local b
+    for b in initdb pg_ctl postgres; do
+        [[ -x "$PG_BIN/$b" ]] || fail "$PG_BIN/$b is missing: install PostgreSQL (deploy/bootstrap.sh)"
+    done
+    for b in psql pg_isready; do
+        command -v "$b" >/dev/null || fail "$b is required (postgresql-client)"
+    done
+    AS_PG=()
+    if [[ $(id -u) == 0 ]]; then
+        AS_PG=(runuser -u postgres --)
+        chmod 711 "$T"
+    fi
+    PGDIR=$T/pg
+    mkdir -p "$PGDIR"
+    if ((${#AS_PG[@]})); then chown postgres: "$PGDIR"; fi
+    ln -s "$PGDIR/postgres.log" "$T/postgres.out" # dump_logs shows it on failure
+    ST_CLEANUP_HOOKS+=(pg_stop_at_exit)
+    "${AS_PG[@]}" "$PG_BIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust -E UTF8 \
+        --locale=C.UTF-8 >"$PGDIR/initdb.log" 2>&1 ||
+        fail "initdb failed: $(tail -n 20 "$PGDIR/initdb.log")"
+    echo "include_if_exists = 'strata.conf'" |
+        "${AS_PG[@]}" tee -a "$PGDIR/data/postgresql.conf" >/dev/null
+}
+
+# pg_up SETTING...: (re)writes the cluster's strata.conf — loopback, the
+# port, the socket directory, fsync off, then each SETTING line — starts
+# the server and waits until it accepts connections.
+pg_up() {
+    {
+        echo "listen_addresses = '127.0.0.1'"
+        echo "port = $PG_PORT"
+        echo "unix_socket_directories = '$PGDIR'"
+        echo "fsync = off"
+        printf '%s\n' "$@"
+    } | "${AS_PG[@]}" tee "$PGDIR/data/strata.conf" >/dev/null
+    "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -W start >/dev/null
+    wait_for 60 "PostgreSQL on 127.0.0.1:$PG_PORT (pg_isready)" pg_ready
+}
+
+pg_ready() { pg_isready -q -h 127.0.0.1 -p "$PG_PORT" -t 1; }
+
+pg_stop_at_exit() {
+    if [[ -f "$PGDIR/data/postmaster.pid" ]]; then
+        "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDIR/data" -m immediate -w -t 30 stop >/dev/null 2>&1
+    fi
+    return 0
+}
+
+# sql DB STATEMENT...: runs statements as the superuser; rows unaligned on stdout.
+sql() {
+    local db=$1
+    shift
+    local args=() s
+    for s in "$@"; do args+=(-c "$s"); done
+    psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$db" "${args[@]}"
+}
+
 # assert_in_flight_gap HOST [JSON]: while frames are in flight the collector may
 # have applied a later seq before an earlier one (max_in_flight is 4 and a
 # batch may fail), so frames may trail seq by at most 4, never exceed it.

@@ -8,65 +8,19 @@
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-for b in initdb pg_ctl postgres; do
-    [[ -x "$PG_BIN/$b" ]] || fail "$PG_BIN/$b is missing: install PostgreSQL 15 (deploy/bootstrap.sh)"
-done
-for tool in psql pg_isready; do
-    command -v "$tool" >/dev/null || fail "$tool is required (postgresql-client)"
-done
-
-# PostgreSQL refuses to run as root: its tools run as the postgres user, in
-# a directory it owns inside ours.
-AS_PG=()
-if [[ $(id -u) == 0 ]]; then
-    AS_PG=(runuser -u postgres --)
-    chmod 711 "$T"
-fi
-PGDIR=$T/pg
-mkdir -p "$PGDIR"
-if ((${#AS_PG[@]})); then chown postgres: "$PGDIR"; fi
 read -r PG_PORT < <(free_ports 1)
-ln -s "$PGDIR/postgres.log" "$T/postgres.out" # dump_logs shows it on failure
-
-pg_ready() { pg_isready -q -h 127.0.0.1 -p "$PG_PORT" -t 1; }
+pg_init "$PG_PORT"
 
 # pg_start PRELOAD: starts the server with shared_preload_libraries=PRELOAD
 # (empty: nothing preloaded) and waits until it accepts connections.
 pg_start() {
-    {
-        echo "listen_addresses = '127.0.0.1'"
-        echo "port = $PG_PORT"
-        echo "unix_socket_directories = '$PGDIR'"
-        echo "shared_preload_libraries = '$1'"
-        echo "pg_stat_statements.track = all"
-        echo "fsync = off"
-    } | "${AS_PG[@]}" tee "$PGDIR/data/strata.conf" >/dev/null
-    "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -W start >/dev/null
-    wait_for 60 "PostgreSQL on 127.0.0.1:$PG_PORT (pg_isready)" pg_ready
+    pg_up "shared_preload_libraries = '$1'" "pg_stat_statements.track = all"
     log "PostgreSQL up on 127.0.0.1:$PG_PORT (shared_preload_libraries='$1')"
 }
 
 pg_stop() {
     "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDIR/data" -m "${1:-fast}" -w -t 60 stop >/dev/null
     log "PostgreSQL stopped (-m ${1:-fast})"
-}
-
-pg_stop_at_exit() {
-    if [[ -f "$PGDIR/data/postmaster.pid" ]]; then
-        "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDIR/data" -m immediate -w -t 30 stop >/dev/null 2>&1
-    fi
-    return 0
-}
-ST_CLEANUP_HOOKS+=(pg_stop_at_exit)
-
-# sql DB STATEMENT...: runs statements as the superuser; rows unaligned on stdout.
-sql() {
-    local db=$1
-    shift
-    local args=() s
-    for s in "$@"; do args+=(-c "$s"); done
-    psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$db" "${args[@]}"
 }
 
 # agent_once NAME DSN [EXTRA_YAML]: strata-agent --once with only the postgres
@@ -101,9 +55,6 @@ count() {
 
 # ---- a server with pg_stat_statements preloaded ------------------------------------------------
 
-"${AS_PG[@]}" "$PG_BIN/initdb" -D "$PGDIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
-    >"$PGDIR/initdb.log" 2>&1 || fail "initdb failed: $(tail -n 20 "$PGDIR/initdb.log")"
-echo "include_if_exists = 'strata.conf'" | "${AS_PG[@]}" tee -a "$PGDIR/data/postgresql.conf" >/dev/null
 pg_start pg_stat_statements
 
 # The agent's role has only what monitoring needs.
