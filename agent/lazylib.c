@@ -3,10 +3,10 @@
 #include "lazylib.h"
 
 #include "err.h"
+#include "util.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdio.h>
 
 struct st_curl_api st_curl;
@@ -22,41 +22,40 @@ struct lazy {
 static struct lazy curl_lazy = {PTHREAD_ONCE_INIT, ST_OK, ""};
 static struct lazy pq_lazy = {PTHREAD_ONCE_INIT, ST_OK, ""};
 
+/* A function of a library and where its address goes. */
+struct sym {
+    const char *name;
+    void **slot;
+};
+
+#define ST_LAZY_CURL_SYM(f) {#f, (void **)&st_curl.f},
+#define ST_LAZY_PQ_SYM(f) {#f, (void **)&st_pq.f},
+static const struct sym curl_syms[] = {ST_CURL_FUNCS(ST_LAZY_CURL_SYM)};
+static const struct sym pq_syms[] = {ST_PQ_FUNCS(ST_LAZY_PQ_SYM)};
+
 /* dlopen, then every symbol; on failure the error names the library and
  * the missing piece. The handle is never closed: the functions stay in
  * use until the process ends. */
-static void *open_lib(struct lazy *l, const char *soname)
+static void open_lib(struct lazy *l, const char *soname, const struct sym *syms, size_t n)
 {
     void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
     if (h == NULL) {
         snprintf(l->err, sizeof(l->err), "%s", dlerror());
         l->rv = ST_EUNSUPPORTED;
+        return;
     }
-    return h;
-}
-
-static bool find_sym(struct lazy *l, void *h, const char *soname, const char *name, void **slot)
-{
-    if (l->rv != ST_OK) {
-        return false;
+    for (size_t i = 0; i < n; i++) {
+        if ((*syms[i].slot = dlsym(h, syms[i].name)) == NULL) {
+            snprintf(l->err, sizeof(l->err), "%s has no %s", soname, syms[i].name);
+            l->rv = ST_EUNSUPPORTED;
+            return;
+        }
     }
-    if ((*slot = dlsym(h, name)) == NULL) {
-        snprintf(l->err, sizeof(l->err), "%s has no %s", soname, name);
-        l->rv = ST_EUNSUPPORTED;
-        return false;
-    }
-    return true;
 }
 
 static void load_curl(void)
 {
-    void *h = open_lib(&curl_lazy, ST_CURL_SONAME);
-    if (h == NULL) {
-        return;
-    }
-#define ST_LAZY_SYM(f) find_sym(&curl_lazy, h, ST_CURL_SONAME, #f, (void **)&st_curl.f);
-    ST_CURL_FUNCS(ST_LAZY_SYM)
-#undef ST_LAZY_SYM
+    open_lib(&curl_lazy, ST_CURL_SONAME, curl_syms, ST_ARRAY_LEN(curl_syms));
     if (curl_lazy.rv == ST_OK && st_curl.curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         snprintf(curl_lazy.err, sizeof(curl_lazy.err), "curl_global_init failed");
         curl_lazy.rv = ST_EUNSUPPORTED;
@@ -65,13 +64,7 @@ static void load_curl(void)
 
 static void load_pq(void)
 {
-    void *h = open_lib(&pq_lazy, ST_PQ_SONAME);
-    if (h == NULL) {
-        return;
-    }
-#define ST_LAZY_SYM(f) find_sym(&pq_lazy, h, ST_PQ_SONAME, #f, (void **)&st_pq.f);
-    ST_PQ_FUNCS(ST_LAZY_SYM)
-#undef ST_LAZY_SYM
+    open_lib(&pq_lazy, ST_PQ_SONAME, pq_syms, ST_ARRAY_LEN(pq_syms));
 }
 
 static int outcome(const struct lazy *l, const char *what, char *err, size_t errlen)
