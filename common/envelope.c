@@ -6,6 +6,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "wiredict.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -99,13 +100,18 @@ static int hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *p, siz
 
 /* Compresses frame into dst[0..cap) with the content size declared and the
  * window kept within what every collector accepts. *n is the size written. */
-static int compress_payload(st_zctx *z, int level, const uint8_t *frame, size_t frame_len,
-                            uint8_t *dst, size_t cap, size_t *n)
+static int compress_payload(st_zctx *z, int codec, int level, const uint8_t *frame,
+                            size_t frame_len, uint8_t *dst, size_t cap, size_t *n)
 {
-    ZSTD_compressionParameters cp = ZSTD_getCParams(level, frame_len, 0);
+    size_t dict_len = 0;
+    const uint8_t *dict = codec == ST_CODEC_ZSTD_DICT ? st_wiredict(&dict_len) : NULL;
+    ZSTD_compressionParameters cp = ZSTD_getCParams(level, frame_len, dict_len);
     unsigned wlog = cp.windowLog < MAX_WINDOW_LOG ? cp.windowLog : MAX_WINDOW_LOG;
     size_t r;
 
+    if (codec == ST_CODEC_ZSTD_DICT && dict == NULL) {
+        return ST_ENOMEM;
+    }
     if (z->c == NULL && (z->c = ZSTD_createCCtx()) == NULL) {
         return ST_ENOMEM;
     }
@@ -113,7 +119,8 @@ static int compress_payload(st_zctx *z, int level, const uint8_t *frame, size_t 
     if (ZSTD_isError(ZSTD_CCtx_setParameter(z->c, ZSTD_c_compressionLevel, level)) ||
         ZSTD_isError(ZSTD_CCtx_setParameter(z->c, ZSTD_c_windowLog, (int)wlog)) ||
         ZSTD_isError(ZSTD_CCtx_setParameter(z->c, ZSTD_c_contentSizeFlag, 1)) ||
-        ZSTD_isError(ZSTD_CCtx_setParameter(z->c, ZSTD_c_checksumFlag, 0))) {
+        ZSTD_isError(ZSTD_CCtx_setParameter(z->c, ZSTD_c_checksumFlag, 0)) ||
+        (dict != NULL && ZSTD_isError(ZSTD_CCtx_refPrefix(z->c, dict, dict_len)))) {
         return ST_EZSTD;
     }
     r = ZSTD_compress2(z->c, dst, cap, frame, frame_len);
@@ -151,7 +158,7 @@ static int put_payload(st_zctx *z, int codec, int level, const uint8_t *frame, s
     if ((rv = st_buf_reserve(out, cap + mac_len)) != ST_OK) {
         return rv;
     }
-    rv = compress_payload(z, level, frame, frame_len, out->data + out->len, cap, &n);
+    rv = compress_payload(z, codec, level, frame, frame_len, out->data + out->len, cap, &n);
     if (rv == ST_OK) {
         out->len += n;
     }
@@ -165,10 +172,10 @@ static int check_encode_args(st_zctx *z, const uint8_t *agent_id, uint64_t seq, 
     if (agent_id == NULL || out == NULL || seq == 0 || (frame == NULL && frame_len > 0)) {
         return ST_EINVAL;
     }
-    if (codec != ST_CODEC_NONE && codec != ST_CODEC_ZSTD) {
+    if (codec != ST_CODEC_NONE && codec != ST_CODEC_ZSTD && codec != ST_CODEC_ZSTD_DICT) {
         return ST_EINVAL;
     }
-    if (codec == ST_CODEC_ZSTD && (z == NULL || level < 1 || level > 19)) {
+    if (codec != ST_CODEC_NONE && (z == NULL || level < 1 || level > 19)) {
         return ST_EINVAL;
     }
     if (key != NULL && (key_len == 0 || key_len > ST_ENV_KEY_MAX)) {
@@ -244,7 +251,7 @@ static int check_header(const uint8_t *buf, size_t len, st_envelope *e)
     if (e->version != ST_ENV_VERSION) {
         return ST_EENV_VERSION;
     }
-    if (e->codec != ST_CODEC_NONE && e->codec != ST_CODEC_ZSTD) {
+    if (e->codec != ST_CODEC_NONE && e->codec != ST_CODEC_ZSTD && e->codec != ST_CODEC_ZSTD_DICT) {
         return ST_EENV_CODEC;
     }
     if ((e->flags & ~ST_ENV_FLAG_SIGNED) != 0) {
@@ -348,7 +355,7 @@ static int check_zstd_frame(const st_envelope *env)
         return ST_EZSTD_LENGTH;
     }
     if (fh.dictID != 0) {
-        return ST_EZSTD; /* we never use dictionaries */
+        return ST_EZSTD; /* codec 2's dictionary is raw content: it has no id */
     }
     return ST_OK;
 }
@@ -371,6 +378,17 @@ static int decompress_zstd(st_zctx *z, const st_envelope *env, st_buf *out)
     }
     if ((rv = st_buf_reserve(out, env->raw_len)) != ST_OK) {
         return rv;
+    }
+    if (env->codec == ST_CODEC_ZSTD_DICT) {
+        size_t dict_len;
+        const uint8_t *dict = st_wiredict(&dict_len);
+        /* a prefix serves one frame; ZSTD_decompressDCtx uses it and drops it */
+        if (dict == NULL) {
+            return ST_ENOMEM;
+        }
+        if (ZSTD_isError(ZSTD_DCtx_refPrefix(z->d, dict, dict_len))) {
+            return ST_EZSTD;
+        }
     }
     r = ZSTD_decompressDCtx(z->d, out->data, env->raw_len, env->payload, env->payload_len);
     if (ZSTD_isError(r)) {
@@ -401,7 +419,7 @@ int st_envelope_decompress(st_zctx *z, const st_envelope *env, st_buf *out)
         }
         return st_buf_append(out, env->payload, env->payload_len);
     }
-    if (env->codec != ST_CODEC_ZSTD) {
+    if (env->codec != ST_CODEC_ZSTD && env->codec != ST_CODEC_ZSTD_DICT) {
         return ST_EENV_CODEC;
     }
     if (z == NULL) {
@@ -424,7 +442,7 @@ int st_zctx_compress(st_zctx *z, int level, const uint8_t *src, size_t len, uint
     if (z == NULL || src == NULL || dst == NULL || out_len == NULL || level < 1 || level > 19) {
         return ST_EINVAL;
     }
-    return compress_payload(z, level, src, len, dst, cap, out_len);
+    return compress_payload(z, ST_CODEC_ZSTD, level, src, len, dst, cap, out_len);
 }
 
 size_t st_zctx_bound(size_t len)

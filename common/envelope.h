@@ -1,5 +1,6 @@
 /* The frame envelope of DESIGN.md (big-endian):
- *   0 magic "STRA" | 4 version 1 | 5 codec (0 none, 1 zstd) | 6 flags (bit 0
+ *   0 magic "STRA" | 4 version 1 | 5 codec (0 none, 1 zstd, 2 zstd with the
+ *   wire dictionary of wiredict.h) | 6 flags (bit 0
  *   signed) | 8 agent id (16) | 24 seq (8) | 32 uncompressed length (4) |
  *   36 CRC32C of the payload as sent (4) | 40 payload | [end-32 HMAC-SHA256
  *   of every byte before it, when signed]
@@ -26,7 +27,11 @@
 #define ST_ENV_FLAG_SIGNED 0x0001u
 #define ST_ENV_KEY_MAX 64
 
-enum st_codec { ST_CODEC_NONE = 0, ST_CODEC_ZSTD = 1 };
+/* Codec 2 is sent only to a collector whose acks list it (Ack.codecs), so an
+ * older collector keeps receiving codec 1. */
+enum st_codec { ST_CODEC_NONE = 0, ST_CODEC_ZSTD = 1, ST_CODEC_ZSTD_DICT = 2 };
+#define ST_CODECS_ACCEPTED \
+    ((1u << ST_CODEC_NONE) | (1u << ST_CODEC_ZSTD) | (1u << ST_CODEC_ZSTD_DICT))
 
 typedef struct st_envelope {
     uint8_t version;
@@ -46,11 +51,11 @@ int st_zctx_new(st_zctx **out);
 void st_zctx_free(st_zctx *z);
 
 /* Builds an envelope around frame bytes into out (which is reset first).
- * codec ST_CODEC_ZSTD compresses at level (1..19) with the content size
- * declared and the window kept within ST_ENV_MAX_WINDOW. With key != NULL
- * the envelope is signed (key_len 1..ST_ENV_KEY_MAX). ST_ETOOBIG when the
- * frame is over ST_ENV_MAX_PAYLOAD or the result over ST_ENV_MAX_LEN (or
- * out's limit); ST_EINVAL on seq 0, an unknown codec or level, a bad key. */
+ * codec ST_CODEC_ZSTD (and _ZSTD_DICT, with the wire dictionary) compresses at level (1..19) with
+ * the content size declared and the window kept within ST_ENV_MAX_WINDOW. With key != NULL the
+ * envelope is signed (key_len 1..ST_ENV_KEY_MAX). ST_ETOOBIG when the frame is over
+ * ST_ENV_MAX_PAYLOAD or the result over ST_ENV_MAX_LEN (or out's limit); ST_EINVAL on seq 0, an
+ * unknown codec or level, a bad key. */
 int st_envelope_encode(st_zctx *z, const uint8_t agent_id[16], uint64_t seq, int codec, int level,
                        const uint8_t *frame, size_t frame_len, const uint8_t *key, size_t key_len,
                        st_buf *out);

@@ -15,6 +15,11 @@
 
 #include "envelope.h"
 #include "err.h"
+#include "wiredict.h"
+
+/* Dictionary 1 (wiredict.c), pinned. */
+#define WIREDICT_1_LEN 3547
+#define WIREDICT_1_CRC 0x8e9aa79cu
 
 static const uint8_t agent[16] = {0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
                                   0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f};
@@ -160,6 +165,71 @@ static void test_round_trip_zstd_signed(void **state)
     round_trip(*state, ST_CODEC_ZSTD, long_key, sizeof(long_key), 5000);
 }
 
+static void test_round_trip_dict(void **state)
+{
+    round_trip(*state, ST_CODEC_ZSTD_DICT, NULL, 0, 100000);
+    round_trip(*state, ST_CODEC_ZSTD_DICT, NULL, 0, 0);
+    round_trip(*state, ST_CODEC_ZSTD_DICT, NULL, 0, 1);
+    round_trip(*state, ST_CODEC_ZSTD_DICT, key, KEY_LEN, 5000);
+}
+
+/* The bytes of dictionary 1 never change: agents and collectors of other
+ * versions build them from their own copy of the table. If this fails, the
+ * table in wiredict.c was edited; restore it and add a new codec instead. */
+static void test_wiredict_frozen(void **state)
+{
+    size_t n;
+    const uint8_t *d = st_wiredict(&n);
+    (void)state;
+    assert_non_null(d);
+    assert_int_equal(n, WIREDICT_1_LEN);
+    assert_int_equal(st_crc32c(0, d, n), WIREDICT_1_CRC);
+    assert_ptr_equal(st_wiredict(&n), d); /* built once */
+}
+
+/* A frame's names compress against the dictionary: the host samplers' frame
+ * (the common small agent) shrinks, and a codec 2 payload relabelled codec 1
+ * does not decode (it refers to bytes before its start). */
+static void test_dict_frame(void **state)
+{
+    static const char *const names[] = {
+        "host.cpu.utilization", "host.mem.available", "host.mem.total", "agent.rss",
+        "tcp.retrans_segs",     "tcp.out_segs",       "tcp.curr_estab", "tcp.estab_resets"};
+    struct fixture *f = *state;
+    uint8_t frame[1024];
+    size_t n = 0, plain;
+    st_envelope e;
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        size_t l = strlen(names[i]);
+        frame[n++] = 0x2a;
+        frame[n++] = (uint8_t)(l + 2 + 8);
+        frame[n++] = 0x0a;
+        frame[n++] = (uint8_t)l;
+        memcpy(frame + n, names[i], l);
+        n += l;
+        for (int j = 0; j < 8; j++) {
+            frame[n++] = (uint8_t)(i * 37 + j * 11);
+        }
+    }
+    assert_int_equal(
+        st_envelope_encode(f->z, agent, 7, ST_CODEC_ZSTD, 3, frame, n, NULL, 0, &f->env), ST_OK);
+    plain = f->env.len;
+    assert_int_equal(
+        st_envelope_encode(f->z, agent, 7, ST_CODEC_ZSTD_DICT, 3, frame, n, NULL, 0, &f->env),
+        ST_OK);
+    assert_true(f->env.len < plain * 3 / 4);
+    assert_int_equal(st_envelope_open(f->env.data, f->env.len, &e), ST_OK);
+    assert_int_equal(e.codec, ST_CODEC_ZSTD_DICT);
+    assert_int_equal(st_envelope_decompress(f->z, &e, &f->out), ST_OK);
+    assert_int_equal(f->out.len, n);
+    assert_memory_equal(f->out.data, frame, n);
+    /* the same context decodes codec 1 next: the prefix served one frame */
+    f->env.data[5] = ST_CODEC_ZSTD; /* the CRC covers the payload only */
+    assert_int_equal(st_envelope_open(f->env.data, f->env.len, &e), ST_OK);
+    assert_int_equal(st_envelope_decompress(f->z, &e, &f->out), ST_EZSTD);
+}
+
 /* A payload near the 16 MiB limit: the encoder must keep the window within
  * 8 MiB even though the content is larger, and the collector accept it. */
 static void test_round_trip_large(void **state)
@@ -224,7 +294,10 @@ static void test_encode_args(void **state)
 
     assert_int_equal(st_envelope_encode(f->z, agent, 0, ST_CODEC_NONE, 0, p, 4, NULL, 0, &f->env),
                      ST_EINVAL);
-    assert_int_equal(st_envelope_encode(f->z, agent, 1, 2, 3, p, 4, NULL, 0, &f->env), ST_EINVAL);
+    assert_int_equal(st_envelope_encode(f->z, agent, 1, 3, 3, p, 4, NULL, 0, &f->env), ST_EINVAL);
+    assert_int_equal(
+        st_envelope_encode(f->z, agent, 1, ST_CODEC_ZSTD_DICT, 0, p, 4, NULL, 0, &f->env),
+        ST_EINVAL);
     assert_int_equal(st_envelope_encode(f->z, agent, 1, ST_CODEC_ZSTD, 0, p, 4, NULL, 0, &f->env),
                      ST_EINVAL);
     assert_int_equal(st_envelope_encode(f->z, agent, 1, ST_CODEC_ZSTD, 20, p, 4, NULL, 0, &f->env),
@@ -304,7 +377,7 @@ static void test_bad_codec(void **state)
 {
     struct fixture *f = *state;
     encode_small(f, ST_CODEC_ZSTD, NULL, 0);
-    f->env.data[5] = 2;
+    f->env.data[5] = 3;
     assert_int_equal(open_env(f), ST_EENV_CODEC);
     f->env.data[5] = 0xff;
     assert_int_equal(open_env(f), ST_EENV_CODEC);
@@ -676,6 +749,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_magic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_codec, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip_dict, setup, teardown),
+        cmocka_unit_test(test_wiredict_frozen),
+        cmocka_unit_test_setup_teardown(test_dict_frame, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_flags, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_crc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hmac_wrong_key, setup, teardown),
