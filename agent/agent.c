@@ -27,6 +27,8 @@
 #define SLEEP_MAX_MS 1000
 #define STOP_DRAIN_MS 3000
 #define MAX_AGENT_LABELS 16
+#define ST_AGENT_SELF_FRAMES 4  /* the agent's own series in one frame of this many */
+#define ST_AGENT_INFO_FRAMES 20 /* version and boot_id in one frame of this many */
 
 struct inst {
     const st_sampler_def *def;
@@ -58,7 +60,8 @@ struct st_agent {
     Strata__V1__Agent info;
     Strata__V1__Label labels[MAX_AGENT_LABELS];
     Strata__V1__Label *labelp[MAX_AGENT_LABELS];
-    uint64_t frames_lost; /* frames that could not be spooled */
+    uint64_t frames_lost;  /* frames that could not be spooled */
+    uint64_t frames_built; /* by this process */
     st_buf enc;
     st_buf env;
 };
@@ -338,10 +341,13 @@ static void free_series(Strata__V1__Frame *f)
     f->n_series = 0;
 }
 
-/* The agent reports on itself through the same fold as every sampler. */
+/* The agent reports on itself through the same fold as every sampler, at
+ * every flush into a point of ST_AGENT_SELF_FRAMES flush intervals: the fold
+ * closes it, and the frame carries the agent's own series, once in that
+ * many frames (a small agent's frames are otherwise a third self-report). */
 static void emit_self(st_agent *a, int64_t now)
 {
-    st_emit *e = st_fold_begin(a->fold, now, a->s->flush_ms);
+    st_emit *e = st_fold_begin(a->fold, now, a->s->flush_ms * ST_AGENT_SELF_FRAMES);
     struct st_spool_stats ss;
     struct st_sender_stats ns;
     st_series_desc d = {NULL, NULL, 0, ST_LAYER_INFRA, "", 0};
@@ -370,10 +376,27 @@ static void emit_self(st_agent *a, int64_t now)
 static int flush(st_agent *a, int64_t now_ms, int64_t take_until)
 {
     Strata__V1__Frame f = STRATA__V1__FRAME__INIT;
+    Strata__V1__Agent info = a->info;
+    struct st_sender_stats ns = {0};
+    int codec = ST_CODEC_ZSTD;
     uint64_t seq;
     int rv;
     if (a->spool != NULL && a->sender != NULL) {
         emit_self(a, now_ms);
+        st_sender_stats(a->sender, &ns);
+    }
+    /* The wire dictionary only once the collector's acks list it. */
+    if (ns.codecs & (1u << ST_CODEC_ZSTD_DICT)) {
+        codec = ST_CODEC_ZSTD_DICT;
+    }
+    /* version and boot_id change only with a new process or a reboot, and
+     * the collector keeps the last ones it was told: they ride on the first
+     * frame of a process and on every ST_AGENT_INFO_FRAMES-th after it (a
+     * collector that lost its store learns them again within minutes).
+     * host, role and labels name the series: every frame has them. */
+    if (a->frames_built % ST_AGENT_INFO_FRAMES != 0) {
+        info.version = (char *)protobuf_c_empty_string;
+        info.boot_id = (char *)protobuf_c_empty_string;
     }
     if ((rv = st_fold_take(a->fold, take_until, &f)) != ST_OK || f.n_series == 0) {
         free_series(&f);
@@ -385,11 +408,12 @@ static int flush(st_agent *a, int64_t now_ms, int64_t take_until)
     f.agent_id.len = 16;
     f.seq = seq;
     f.sent_unix_ms = now_ms;
-    f.agent = &a->info;
+    f.agent = &info;
+    a->frames_built++;
     if ((rv = st_frame_encode(&f, &a->enc)) == ST_OK &&
-        (rv = st_envelope_encode(a->z, a->id, seq, ST_CODEC_ZSTD, (int)a->s->zstd_level,
-                                 a->enc.data, a->enc.len, a->key_len ? a->key : NULL, a->key_len,
-                                 &a->env)) == ST_OK) {
+        (rv = st_envelope_encode(a->z, a->id, seq, codec, (int)a->s->zstd_level, a->enc.data,
+                                 a->enc.len, a->key_len ? a->key : NULL, a->key_len, &a->env)) ==
+            ST_OK) {
         rv = st_spool_append(a->spool, seq, a->env.data, a->env.len);
     }
     if (rv != ST_OK) {

@@ -128,6 +128,7 @@ static void complete(st_sender *s, struct slot *sl)
         }
         backoff(s, 0);
     } else if (a->status == STRATA__V1__ACK_STATUS__RETRY_LATER) {
+        s->st.codecs = a->codecs;
         s->st.retry_later++;
         backoff(s, a->retry_after_ms);
     } else {
@@ -143,6 +144,7 @@ static void complete(st_sender *s, struct slot *sl)
                     a->reason != NULL ? a->reason : "");
         }
         st_spool_ack(s->spool, sl->seq);
+        s->st.codecs = a->codecs;
         s->backoff_ms = 0;
         s->silent_since = 0;
         for (size_t i = 0; s->on_action != NULL && i < a->n_actions; i++) {

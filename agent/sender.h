@@ -37,6 +37,7 @@ struct st_sender_stats {
     uint64_t rejected;   /* REJECTED (dropped from the spool, reason logged) */
     uint64_t retry_later;
     uint64_t failures; /* timeouts and transport errors */
+    uint32_t codecs;   /* envelope codecs the last ack listed (Ack.codecs); 0 before one */
 };
 
 typedef struct st_sender st_sender;

@@ -21,7 +21,7 @@ static const st_cfg_map sender_rows[] = {
      NULL, 1, 16},
     {ST_CFG_DURATION, "backoff_min", "200ms", F(backoff_min_ms), "first retry delay", NULL, 0, 0},
     {ST_CFG_DURATION, "backoff_max", "30s", F(backoff_max_ms), "longest retry delay", NULL, 0, 0},
-    {ST_CFG_INT, "zstd_level", "3", F(zstd_level), "compression level", NULL, 1, 19},
+    {ST_CFG_INT, "zstd_level", "6", F(zstd_level), "compression level", NULL, 1, 19},
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
 };
 

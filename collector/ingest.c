@@ -69,6 +69,7 @@ static void send_ack_to(struct ictx *c, const uint8_t *agent, uint64_t seq,
     ack.status = status;
     ack.reason = (char *)(reason != NULL ? reason : "");
     ack.retry_after_ms = retry_after;
+    ack.codecs = ST_CODECS_ACCEPTED;
     if (agent != NULL && c->in->attach != NULL) {
         c->in->attach(c->in->attach_arg, agent, &ack);
     }
@@ -151,6 +152,7 @@ static void handle(struct ictx *c, nng_msg *msg)
         reject(c, 0, rv, NULL);
         return;
     }
+    st_metric_add(&in->m->frames_codec[env.codec], 1); /* open checked codec <= 2 */
     /* Authentication before anything else is learned from the frame. */
     pthread_rwlock_rdlock(&in->keys_lock);
     rv = in->keys != NULL ? st_keyring_verify(in->keys, body, len, &env) : ST_OK;

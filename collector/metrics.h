@@ -20,6 +20,7 @@ typedef struct st_metrics {
     _Atomic uint64_t frames_retry_later;
     _Atomic uint64_t samples_applied;
     _Atomic uint64_t bytes_received;
+    _Atomic uint64_t frames_codec[3];       /* opened envelopes by codec: none, zstd, zstd_dict */
     _Atomic uint64_t rejects[ST_ERR_COUNT]; /* by st_err index */
     _Atomic uint64_t commits;
     _Atomic uint64_t commit_failures;

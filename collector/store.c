@@ -677,6 +677,7 @@ int st_store_apply(st_store_txn *t, const st_frame *f, int64_t now_ms, bool *dup
 {
     Strata__V1__AgentRecord *old = NULL;
     Strata__V1__AgentRecord rec = STRATA__V1__AGENT_RECORD__INIT;
+    Strata__V1__Agent merged;
     int rv;
     if (f->agent_id.len != 16 || f->seq == 0) {
         return ST_EINVAL;
@@ -700,7 +701,15 @@ int st_store_apply(st_store_txn *t, const st_frame *f, int64_t now_ms, bool *dup
         goto out;
     }
     if (f->agent != NULL) {
-        rec.agent = f->agent;
+        merged = *f->agent;
+        /* Agents send version and boot_id in one frame of several: an
+         * empty one means "unchanged", not "unknown". */
+        if (old != NULL && old->agent != NULL && merged.boot_id[0] == '\0' &&
+            merged.version[0] == '\0') {
+            merged.boot_id = old->agent->boot_id;
+            merged.version = old->agent->version;
+        }
+        rec.agent = &merged;
     }
     rec.frames++;
     rec.last_seen_unix_ms = now_ms;

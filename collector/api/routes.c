@@ -50,9 +50,10 @@ static json_t *agent_json(const st_agent_info *a, int64_t now)
     for (size_t i = 0; ag != NULL && labels != NULL && i < ag->n_labels; i++) {
         json_object_set_new(labels, ag->labels[i]->key, json_string(ag->labels[i]->value));
     }
-    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "id", a->id, "host",
-                     ag && ag->host ? ag->host : "", "role", role, "version",
-                     ag && ag->version ? ag->version : "", "labels", labels, "first_seen_unix_ms",
+    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "id", a->id,
+                     "host", ag && ag->host ? ag->host : "", "role", role, "version",
+                     ag && ag->version ? ag->version : "", "boot_id",
+                     ag && ag->boot_id ? ag->boot_id : "", "labels", labels, "first_seen_unix_ms",
                      (json_int_t)r->first_seen_unix_ms, "last_seen_unix_ms",
                      (json_int_t)r->last_seen_unix_ms, "seq", (json_int_t)r->seq, "frames",
                      (json_int_t)r->frames, "samples", (json_int_t)r->samples, "spool_frames",
@@ -175,6 +176,14 @@ static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *
     counter(b, "strata_ingest_bytes_total", "Envelope bytes received.",
             st_metric_get(&m->bytes_received));
     metrics_rejects(b, m);
+    /* which agents still send codec 1 shows here as a rate that is not 0 */
+    st_buf_printf(b, "# HELP strata_ingest_frames_codec_total Envelopes opened, by codec.\n"
+                     "# TYPE strata_ingest_frames_codec_total counter\n");
+    for (int i = 0; i < 3; i++) {
+        static const char *names[] = {"none", "zstd", "zstd_dict"};
+        st_buf_printf(b, "strata_ingest_frames_codec_total{codec=\"%s\"} %" PRIu64 "\n", names[i],
+                      st_metric_get(&m->frames_codec[i]));
+    }
     histogram(b, "strata_store_commit_seconds", "Latency of group commits.", m->commit_bucket,
               &m->commit_ns_sum);
     histogram(b, "strata_query_seconds", "Latency of /v1/query answers.", m->query_bucket,

@@ -4,6 +4,8 @@
 # `--once` prints a frame as JSON, `--check-config` names file, line and key
 # of an unknown key or a bad value (agent and collector),
 # the `strata` CLI lists the agents, and both daemons exit 0 on SIGTERM.
+# Agents switch to the wire dictionary once the collector's acks list it, and
+# the collector keeps version and boot_id between the frames that carry them.
 # Agents sampling only the host do not map libcurl or libpq.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -35,10 +37,23 @@ for i in 1 2 3; do
     assert_eq "$(agent_id "$i")" "$(agent_field "$h" id "$J")" "id of $h (vs its spool's agent.id)"
     v=$(agent_field "$h" version "$J")
     [[ -n "$v" && "$v" != null ]] || fail "version of $h: expected non-empty, got '$v'"
+    # version and boot_id ride on one frame in 20; the others leave them out
+    # and the collector keeps what it was told
+    v=$(agent_field "$h" boot_id "$J")
+    [[ ${#v} -ge 32 ]] || fail "boot_id of $h: expected the kernel's boot id, got '$v'"
     assert_eq spine_test "$(jq -r --arg h "$h" '.agents[] | select(.host == $h) | .labels.test' <<<"$J")" \
         "label test of $h"
     log "agent $h: $(jq -c --arg h "$h" '.agents[] | select(.host == $h) | {id, role, seq, frames, samples}' <<<"$J")"
 done
+
+# Codec 2 (zstd with the wire dictionary) once the collector's acks list it:
+# each agent's first frame went out before any ack, as codec 1.
+dict_frames() { (($(metric strata_ingest_frames_codec_total 'codec="zstd_dict"') >= 9)); }
+wait_for 20 "nine frames with the wire dictionary (codec 2)" dict_frames
+z1=$(metric strata_ingest_frames_codec_total 'codec="zstd"')
+log "frames by codec: zstd $z1, zstd_dict $(metric strata_ingest_frames_codec_total 'codec="zstd_dict"')"
+assert_ge "$z1" 3 "codec 1 frames (each agent's first)"
+assert_eq 0 "$(metric strata_ingest_frames_rejected_total)" "frames rejected"
 
 # /v1/query per host: process memory, TCP and host series.
 # series_for METRIC HOST: at least one series with points, all labelled host=HOST.

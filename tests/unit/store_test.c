@@ -156,6 +156,50 @@ static void test_dedup_window(void **state)
     st_store_close(st);
 }
 
+struct info_seen {
+    char version[32], boot_id[32];
+};
+
+static int info_cb(void *arg, const st_agent_info *a)
+{
+    struct info_seen *s = arg;
+    const Strata__V1__Agent *ag = a->rec->agent;
+    snprintf(s->version, sizeof(s->version), "%s", ag && ag->version ? ag->version : "(none)");
+    snprintf(s->boot_id, sizeof(s->boot_id), "%s", ag && ag->boot_id ? ag->boot_id : "(none)");
+    return ST_OK;
+}
+
+/* Agents send version and boot_id in one frame of several: a frame without
+ * them keeps the stored ones; a frame with new ones replaces them. */
+static void test_agent_info_kept(void **state)
+{
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
+    static const char *ver[] = {"1.2.3", "", "", "1.2.4"};
+    static const char *boot[] = {"boot-1", "", "", "boot-2"};
+    static const char *want_ver[] = {"1.2.3", "1.2.3", "1.2.3", "1.2.4"};
+    static const char *want_boot[] = {"boot-1", "boot-1", "boot-1", "boot-2"};
+    st_store *st;
+    bool dup;
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    for (int i = 0; i < 4; i++) {
+        st_frame *f = make_frame(agent_a, (uint64_t)i + 1, 1, 1, 1000 + i * 1000, 10);
+        struct info_seen seen;
+        f->agent->version = strdup(ver[i]);
+        f->agent->boot_id = strdup(boot[i]);
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        st_frame_free(f);
+        if (i == 2) { /* and across a reopen */
+            st_store_close(st);
+            assert_int_equal(st_store_open(&o, &st), ST_OK);
+        }
+        assert_int_equal(st_store_agents(st, info_cb, &seen), ST_OK);
+        assert_string_equal(seen.version, want_ver[i]);
+        assert_string_equal(seen.boot_id, want_boot[i]);
+    }
+    st_store_close(st);
+}
+
 struct scan_state {
     int series;
     int blocks;
@@ -683,6 +727,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_dedup_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_info_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan_order_and_match, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full_grows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_series_key_too_long_skipped, setup, teardown),
