@@ -53,6 +53,7 @@ struct opts {
     double duration_s;
     double max_rate; /* --pace max: samples/s the pre-encoded frames must last for */
     int level;
+    int codec; /* envelope codec: 2 (the wire dictionary), as agents send to this collector */
     bool live;
     bool pace_max; /* send as fast as acks come back, timestamps a day back */
     bool progress;
@@ -560,8 +561,8 @@ static int agent_encode(struct bench *b, struct builder *bl, struct sim_agent *a
     if ((rv = st_frame_encode(&f, raw)) != ST_OK) {
         return rv;
     }
-    return st_envelope_encode(z, a->id, f.seq, ST_CODEC_ZSTD, b->o.level, raw->data, raw->len, NULL,
-                              0, env);
+    return st_envelope_encode(z, a->id, f.seq, b->o.codec, b->o.level, raw->data, raw->len, NULL, 0,
+                              env);
 }
 
 /* ---- /proc and /metrics readings ---- */
@@ -1550,7 +1551,8 @@ static void usage(void)
             "                       agent sends as fast as acks return, data a day back\n"
             "  --max-rate R         --pace max: samples/s the pre-encoded frames must last for\n"
             "  --live               encode frames while sending instead of before\n"
-            "  --level L            zstd level (3, as the agent)\n"
+            "  --level L            zstd level (6, as the agent)\n"
+            "  --codec C            envelope codec: 1 zstd, 2 zstd with the wire dictionary (2)\n"
             "  --bytes P,P,...      only print wire bytes per sample at these points per frame\n"
             "  --dump DIR           with --bytes, also write every raw (uncompressed) frame there\n"
             "  --seed N             random seed (1)\n"
@@ -1574,7 +1576,7 @@ static const struct option LONG_OPTS[] = {
     {"duration", 1, NULL, 'd'}, {"max-rate", 1, NULL, 'r'}, {"live", 0, NULL, 'L'},
     {"level", 1, NULL, 'l'},    {"bytes", 1, NULL, 'b'},    {"seed", 1, NULL, 'e'},
     {"progress", 0, NULL, 'g'}, {"pace", 1, NULL, 'c'},     {"dump", 1, NULL, 'D'},
-    {"help", 0, NULL, 'h'},     {NULL, 0, NULL, 0}};
+    {"codec", 1, NULL, 'C'},    {"help", 0, NULL, 'h'},     {NULL, 0, NULL, 0}};
 
 /* Applies option c with its argument to o. */
 static int apply_opt(struct opts *o, int c, const char *arg)
@@ -1629,6 +1631,10 @@ static int apply_opt(struct opts *o, int c, const char *arg)
     case 'l':
         rv = parse_u64_opt(arg, 1, 19, &v);
         o->level = (int)v;
+        break;
+    case 'C':
+        rv = parse_u64_opt(arg, ST_CODEC_ZSTD, ST_CODEC_ZSTD_DICT, &v);
+        o->codec = (int)v;
         break;
     case 'b':
         o->bytes_list = arg;
@@ -1713,7 +1719,8 @@ int main(int argc, char **argv)
                         .warmup_s = 5,
                         .duration_s = 20,
                         .max_rate = 2.5e6,
-                        .level = 3,
+                        .level = 6,
+                        .codec = ST_CODEC_ZSTD_DICT,
                         .seed = 1};
     if (parse_opts(argc, argv, &b.o) != ST_OK) {
         return 2;

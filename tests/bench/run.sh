@@ -10,7 +10,8 @@
 #   BENCH_ONLY="agent ingest bytes"  which benchmarks to run
 #   BENCH_DIR=DIR        stores and spools (default BUILD/bench-data; keep it on
 #                        a real disk: on tmpfs fsync costs nothing)
-#   AGENT_SECONDS=70     agent run; the first AGENT_WARMUP=10 s are not measured
+#   AGENT_SECONDS=310    agent run; the first AGENT_WARMUP=10 s are not measured (300 s:
+#                        20 frames, so wire bytes include one frame of each cadence)
 #   AGENT_FLUSH=15       the agents' flush_interval (s): the agent default
 #   INGEST_RUNS=1        fresh collector per run; medians over runs, and over
 #                        the 10 s windows of each run
@@ -43,7 +44,7 @@ GEN=$BUILD/tests/ingest_bench
 
 BENCH_ONLY=${BENCH_ONLY:-agent ingest bytes}
 BENCH_DIR=${BENCH_DIR:-$BUILD/bench-data}
-AGENT_SECONDS=${AGENT_SECONDS:-70}
+AGENT_SECONDS=${AGENT_SECONDS:-310}
 AGENT_FLUSH=${AGENT_FLUSH:-15}
 AGENT_WARMUP=${AGENT_WARMUP:-10}
 INGEST_RUNS=${INGEST_RUNS:-1}
@@ -224,11 +225,13 @@ YAML
     PIDS+=("$APID")
 }
 
-# agent_report LABEL PID COLLECTOR_HTTP NS0 NS1 TICKS0 TICKS1 SECS SUBS...
+# agent_report LABEL PID COLLECTOR_HTTP NS0 NS1 TICKS0 TICKS1 SECS BYTES0 SAMPLES0 SUBS...
+# BYTES0 and SAMPLES0: the collector's counts when the window began, so that
+# wire bytes are those of the steady state, not of the first frames.
 agent_report() {
-    local label=$1 pid=$2 http=$3 ns0=$4 ns1=$5 t0=$6 t1=$7 secs=$8
-    shift 8
-    local pct pct_ns us us_ns bytes samples frames bps
+    local label=$1 pid=$2 http=$3 ns0=$4 ns1=$5 t0=$6 t1=$7 secs=$8 b0=$9 s0=${10}
+    shift 10
+    local pct pct_ns us us_ns bytes samples frames bps wbps
     pct=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v s="$secs" 'BEGIN { printf "%.3f", (b - a) / hz / s * 100 }')
     us=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v s="$secs" 'BEGIN { printf "%.0f", (b - a) / hz / s * 1e6 }')
     pct_ns=$(awk -v a="$ns0" -v b="$ns1" -v s="$secs" 'BEGIN { printf "%.4f", (b - a) / 1e9 / s * 100 }')
@@ -237,6 +240,8 @@ agent_report() {
     samples=$(metric "$http" strata_ingest_samples_total)
     frames=$(metric "$http" strata_ingest_frames_applied_total)
     bps=$(awk -v b="$bytes" -v s="$samples" 'BEGIN { printf "%.3f", s ? b / s : 0 }')
+    wbps=$(awk -v b="$bytes" -v s="$samples" -v b0="$b0" -v s0="$s0" \
+        'BEGIN { printf "%.3f", (s > s0 ? (b - b0) / (s - s0) : 0) }')
     say "-- $label"
     say "CPU (utime+stime):   $pct % of one core, $us us per 1 s tick ($((t1 - t0)) ticks at $HZ Hz)"
     say "CPU (schedstat ns):  $pct_ns % of one core, $us_ns us per tick"
@@ -244,16 +249,17 @@ agent_report() {
     say "RSS:                 VmRSS $(status_kb "$pid" VmRSS) kB (anon $(status_kb "$pid" RssAnon)," \
         "file $(status_kb "$pid" RssFile): shared libraries), VmHWM $(status_kb "$pid" VmHWM) kB," \
         "$(status_kb "$pid" Threads) threads"
-    say "wire:                $frames frames, $samples samples, $bytes envelope bytes: $bps bytes/sample," \
-        "$(awk -v s="$samples" -v f="$frames" 'BEGIN { printf "%.0f", f ? s / f : 0 }') samples/frame"
+    say "wire:                $frames frames, $samples samples, $bytes envelope bytes since the start:" \
+        "$bps bytes/sample, $(awk -v s="$samples" -v f="$frames" 'BEGIN { printf "%.0f", f ? s / f : 0 }')" \
+        "samples/frame; in the window: $((bytes - b0)) bytes, $((samples - s0)) samples: $wbps bytes/sample"
     say "RESULT agent label=$label cpu_pct=$pct cpu_pct_ns=$pct_ns us_per_tick=$us" \
         "rss_kb=$(status_kb "$pid" VmRSS) anon_kb=$(status_kb "$pid" RssAnon)" \
-        "hwm_kb=$(status_kb "$pid" VmHWM) wire_bytes_per_sample=$bps"
+        "hwm_kb=$(status_kb "$pid" VmHWM) wire_bytes_per_sample=$wbps wire_bytes_per_sample_from_start=$bps"
 }
 
 bench_agent() {
     local window starts secs done_s=0 prev_t now_t k
-    local -a pids=() https=() cols=() ns0=() nsp=() t0=() t1=() ns1=() subs0=() subs1=()
+    local -a pids=() https=() cols=() ns0=() nsp=() t0=() t1=() ns1=() subs0=() subs1=() wb0=() ws0=()
     say "== agent cost: interval 1s, flush ${AGENT_FLUSH}s, ${AGENT_SECONDS}s run, first ${AGENT_WARMUP}s" \
         "not measured; two agents side by side, each with its own collector:"
     say "   full = samplers host, tcp, proc (one process by pidfile: its collector);" \
@@ -283,6 +289,8 @@ bench_agent() {
         t0[k]=$(proc_ticks "${pids[$k]}")
         ns0[k]=$(proc_ns "${pids[$k]}")
         nsp[k]=${ns0[$k]}
+        wb0[k]=$(metric "${https[$k]}" strata_ingest_bytes_total)
+        ws0[k]=$(metric "${https[$k]}" strata_ingest_samples_total)
     done
     starts=$(date +%s.%N)
     prev_t=$starts
@@ -311,9 +319,9 @@ bench_agent() {
     say "the process the proc sampler reads: VmRSS $(status_kb "${cols[0]}" VmRSS) kB," \
         "VmSize $(status_kb "${cols[0]}" VmSize) kB"
     agent_report "full (host, tcp, proc)" "${pids[0]}" "${https[0]}" "${ns0[0]}" "${ns1[0]}" \
-        "${t0[0]}" "${t1[0]}" "$secs" "${subs0[@]}"
+        "${t0[0]}" "${t1[0]}" "$secs" "${wb0[0]}" "${ws0[0]}" "${subs0[@]}"
     agent_report "base (host, tcp)" "${pids[1]}" "${https[1]}" "${ns0[1]}" "${ns1[1]}" \
-        "${t0[1]}" "${t1[1]}" "$secs" "${subs1[@]}"
+        "${t0[1]}" "${t1[1]}" "$secs" "${wb0[1]}" "${ws0[1]}" "${subs1[@]}"
     for k in 0 1; do
         stop_pid "${pids[$k]}"
         stop_pid "${cols[$k]}"
@@ -452,8 +460,11 @@ bench_ingest_all() {
 # ---- 3. bytes on the wire ----
 
 bench_bytes() {
-    say "== wire bytes per sample: the ${INGEST_SERIES}-series mix, zstd level 3, by points per frame"
+    say "== wire bytes per sample: the ${INGEST_SERIES}-series mix, zstd level 6 (the agent's), by points per frame"
+    say "-- codec 2 (zstd with the wire dictionary: what agents send to this collector)"
     "$GEN" --bytes "$BYTES_POINTS" --series "$INGEST_SERIES" --agents 8 | grep -v '^RESULT'
+    say "-- codec 1 (zstd alone: what agents send to a collector that does not list codec 2)"
+    "$GEN" --bytes "$BYTES_POINTS" --series "$INGEST_SERIES" --agents 8 --codec 1 | grep -v '^RESULT'
     say "[target <= 2 bytes/sample; points per frame = flush_interval / interval]"
     say
 }
