@@ -84,6 +84,12 @@ t1=$(ticks); s1=$(date +%s.%N)
 hz=$(getconf CLK_TCK)
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+if [[ -n ${ST_BENCH_KEEP:-} ]]; then # raw material for a closer look
+    mkdir -p "$ST_BENCH_KEEP"
+    cat "/proc/$pid/smaps" >"$ST_BENCH_KEEP/smaps"
+    cat "/proc/$pid/status" >"$ST_BENCH_KEEP/status"
+    for t in /proc/$pid/task/*; do echo "$(cat "$t/comm")"; done >"$ST_BENCH_KEEP/threads"
+fi
 python3 - "$t0" "$t1" "$s0" "$s1" "$hz" "$rss" "$hwm" <<'PY'
 import sys
 t0, t1, s0, s1, hz, rss, hwm = map(float, sys.argv[1:])
