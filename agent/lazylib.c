@@ -8,6 +8,8 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 struct st_curl_api st_curl;
 struct st_pq_api st_pq;
@@ -87,4 +89,24 @@ int st_pq_load(char *err, size_t errlen)
 {
     pthread_once(&pq_lazy.once, load_pq);
     return outcome(&pq_lazy, "libpq", err, errlen);
+}
+
+bool st_pq_gssenc_off(const char *dsn)
+{
+    PQconninfoOption *opts;
+    bool off = true;
+    if (getenv("PGGSSENCMODE") != NULL || getenv("PGSERVICE") != NULL) {
+        return false;
+    }
+    if (dsn == NULL || (opts = st_pq.PQconninfoParse(dsn, NULL)) == NULL) {
+        return true; /* an unparsable dsn fails to connect either way */
+    }
+    for (const PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val != NULL &&
+            (strcmp(o->keyword, "gssencmode") == 0 || strcmp(o->keyword, "service") == 0)) {
+            off = false;
+        }
+    }
+    st_pq.PQconninfoFree(opts);
+    return off;
 }

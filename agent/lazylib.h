@@ -17,6 +17,7 @@
 #ifndef ST_LAZYLIB_H
 #define ST_LAZYLIB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The table's entries need real function declarations, not curl's
@@ -107,6 +108,16 @@ static inline void st_pq_keep_result(PGresult **keep, PGresult *r)
  * libcurl 7.88 initialises thread-safely besides). */
 int st_curl_load(char *err, size_t errlen);
 int st_pq_load(char *err, size_t errlen);
+
+/* Whether a connection to dsn (a conninfo string or URI, NULL for none)
+ * should be opened with gssencmode=disable ahead of the dsn, so that the
+ * dsn can still choose otherwise. libpq's default, prefer, looks for
+ * Kerberos credentials before every connection, which initialises the
+ * Kerberos libraries: about 0.7 MB of RSS, for an encryption that needs a
+ * Kerberos setup few PostgreSQL servers have. So false only when the user
+ * chose: gssencmode or a service (whose file may set it) in dsn, or
+ * PGGSSENCMODE or PGSERVICE in the environment. Needs st_pq_load. */
+bool st_pq_gssenc_off(const char *dsn);
 
 #ifndef ST_LAZYLIB_IMPL
 #define curl_global_init (st_curl.curl_global_init)

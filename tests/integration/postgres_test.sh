@@ -150,6 +150,13 @@ if grep -q "pg_stat_statements is not available" "$T/create.out"; then
 fi
 log "no extension: one message, tables and cache still sampled; create_extension: true works"
 
+# The agent connects with gssencmode=disable ahead of the dsn (no Kerberos
+# set-up at every connect); a dsn that asks for GSS encryption still wins:
+# this server has none, so the connection is refused for that reason.
+agent_once gss "host=127.0.0.1 port=$PG_PORT dbname=app user=strata gssencmode=require"
+grep -q "GSSAPI encryption required" "$T/gss.out" ||
+    fail "a dsn's gssencmode=require was not applied: $(tail -n 5 "$T/gss.out")"
+
 # ---- the same server without shared_preload_libraries --------------------------------------------
 
 pg_stop fast

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "err.h"
 #include "fold.h"
+#include "lazylib.h"
 #include "sampler.h"
 #include "samplers/postgres_sql.h"
 #include "samplers/samplers.h"
@@ -381,6 +382,29 @@ static void test_server_down(void **state)
     close(fd);
 }
 
+/* gssencmode=disable goes ahead of the dsn unless the user chose a mode
+ * (in the dsn, the environment, or a service file). */
+static void test_gssenc_default(void **state)
+{
+    (void)state;
+    assert_int_equal(st_pq_load(NULL, 0), ST_OK);
+    unsetenv("PGGSSENCMODE");
+    unsetenv("PGSERVICE");
+    assert_true(st_pq_gssenc_off(NULL));
+    assert_true(st_pq_gssenc_off("host=127.0.0.1 dbname=postgres sslmode=require"));
+    assert_true(st_pq_gssenc_off("postgresql://u@db.example/app"));
+    assert_true(st_pq_gssenc_off("not a conninfo"));
+    assert_false(st_pq_gssenc_off("host=db gssencmode=prefer"));
+    assert_false(st_pq_gssenc_off("postgresql://u@db.example/app?gssencmode=require"));
+    assert_false(st_pq_gssenc_off("service=reporting"));
+    setenv("PGGSSENCMODE", "prefer", 1);
+    assert_false(st_pq_gssenc_off("host=db"));
+    unsetenv("PGGSSENCMODE");
+    setenv("PGSERVICE", "reporting", 1);
+    assert_false(st_pq_gssenc_off("host=db"));
+    unsetenv("PGSERVICE");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_normalized_then_table),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_server_down),
+        cmocka_unit_test(test_gssenc_default),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
