@@ -228,7 +228,17 @@ int main(int argc, char **argv)
     st_cfg_doc *doc = NULL;
     st_agent *agent = NULL;
     struct sigaction sa;
-    int rv = parse_flags(argc, argv, &o);
+    int rv;
+    /* GnuTLS comes with libpq (through libldap) and with libcurl (through
+     * librtmp) and initialises itself when loaded: its random generator,
+     * p11-kit and the system trust modules, 0.8 MB of RSS, for TLS neither
+     * library does through it unless an LDAP service lookup or an rtmp://
+     * URL asks, and those call gnutls_global_init themselves. Set before
+     * any thread exists (setenv is not thread-safe); a value the user set
+     * stays. Children inherit it: the exec action's get a clean
+     * environment, and varnishstat does not use GnuTLS. */
+    setenv("GNUTLS_NO_IMPLICIT_INIT", "1", 0);
+    rv = parse_flags(argc, argv, &o);
     if (rv != 0) {
         return rv == 1 ? 0 : 2;
     }
