@@ -121,7 +121,8 @@ int st_store_open(const struct st_store_opts *opts, st_store **out)
     st->ret.grace_ms = st->ret.grace_ms ? st->ret.grace_ms : 30000;
     st->cache_size = CACHE_INIT;
     st->cache = calloc(st->cache_size, sizeof(*st->cache));
-    if (st->cache == NULL || st_zctx_new(&st->z) != ST_OK) {
+    if (st->cache == NULL || st_zctx_new(&st->z) != ST_OK ||
+        st_changes_new(&st->changes) != ST_OK) {
         rv = ST_ENOMEM;
         goto fail;
     }
@@ -190,6 +191,7 @@ void st_store_close(st_store *st)
         mdb_env_close(st->env);
     }
     st_zctx_free(st->z);
+    st_changes_free(st->changes);
     pthread_rwlock_destroy(&st->resize);
     free(st);
 }
@@ -255,6 +257,7 @@ int st_store_begin(st_store *st, st_store_txn **out)
 
 static void txn_release(st_store_txn *t)
 {
+    st_change_set_free(t->changed);
     pthread_rwlock_unlock(&t->st->resize);
     free(t);
 }
@@ -291,6 +294,8 @@ int st_store_commit(st_store_txn *t)
     } else {
         atomic_store(&st->pub_wm_1m, st->rs.wm_1m);
         atomic_store(&st->pub_wm_1h, st->rs.wm_1h);
+        /* After the commit: a reader that saw this generation sees its points. */
+        st_changes_publish(st->changes, t->changed);
     }
     txn_release(t);
     return rv;
@@ -575,6 +580,7 @@ static int put_block(st_store_txn *t, uint32_t id, const Strata__V1__Series *s, 
         return st_store_map_mdb(rc, "put points");
     }
     strata__v1__series__pack(&blk, v.mv_data);
+    st_change_set_note(&t->changed, s->name, s->start_unix_ms);
     return t->st->no_rollups ? ST_OK : st_rollup_note_block(t, id, s);
 }
 
@@ -1131,6 +1137,16 @@ int st_store_scan(st_store *st, const char *metric, const st_matcher *m, size_t 
     rv = scan_series(st, txn, metric, m, nm, from_ms, to_ms, cb);
     st_store_read_end(st, txn);
     return rv;
+}
+
+uint64_t st_store_generation(st_store *st)
+{
+    return st_changes_generation(st->changes);
+}
+
+int64_t st_store_changed_since(st_store *st, const char *metric, uint64_t gen)
+{
+    return st_changes_since(st->changes, metric, gen);
 }
 
 int st_store_stats(st_store *st, struct st_store_stats *out)

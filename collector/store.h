@@ -152,6 +152,18 @@ int64_t st_res_ms(enum st_res res);
  * the metric has no series. */
 int st_store_metric_kind(st_store *st, const char *metric, int *kind);
 
+/* What changed, for readers that keep folded answers across queries. The
+ * generation starts from the wall clock when the store opens and counts up
+ * with each commit that writes points; a reader takes it before reading,
+ * and later asks
+ * for the oldest point time written to a metric by commits after it:
+ * INT64_MAX when nothing was, INT64_MIN when the store cannot tell
+ * (0, a generation of an earlier opening, or it ran out of memory keeping
+ * notes). Memory only, so a restart answers
+ * "everything". Any thread. */
+uint64_t st_store_generation(st_store *st);
+int64_t st_store_changed_since(st_store *st, const char *metric, uint64_t gen);
+
 /* True when the labels of rec satisfy every matcher. */
 bool st_store_labels_match(const Strata__V1__SeriesRecord *rec, const st_matcher *m, size_t nm);
 

@@ -63,6 +63,7 @@ struct st_store {
     /* Watermarks readers may use (updated after commits). */
     _Atomic int64_t pub_wm_1m;
     _Atomic int64_t pub_wm_1h;
+    struct st_changes *changes; /* what commits wrote (store_changes.c) */
 };
 
 struct st_store_txn {
@@ -72,7 +73,24 @@ struct st_store_txn {
     bool rs_dirty; /* rollup state changed in this txn */
     bool created;  /* a series was created (and cached) in this txn */
     struct st_rollup_state rs_saved;
+    struct st_change_set *changed; /* metrics this txn wrote points of; NULL: none */
 };
+
+/* store_changes.c: per-commit change notes for st_store_generation and
+ * st_store_changed_since. A set collects one transaction's metrics (the
+ * writer's); publishing it after the commit starts a new generation. */
+struct st_changes;
+struct st_change_set;
+int st_changes_new(struct st_changes **out);
+void st_changes_free(struct st_changes *c);
+/* Notes that metric got a point at t or later; allocates *set on first use.
+ * Out of memory it marks the set as "everything changed". */
+void st_change_set_note(struct st_change_set **set, const char *metric, int64_t t);
+void st_change_set_free(struct st_change_set *s);
+/* After a successful commit; a NULL set (no points) starts no generation. */
+void st_changes_publish(struct st_changes *c, struct st_change_set *s);
+uint64_t st_changes_generation(struct st_changes *c);
+int64_t st_changes_since(struct st_changes *c, const char *metric, uint64_t gen);
 
 int st_store_map_mdb(int rc, const char *what);
 uint64_t st_be64(const uint8_t *p);
