@@ -106,4 +106,23 @@ int st_query_fold_merged(st_query_fold *f, enum st_agg agg, const st_matcher *m,
                          json_t **out);
 void st_query_fold_free(st_query_fold *f);
 
+/* A question asked again and again over a window that moves with the
+ * clock, its points kept folded in 10 s buckets between askings: each
+ * asking reads only what the store says changed since the last one
+ * (st_store_changed_since) and the partial buckets at the window's edges.
+ * One slide serves one metric, matchers and by, with any range and agg
+ * the caller asks of it. The answer is the fold st_query_fold_run gives
+ * (same groups, order and values), serving only the aggs whose merged
+ * value is exact: ST_EUNSUPPORTED when this question or its data does not
+ * qualify (ask st_query_fold_run instead), ST_ENOMEM. q's regexes are
+ * used during the call only. Not thread-safe: one caller at a time. */
+typedef struct st_query_slide st_query_slide;
+int st_query_slide_new(st_query_slide **out);
+/* Sizes a new slide by a full answer of its question (a fold of
+ * st_query_fold_run): until then it answers ST_EUNSUPPORTED, and a
+ * question with too many groups to keep in buckets stays so. */
+void st_query_slide_learn(st_query_slide *c, const st_query_fold *f);
+int st_query_slide_fold(st_store *st, st_query_slide *c, const st_query *q, st_query_fold **out);
+void st_query_slide_free(st_query_slide *c);
+
 #endif

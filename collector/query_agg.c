@@ -47,14 +47,24 @@ struct sstate {
 struct group {
     char *key;
     size_t keylen;
+    size_t seq; /* creation order: the order a scan first met the group */
     json_t *labels;
     struct acc *b;
     struct acc total;
 };
 
+/* What a sliding window's scan saw per bucket (st_query_slide). */
+struct bstat {
+    int64_t tmin; /* the points' times: whether a window edge inside the */
+    int64_t tmax; /* bucket takes all of them, none, or must read them */
+    double abs;   /* counters and gauges: sum of |value|, and whether one */
+    bool inexact; /* was not an integer (sums then depend on their order) */
+};
+
 struct agg_run {
     const st_query *q;
-    enum st_agg agg; /* the answer's: a kept fold answers several (st_query_fold) */
+    struct bstat *bs; /* per bucket, or NULL */
+    enum st_agg agg;  /* the answer's: a kept fold answers several (st_query_fold) */
     st_matcher scan_m[ST_QUERY_MAX_MATCHERS];
     size_t n_scan;
     st_matcher num_m[ST_QUERY_MAX_MATCHERS];
@@ -270,6 +280,7 @@ static struct group *group_new(struct agg_run *r, const Strata__V1__SeriesRecord
     }
     memcpy(g->key, key, keylen);
     g->keylen = keylen;
+    g->seq = r->ng;
     for (size_t i = 0; i < r->nb; i++) {
         acc_init(&g->b[i]);
     }
@@ -428,9 +439,23 @@ static void note_sum(struct agg_run *r, double v)
     }
 }
 
+static void bstat_add(struct bstat *s, int64_t t, double v, bool dist)
+{
+    s->tmin = ST_MIN(s->tmin, t);
+    s->tmax = ST_MAX(s->tmax, t);
+    if (!dist) {
+        s->abs += fabs(v);
+        s->inexact = s->inexact || v != nearbyint(v);
+    }
+}
+
 static int add_point(struct agg_run *r, const Strata__V1__Series *b, size_t i, int64_t t)
 {
     struct acc *a = &r->cur->b[(t - r->from) / r->step];
+    if (r->bs != NULL) {
+        bool dist = r->kind == STRATA__V1__KIND__DISTRIBUTION;
+        bstat_add(&r->bs[(t - r->from) / r->step], t, dist ? 0 : r->vals[i], dist);
+    }
     fl_add(&r->cur_ss->b[(t - r->from) / r->step], t, r->vals[i], t, r->vals[i]);
     fl_add(&r->cur_ss->total, t, r->vals[i], t, r->vals[i]);
     double v = r->vals[i];
@@ -816,7 +841,10 @@ int st_query_run_agg(st_store *st, const st_query *q, json_t **out, char *err, s
 struct st_query_fold {
     st_query q; /* a copy: answers read its by labels, range and top */
     struct agg_run r;
+    bool slid; /* merged from a sliding window's buckets: exact aggs only */
 };
+
+static bool slide_agg_ok(int kind, enum st_agg agg, bool exact_sums);
 
 int st_query_fold_run(st_store *st, const st_query *q, st_query_fold **out, char *err,
                       size_t errlen)
@@ -870,6 +898,9 @@ bool st_query_fold_serves(const st_query_fold *f, enum st_agg agg)
     if (agg == ST_AGG_RATIO || own == ST_AGG_RATIO || f->q.top > 0 || f->r.res_used == NULL ||
         json_object_get(f->r.meta, "kind") == NULL ||
         (agg == ST_AGG_DEFAULT && f->q.nby == 0 && f->q.step_ms == 0)) {
+        return false;
+    }
+    if (f->slid && !slide_agg_ok(f->r.kind, agg, f->r.exact_sums)) {
         return false;
     }
     if (f->r.kind == STRATA__V1__KIND__DISTRIBUTION) {
@@ -1049,4 +1080,585 @@ void st_query_fold_free(st_query_fold *f)
     free_groups(&f->r);
     json_decref(f->r.meta);
     free(f);
+}
+
+/* ---- sliding windows ----
+ * A question asked every run over a window that moves with the clock
+ * (the engine's baselines and current windows) keeps its points folded in
+ * SLIDE_MS buckets between runs: a run reads only what the store says
+ * changed since the last one (new points at the edge, late points in
+ * buckets already folded) and merges the buckets its window covers.
+ * Only aggs whose merged value equals the value folded at once qualify
+ * (slide_agg_ok), so an answer is the one a full scan gives. */
+
+#define SLIDE_MS 10000LL
+#define SLIDE_MAX_SPAN_MS (3 * 3600000LL) /* longer windows are asked whole */
+#define SLIDE_SLACK 8                     /* buckets allocated past the need */
+/* Buckets times groups a slide may keep (each bucket of a distribution
+ * holds a sketch): questions grouped finer are asked whole. */
+#define SLIDE_MAX_CELLS 100000
+
+struct slide_group {
+    char *key;
+    size_t keylen;
+    json_t *labels;
+    size_t seq; /* where the latest scan first met it: the full scan's order */
+    struct acc *b;
+};
+
+struct st_query_slide {
+    int kind;
+    json_t *unit;
+    int64_t base; /* slot 0's start; buckets [lo, hi) are folded */
+    size_t cap;
+    int64_t lo;
+    int64_t hi;
+    int64_t span; /* the widest reach back from hi asked: older buckets go */
+    struct bstat *bs;
+    struct slide_group **g;
+    size_t ng;
+    size_t gcap;
+    size_t *gidx; /* open addressing by key: 1 + index into g */
+    size_t gtab;
+    uint64_t gen; /* the store generation the buckets are valid as of; 0: none */
+    bool sized;   /* st_query_slide_learn told how many groups there are */
+    bool too_big; /* grouped too finely to keep: asked whole */
+};
+
+static bool slide_agg_ok(int kind, enum st_agg agg, bool exact_sums)
+{
+    if (kind == STRATA__V1__KIND__DISTRIBUTION) {
+        return is_quantile(agg) || agg == ST_AGG_COUNT || agg == ST_AGG_MIN || agg == ST_AGG_MAX ||
+               agg == ST_AGG_RATE;
+    }
+    if (agg == ST_AGG_COUNT || agg == ST_AGG_MIN || agg == ST_AGG_MAX) {
+        return true;
+    }
+    return exact_sums && (agg == ST_AGG_SUM || agg == ST_AGG_AVG || agg == ST_AGG_RATE);
+}
+
+int st_query_slide_new(st_query_slide **out)
+{
+    st_query_slide *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return ST_ENOMEM;
+    }
+    *out = c;
+    return ST_OK;
+}
+
+static int64_t slide_floor(int64_t t)
+{
+    return t - (((t % SLIDE_MS) + SLIDE_MS) % SLIDE_MS);
+}
+
+static size_t slot_of(const st_query_slide *c, int64_t t)
+{
+    return (size_t)((t - c->base) / SLIDE_MS);
+}
+
+static void bstat_init(struct bstat *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->tmin = INT64_MAX;
+    s->tmax = INT64_MIN;
+}
+
+/* Empties the folded buckets of [from, to). */
+static void slide_drop(st_query_slide *c, int64_t from, int64_t to)
+{
+    from = ST_MAX(from, c->lo);
+    to = ST_MIN(to, c->hi);
+    for (int64_t t = from; t < to; t += SLIDE_MS) {
+        size_t k = slot_of(c, t);
+        for (size_t i = 0; i < c->ng; i++) {
+            st_sketch_free(c->g[i]->b[k].sk);
+            acc_init(&c->g[i]->b[k]);
+        }
+        bstat_init(&c->bs[k]);
+    }
+}
+
+static void slide_reset(st_query_slide *c)
+{
+    slide_drop(c, c->lo, c->hi);
+    c->lo = c->hi = 0;
+    c->gen = 0;
+}
+
+static struct acc *accs_new(size_t n)
+{
+    struct acc *a = malloc(n * sizeof(*a));
+    for (size_t i = 0; a != NULL && i < n; i++) {
+        acc_init(&a[i]);
+    }
+    return a;
+}
+
+/* Makes room for the buckets of [lo, hi), keeping the folded ones. */
+static int slide_reserve(st_query_slide *c, int64_t lo, int64_t hi)
+{
+    int64_t nlo = c->lo < c->hi ? ST_MIN(lo, c->lo) : lo;
+    int64_t nhi = c->lo < c->hi ? ST_MAX(hi, c->hi) : hi;
+    size_t cap = (size_t)((nhi - nlo) / SLIDE_MS) + SLIDE_SLACK;
+    struct bstat *bs;
+    if (c->bs != NULL && nlo >= c->base && nhi <= c->base + (int64_t)c->cap * SLIDE_MS) {
+        return ST_OK;
+    }
+    if ((bs = malloc(cap * sizeof(*bs))) == NULL) {
+        return ST_ENOMEM;
+    }
+    for (size_t k = 0; k < cap; k++) {
+        bstat_init(&bs[k]);
+    }
+    for (size_t i = 0; i < c->ng; i++) {
+        struct acc *b = accs_new(cap);
+        if (b == NULL) {
+            free(bs);
+            return ST_ENOMEM; /* the groups moved so far are whole: reset by the caller */
+        }
+        for (int64_t t = c->lo; t < c->hi; t += SLIDE_MS) {
+            b[(t - nlo) / SLIDE_MS] = c->g[i]->b[slot_of(c, t)];
+        }
+        free(c->g[i]->b);
+        c->g[i]->b = b;
+    }
+    for (int64_t t = c->lo; t < c->hi; t += SLIDE_MS) {
+        bs[(t - nlo) / SLIDE_MS] = c->bs[slot_of(c, t)];
+    }
+    free(c->bs);
+    c->bs = bs;
+    c->base = nlo;
+    c->cap = cap;
+    return ST_OK;
+}
+
+static size_t gslot(const st_query_slide *c, const char *key, size_t len)
+{
+    size_t k = hash_bytes(key, len) & (c->gtab - 1);
+    for (; c->gidx[k] != 0; k = (k + 1) & (c->gtab - 1)) {
+        const struct slide_group *g = c->g[c->gidx[k] - 1];
+        if (g->keylen == len && memcmp(g->key, key, len) == 0) {
+            break;
+        }
+    }
+    return k;
+}
+
+static int gindex_grow(st_query_slide *c)
+{
+    size_t n = c->gtab ? 2 * c->gtab : 64;
+    size_t *t = calloc(n, sizeof(*t));
+    if (t == NULL) {
+        return ST_ENOMEM;
+    }
+    free(c->gidx);
+    c->gidx = t;
+    c->gtab = n;
+    for (size_t i = 0; i < c->ng; i++) {
+        c->gidx[gslot(c, c->g[i]->key, c->g[i]->keylen)] = i + 1;
+    }
+    return ST_OK;
+}
+
+/* The kept group of a scanned one, created when new. */
+static int slide_group_of(st_query_slide *c, const struct group *g, struct slide_group **out)
+{
+    struct slide_group *n;
+    size_t k;
+    if ((2 * (c->ng + 1) > c->gtab && gindex_grow(c) != ST_OK) ||
+        (c->ng == c->gcap && c->gcap > SIZE_MAX / 4)) {
+        return ST_ENOMEM;
+    }
+    k = gslot(c, g->key, g->keylen);
+    if (c->gidx[k] != 0) {
+        *out = c->g[c->gidx[k] - 1];
+        return ST_OK;
+    }
+    if (c->ng == c->gcap) {
+        size_t cap = c->gcap ? 2 * c->gcap : 64;
+        struct slide_group **ng = realloc(c->g, cap * sizeof(*ng));
+        if (ng == NULL) {
+            return ST_ENOMEM;
+        }
+        c->g = ng;
+        c->gcap = cap;
+    }
+    if ((n = calloc(1, sizeof(*n))) == NULL || (n->key = malloc(g->keylen)) == NULL ||
+        (n->b = accs_new(c->cap ? c->cap : 1)) == NULL) {
+        if (n != NULL) {
+            free(n->key);
+        }
+        free(n);
+        return ST_ENOMEM;
+    }
+    memcpy(n->key, g->key, g->keylen);
+    n->keylen = g->keylen;
+    n->labels = json_incref(g->labels);
+    c->g[c->ng++] = n;
+    c->gidx[k] = c->ng;
+    *out = n;
+    return ST_OK;
+}
+
+/* One scan of the points of [lo_t, hi_t) into a run bucketed like the
+ * kept buckets; qq holds the run's question. */
+static int slide_scan(st_store *st, const st_query_slide *c, const st_query *q, int64_t lo_t,
+                      int64_t hi_t, struct agg_run *r, st_query *qq)
+{
+    st_scan_cb cb = {on_series, on_block, r, on_rollup};
+    int rv;
+    *qq = *q;
+    qq->from_ms = slide_floor(lo_t);
+    qq->to_ms = hi_t;
+    qq->step_ms = SLIDE_MS;
+    memset(r, 0, sizeof(*r));
+    if ((rv = setup(r, qq)) != ST_OK) {
+        return rv;
+    }
+    r->kind = c->kind;
+    if ((r->bs = malloc(r->nb * sizeof(*r->bs))) == NULL) {
+        return ST_ENOMEM;
+    }
+    for (size_t k = 0; k < r->nb; k++) {
+        bstat_init(&r->bs[k]);
+    }
+    return scan_raw(st, r, &cb, lo_t, hi_t);
+}
+
+static void run_free(struct agg_run *r)
+{
+    free_groups(r);
+    free(r->bs);
+    json_decref(r->meta);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Takes a scan's groups (their order too) and moves its buckets of
+ * [lo, hi), which must be empty in the cache, into the cache; the run
+ * keeps the rest. */
+static int slide_absorb(st_query_slide *c, struct agg_run *r, int64_t lo, int64_t hi)
+{
+    int rv;
+    if (c->unit == NULL && json_object_get(r->meta, "unit") != NULL) {
+        c->unit = json_incref(json_object_get(r->meta, "unit"));
+    }
+    for (size_t i = 0; i < r->tabsize; i++) {
+        struct group *g = r->tab[i];
+        struct slide_group *cg;
+        if (g == NULL) {
+            continue;
+        }
+        if ((rv = slide_group_of(c, g, &cg)) != ST_OK) {
+            return rv;
+        }
+        cg->seq = g->seq;
+        for (size_t k = 0; k < r->nb; k++) {
+            int64_t t = r->from + (int64_t)k * SLIDE_MS;
+            if (t >= lo && t < hi) {
+                cg->b[slot_of(c, t)] = g->b[k];
+                acc_init(&g->b[k]);
+            }
+        }
+    }
+    for (size_t k = 0; k < r->nb; k++) {
+        int64_t t = r->from + (int64_t)k * SLIDE_MS;
+        if (t >= lo && t < hi) {
+            c->bs[slot_of(c, t)] = r->bs[k];
+        }
+    }
+    return ST_OK;
+}
+
+/* Reads [lo_t, hi_t) and keeps its whole buckets below keep_hi (none when
+ * keep_hi <= lo_t); the run, with what is left (a partial bucket), goes
+ * to *x. */
+static int slide_read(st_store *st, st_query_slide *c, const st_query *q, int64_t lo_t,
+                      int64_t hi_t, int64_t keep_hi, struct agg_run *x, st_query *xq)
+{
+    int64_t keep_lo = slide_floor(lo_t);
+    int rv = slide_scan(st, c, q, lo_t, hi_t, x, xq);
+    if (rv == ST_OK && keep_lo < keep_hi) {
+        rv = slide_reserve(c, keep_lo, keep_hi);
+    }
+    /* Even with nothing to keep: a scan meets every series, so it finds
+     * new groups and tells their order. */
+    return rv == ST_OK ? slide_absorb(c, x, keep_lo, keep_hi) : rv;
+}
+
+static bool slide_fits(const st_query *q)
+{
+    int64_t span = q->to_ms - q->from_ms;
+    return q->step_ms == 0 && q->top == 0 && q->agg != ST_AGG_DEFAULT && q->agg != ST_AGG_RATIO &&
+           q->agg != ST_AGG_DELTA && span >= 2 * SLIDE_MS && span <= SLIDE_MAX_SPAN_MS &&
+           q->from_ms > 0;
+}
+
+/* Forgets what changed since the buckets were read. */
+static void slide_invalidate(st_store *st, st_query_slide *c, const char *metric)
+{
+    int64_t ch;
+    if (c->gen == 0) {
+        slide_reset(c);
+        return;
+    }
+    ch = st_store_changed_since(st, metric, c->gen);
+    if (ch == INT64_MIN || ch <= c->lo) {
+        slide_reset(c);
+    } else if (ch < c->hi) {
+        slide_drop(c, slide_floor(ch), c->hi);
+        c->hi = slide_floor(ch);
+    }
+}
+
+/* Puts a kept group into an answer's table the way find_group would. */
+static int insert_group(struct agg_run *r, const struct slide_group *cg)
+{
+    struct group *g;
+    size_t i = hash_bytes(cg->key, cg->keylen) & (r->tabsize - 1);
+    while (r->tab[i] != NULL) {
+        i = (i + 1) & (r->tabsize - 1);
+    }
+    if ((g = calloc(1, sizeof(*g))) == NULL) {
+        return ST_ENOMEM;
+    }
+    r->tab[i] = g;
+    if ((g->key = malloc(cg->keylen)) == NULL || (g->b = accs_new(r->nb)) == NULL ||
+        (g->labels = json_copy(cg->labels)) == NULL) {
+        return ST_ENOMEM; /* freed with the table */
+    }
+    memcpy(g->key, cg->key, cg->keylen);
+    g->keylen = cg->keylen;
+    g->seq = r->ng++;
+    acc_init(&g->total);
+    return ST_OK;
+}
+
+static struct group *group_by_key(const struct agg_run *r, const char *key, size_t len)
+{
+    for (size_t i = hash_bytes(key, len) & (r->tabsize - 1); r->tab[i] != NULL;
+         i = (i + 1) & (r->tabsize - 1)) {
+        if (r->tab[i]->keylen == len && memcmp(r->tab[i]->key, key, len) == 0) {
+            return r->tab[i];
+        }
+    }
+    return NULL;
+}
+
+static int seq_cmp(const void *a, const void *b)
+{
+    const struct slide_group *x = *(const struct slide_group *const *)a;
+    const struct slide_group *y = *(const struct slide_group *const *)b;
+    return x->seq < y->seq ? -1 : (x->seq > y->seq ? 1 : 0);
+}
+
+/* Merges the kept buckets of [a, b) and the partial buckets the runs in
+ * x read into one answer per group, in the full scan's group order. */
+static int slide_merge(st_query_slide *c, struct agg_run *r, int64_t a, int64_t b,
+                       struct agg_run *x, size_t nx)
+{
+    struct slide_group **order = malloc((c->ng + 1) * sizeof(*order));
+    double abs = 0;
+    int rv = ST_OK;
+    if (order == NULL) {
+        return ST_ENOMEM;
+    }
+    memcpy(order, c->g, c->ng * sizeof(*order));
+    qsort(order, c->ng, sizeof(*order), seq_cmp);
+    for (int64_t t = a; t < b; t += SLIDE_MS) {
+        abs += c->bs[slot_of(c, t)].abs;
+        r->exact_sums = r->exact_sums && !c->bs[slot_of(c, t)].inexact;
+    }
+    for (size_t i = 0; rv == ST_OK && i < c->ng; i++) {
+        struct group *g;
+        if ((rv = insert_group(r, order[i])) != ST_OK) {
+            break;
+        }
+        g = group_by_key(r, order[i]->key, order[i]->keylen);
+        for (int64_t t = a; rv == ST_OK && t < b; t += SLIDE_MS) {
+            rv = acc_merge(&g->b[0], &order[i]->b[slot_of(c, t)]);
+        }
+    }
+    for (size_t j = 0; rv == ST_OK && j < nx; j++) {
+        abs += x[j].abs_sum;
+        r->exact_sums = r->exact_sums && x[j].exact_sums;
+        for (size_t i = 0; rv == ST_OK && i < x[j].tabsize; i++) {
+            const struct group *xg = x[j].tab[i];
+            struct group *g = xg ? group_by_key(r, xg->key, xg->keylen) : NULL;
+            for (size_t k = 0; g != NULL && rv == ST_OK && k < x[j].nb; k++) {
+                rv = acc_merge(&g->b[0], &xg->b[k]);
+            }
+        }
+    }
+    r->exact_sums = r->exact_sums && abs < EXACT_SUM_MAX;
+    free(order);
+    return rv;
+}
+
+/* The answer of q from the kept buckets of [a, b) and the runs in x. */
+static int slide_answer(st_query_slide *c, const st_query *q, int64_t a, int64_t b,
+                        struct agg_run *x, size_t nx, st_query_fold **out)
+{
+    st_query_fold *f = calloc(1, sizeof(*f));
+    int rv;
+    if (f == NULL) {
+        return ST_ENOMEM;
+    }
+    f->q = *q;
+    f->slid = true;
+    if ((rv = setup(&f->r, &f->q)) != ST_OK) {
+        st_query_fold_free(f);
+        return rv;
+    }
+    f->r.kind = c->kind;
+    f->r.res_used = "raw";
+    json_object_set_new(f->r.meta, "kind", json_string(kind_name(c->kind)));
+    if (c->unit != NULL) {
+        json_object_set(f->r.meta, "unit", c->unit);
+    }
+    json_object_set_new(f->r.meta, "resolution", json_string("raw"));
+    /* The full scan's limits: past them it fails, and so must the answer. */
+    if (c->ng > f->r.max_series || c->ng * f->r.nb > f->r.max_points) {
+        rv = ST_EUNSUPPORTED;
+    }
+    rv = rv == ST_OK ? slide_merge(c, &f->r, a, b, x, nx) : rv;
+    if (rv == ST_OK && !slide_agg_ok(c->kind, q->agg, f->r.exact_sums)) {
+        rv = ST_EUNSUPPORTED;
+    }
+    for (size_t i = 0; i < ST_QUERY_MAX_MATCHERS; i++) {
+        f->q.m[i].re = NULL;
+        f->r.scan_m[i].re = NULL;
+        f->r.num_m[i].re = NULL;
+    }
+    if (rv != ST_OK) {
+        st_query_fold_free(f);
+        return rv;
+    }
+    *out = f;
+    return ST_OK;
+}
+
+/* Reads what the kept buckets lack for [from, to): older buckets, newer
+ * ones with the partial last bucket, and the partial edge buckets whose
+ * points straddle the window's edge. Sets [*a, *b), the whole buckets the
+ * answer takes from the cache. */
+static int slide_fill(st_store *st, st_query_slide *c, const st_query *q, struct agg_run *x,
+                      st_query *xq, size_t *nx, int64_t *a, int64_t *b)
+{
+    int64_t from = q->from_ms;
+    int64_t to = q->to_ms;
+    int64_t A = slide_floor(from);
+    int64_t B = slide_floor(to);
+    int rv = ST_OK;
+    if (c->lo == c->hi || A > c->hi || B < c->lo) {
+        slide_reset(c);
+        c->lo = c->hi = A;
+    }
+    if (A < c->lo) {
+        rv = slide_read(st, c, q, A, c->lo, c->lo, &x[*nx], &xq[*nx]);
+        run_free(&x[*nx]); /* it read whole buckets only */
+        c->lo = rv == ST_OK ? A : c->lo;
+    }
+    *b = B;
+    if (rv == ST_OK && B >= c->hi) {
+        rv = slide_read(st, c, q, c->hi, to, B, &x[*nx], &xq[*nx]);
+        (*nx)++;
+        c->hi = rv == ST_OK ? B : c->hi;
+    } else if (rv == ST_OK && to > B) {
+        const struct bstat *s = &c->bs[slot_of(c, B)];
+        if (s->tmax < to) {
+            *b = B + SLIDE_MS; /* every point of it is before the edge */
+        } else if (s->tmin < to) {
+            rv = slide_read(st, c, q, B, to, B, &x[*nx], &xq[*nx]);
+            (*nx)++;
+        }
+    }
+    *a = A;
+    if (rv == ST_OK && from > A) {
+        const struct bstat *s = &c->bs[slot_of(c, A)];
+        *a = s->tmin >= from ? A : A + SLIDE_MS;
+        if (s->tmin < from && s->tmax >= from) {
+            rv = slide_read(st, c, q, from, A + SLIDE_MS, A, &x[*nx], &xq[*nx]);
+            (*nx)++;
+        }
+    }
+    return rv;
+}
+
+void st_query_slide_learn(st_query_slide *c, const st_query_fold *f)
+{
+    int64_t span = f->q.to_ms - f->q.from_ms;
+    /* The first buckets a slide reads are its window's; later askings
+     * over longer windows are checked again (st_query_slide_fold). */
+    c->sized = true;
+    c->too_big = f->r.ng * (size_t)(span / SLIDE_MS + SLIDE_SLACK) > SLIDE_MAX_CELLS;
+}
+
+int st_query_slide_fold(st_store *st, st_query_slide *c, const st_query *q, st_query_fold **out)
+{
+    struct agg_run x[3];
+    st_query *xq;
+    size_t nx = 0;
+    int64_t a = 0;
+    int64_t b = 0;
+    uint64_t gen;
+    int kind = 0;
+    int rv;
+    if (!c->sized || c->too_big || !slide_fits(q) ||
+        st_store_metric_kind(st, q->metric, &kind) != ST_OK || !slide_agg_ok(kind, q->agg, true)) {
+        return ST_EUNSUPPORTED;
+    }
+    if ((xq = malloc(3 * sizeof(*xq))) == NULL) {
+        return ST_ENOMEM;
+    }
+    memset(x, 0, sizeof(x));
+    /* Taken before reading: what commits after it write is asked next time. */
+    gen = st_store_generation(st);
+    if (kind != c->kind) {
+        slide_reset(c);
+        c->kind = kind;
+    }
+    slide_invalidate(st, c, q->metric);
+    rv = slide_fill(st, c, q, x, xq, &nx, &a, &b);
+    if (rv == ST_OK && c->ng * c->cap > SLIDE_MAX_CELLS) {
+        c->too_big = true;
+        rv = ST_EUNSUPPORTED;
+        slide_reset(c);
+    }
+    if (rv == ST_OK) {
+        c->span = ST_MAX(c->span, c->hi - slide_floor(q->from_ms));
+        if (c->hi - c->span > c->lo) {
+            slide_drop(c, c->lo, c->hi - c->span);
+            c->lo = c->hi - c->span;
+        }
+        c->gen = gen;
+        rv = slide_answer(c, q, a, b, x, nx, out);
+    }
+    if (rv != ST_OK && rv != ST_EUNSUPPORTED) {
+        slide_reset(c); /* a scan or a move failed part-way */
+    }
+    for (size_t i = 0; i < ST_ARRAY_LEN(x); i++) {
+        run_free(&x[i]);
+    }
+    free(xq);
+    return rv;
+}
+
+void st_query_slide_free(st_query_slide *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    slide_reset(c);
+    for (size_t i = 0; i < c->ng; i++) {
+        free(c->g[i]->key);
+        free(c->g[i]->b);
+        json_decref(c->g[i]->labels);
+        free(c->g[i]);
+    }
+    free(c->g);
+    free(c->gidx);
+    free(c->bs);
+    json_decref(c->unit);
+    free(c);
 }
