@@ -53,6 +53,12 @@ struct shared_fold {
     st_query_fold *fold;
 };
 
+/* A window question kept across runs (st_query_slide). */
+struct kept_slide {
+    char *key; /* the question without its agg and range */
+    st_query_slide *slide;
+};
+
 struct st_eng {
     st_store *st;
     int64_t now;
@@ -66,6 +72,9 @@ struct st_eng {
     struct shared_fold *folds;
     size_t nfolds;
     size_t capfolds;
+    struct kept_slide *slides; /* across runs: a run reads what changed since the last */
+    size_t nslides;
+    size_t capslides;
 };
 
 int st_eng_new(st_store *st, int64_t now_ms, st_eng **out)
@@ -86,6 +95,11 @@ void st_eng_free(st_eng *e)
         return;
     }
     st_eng_share_end(e);
+    for (size_t i = 0; i < e->nslides; i++) {
+        free(e->slides[i].key);
+        st_query_slide_free(e->slides[i].slide);
+    }
+    free(e->slides);
     free(e);
 }
 
@@ -197,17 +211,28 @@ int64_t st_eng_window(st_eng *e)
  * one with longer matchers than this is asked unshared. */
 #define QUESTION_KEY_MAX 2048
 
-/* A question as text: metric, by, step, range and matchers, each ended by
- * US (0x1f); with range_only, its metric, range and step only. False when
- * it does not fit (it is then asked unshared). */
-static bool question_key(const st_qparam *p, size_t n, bool range_only, char *out, size_t cap)
+enum key_part {
+    KEY_QUESTION, /* metric, by, step, range and matchers */
+    KEY_RANGE,    /* metric, range and step */
+    KEY_SLIDE,    /* metric, by, step and matchers: any window */
+};
+
+static bool key_skips(const char *k, enum key_part part)
+{
+    return strcmp(k, "agg") == 0 ||
+           (part == KEY_RANGE && (strcmp(k, "by") == 0 || strcmp(k, "match") == 0)) ||
+           (part == KEY_SLIDE && (strcmp(k, "from") == 0 || strcmp(k, "to") == 0));
+}
+
+/* A question's part as text, each parameter ended by US (0x1f). False
+ * when it does not fit (it is then asked unshared). */
+static bool question_key(const st_qparam *p, size_t n, enum key_part part, char *out, size_t cap)
 {
     size_t len = 0;
     for (size_t i = 0; i < n; i++) {
         size_t kl = strlen(p[i].key);
         size_t vl = strlen(p[i].value);
-        if (strcmp(p[i].key, "agg") == 0 ||
-            (range_only && (strcmp(p[i].key, "by") == 0 || strcmp(p[i].key, "match") == 0))) {
+        if (key_skips(p[i].key, part)) {
             continue;
         }
         if (len + kl + vl + 3 > cap) {
@@ -278,11 +303,56 @@ static st_query_fold *merging_fold(st_eng *e, const st_query *q, const char *ran
 /* A shared question: the answer asked before, or one from the fold of
  * the same question with another agg, or from a fold whose groups merge
  * into it, or a new fold kept for the others. */
+/* The slide of a window question (created on first use), or NULL. */
+static st_query_slide *slide_for(st_eng *e, const char *skey)
+{
+    struct kept_slide *ks;
+    for (size_t i = 0; i < e->nslides; i++) {
+        if (strcmp(e->slides[i].key, skey) == 0) {
+            return e->slides[i].slide;
+        }
+    }
+    if (e->nslides == e->capslides) {
+        size_t cap = e->capslides ? 2 * e->capslides : 16;
+        ks = realloc(e->slides, cap * sizeof(*ks));
+        if (ks == NULL) {
+            return NULL;
+        }
+        e->slides = ks;
+        e->capslides = cap;
+    }
+    ks = &e->slides[e->nslides];
+    if ((ks->key = strdup(skey)) == NULL) {
+        return NULL;
+    }
+    if (st_query_slide_new(&ks->slide) != ST_OK) {
+        free(ks->key);
+        return NULL;
+    }
+    return e->slides[e->nslides++].slide;
+}
+
+/* A new fold of q: from its kept window when it has one that answers it
+ * exactly, else a scan of the whole range. */
+static int fold_new(st_eng *e, const st_query *q, const char *skey, st_query_fold **out)
+{
+    char err[256];
+    st_query_slide *s = q->step_ms == 0 ? slide_for(e, skey) : NULL;
+    int rv;
+    if (s != NULL && st_query_slide_fold(e->st, s, q, out) == ST_OK) {
+        return ST_OK;
+    }
+    rv = st_query_fold_run(e->st, q, out, err, sizeof(err));
+    if (rv == ST_OK && s != NULL) {
+        st_query_slide_learn(s, *out);
+    }
+    return rv;
+}
+
 static int run_shared(st_eng *e, const st_query *q, const char *key, const char *range,
-                      json_t **out)
+                      const char *skey, json_t **out)
 {
     char akey[QUESTION_KEY_MAX + 16];
-    char err[256];
     st_query_fold *f = NULL;
     json_t *ans;
     int rv;
@@ -305,7 +375,7 @@ static int run_shared(st_eng *e, const st_query *q, const char *key, const char 
         return ST_OK;
     }
     if (f == NULL) {
-        if ((rv = st_query_fold_run(e->st, q, &f, err, sizeof(err))) != ST_OK) {
+        if ((rv = fold_new(e, q, skey, &f)) != ST_OK) {
             return rv;
         }
         if ((rv = keep_fold(e, key, range, f)) != ST_OK) {
@@ -330,6 +400,7 @@ static int run(st_eng *e, const char *metric, const char *agg, const char *by,
     char to[32];
     char key[QUESTION_KEY_MAX];
     char range[QUESTION_KEY_MAX];
+    char skey[QUESTION_KEY_MAX];
     size_t n = 0;
     st_query q;
     char err[256];
@@ -368,9 +439,10 @@ static int run(st_eng *e, const char *metric, const char *agg, const char *by,
     /* Only aggregated questions fold (st_query_run answers the others with
      * raw points); every engine question is one. */
     if (e->sharing && (q.agg != ST_AGG_DEFAULT || q.step_ms > 0 || q.nby > 0 || q.top > 0) &&
-        question_key(p, n, false, key, sizeof(key)) &&
-        question_key(p, n, true, range, sizeof(range))) {
-        rv = run_shared(e, &q, key, range, out);
+        question_key(p, n, KEY_QUESTION, key, sizeof(key)) &&
+        question_key(p, n, KEY_RANGE, range, sizeof(range)) &&
+        question_key(p, n, KEY_SLIDE, skey, sizeof(skey))) {
+        rv = run_shared(e, &q, key, range, skey, out);
     } else {
         rv = st_query_run(e->st, &q, out, err, sizeof(err));
     }
