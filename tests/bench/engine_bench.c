@@ -212,6 +212,7 @@ struct opts {
     bool build_recent;    /* roll up the raw part too (slow; the engine reads raw) */
     bool reuse;           /* the store in dir was built by an earlier run (profiling) */
     bool stop_probe;      /* time how fast a run returns once a stop is requested */
+    const char *dump;     /* after each run, its findings and status as a JSON line */
     double writer_s;      /* each writer phase */
     int writer_batch;     /* frames per commit */
     int writer_period_ms; /* between batches */
@@ -783,6 +784,28 @@ static void print_findings(st_engine *en)
     json_decref(all);
 }
 
+/* Every finding (in id order) and the status with its targets, to 17
+ * digits and sorted keys: two builds' runs on copies of one store must
+ * write the same lines. */
+static void dump_run(st_engine *en, const char *path, int run)
+{
+    FILE *fp = fopen(path, "a");
+    json_t *all = st_engine_findings(en, NULL, NULL, 0);
+    json_t *line =
+        json_pack("{s:i,s:o,s:o}", "run", run, "findings", all, "status", st_engine_status(en));
+    char *text = line != NULL
+                     ? json_dumps(line, JSON_SORT_KEYS | JSON_COMPACT | JSON_REAL_PRECISION(17))
+                     : NULL;
+    if (fp != NULL && text != NULL) {
+        fprintf(fp, "%s\n", text);
+    }
+    if (fp != NULL) {
+        fclose(fp);
+    }
+    free(text);
+    json_decref(line);
+}
+
 static int engine_runs(st_engine *en, const struct opts *o, int64_t now)
 {
     double wall[MAX_RUNS];
@@ -803,6 +826,9 @@ static int engine_runs(st_engine *en, const struct opts *o, int64_t now)
             return rv;
         }
         printf("  run %2d: %8.1f ms (CPU %8.1f ms)\n", i + 1, wall[i], cpu[i]);
+        if (o->dump != NULL) {
+            dump_run(en, o->dump, i + 1);
+        }
     }
     {
         double first = wall[0];
@@ -1012,12 +1038,14 @@ static int bench_writer(const struct opts *o, st_store *st, st_engine *en, struc
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    static const struct option lo[] = {
-        {"dir", 1, 0, 'd'},          {"hosts", 1, 0, 'h'},         {"series", 1, 0, 's'},
-        {"raw-minutes", 1, 0, 'm'},  {"points", 1, 0, 'p'},        {"history-hours", 1, 0, 'H'},
-        {"batch", 1, 0, 'b'},        {"runs", 1, 0, 'r'},          {"build-recent", 0, 0, 'R'},
-        {"reuse", 0, 0, 'U'},        {"stop-probe", 0, 0, 'S'},    {"writer-seconds", 1, 0, 'w'},
-        {"writer-batch", 1, 0, 'B'}, {"writer-period", 1, 0, 'P'}, {0, 0, 0, 0}};
+    static const struct option lo[] = {{"dir", 1, 0, 'd'},          {"hosts", 1, 0, 'h'},
+                                       {"series", 1, 0, 's'},       {"raw-minutes", 1, 0, 'm'},
+                                       {"points", 1, 0, 'p'},       {"history-hours", 1, 0, 'H'},
+                                       {"batch", 1, 0, 'b'},        {"runs", 1, 0, 'r'},
+                                       {"build-recent", 0, 0, 'R'}, {"reuse", 0, 0, 'U'},
+                                       {"stop-probe", 0, 0, 'S'},   {"writer-seconds", 1, 0, 'w'},
+                                       {"writer-batch", 1, 0, 'B'}, {"writer-period", 1, 0, 'P'},
+                                       {"dump", 1, 0, 'D'},         {0, 0, 0, 0}};
     int c;
     int rv = ST_OK;
     while (rv == ST_OK && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1054,6 +1082,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
             break;
         case 'S':
             o->stop_probe = true;
+            break;
+        case 'D':
+            o->dump = optarg;
             break;
         case 'w':
             rv = st_parse_double(optarg, &o->writer_s);
@@ -1184,7 +1215,7 @@ int main(int argc, char **argv)
                 "usage: engine_bench [--dir DIR] [--hosts 1000] [--series 200] [--raw-minutes "
                 "70] [--points 6]\n  [--history-hours 24] [--batch 200] [--runs 10] "
                 "[--build-recent] [--writer-seconds 15]\n  [--writer-batch 50] [--writer-period "
-                "500] [--reuse] [--stop-probe]\n");
+                "500] [--reuse] [--stop-probe] [--dump FILE]\n");
         return 2;
     }
     if (o.dir == NULL && (o.dir = mkdtemp(tmp)) == NULL) {
