@@ -1,0 +1,452 @@
+/* Sliding windows (st_query_slide) against full recomputation: a fleet
+ * ships 10 s points at odd offsets, the clock moves 10 s per run, late
+ * frames land in minutes already folded, a new series appears in the
+ * past, and the store is closed and reopened under the slides; every
+ * answer must equal st_query_fold_run's exactly (same groups, order and
+ * values). Also the store's change notes (st_store_changed_since). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "err.h"
+#include "frame.h"
+#include "query.h"
+#include "sketch.h"
+#include "store.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define NHOST 6
+#define NROUTE 4 /* the last route appears late, in the past */
+#define PTS 6    /* 10 s points per frame: a minute */
+#define SEC 1000LL
+#define MIN 60000LL
+#define T0 1712340000000LL /* the first frame starts here, on a minute */
+#define NCHUNK 100         /* minutes of data in all */
+#define FIRST_NOW (T0 + 80 * MIN)
+#define RUNS 36
+
+enum { M_LAT, M_REQ, M_MEM, M_TEMP, NMETRIC };
+
+static const struct {
+    const char *name;
+    int kind;
+} metrics[NMETRIC] = {
+    {"w.latency", STRATA__V1__KIND__DISTRIBUTION},
+    {"w.requests", STRATA__V1__KIND__COUNTER},
+    {"w.mem", STRATA__V1__KIND__GAUGE},
+    {"w.temp", STRATA__V1__KIND__GAUGE}, /* not integers: sums depend on their order */
+};
+
+static const char *routes[NROUTE] = {"a", "b", "c", "d"};
+static bool applied[NHOST][NCHUNK];
+static uint64_t next_seq[NHOST];
+static char tmpdir[64];
+
+/* Point p of chunk c of a host's series: a value from a formula, so a
+ * frame can be built at any time. */
+static double value(int m, int h, int r, int c, int p)
+{
+    unsigned x = (unsigned)(m * 7919 + h * 104729 + r * 1299709 + c * 15485863 + p * 32452843);
+    x ^= x >> 13;
+    x *= 0x5bd1e995u;
+    x ^= x >> 15;
+    if (m == M_TEMP) {
+        return 20.0 + (double)(x % 1000) / 7.0;
+    }
+    return (double)(x % (m == M_REQ ? 500 : 100000));
+}
+
+static Strata__V1__Label *mk_label(const char *k, const char *v)
+{
+    Strata__V1__Label *l = malloc(sizeof(*l));
+    assert_non_null(l);
+    strata__v1__label__init(l);
+    l->key = strdup(k);
+    l->value = strdup(v);
+    return l;
+}
+
+static void fill_sketches(Strata__V1__Series *out, int h, int r, int c)
+{
+    out->n_sketches = PTS;
+    out->sketches = calloc(PTS, sizeof(*out->sketches));
+    assert_non_null(out->sketches);
+    for (int p = 0; p < PTS; p++) {
+        st_sketch *sk = NULL;
+        Strata__V1__Sketch *m = malloc(sizeof(*m));
+        assert_non_null(m);
+        strata__v1__sketch__init(m);
+        assert_int_equal(st_sketch_new(ST_SKETCH_ALPHA, &sk), ST_OK);
+        for (int k = 0; k < 1 + (int)value(M_REQ, h, r, c, p) % 5; k++) {
+            double v = 0.001 * (1 + value(M_LAT, h, r, c, p * 8 + k) / 100.0);
+            assert_int_equal(st_sketch_insert(sk, v), ST_OK);
+        }
+        assert_int_equal(st_sketch_to_proto(sk, m), ST_OK);
+        st_sketch_free(sk);
+        out->sketches[p] = m;
+    }
+}
+
+/* Points sit at odd offsets within their 10 s buckets, host by host, so
+ * window edges fall between the points of one bucket. */
+static Strata__V1__Series *mk_series(int m, int h, int r, int c)
+{
+    Strata__V1__Series *s = malloc(sizeof(*s));
+    assert_non_null(s);
+    strata__v1__series__init(s);
+    s->name = strdup(metrics[m].name);
+    s->unit = strdup(m == M_LAT ? "s" : "1");
+    s->kind = (Strata__V1__Kind)metrics[m].kind;
+    s->labels = calloc(1, sizeof(*s->labels));
+    assert_non_null(s->labels);
+    s->labels[s->n_labels++] = mk_label("route", routes[r]);
+    s->start_unix_ms = T0 + (int64_t)c * MIN + (int64_t)h * 1700;
+    s->interval_ms = 10000;
+    if (m == M_LAT) {
+        fill_sketches(s, h, r, c);
+        return s;
+    }
+    s->n_values = PTS;
+    s->values = malloc(PTS * sizeof(double));
+    assert_non_null(s->values);
+    for (int p = 0; p < PTS; p++) {
+        s->values[p] = value(m, h, r, c, p);
+    }
+    return s;
+}
+
+static bool has_route(int h, int r, int c)
+{
+    /* route d: host 1 only, from chunk 40, sent late (see the runs) */
+    return r < NROUTE - 1 || (h == 1 && c >= 40);
+}
+
+static st_frame *mk_frame(int h, int c, bool only_late_route)
+{
+    st_frame *f = calloc(1, sizeof(*f));
+    const char *detail = NULL;
+    assert_non_null(f);
+    strata__v1__frame__init(f);
+    f->agent_id.data = calloc(1, 16);
+    assert_non_null(f->agent_id.data);
+    f->agent_id.data[0] = 0x5d;
+    f->agent_id.data[15] = (uint8_t)(h + 1);
+    f->agent_id.len = 16;
+    f->seq = ++next_seq[h];
+    f->agent = malloc(sizeof(*f->agent));
+    assert_non_null(f->agent);
+    strata__v1__agent__init(f->agent);
+    f->agent->host = malloc(8);
+    assert_non_null(f->agent->host);
+    snprintf(f->agent->host, 8, "h%d", h);
+    f->agent->role = h < NHOST / 2 ? STRATA__V1__ROLE__EDGE : STRATA__V1__ROLE__APP;
+    f->series = calloc(NMETRIC * NROUTE, sizeof(*f->series));
+    assert_non_null(f->series);
+    for (int m = 0; m < NMETRIC; m++) {
+        for (int r = 0; r < NROUTE; r++) {
+            bool late_route = r == NROUTE - 1;
+            if (has_route(h, r, c) && late_route == only_late_route) {
+                f->series[f->n_series++] = mk_series(m, h, r, c);
+            }
+        }
+    }
+    assert_int_equal(st_frame_validate(f, NULL, NULL, &detail), ST_OK);
+    return f;
+}
+
+static void apply(st_store *st, int h, int c, bool only_late_route)
+{
+    st_store_txn *t = NULL;
+    st_frame *f = mk_frame(h, c, only_late_route);
+    bool dup = true;
+    assert_int_equal(st_store_begin(st, &t), ST_OK);
+    assert_int_equal(st_store_apply(t, f, FIRST_NOW, &dup), ST_OK);
+    assert_false(dup);
+    assert_int_equal(st_store_commit(t), ST_OK);
+    st_frame_free(f);
+    if (!only_late_route) {
+        applied[h][c] = true;
+    }
+}
+
+/* Frames held back at first and sent during the runs, into minutes the
+ * slides have folded by then. */
+static bool held_back(int h, int c)
+{
+    return (h == 2 && c >= 52 && c < 56) || (h == 4 && c == 74) || (h == 0 && c == 78);
+}
+
+static st_store *open_store(void)
+{
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
+    st_store *st = NULL;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    return st;
+}
+
+/* ---- the questions ---- */
+
+struct question {
+    int metric;
+    const char *agg;
+    const char *by;
+    const char *match; /* or NULL */
+    int64_t window;
+    int64_t end_back; /* the window ends this long before now */
+    bool exact;       /* the slide must answer it */
+};
+
+static const struct question questions[] = {
+    {M_LAT, "p95", "role,route", NULL, 60 * MIN, 5 * MIN, true},
+    {M_LAT, "count", "role,route", NULL, 60 * MIN, 5 * MIN, true},
+    {M_LAT, "p95", "role,route", NULL, 5 * MIN, 0, true},
+    {M_LAT, "max", "host", "role=edge", 5 * MIN, 0, true},
+    {M_LAT, "rate", "route", NULL, 17 * MIN + 3100, 0, true},
+    {M_REQ, "sum", "role,route", NULL, 60 * MIN, 5 * MIN, true},
+    {M_REQ, "sum", "role,route", NULL, 5 * MIN, 0, true},
+    {M_REQ, "rate", "route", NULL, 5 * MIN, 0, true},
+    {M_REQ, "count", "host", "route=b", 5 * MIN, 0, true},
+    {M_MEM, "avg", "host", NULL, 30 * MIN, 0, true},
+    {M_MEM, "min", "host,route", NULL, 5 * MIN, 0, true},
+    {M_TEMP, "avg", "host", NULL, 5 * MIN, 0, false},
+    {M_TEMP, "max", "host", NULL, 5 * MIN, 0, true},
+};
+#define NQ (sizeof(questions) / sizeof(questions[0]))
+
+static void parse(const struct question *qs, int64_t now, st_query *q)
+{
+    char from[32];
+    char to[32];
+    char err[256];
+    st_qparam p[6];
+    size_t n = 0;
+    snprintf(from, sizeof(from), "%lld", (long long)(now - qs->end_back - qs->window));
+    snprintf(to, sizeof(to), "%lld", (long long)(now - qs->end_back));
+    p[n++] = (st_qparam){"metric", metrics[qs->metric].name};
+    p[n++] = (st_qparam){"agg", qs->agg};
+    p[n++] = (st_qparam){"by", qs->by};
+    p[n++] = (st_qparam){"from", from};
+    p[n++] = (st_qparam){"to", to};
+    if (qs->match != NULL) {
+        p[n++] = (st_qparam){"match", qs->match};
+    }
+    assert_int_equal(st_query_parse(p, n, now, q, err, sizeof(err)), ST_OK);
+    q->max_series = 100000;
+    q->max_points = 1000000;
+}
+
+static void expect_equal(json_t *full, json_t *slid, const struct question *qs, int run)
+{
+    if (!json_equal(full, slid)) {
+        char *a = json_dumps(full, JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+        char *b = json_dumps(slid, JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+        print_error("run %d, %s %s by %s:\n full  %s\n slide %s\n", run, metrics[qs->metric].name,
+                    qs->agg, qs->by, a, b);
+        free(a);
+        free(b);
+        fail();
+    }
+}
+
+/* One question at one time, both ways; the slide, once sized, must
+ * answer every exact question itself. */
+static void ask(st_store *st, st_query_slide *sl, const struct question *qs, int64_t now, int run)
+{
+    st_query q;
+    st_query_fold *full = NULL;
+    st_query_fold *slid = NULL;
+    json_t *a = NULL;
+    json_t *b = NULL;
+    char err[256];
+    enum st_agg agg;
+    parse(qs, now, &q);
+    agg = q.agg;
+    assert_int_equal(st_query_fold_run(st, &q, &full, err, sizeof(err)), ST_OK);
+    if (run == 0) {
+        /* a new slide answers once a full answer sized it */
+        if (st_query_slide_fold(st, sl, &q, &slid) == ST_EUNSUPPORTED) {
+            st_query_slide_learn(sl, full);
+        }
+    } else {
+        int rv = st_query_slide_fold(st, sl, &q, &slid);
+        assert_int_equal(rv, qs->exact ? ST_OK : ST_EUNSUPPORTED);
+    }
+    st_query_release(&q);
+    if (slid != NULL) {
+        assert_int_equal(st_query_fold_answer(full, agg, &a), ST_OK);
+        assert_int_equal(st_query_fold_answer(slid, agg, &b), ST_OK);
+        expect_equal(a, b, qs, run);
+        json_decref(a);
+        json_decref(b);
+        /* what the targets take from the groups by role and route */
+        if (strcmp(qs->by, "role,route") == 0) {
+            st_matcher m = {.key = "role", .value = "edge", .op = ST_MATCH_EQ};
+            assert_int_equal(st_query_fold_merges(full, agg, &m, 1),
+                             st_query_fold_merges(slid, agg, &m, 1));
+            if (st_query_fold_merges(full, agg, &m, 1)) {
+                assert_int_equal(st_query_fold_merged(full, agg, &m, 1, &a), ST_OK);
+                assert_int_equal(st_query_fold_merged(slid, agg, &m, 1, &b), ST_OK);
+                expect_equal(a, b, qs, run);
+                json_decref(a);
+                json_decref(b);
+            }
+        }
+    }
+    st_query_fold_free(full);
+    st_query_fold_free(slid);
+}
+
+static void load(st_store *st, int upto)
+{
+    for (int c = 0; c < upto; c++) {
+        for (int h = 0; h < NHOST; h++) {
+            if (!applied[h][c] && !held_back(h, c)) {
+                apply(st, h, c, false);
+            }
+        }
+    }
+}
+
+/* Between runs: the next minute when the clock reaches it, late frames
+ * at a few runs, and a close and reopen of the store at one. */
+static st_store *between_runs(st_store *st, int run, int64_t now)
+{
+    load(st, (int)((now - T0) / MIN) + 1);
+    if (run == 5) {
+        for (int c = 52; c < 56; c++) {
+            apply(st, 2, c, false); /* 25 minutes late: inside the folded baseline */
+        }
+    } else if (run == 11) {
+        apply(st, 4, 74, false); /* inside the current window's folded buckets */
+        apply(st, 0, 78, false);
+    } else if (run == 17) {
+        st_store_close(st);
+        st = open_store();
+        /* after the reopen: a series the slides never met, in the past */
+        for (int c = 40; c < 70; c++) {
+            apply(st, 1, c, true);
+        }
+    } else if (run == 23) {
+        st_store_close(st);
+        st = open_store(); /* nothing written: the slides cannot tell, so they read again */
+    }
+    return st;
+}
+
+/* Questions of one metric, by and matchers share a slide, as the
+ * engine's do: the first of them. */
+static size_t slide_of(size_t i)
+{
+    for (size_t j = 0; j < i; j++) {
+        const struct question *a = &questions[i];
+        const struct question *b = &questions[j];
+        if (a->metric == b->metric && strcmp(a->by, b->by) == 0 &&
+            (a->match == b->match || (a->match && b->match && strcmp(a->match, b->match) == 0))) {
+            return j;
+        }
+    }
+    return i;
+}
+
+static void slides_match_full_scans(void **state)
+{
+    st_query_slide *sl[NQ] = {NULL};
+    st_store *st = open_store();
+    (void)state;
+    for (size_t i = 0; i < NQ; i++) {
+        if (slide_of(i) == i) {
+            assert_int_equal(st_query_slide_new(&sl[i]), ST_OK);
+        }
+    }
+    load(st, 80);
+    for (int run = 0; run < RUNS; run++) {
+        /* the clock: 10 s a run, at an offset that splits buckets */
+        int64_t now = FIRST_NOW + (int64_t)run * 10 * SEC + 4321 + (run % 3) * 700;
+        st = between_runs(st, run, now);
+        for (size_t i = 0; i < NQ; i++) {
+            ask(st, sl[slide_of(i)], &questions[i], now, run);
+        }
+    }
+    for (size_t i = 0; i < NQ; i++) {
+        st_query_slide_free(sl[i]);
+    }
+    st_store_close(st);
+}
+
+/* ---- the store's change notes ---- */
+
+static void changes_since_a_generation(void **state)
+{
+    st_store *st = open_store();
+    uint64_t g0 = st_store_generation(st);
+    uint64_t g1;
+    st_store_txn *t = NULL;
+    (void)state;
+    assert_true(g0 > 0);
+    assert_int_equal(st_store_changed_since(st, "w.mem", 0), INT64_MIN);
+    assert_int_equal(st_store_changed_since(st, "w.mem", g0), INT64_MAX);
+    /* a commit without points starts no generation */
+    assert_int_equal(st_store_begin(st, &t), ST_OK);
+    assert_int_equal(st_store_commit(t), ST_OK);
+    assert_int_equal(st_store_generation(st), g0);
+    apply(st, 3, 10, false);
+    g1 = st_store_generation(st);
+    assert_true(g1 == g0 + 1);
+    assert_int_equal(st_store_changed_since(st, "w.mem", g0), T0 + 10 * MIN + 3 * 1700);
+    assert_int_equal(st_store_changed_since(st, "w.mem", g1), INT64_MAX);
+    assert_int_equal(st_store_changed_since(st, "w.other", g0), INT64_MAX);
+    /* later commits: newer points, then an older one; each answer is the
+     * oldest written after the generation asked about */
+    for (int c = 11; c < 40; c++) {
+        apply(st, 3, c, false);
+    }
+    apply(st, 3, 5, false);
+    assert_int_equal(st_store_changed_since(st, "w.mem", g0), T0 + 5 * MIN + 3 * 1700);
+    assert_int_equal(st_store_changed_since(st, "w.mem", g1), T0 + 5 * MIN + 3 * 1700);
+    assert_int_equal(st_store_changed_since(st, "w.mem", st_store_generation(st) - 1),
+                     T0 + 5 * MIN + 3 * 1700);
+    assert_true(st_store_changed_since(st, "w.mem", g1 + 3) <= T0 + 5 * MIN + 3 * 1700);
+    g1 = st_store_generation(st);
+    st_store_close(st);
+    /* reopened: generations of the earlier opening tell nothing */
+    st = open_store();
+    assert_true(st_store_generation(st) > g1);
+    assert_int_equal(st_store_changed_since(st, "w.mem", g1), INT64_MIN);
+    st_store_close(st);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/engine_slide_test.XXXXXX");
+    assert_non_null(mkdtemp(tmpdir));
+    memset(applied, 0, sizeof(applied));
+    memset(next_seq, 0, sizeof(next_seq));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(changes_since_a_generation, setup, teardown),
+        cmocka_unit_test_setup_teardown(slides_match_full_scans, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
