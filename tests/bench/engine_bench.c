@@ -213,6 +213,7 @@ struct opts {
     bool reuse;           /* the store in dir was built by an earlier run (profiling) */
     bool stop_probe;      /* time how fast a run returns once a stop is requested */
     const char *dump;     /* after each run, its findings and status as a JSON line */
+    bool no_breakdown;    /* skip the per-rule breakdown (profiling the runs alone) */
     double writer_s;      /* each writer phase */
     int writer_batch;     /* frames per commit */
     int writer_period_ms; /* between batches */
@@ -1038,14 +1039,23 @@ static int bench_writer(const struct opts *o, st_store *st, st_engine *en, struc
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    static const struct option lo[] = {{"dir", 1, 0, 'd'},          {"hosts", 1, 0, 'h'},
-                                       {"series", 1, 0, 's'},       {"raw-minutes", 1, 0, 'm'},
-                                       {"points", 1, 0, 'p'},       {"history-hours", 1, 0, 'H'},
-                                       {"batch", 1, 0, 'b'},        {"runs", 1, 0, 'r'},
-                                       {"build-recent", 0, 0, 'R'}, {"reuse", 0, 0, 'U'},
-                                       {"stop-probe", 0, 0, 'S'},   {"writer-seconds", 1, 0, 'w'},
-                                       {"writer-batch", 1, 0, 'B'}, {"writer-period", 1, 0, 'P'},
-                                       {"dump", 1, 0, 'D'},         {0, 0, 0, 0}};
+    static const struct option lo[] = {{"dir", 1, 0, 'd'},
+                                       {"hosts", 1, 0, 'h'},
+                                       {"series", 1, 0, 's'},
+                                       {"raw-minutes", 1, 0, 'm'},
+                                       {"points", 1, 0, 'p'},
+                                       {"history-hours", 1, 0, 'H'},
+                                       {"batch", 1, 0, 'b'},
+                                       {"runs", 1, 0, 'r'},
+                                       {"build-recent", 0, 0, 'R'},
+                                       {"reuse", 0, 0, 'U'},
+                                       {"stop-probe", 0, 0, 'S'},
+                                       {"writer-seconds", 1, 0, 'w'},
+                                       {"writer-batch", 1, 0, 'B'},
+                                       {"writer-period", 1, 0, 'P'},
+                                       {"dump", 1, 0, 'D'},
+                                       {"no-breakdown", 0, 0, 'N'},
+                                       {0, 0, 0, 0}};
     int c;
     int rv = ST_OK;
     while (rv == ST_OK && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1085,6 +1095,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
             break;
         case 'D':
             o->dump = optarg;
+            break;
+        case 'N':
+            o->no_breakdown = true;
             break;
         case 'w':
             rv = st_parse_double(optarg, &o->writer_s);
@@ -1178,7 +1191,9 @@ static int run_engine(const struct opts *o, struct tmpl **full, uint64_t *seq)
                NOW_OFFSET_MS / 1000.0);
         rv = engine_runs(en, o, now);
     }
-    rv = rv == ST_OK ? rule_breakdown(st, now + (int64_t)(o->runs - 1) * 10 * SEC_MS) : rv;
+    if (rv == ST_OK && !o->no_breakdown) {
+        rv = rule_breakdown(st, now + (int64_t)(o->runs - 1) * 10 * SEC_MS);
+    }
     if (rv == ST_OK && o->stop_probe) {
         rv = stop_latency(st, now + (int64_t)o->runs * 10 * SEC_MS);
     }
@@ -1215,7 +1230,7 @@ int main(int argc, char **argv)
                 "usage: engine_bench [--dir DIR] [--hosts 1000] [--series 200] [--raw-minutes "
                 "70] [--points 6]\n  [--history-hours 24] [--batch 200] [--runs 10] "
                 "[--build-recent] [--writer-seconds 15]\n  [--writer-batch 50] [--writer-period "
-                "500] [--reuse] [--stop-probe] [--dump FILE]\n");
+                "500] [--reuse] [--stop-probe] [--dump FILE]\n  [--no-breakdown]\n");
         return 2;
     }
     if (o.dir == NULL && (o.dir = mkdtemp(tmp)) == NULL) {
