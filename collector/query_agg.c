@@ -422,7 +422,9 @@ static int on_series(void *arg, const st_scan_series *s)
     if ((rv = find_group(r, s->rec, &r->cur)) != ST_OK) {
         return rv;
     }
-    if ((rv = sstate_get(r, s->id, &r->cur_ss)) != ST_OK) {
+    /* A slide's scans keep no per-series state: it only serves the
+     * deltas, which slides do not answer. */
+    if (r->bs == NULL && (rv = sstate_get(r, s->id, &r->cur_ss)) != ST_OK) {
         return rv;
     }
     r->cur_num = r->q->agg != ST_AGG_RATIO || st_store_labels_match(s->rec, r->num_m, r->n_num);
@@ -456,8 +458,10 @@ static int add_point(struct agg_run *r, const Strata__V1__Series *b, size_t i, i
         bool dist = r->kind == STRATA__V1__KIND__DISTRIBUTION;
         bstat_add(&r->bs[(t - r->from) / r->step], t, dist ? 0 : r->vals[i], dist);
     }
-    fl_add(&r->cur_ss->b[(t - r->from) / r->step], t, r->vals[i], t, r->vals[i]);
-    fl_add(&r->cur_ss->total, t, r->vals[i], t, r->vals[i]);
+    if (r->cur_ss != NULL) {
+        fl_add(&r->cur_ss->b[(t - r->from) / r->step], t, r->vals[i], t, r->vals[i]);
+        fl_add(&r->cur_ss->total, t, r->vals[i], t, r->vals[i]);
+    }
     double v = r->vals[i];
     double lo = b->n_mins > i ? b->mins[i] : v;
     double hi = b->n_maxs > i ? b->maxs[i] : v;
