@@ -72,8 +72,13 @@ struct agg_run {
     int64_t from;
     int64_t step;
     size_t nb;
-    struct group **tab;
+    /* Groups by key, open addressing over tabsize slots in pages that
+     * are allocated when a group lands in them: the engine's limits make
+     * tabsize 512 k for one question, which mostly holds a few groups. The
+     * slot order is the answer's order. */
+    struct group ***tab;
     size_t tabsize;
+    size_t page; /* slots per page */
     size_t ng;
     size_t max_series; /* the query's limits, defaults filled in */
     size_t max_points;
@@ -104,6 +109,46 @@ struct agg_run {
 
 static int fail(struct agg_run *r, int rv, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+#define TAB_PAGE 256
+
+/* The group in slot i, or NULL. */
+static struct group *tab_get(const struct agg_run *r, size_t i)
+{
+    struct group **pg = r->tab[i / r->page];
+    return pg != NULL ? pg[i % r->page] : NULL;
+}
+
+static int tab_put(struct agg_run *r, size_t i, struct group *g)
+{
+    struct group ***pg = &r->tab[i / r->page];
+    if (*pg == NULL && (*pg = calloc(r->page, sizeof(**pg))) == NULL) {
+        return ST_ENOMEM;
+    }
+    (*pg)[i % r->page] = g;
+    return ST_OK;
+}
+
+/* The first group in a slot at or after *i (NULL: none), in slot order;
+ * *i is left past it. */
+static struct group *tab_next(const struct agg_run *r, size_t *i)
+{
+    while (r->tab != NULL && *i < r->tabsize) {
+        struct group **pg = r->tab[*i / r->page];
+        if (pg == NULL) {
+            *i = (*i / r->page + 1) * r->page;
+            continue;
+        }
+        for (size_t k = *i % r->page; k < r->page; k++) {
+            if (pg[k] != NULL) {
+                *i = (*i / r->page) * r->page + k + 1;
+                return pg[k];
+            }
+        }
+        *i = (*i / r->page + 1) * r->page;
+    }
+    return NULL;
+}
 
 static int fail(struct agg_run *r, int rv, const char *fmt, ...)
 {
@@ -291,12 +336,25 @@ static struct group *group_new(struct agg_run *r, const Strata__V1__SeriesRecord
     return g;
 }
 
+static void group_free(const struct agg_run *r, struct group *g)
+{
+    for (size_t k = 0; g->b != NULL && k < r->nb; k++) {
+        st_sketch_free(g->b[k].sk);
+    }
+    st_sketch_free(g->total.sk);
+    json_decref(g->labels);
+    free(g->b);
+    free(g->key);
+    free(g);
+}
+
 /* Finds or creates the group of a series (open addressing, power of two). */
 static int find_group(struct agg_run *r, const Strata__V1__SeriesRecord *rec, struct group **out)
 {
     char key[GROUP_KEY_MAX];
     size_t len = 0;
     size_t i;
+    struct group *g;
     for (size_t k = 0; k < r->q->nby; k++) {
         const char *v = rec_label(rec, r->q->by[k]);
         size_t vl = strlen(v);
@@ -306,10 +364,10 @@ static int find_group(struct agg_run *r, const Strata__V1__SeriesRecord *rec, st
         memcpy(key + len, v, vl + 1);
         len += vl + 1;
     }
-    for (i = hash_bytes(key, len) & (r->tabsize - 1); r->tab[i] != NULL;
+    for (i = hash_bytes(key, len) & (r->tabsize - 1); (g = tab_get(r, i)) != NULL;
          i = (i + 1) & (r->tabsize - 1)) {
-        if (r->tab[i]->keylen == len && memcmp(r->tab[i]->key, key, len) == 0) {
-            *out = r->tab[i];
+        if (g->keylen == len && memcmp(g->key, key, len) == 0) {
+            *out = g;
             return ST_OK;
         }
     }
@@ -319,11 +377,15 @@ static int find_group(struct agg_run *r, const Strata__V1__SeriesRecord *rec, st
                     "'by' or the range, or widen 'step'",
                     r->max_series, r->max_points);
     }
-    if ((r->tab[i] = group_new(r, rec, key, len)) == NULL) {
+    if ((g = group_new(r, rec, key, len)) == NULL) {
+        return ST_ENOMEM;
+    }
+    if (tab_put(r, i, g) != ST_OK) {
+        group_free(r, g);
         return ST_ENOMEM;
     }
     r->ng++;
-    *out = r->tab[i];
+    *out = g;
     return ST_OK;
 }
 
@@ -601,13 +663,12 @@ static int emit(struct agg_run *r, json_t *arr)
     if (rk == NULL) {
         return ST_ENOMEM;
     }
-    for (size_t i = 0; i < r->tabsize; i++) {
-        if (r->tab[i] != NULL) {
-            rk[n].g = r->tab[i];
-            rk[n].v =
-                r->q->top > 0 ? acc_result(r, &r->tab[i]->total, r->q->to_ms - r->q->from_ms) : 0;
-            n++;
-        }
+    size_t slot = 0;
+    struct group *g;
+    while ((g = tab_next(r, &slot)) != NULL) {
+        rk[n].g = g;
+        rk[n].v = r->q->top > 0 ? acc_result(r, &g->total, r->q->to_ms - r->q->from_ms) : 0;
+        n++;
     }
     if (r->q->top > 0) {
         qsort(rk, n, sizeof(*rk), rank_cmp);
@@ -626,19 +687,13 @@ static int emit(struct agg_run *r, json_t *arr)
 
 static void free_groups(struct agg_run *r)
 {
-    for (size_t i = 0; r->tab != NULL && i < r->tabsize; i++) {
-        struct group *g = r->tab[i];
-        if (g == NULL) {
-            continue;
-        }
-        for (size_t k = 0; k < r->nb; k++) {
-            st_sketch_free(g->b[k].sk);
-        }
-        st_sketch_free(g->total.sk);
-        json_decref(g->labels);
-        free(g->b);
-        free(g->key);
-        free(g);
+    size_t slot = 0;
+    struct group *g;
+    while ((g = tab_next(r, &slot)) != NULL) {
+        group_free(r, g);
+    }
+    for (size_t p = 0; r->tab != NULL && p < r->tabsize / r->page; p++) {
+        free(r->tab[p]);
     }
     free(r->tab);
     free(r->vals);
@@ -683,7 +738,8 @@ static int setup(struct agg_run *r, const st_query *q)
         want *= 2;
     }
     r->tabsize = want;
-    r->tab = calloc(r->tabsize, sizeof(*r->tab));
+    r->page = ST_MIN(want, (size_t)TAB_PAGE);
+    r->tab = calloc(r->tabsize / r->page, sizeof(*r->tab));
     r->meta = json_pack("{s:s,s:s,s:I,s:I,s:I}", "metric", q->metric, "agg",
                         q->agg ? st_agg_name(q->agg) : "", "from", (json_int_t)r->from, "to",
                         (json_int_t)q->to_ms, "step", (json_int_t)r->step);
@@ -1024,9 +1080,10 @@ static int merge_groups(struct agg_run *r, const st_matcher *m, size_t nm, struc
     for (size_t k = 0; k < r->nb; k++) {
         acc_init(&out->b[k]);
     }
-    for (size_t i = 0; rv == ST_OK && i < r->tabsize; i++) {
-        const struct group *g = r->tab[i];
-        if (g == NULL || !group_selected(g, m, nm)) {
+    size_t i = 0;
+    const struct group *g;
+    while (rv == ST_OK && (g = tab_next(r, &i)) != NULL) {
+        if (!group_selected(g, m, nm)) {
             continue;
         }
         *found = true;
@@ -1347,12 +1404,10 @@ static int slide_absorb(st_query_slide *c, struct agg_run *r, int64_t lo, int64_
     if (c->unit == NULL && json_object_get(r->meta, "unit") != NULL) {
         c->unit = json_incref(json_object_get(r->meta, "unit"));
     }
-    for (size_t i = 0; i < r->tabsize; i++) {
-        struct group *g = r->tab[i];
+    size_t i = 0;
+    struct group *g;
+    while ((g = tab_next(r, &i)) != NULL) {
         struct slide_group *cg;
-        if (g == NULL) {
-            continue;
-        }
         if ((rv = slide_group_of(c, g, &cg)) != ST_OK) {
             return rv;
         }
@@ -1420,13 +1475,16 @@ static int insert_group(struct agg_run *r, const struct slide_group *cg)
 {
     struct group *g;
     size_t i = hash_bytes(cg->key, cg->keylen) & (r->tabsize - 1);
-    while (r->tab[i] != NULL) {
+    while (tab_get(r, i) != NULL) {
         i = (i + 1) & (r->tabsize - 1);
     }
     if ((g = calloc(1, sizeof(*g))) == NULL) {
         return ST_ENOMEM;
     }
-    r->tab[i] = g;
+    if (tab_put(r, i, g) != ST_OK) {
+        free(g);
+        return ST_ENOMEM;
+    }
     if ((g->key = malloc(cg->keylen)) == NULL || (g->b = accs_new(r->nb)) == NULL ||
         (g->labels = json_copy(cg->labels)) == NULL) {
         return ST_ENOMEM; /* freed with the table */
@@ -1440,10 +1498,11 @@ static int insert_group(struct agg_run *r, const struct slide_group *cg)
 
 static struct group *group_by_key(const struct agg_run *r, const char *key, size_t len)
 {
-    for (size_t i = hash_bytes(key, len) & (r->tabsize - 1); r->tab[i] != NULL;
+    const struct group *g;
+    for (size_t i = hash_bytes(key, len) & (r->tabsize - 1); (g = tab_get(r, i)) != NULL;
          i = (i + 1) & (r->tabsize - 1)) {
-        if (r->tab[i]->keylen == len && memcmp(r->tab[i]->key, key, len) == 0) {
-            return r->tab[i];
+        if (g->keylen == len && memcmp(g->key, key, len) == 0) {
+            return (struct group *)g;
         }
     }
     return NULL;
@@ -1486,9 +1545,10 @@ static int slide_merge(st_query_slide *c, struct agg_run *r, int64_t a, int64_t 
     for (size_t j = 0; rv == ST_OK && j < nx; j++) {
         abs += x[j].abs_sum;
         r->exact_sums = r->exact_sums && x[j].exact_sums;
-        for (size_t i = 0; rv == ST_OK && i < x[j].tabsize; i++) {
-            const struct group *xg = x[j].tab[i];
-            struct group *g = xg ? group_by_key(r, xg->key, xg->keylen) : NULL;
+        size_t i = 0;
+        const struct group *xg;
+        while (rv == ST_OK && (xg = tab_next(&x[j], &i)) != NULL) {
+            struct group *g = group_by_key(r, xg->key, xg->keylen);
             for (size_t k = 0; g != NULL && rv == ST_OK && k < x[j].nb; k++) {
                 rv = acc_merge(&g->b[0], &xg->b[k]);
             }
