@@ -115,7 +115,9 @@ void st_query_fold_free(st_query_fold *f);
  * (same groups, order and values), serving only the aggs whose merged
  * value is exact: ST_EUNSUPPORTED when this question or its data does not
  * qualify (ask st_query_fold_run instead), ST_ENOMEM. q's regexes are
- * used during the call only. Not thread-safe: one caller at a time. */
+ * used during the call only. Not thread-safe: one caller at a time.
+ * Retention pruning is no change the store reports: windows stay within
+ * 3 h, far inside the raw retention (2 days by default). */
 typedef struct st_query_slide st_query_slide;
 int st_query_slide_new(st_query_slide **out);
 /* Sizes a new slide by a full answer of its question (a fold of
