@@ -1526,8 +1526,10 @@ static int slide_merge(st_query_slide *c, struct agg_run *r, int64_t a, int64_t 
     if (order == NULL) {
         return ST_ENOMEM;
     }
-    memcpy(order, c->g, c->ng * sizeof(*order));
-    qsort(order, c->ng, sizeof(*order), seq_cmp);
+    if (c->ng > 0) {
+        memcpy(order, c->g, c->ng * sizeof(*order));
+        qsort(order, c->ng, sizeof(*order), seq_cmp);
+    }
     for (int64_t t = a; t < b; t += SLIDE_MS) {
         abs += c->bs[slot_of(c, t)].abs;
         r->exact_sums = r->exact_sums && !c->bs[slot_of(c, t)].inexact;

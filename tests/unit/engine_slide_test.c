@@ -55,7 +55,8 @@ static char tmpdir[64];
  * frame can be built at any time. */
 static double value(int m, int h, int r, int c, int p)
 {
-    unsigned x = (unsigned)(m * 7919 + h * 104729 + r * 1299709 + c * 15485863 + p * 32452843);
+    unsigned x = (unsigned)m * 7919u + (unsigned)h * 104729u + (unsigned)r * 1299709u +
+                 (unsigned)c * 15485863u + (unsigned)p * 32452843u;
     x ^= x >> 13;
     x *= 0x5bd1e995u;
     x ^= x >> 15;
