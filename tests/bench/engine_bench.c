@@ -16,6 +16,7 @@
 
 #include <getopt.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -842,6 +843,14 @@ static int engine_runs(st_engine *en, const struct opts *o, int64_t now)
         printf("RESULT engine_run runs=%d median_ms=%.2f max_ms=%.2f first_ms=%.2f "
                "cpu_median_ms=%.2f\n",
                n, med, max, first, cmed);
+    }
+    {
+        /* What the engine keeps between runs (its rule context, kept
+         * windows) and this process's other allocations: RSS would mostly
+         * count the store's mapped pages. */
+        struct mallinfo2 mi = mallinfo2();
+        printf("  heap in use after the runs: %.1f MiB\n", (double)mi.uordblks / MIB);
+        printf("RESULT engine_heap bytes=%zu\n", mi.uordblks);
     }
     print_findings(en);
     return ST_OK;
