@@ -93,6 +93,24 @@ static int open_dbs(st_store *st)
     return st_store_map_mdb(mdb_txn_commit(txn), "commit dbi");
 }
 
+/* A store with no points and no rollups has no retention or compaction
+ * due until something is written; one with data gets a first full pass. */
+static int index_init(st_store *st)
+{
+    MDB_txn *txn;
+    MDB_stat ps;
+    MDB_stat rs;
+    int rv = st_store_read_begin(st, &txn);
+    if (rv != ST_OK) {
+        return rv;
+    }
+    st_rollup_index_init(st, mdb_stat(txn, st->points, &ps) == 0 &&
+                                 mdb_stat(txn, st->rollups, &rs) == 0 && ps.ms_entries == 0 &&
+                                 rs.ms_entries == 0);
+    st_store_read_end(st, txn);
+    return ST_OK;
+}
+
 int st_store_open(const struct st_store_opts *opts, st_store **out)
 {
     st_store *st;
@@ -143,7 +161,7 @@ int st_store_open(const struct st_store_opts *opts, st_store **out)
         mdb_env_info(st->env, &info);
         st->map_size = info.me_mapsize;
     }
-    if ((rv = open_dbs(st)) != ST_OK) {
+    if ((rv = open_dbs(st)) != ST_OK || (rv = index_init(st)) != ST_OK) {
         goto fail;
     }
     {

@@ -43,6 +43,21 @@ struct st_rollup_state {
     bool loaded;
 };
 
+/* What the retention and compaction passes would find, kept in memory so
+ * that a pass with nothing due costs nothing instead of a walk over every
+ * series (7-13 ms a slice at 100 k series). Per phase (0 raw, 1..3 rollups
+ * of that resolution); bounds are conservative: every write lowers them,
+ * a finished pass raises them to what it saw. INT64_MIN: unknown (a store
+ * reopened with data), so the first pass runs as before. Writer only. */
+struct st_maint_index {
+    int64_t prune_at[4];  /* no entry ends before this */
+    int64_t prune_acc[4]; /* the same, gathered by the pass under way */
+    int64_t fresh_min[4]; /* no fresh (uncompacted) entry starts before this */
+    int64_t fresh_acc[4];
+    bool compacted[4]; /* compacted entries may exist (level 1 merges) */
+    int64_t cmp_prev;  /* the limit of the compaction pass before the one under way */
+};
+
 struct st_store {
     MDB_env *env;
     MDB_dbi meta, agents, series, series_id, points, rollups, dirty, kv;
@@ -59,6 +74,7 @@ struct st_store {
     uint32_t next_id;
     bool next_id_loaded;
     struct st_rollup_state rs;
+    struct st_maint_index mi;
     st_zctx *z; /* compaction's zstd context */
     /* Watermarks readers may use (updated after commits). */
     _Atomic int64_t pub_wm_1m;
@@ -139,7 +155,13 @@ Strata__V1__SeriesRecord *st_store_series_record(MDB_txn *txn, st_store *st, uin
 int st_rollup_load(st_store_txn *t);
 int st_rollup_save(st_store_txn *t);
 /* Called by apply for every block written: starts the watermarks on the
- * first block and marks minutes already built as dirty (late data). */
+ * first block, marks minutes already built as dirty (late data) and notes
+ * the block for retention and compaction (st_rollup_note_entry). */
 int st_rollup_note_block(st_store_txn *t, uint32_t id, const Strata__V1__Series *s);
+/* Called for every entry written at time t in phase's database (0 points,
+ * else the rollups of that resolution), fresh or compacted. */
+void st_rollup_note_entry(st_store *st, int phase, int64_t t, bool fresh);
+/* Sets the maintenance index at open: empty databases hold nothing due. */
+void st_rollup_index_init(st_store *st, bool empty);
 
 #endif

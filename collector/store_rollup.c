@@ -110,7 +110,9 @@ int st_rollup_load(st_store_txn *t)
         rs->cur_1m = st_be32(p + 8);
         rs->wm_1h = (int64_t)st_be64(p + 12);
         rs->cur_1h = st_be32(p + 20);
-        rs->prune_sid = st_be32(p + 24);
+        /* a pass resumed half way would leave the retention bound of the
+         * series before it unknown: start it again (st_maint_index) */
+        rs->prune_sid = 0;
         if (v.mv_size == STATE_LEN) {
             rs->cmp_wm = (int64_t)st_be64(p + 28);
             rs->cmp_sid = st_be32(p + 36);
@@ -153,6 +155,34 @@ static int put_dirty(st_store_txn *t, uint8_t kind, int64_t bucket, uint32_t id)
     return st_store_map_mdb(mdb_put(t->txn, t->st->dirty, &k, &v, 0), "put dirty");
 }
 
+void st_rollup_index_init(st_store *st, bool empty)
+{
+    struct st_maint_index *mi = &st->mi;
+    for (int p = 0; p <= ST_RES_1H; p++) {
+        mi->prune_at[p] = empty ? INT64_MAX : INT64_MIN;
+        mi->prune_acc[p] = INT64_MAX;
+        mi->fresh_min[p] = empty ? INT64_MAX : INT64_MIN;
+        mi->fresh_acc[p] = INT64_MAX;
+        mi->compacted[p] = !empty;
+    }
+}
+
+void st_rollup_note_entry(st_store *st, int phase, int64_t t, bool fresh)
+{
+    struct st_maint_index *mi = &st->mi;
+    if (phase < 0 || phase > ST_RES_1H) {
+        return;
+    }
+    mi->prune_at[phase] = ST_MIN(mi->prune_at[phase], t);
+    mi->prune_acc[phase] = ST_MIN(mi->prune_acc[phase], t);
+    if (fresh) {
+        mi->fresh_min[phase] = ST_MIN(mi->fresh_min[phase], t);
+        mi->fresh_acc[phase] = ST_MIN(mi->fresh_acc[phase], t);
+    } else {
+        mi->compacted[phase] = true;
+    }
+}
+
 /* True when minute m of series id is already rolled up. */
 static bool minute_built(const struct st_rollup_state *rs, int64_t m, uint32_t id)
 {
@@ -170,6 +200,7 @@ int st_rollup_note_block(st_store_txn *t, uint32_t id, const Strata__V1__Series 
     int64_t end = st_store_block_end(s);
     int64_t m = floor_to(s->start_unix_ms, MINUTE);
     int rv = ST_OK;
+    st_rollup_note_entry(t->st, ST_RES_RAW, s->start_unix_ms, true);
     if (rs->wm_1m == 0) {
         /* The first block ever starts the watermarks. */
         rs->wm_1m = m;
@@ -396,6 +427,7 @@ static int put_rollup(st_store_txn *t, enum st_res res, uint32_t id,
     rc = mdb_put(t->txn, t->st->rollups, &k, &v, MDB_RESERVE);
     if (rc == 0) {
         strata__v1__rollup_block__pack(blk, v.mv_data);
+        st_rollup_note_entry(t->st, res, blk->start_unix_ms, true);
     }
     return st_store_map_mdb(rc, "put rollup");
 }
@@ -699,28 +731,51 @@ static int64_t cutoff_of(const st_store *st, int phase, int64_t now)
     }
 }
 
+/* The key time and span of the entry at k, v if it is one of series id in
+ * phase's database. */
+static bool entry_of(int phase, uint32_t id, const MDB_val *k, const MDB_val *v, int64_t *t,
+                     int64_t *span)
+{
+    const uint8_t *p = k->mv_data;
+    bool same = phase == 0
+                    ? (k->mv_size == ST_POINT_KEY_LEN && st_be32(p) == id)
+                    : (k->mv_size == ST_ROLLUP_KEY_LEN && p[0] == phase && st_be32(p + 1) == id);
+    if (!same) {
+        return false;
+    }
+    *t = phase == 0 ? (int64_t)st_be64(p + 4) : (int64_t)st_be64(p + 5);
+    if (phase == 0) {
+        int64_t end = st_store_entry_end(v);
+        *span = end > *t ? end - *t : 0;
+    } else {
+        *span = rollup_span(phase, v);
+    }
+    return true;
+}
+
 /* Deletes the entries of one series older than cutoff; the cursor stands
- * on its first entry. Returns how many were deleted. */
-static int prune_series(MDB_cursor *cur, int phase, uint32_t id, int64_t cutoff, int *deleted)
+ * on its first entry. Counts what was deleted in *deleted and lowers *next
+ * to the earliest time a remaining entry can be past retention: the first
+ * one's end, or the start of the second (entries are in start order). */
+static int prune_series(MDB_cursor *cur, int phase, uint32_t id, int64_t cutoff, int *deleted,
+                        int64_t *next)
 {
     MDB_val k;
     MDB_val v;
+    int64_t t;
+    int64_t span;
     int rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
     while (rc == 0) {
-        const uint8_t *p = k.mv_data;
-        bool same = phase == 0
-                        ? (k.mv_size == ST_POINT_KEY_LEN && st_be32(p) == id)
-                        : (k.mv_size == ST_ROLLUP_KEY_LEN && p[0] == phase && st_be32(p + 1) == id);
-        int64_t t = phase == 0 ? (int64_t)st_be64(p + 4) : (int64_t)st_be64(p + 5);
-        int64_t span = 0;
-        if (same && phase == 0) {
-            int64_t end = st_store_entry_end(&v);
-            span = end > t ? end - t : 0;
-        } else if (same) {
-            span = rollup_span(phase, &v);
+        if (!entry_of(phase, id, &k, &v, &t, &span)) {
+            return ST_OK;
         }
         /* An entry is dropped once all it covers is past the cutoff. */
-        if (!same || t + span > cutoff) {
+        if (t + span > cutoff) {
+            *next = ST_MIN(*next, t + span);
+            if (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0 &&
+                entry_of(phase, id, &k, &v, &t, &span)) {
+                *next = ST_MIN(*next, t);
+            }
             return ST_OK;
         }
         if ((rc = mdb_cursor_del(cur, 0)) != 0) {
@@ -730,6 +785,24 @@ static int prune_series(MDB_cursor *cur, int phase, uint32_t id, int64_t cutoff,
         rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
     }
     return ST_OK;
+}
+
+/* Whether phase holds an entry that may be past retention now. */
+static bool prune_due(const st_store *st, int phase, int64_t now)
+{
+    return st->mi.prune_at[phase] <= cutoff_of(st, phase, now);
+}
+
+/* Starts phase of the retention pass, or skips it when nothing in it can be
+ * past retention. False when it was skipped. */
+static bool prune_phase_start(struct work *w, int phase)
+{
+    st_store *st = w->t->st;
+    if (!prune_due(st, phase, w->now)) {
+        return false;
+    }
+    st->mi.prune_acc[phase] = INT64_MAX;
+    return true;
 }
 
 static int do_prune(struct work *w, bool *more)
@@ -748,14 +821,20 @@ static int do_prune(struct work *w, bool *more)
             *more = true;
             return ST_OK;
         }
+        if (rs->prune_sid == 0 && !prune_phase_start(w, rs->prune_phase)) {
+            rs->prune_phase++;
+            continue;
+        }
         if (rs->prune_sid == UINT32_MAX ||
             !next_series(cur, rs->prune_phase, rs->prune_sid, 0, &id)) {
+            /* the pass saw every series: what it found is the bound */
+            st->mi.prune_at[rs->prune_phase] = st->mi.prune_acc[rs->prune_phase];
             rs->prune_phase++;
             rs->prune_sid = 0;
             continue;
         }
         rv = prune_series(cur, rs->prune_phase, id, cutoff_of(st, rs->prune_phase, w->now),
-                          &deleted);
+                          &deleted, &st->mi.prune_acc[rs->prune_phase]);
         rs->prune_sid = id == UINT32_MAX ? UINT32_MAX : id + 1;
         w->items += 1 + deleted;
         w->t->rs_dirty = true;
@@ -821,6 +900,11 @@ static int replace_group(struct work *w, MDB_dbi dbi, const struct group *g, siz
         if (rc != 0 && rc != MDB_NOTFOUND) {
             return st_store_map_mdb(rc, "del compacted");
         }
+    }
+    if (klen == ST_POINT_KEY_LEN) {
+        st_rollup_note_entry(w->t->st, ST_RES_RAW, (int64_t)st_be64(key + 4), false);
+    } else {
+        st_rollup_note_entry(w->t->st, key[0], (int64_t)st_be64(key + 5), false);
     }
     return st_store_map_mdb(mdb_put(w->t->txn, dbi, &k, &v, 0), "put compacted");
 }
@@ -1032,7 +1116,43 @@ static int compact_series(struct work *w, int phase, uint32_t id, int64_t limit)
     return rv;
 }
 
-/* One pass over every series each time the hour watermark moves. */
+/* Whether phase may hold work for a compaction pass to limit: a fresh
+ * entry in a unit that closed, or a level 1 unit that closed since the last
+ * pass (prev) while compacted entries may exist. */
+static bool compact_due(const st_store *st, int phase, int64_t prev, int64_t limit)
+{
+    const struct st_maint_index *mi = &st->mi;
+    int64_t u0 = level_unit(phase, 0);
+    int64_t u1 = level_unit(phase, 1);
+    if (mi->fresh_min[phase] != INT64_MAX &&
+        (mi->fresh_min[phase] == INT64_MIN || floor_to(mi->fresh_min[phase], u0) + u0 <= limit)) {
+        return true;
+    }
+    return u1 != 0 && mi->compacted[phase] && floor_to(limit, u1) != floor_to(prev, u1);
+}
+
+/* Starts phase of the compaction pass, or skips it when compact_due says
+ * there is nothing in it. False when it was skipped. */
+static bool compact_phase_start(struct work *w, int phase, int64_t prev)
+{
+    st_store *st = w->t->st;
+    if (!compact_due(st, phase, prev, st->rs.wm_1h)) {
+        return false;
+    }
+    st->mi.fresh_acc[phase] = INT64_MAX;
+    return true;
+}
+
+/* The pass compacted every fresh entry of the units that closed before the
+ * limit it started with: what is fresh now is newer, or was written since. */
+static void compact_phase_end(st_store *st, int phase, int64_t limit)
+{
+    struct st_maint_index *mi = &st->mi;
+    mi->fresh_min[phase] = ST_MIN(mi->fresh_acc[phase], floor_to(limit, level_unit(phase, 0)));
+}
+
+/* One pass over every series each time the hour watermark moves, phases
+ * with nothing due skipped. */
 static int do_compact(struct work *w, bool *more)
 {
     struct st_rollup_state *rs = &w->t->st->rs;
@@ -1041,9 +1161,12 @@ static int do_compact(struct work *w, bool *more)
         return ST_OK;
     }
     if (rs->cmp_phase > ST_RES_1H || rs->cmp_wm == 0) {
+        /* cmp_wm keeps the last pass's limit until each phase has started */
+        w->t->st->mi.cmp_prev = rs->cmp_wm;
         rs->cmp_wm = rs->wm_1h;
         rs->cmp_phase = 0;
         rs->cmp_sid = 0;
+        w->items++; /* commit the pass even when every phase is skipped */
     }
     while (rv == ST_OK && rs->cmp_phase <= ST_RES_1H) {
         MDB_cursor *cur = rs->cmp_phase == 0 ? w->pc : w->rc;
@@ -1054,7 +1177,13 @@ static int do_compact(struct work *w, bool *more)
             *more = true;
             return ST_OK;
         }
+        if (rs->cmp_sid == 0 && !compact_phase_start(w, rs->cmp_phase, w->t->st->mi.cmp_prev)) {
+            rs->cmp_phase++;
+            w->t->rs_dirty = true;
+            continue;
+        }
         if (rs->cmp_sid == UINT32_MAX || !next_series(cur, rs->cmp_phase, rs->cmp_sid, 0, &id)) {
+            compact_phase_end(w->t->st, rs->cmp_phase, rs->cmp_wm);
             rs->cmp_phase++;
             rs->cmp_sid = 0;
             w->t->rs_dirty = true;
