@@ -717,17 +717,20 @@ static int do_hours(struct work *w, bool *more)
 
 /* ---- retention ---- */
 
+/* Entries that end before this are past retention. Raw blocks stay until
+ * their minutes are rolled up and 1 m rows until their hours are: a
+ * backlog older than the retention still reaches the coarser rollups. */
 static int64_t cutoff_of(const st_store *st, int phase, int64_t now)
 {
     switch (phase) {
     case ST_RES_10S:
         return now - st->ret.r10s_ms;
     case ST_RES_1M:
-        return now - st->ret.r1m_ms;
+        return ST_MIN(now - st->ret.r1m_ms, st->rs.wm_1h);
     case ST_RES_1H:
         return now - st->ret.r1h_ms;
     default:
-        return now - st->ret.raw_ms;
+        return ST_MIN(now - st->ret.raw_ms, st->rs.wm_1m);
     }
 }
 
