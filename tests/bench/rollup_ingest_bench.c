@@ -291,6 +291,8 @@ static void fleet_round(struct fleet *fl, int r)
 
 struct result {
     double ingest_s; /* apply + commit + the interleaved slices */
+    double cpu_s;    /* of it, this thread's CPU time */
+    double other_s;  /* CPU time of the store's other threads meanwhile */
     double drain_s;  /* the builder's remaining work after the last frame */
     double maint_s;  /* of ingest_s, in maintain slices */
     int slices;
@@ -348,6 +350,14 @@ static int ingest(st_store *st, struct fleet *fl, const struct opts *o, bool rol
     return rv;
 }
 
+/* CPU time of the whole process: the store's builder thread included. */
+static int64_t process_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static int rm_rf(const char *dir)
 {
     char cmd[4200];
@@ -370,6 +380,8 @@ static int one_run(const struct opts *o, struct fleet *fl, bool rollups, bool no
     struct st_store_stats stats;
     int64_t end = T0 + (int64_t)o->rounds * o->points * INTERVAL_MS;
     int64_t t0;
+    int64_t c0;
+    int64_t p0;
     bool more = true;
     int rv;
     memset(res, 0, sizeof(*res));
@@ -379,8 +391,12 @@ static int one_run(const struct opts *o, struct fleet *fl, bool rollups, bool no
         return rv;
     }
     t0 = st_time_mono_ns();
+    c0 = cpu_ns();
+    p0 = process_cpu_ns();
     rv = ingest(st, fl, o, rollups, res);
     res->ingest_s = (double)(st_time_mono_ns() - t0) / 1e9;
+    res->cpu_s = (double)(cpu_ns() - c0) / 1e9;
+    res->other_s = (double)(process_cpu_ns() - p0) / 1e9 - res->cpu_s;
     if (rv == ST_OK && rollups && st_store_stats(st, &stats) == ST_OK) {
         res->lag_ms = end - stats.wm_1m;
     }
@@ -404,6 +420,7 @@ static int bench_mode(const struct opts *o, struct fleet *fl, bool nosync)
     double off[MAX_RUNS];
     double ratio[MAX_RUNS];
     double ratio_all[MAX_RUNS];
+    double ratio_cpu[MAX_RUNS];
     int rv = ST_OK;
     printf("== %s commits (%s)\n", nosync ? "no_sync" : "durable",
            nosync ? "MDB_NOSYNC: no fsync" : "fsync on every commit, maintain slices included");
@@ -422,6 +439,10 @@ static int bench_mode(const struct opts *o, struct fleet *fl, bool nosync)
         off[i] = (double)rr[1].samples / rr[1].ingest_s;
         ratio[i] = on[i] / off[i];
         ratio_all[i] = on_all[i] / off[i];
+        ratio_cpu[i] = rr[1].cpu_s / rr[0].cpu_s;
+        printf("  run %d: ingest thread CPU %.2f s without rollups, %.2f s with (ratio %.3f); "
+               "other threads meanwhile %.2f s with rollups\n",
+               i + 1, rr[1].cpu_s, rr[0].cpu_s, ratio_cpu[i], rr[0].other_s);
         printf("  run %d (%s first): no_rollups %.0f samples/s (%.2f s); rollups %.0f samples/s "
                "(%.2f s, of it %.2f s in %d slices; builder %.0f s of data behind at the last "
                "frame, drained in %.2f s more: %.0f samples/s with it); ratio %.3f, with the "
@@ -438,10 +459,12 @@ static int bench_mode(const struct opts *o, struct fleet *fl, bool nosync)
                "slower)\n",
                o->runs, median(off, o->runs), median(on, o->runs), median(on_all, o->runs), mr,
                100 * (1 - mr), mra, 100 * (1 - mra));
+        printf("  median ingest thread CPU ratio (no_rollups / rollups) %.3f\n",
+               median(ratio_cpu, o->runs));
         printf("RESULT rollup_ingest mode=%s norollups_sps=%.0f rollups_sps=%.0f "
-               "rollups_drained_sps=%.0f ratio=%.4f ratio_drained=%.4f\n",
+               "rollups_drained_sps=%.0f ratio=%.4f ratio_drained=%.4f ratio_cpu=%.4f\n",
                nosync ? "nosync" : "durable", median(off, o->runs), median(on, o->runs),
-               median(on_all, o->runs), mr, mra);
+               median(on_all, o->runs), mr, mra, median(ratio_cpu, o->runs));
     }
     return rv;
 }
