@@ -174,6 +174,9 @@ int st_store_open(const struct st_store_opts *opts, st_store **out)
         }
         st_store_abort(t);
     }
+    if (!st->no_rollups && (rv = st_rollup_builder_start(st)) != ST_OK) {
+        goto fail;
+    }
     *out = st;
     return ST_OK;
 fail:
@@ -201,6 +204,7 @@ void st_store_close(st_store *st)
     if (st == NULL) {
         return;
     }
+    st_rollup_builder_stop(st);
     if (st->cache != NULL) {
         cache_clear(st);
         free(st->cache);
@@ -277,6 +281,8 @@ static void txn_release(st_store_txn *t)
 {
     st_change_set_free(t->changed);
     pthread_rwlock_unlock(&t->st->resize);
+    /* no transaction of the writer's is open: the builder may go on */
+    st_rollup_builder_allow(t->st);
     free(t);
 }
 
@@ -286,6 +292,7 @@ void st_store_abort(st_store_txn *t)
         return;
     }
     mdb_txn_abort(t->txn);
+    st_rollup_txn_done(t, false);
     /* Series created inside the aborted txn are gone: forget the cache.
      * Only then: maintenance aborts its transaction whenever a slice had
      * nothing to do, and rebuilding a cache of a million series from LMDB
@@ -300,12 +307,21 @@ void st_store_abort(st_store_txn *t)
 int st_store_commit(st_store_txn *t)
 {
     st_store *st = t->st;
-    int rv = t->rs_dirty ? st_rollup_save(t) : ST_OK;
+    /* rows the builder thread made ride along with the batch: no
+     * transaction (and no fsync) of their own */
+    int rv = st_rollup_apply_built(t);
+    if (rv == ST_OK && t->rs_dirty) {
+        rv = st_rollup_save(t);
+    }
     if (rv != ST_OK) {
         st_store_abort(t);
         return rv;
     }
+    if (!t->maint) {
+        st->bld.batches++;
+    }
     rv = st_store_map_mdb(mdb_txn_commit(t->txn), "commit");
+    st_rollup_txn_done(t, rv == ST_OK);
     if (rv != ST_OK) {
         cache_clear(st);
         st->rs = t->rs_saved;

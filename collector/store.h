@@ -33,6 +33,8 @@
  * the cutoff.
  *
  * One writer: st_store_begin .. st_store_commit on the writer thread only.
+ * A store with rollups runs one thread of its own (niced), which folds the
+ * rows of closed minutes in short read transactions for the writer to put.
  * Readers may run on any thread (MDB_NOTLS); keep read transactions short.
  * When the map is full, the writer aborts, calls st_store_grow (which waits
  * for readers to leave) and retries. */
@@ -95,9 +97,14 @@ void st_store_abort(st_store_txn *t);
 /* Doubles the map size (up to max_map_size) with no transaction open. */
 int st_store_grow(st_store *st);
 /* One bounded slice of background work in its own transaction: rebuilding
- * late-data rollups, building the next closed minute or hour, pruning past
- * retention. Stops after about budget_ms; *more tells whether work is
- * left. Writer thread only. ST_EMAPFULL: grow and call again. */
+ * late-data rollups, putting the rows of closed minutes that the store's
+ * builder thread made (st_store_commit puts them too, so while batches come
+ * they ride along with those), building the next hour, pruning past
+ * retention, compacting. A slice called with no batch committed since the
+ * last one also builds minutes itself, and when it had nothing to do it
+ * waits up to budget_ms for the builder thread rather than return at once.
+ * Stops after about budget_ms; *more tells whether work is left. Writer
+ * thread only. ST_EMAPFULL: grow and call again. */
 int st_store_maintain(st_store *st, int64_t now_ms, int64_t budget_ms, bool *more);
 
 /* ---- readers ---- */

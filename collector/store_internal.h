@@ -12,6 +12,7 @@
 #include "envelope.h"
 #include "store.h"
 #include "store_codec.h"
+#include "buf.h"
 
 #define ST_POINT_KEY_LEN 16  /* series id u32 | start ms u64 | seq u32 */
 #define ST_ROLLUP_KEY_LEN 13 /* res u8 | series id u32 | bucket start u64 */
@@ -58,6 +59,50 @@ struct st_maint_index {
     int64_t cmp_prev;  /* the limit of the compaction pass before the one under way */
 };
 
+/* Rows of closed minutes built off the writer thread (store_rollup.c): the
+ * builder thread reads raw blocks in short read transactions, folds and
+ * packs the rows of a run of series, and queues them; the writer puts them
+ * inside its next transaction and moves the minute watermark. A block the
+ * writer puts into a minute the builder has been let into (allow_to, moved
+ * only between transactions) marks that series-minute dirty in the same
+ * transaction, and the writer rebuilds it once the rows for it are in. */
+struct st_built {
+    struct st_built *next;
+    uint64_t epoch;
+    int64_t minute;
+    uint32_t from; /* the first series looked at */
+    uint32_t to;   /* series below this are built; UINT32_MAX: all */
+    st_buf rows;   /* key (ST_ROLLUP_KEY_LEN) | u32 length | value, in key order */
+    size_t nrows;
+};
+
+struct st_builder {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;  /* the builder waits here for work or room */
+    pthread_cond_t ready_cv; /* an idle maintain waits here for rows */
+    bool inited;
+    bool started;
+    bool stop;
+    uint64_t epoch;  /* bumped to restart the builder at (start_m, start_sid) */
+    int64_t start_m; /* 0: nothing to build yet */
+    uint32_t start_sid;
+    int64_t build_to;    /* minutes before this have closed; set by the writer only */
+    int64_t allow_to;    /* the builder reads minutes before this; set by the writer only */
+    uint64_t epoch_seen; /* the epoch pos_m is in */
+    struct st_built *head;
+    struct st_built *tail;
+    size_t nready;
+    int64_t pos_m; /* the builder stands here: minute, series */
+    uint32_t pos_sid;
+    bool busy; /* a run is being built (by either thread) */
+    /* Writer only. */
+    bool synced;      /* the builder starts where the watermark stands */
+    uint64_t batches; /* transactions committed outside maintain */
+    uint64_t batches_seen;
+    bool idle; /* the last maintain had nothing to do */
+};
+
 struct st_store {
     MDB_env *env;
     MDB_dbi meta, agents, series, series_id, points, rollups, dirty, kv;
@@ -75,6 +120,7 @@ struct st_store {
     bool next_id_loaded;
     struct st_rollup_state rs;
     struct st_maint_index mi;
+    struct st_builder bld;
     st_zctx *z; /* compaction's zstd context */
     /* Watermarks readers may use (updated after commits). */
     _Atomic int64_t pub_wm_1m;
@@ -86,8 +132,11 @@ struct st_store_txn {
     st_store *st;
     MDB_txn *txn;
     char keybuf[ST_STORE_MAX_KEY + 1];
-    bool rs_dirty; /* rollup state changed in this txn */
-    bool created;  /* a series was created (and cached) in this txn */
+    bool rs_dirty;            /* rollup state changed in this txn */
+    bool created;             /* a series was created (and cached) in this txn */
+    bool maint;               /* st_store_maintain's own transaction */
+    struct st_built *applied; /* built rows put in this txn, freed at commit */
+    bool built_inline;        /* the writer built a run itself in this txn */
     struct st_rollup_state rs_saved;
     struct st_change_set *changed; /* metrics this txn wrote points of; NULL: none */
 };
@@ -161,6 +210,17 @@ int st_rollup_note_block(st_store_txn *t, uint32_t id, const Strata__V1__Series 
 /* Called for every entry written at time t in phase's database (0 points,
  * else the rollups of that resolution), fresh or compacted. */
 void st_rollup_note_entry(st_store *st, int phase, int64_t t, bool fresh);
+/* Starts and stops the builder thread (open, close). */
+int st_rollup_builder_start(st_store *st);
+void st_rollup_builder_stop(st_store *st);
+/* Lets the builder go on (between transactions only). */
+void st_rollup_builder_allow(st_store *st);
+/* Puts the built rows that are ready into t and moves the watermark (the
+ * writer calls it before each commit). */
+int st_rollup_apply_built(st_store_txn *t);
+/* After t commits (ok) or is aborted: frees the rows it put, or has the
+ * builder build them again from the watermark that stands. */
+void st_rollup_txn_done(st_store_txn *t, bool ok);
 /* Sets the maintenance index at open: empty databases hold nothing due. */
 void st_rollup_index_init(st_store *st, bool empty);
 
