@@ -146,9 +146,9 @@ static st_frame *mk_frame(int h, int c, bool only_late_route)
     f->agent = malloc(sizeof(*f->agent));
     assert_non_null(f->agent);
     strata__v1__agent__init(f->agent);
-    f->agent->host = malloc(8);
+    f->agent->host = malloc(16); /* "h" and any int: the compiler checks */
     assert_non_null(f->agent->host);
-    snprintf(f->agent->host, 8, "h%d", h);
+    snprintf(f->agent->host, 16, "h%d", h);
     f->agent->role = h < NHOST / 2 ? STRATA__V1__ROLE__EDGE : STRATA__V1__ROLE__APP;
     f->series = calloc(NMETRIC * NROUTE, sizeof(*f->series));
     assert_non_null(f->series);
