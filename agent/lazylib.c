@@ -110,3 +110,17 @@ bool st_pq_gssenc_off(const char *dsn)
     st_pq.PQconninfoFree(opts);
     return off;
 }
+
+PGconn *st_pq_connect(const char *dsn, int64_t connect_timeout_ms, const char *app)
+{
+    char timeout[24];
+    const char *keys[] = {
+        "gssencmode", "dbname", "connect_timeout", "client_encoding", "fallback_application_name",
+        NULL};
+    const char *vals[] = {"disable", dsn != NULL ? dsn : "", timeout, "UTF8", app, NULL};
+    size_t first = st_pq_gssenc_off(dsn) ? 0 : 1;
+    snprintf(timeout, sizeof(timeout), "%lld", (long long)((connect_timeout_ms + 999) / 1000));
+    /* dbname is expanded as a conninfo string: what it sets wins over the
+     * gssencmode before it, the keys after it win over it. */
+    return st_pq.PQconnectdbParams(keys + first, vals + first, 1);
+}

@@ -119,6 +119,13 @@ int st_pq_load(char *err, size_t errlen);
  * PGGSSENCMODE or PGSERVICE in the environment. Needs st_pq_load. */
 bool st_pq_gssenc_off(const char *dsn);
 
+/* Connects to dsn (NULL: libpq's defaults) as application app, with
+ * gssencmode=disable ahead of it when st_pq_gssenc_off says so, the
+ * connect timeout rounded up to whole seconds and UTF-8 as the client
+ * encoding (after the dsn, so it always wins). NULL only when out of
+ * memory; otherwise check PQstatus. Needs st_pq_load. */
+PGconn *st_pq_connect(const char *dsn, int64_t connect_timeout_ms, const char *app);
+
 #ifndef ST_LAZYLIB_IMPL
 #define curl_global_init (st_curl.curl_global_init)
 #define curl_global_cleanup (st_curl.curl_global_cleanup)

@@ -275,13 +275,8 @@ static const char *or_none(const char *s)
 
 static bool open_session(const pga_ctx *c, session *s, st_action_out *o)
 {
-    char timeout[24];
-    const char *keys[] = {"dbname", "connect_timeout", "client_encoding",
-                          "fallback_application_name", NULL};
-    const char *vals[] = {c->cfg.dsn != NULL ? c->cfg.dsn : "", timeout, "UTF8",
-                          "strata-agent-actions", NULL};
-    snprintf(timeout, sizeof(timeout), "%" PRId64, (c->cfg.connect_timeout_ms + 999) / 1000);
-    if ((s->conn = PQconnectdbParams(keys, vals, 1)) == NULL) {
+    s->conn = st_pq_connect(c->cfg.dsn, c->cfg.connect_timeout_ms, "strata-agent-actions");
+    if (s->conn == NULL) {
         st_action_fail(o, STRATA__V1__ACTION_STATUS__ACTION_FAILED, "out of memory");
         return false;
     }

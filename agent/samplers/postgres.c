@@ -324,20 +324,10 @@ static const char *or_none(const char *s)
 
 static int connect_server(pg_ctx *c)
 {
-    char timeout[24];
-    const char *keys[] = {
-        "gssencmode", "dbname", "connect_timeout", "client_encoding", "fallback_application_name",
-        NULL};
-    const char *vals[] = {
-        "disable", c->cfg.dsn != NULL ? c->cfg.dsn : "", timeout, "UTF8", "strata-agent", NULL};
-    size_t first = st_pq_gssenc_off(c->cfg.dsn) ? 0 : 1;
     const char *db;
     int rv;
-    snprintf(timeout, sizeof(timeout), "%" PRId64, (c->cfg.connect_timeout_ms + 999) / 1000);
-    /* dbname is expanded as a conninfo string: what it sets wins over the
-     * gssencmode before it (see st_pq_gssenc_off), the keys after it win
-     * over it, so labels always arrive as UTF-8. */
-    if ((c->conn = PQconnectdbParams(keys + first, vals + first, 1)) == NULL) {
+    /* UTF-8 whatever the dsn says: labels must be valid UTF-8 */
+    if ((c->conn = st_pq_connect(c->cfg.dsn, c->cfg.connect_timeout_ms, "strata-agent")) == NULL) {
         return ST_ENOMEM;
     }
     if (PQstatus(c->conn) != CONNECTION_OK) {
