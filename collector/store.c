@@ -898,17 +898,18 @@ static int64_t floor_ms(int64_t t, int64_t unit)
  * back to it: when a compacted entry that may hold from (the one of from's
  * hour or 6 hours, or of the unit before, whose last block may run over)
  * reaches past from and comes before the position found (rc, k), start at
- * the earliest such instead. */
-static int seek_compacted(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val *k, MDB_val *v,
-                          int rc)
+ * the earliest such instead. Candidates whose first hour ends after cmp_to
+ * cannot be compacted entries of this snapshot and are not looked up; the
+ * others are looked up without moving cur, which then stays where rc left
+ * it unless one is taken (no second seek back to the position found). */
+static int seek_compacted(MDB_cursor *cur, uint32_t id, int64_t from_ms, int64_t cmp_to, MDB_val *k,
+                          MDB_val *v, int rc)
 {
     static const int64_t units[2] = {ST_COMPACT_MS_L1, ST_COMPACT_MS};
-    uint8_t found[ST_POINT_KEY_LEN];
+    MDB_txn *txn = mdb_cursor_txn(cur);
+    MDB_dbi dbi = mdb_cursor_dbi(cur);
     int64_t cand[4];
     bool at_id = rc == 0 && k->mv_size == ST_POINT_KEY_LEN && st_be32(k->mv_data) == id;
-    if (at_id) {
-        memcpy(found, k->mv_data, ST_POINT_KEY_LEN);
-    }
     for (int i = 0; i < 2; i++) {
         cand[2 * i] = floor_ms(from_ms, units[i]) - units[i];
         cand[2 * i + 1] = floor_ms(from_ms, units[i]);
@@ -925,30 +926,26 @@ static int seek_compacted(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val
         uint8_t key[ST_POINT_KEY_LEN] = {0};
         MDB_val ck = {ST_POINT_KEY_LEN, key};
         MDB_val cv;
-        if (cand[i] < 0 || (i > 0 && cand[i] == cand[i - 1])) {
+        if (cand[i] < 0 || (i > 0 && cand[i] == cand[i - 1]) || cand[i] > cmp_to - ST_COMPACT_MS) {
             continue;
         }
         st_put_be32(key, id);
         st_put_be64(key + 4, (uint64_t)cand[i]);
-        if (mdb_cursor_get(cur, &ck, &cv, MDB_SET_KEY) == 0 &&
-            st_codec_is_raw(cv.mv_data, cv.mv_size) && st_store_entry_end(&cv) > from_ms &&
-            (!at_id || memcmp(key, found, ST_POINT_KEY_LEN) < 0)) {
+        if (mdb_get(txn, dbi, &ck, &cv) == 0 && st_codec_is_raw(cv.mv_data, cv.mv_size) &&
+            st_store_entry_end(&cv) > from_ms &&
+            (!at_id || memcmp(key, k->mv_data, ST_POINT_KEY_LEN) < 0)) {
             *k = ck;
-            *v = cv;
-            return mdb_cursor_get(cur, k, v, MDB_GET_CURRENT);
+            return mdb_cursor_get(cur, k, v, MDB_SET_KEY);
         }
     }
-    if (!at_id) {
-        return rc;
-    }
-    *k = (MDB_val){ST_POINT_KEY_LEN, found};
-    return mdb_cursor_get(cur, k, v, MDB_SET_KEY);
+    return rc;
 }
 
 /* Positions cur on the first block of series id that may overlap from_ms:
  * seek to (id, from) and step back over entries that still reach past it
  * (a compacted hour says where it ends in its header). */
-int st_store_seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val *k, MDB_val *v)
+int st_store_seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, int64_t cmp_to, MDB_val *k,
+                         MDB_val *v)
 {
     uint8_t key[ST_POINT_KEY_LEN] = {0};
     int rc;
@@ -968,7 +965,7 @@ int st_store_seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val 
     for (int steps = 0; rc == 0 && steps < 64; steps++) {
         if (mdb_cursor_get(cur, k, v, MDB_PREV) != 0) {
             rc = mdb_cursor_get(cur, k, v, MDB_FIRST);
-            return seek_compacted(cur, id, from_ms, k, v, rc);
+            return seek_compacted(cur, id, from_ms, cmp_to, k, v, rc);
         }
         if (k->mv_size != ST_POINT_KEY_LEN || st_be32(k->mv_data) != id) {
             break;
@@ -978,7 +975,7 @@ int st_store_seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val 
         }
     }
     rc = mdb_cursor_get(cur, k, v, MDB_NEXT);
-    return seek_compacted(cur, id, from_ms, k, v, rc);
+    return seek_compacted(cur, id, from_ms, cmp_to, k, v, rc);
 }
 
 void st_blockset_clear(struct st_blockset *bs)
@@ -1074,13 +1071,13 @@ int st_blockset_read(MDB_cursor *cur, uint32_t id, MDB_val *k, MDB_val *v, struc
 }
 
 static int scan_blocks(MDB_cursor *cur, const st_scan_series *ss, int64_t from_ms, int64_t to_ms,
-                       const st_scan_cb *cb)
+                       int64_t cmp_to, const st_scan_cb *cb)
 {
     struct st_blockset bs = {0};
     MDB_val k;
     MDB_val v;
     int rv = ST_OK;
-    int rc = st_store_seek_blocks(cur, ss->id, from_ms, &k, &v);
+    int rc = st_store_seek_blocks(cur, ss->id, from_ms, cmp_to, &k, &v);
     for (; rc == 0 && rv >= 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         int r;
         if (k.mv_size != ST_POINT_KEY_LEN || st_be32(k.mv_data) != ss->id) {
@@ -1127,6 +1124,7 @@ static int scan_series(st_store *st, MDB_txn *txn, const char *metric, const st_
     MDB_cursor *pc = NULL;
     MDB_val k = {mlen, (void *)metric};
     MDB_val v;
+    int64_t cmp_to = st_rollup_compacted_to(st, txn);
     int rv = ST_OK;
     int rc;
     if ((rc = mdb_cursor_open(txn, st->series, &sc)) != 0 ||
@@ -1147,7 +1145,7 @@ static int scan_series(st_store *st, MDB_txn *txn, const char *metric, const st_
         }
         ss.rec = rec;
         if (st_store_labels_match(rec, m, nm) && (rv = cb->series(cb->arg, &ss)) == 1) {
-            rv = scan_blocks(pc, &ss, from_ms, to_ms, cb);
+            rv = scan_blocks(pc, &ss, from_ms, to_ms, cmp_to, cb);
         }
         strata__v1__series_record__free_unpacked(rec, NULL);
     }

@@ -165,7 +165,11 @@ void st_put_be32(uint8_t *p, uint32_t v);
 int st_store_read_begin(st_store *st, MDB_txn **txn);
 void st_store_read_end(st_store *st, MDB_txn *txn);
 int64_t st_store_block_end(const Strata__V1__Series *b);
-int st_store_seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, MDB_val *k, MDB_val *v);
+/* Positions cur on the first entry of series id that may hold points at or
+ * after from_ms. cmp_to (>= 0): no compacted entry in cur's snapshot ends
+ * after it (st_rollup_compacted_to); INT64_MAX when that is not known. */
+int st_store_seek_blocks(MDB_cursor *cur, uint32_t id, int64_t from_ms, int64_t cmp_to, MDB_val *k,
+                         MDB_val *v);
 
 /* The blocks of one points entry: a fresh block unpacked, or the runs of a
  * compacted hour decoded. ST_ECORRUPT when it decodes as neither. */
@@ -221,6 +225,10 @@ int st_rollup_apply_built(st_store_txn *t);
 /* After t commits (ok) or is aborted: frees the rows it put, or has the
  * builder build them again from the watermark that stands. */
 void st_rollup_txn_done(st_store_txn *t, bool ok);
+/* Where the compacted points entries of txn's snapshot end at the latest
+ * (their units, not the blocks that run over): the hour watermark saved
+ * in it. INT64_MAX when the state does not read. */
+int64_t st_rollup_compacted_to(st_store *st, MDB_txn *txn);
 /* Sets the maintenance index at open: empty databases hold nothing due. */
 void st_rollup_index_init(st_store *st, bool empty);
 

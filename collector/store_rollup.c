@@ -133,6 +133,27 @@ int st_rollup_load(st_store_txn *t)
     return ST_OK;
 }
 
+/* Compaction works only below the hour watermark it reads (do_compact),
+ * which only moves up, and saves it in the transaction that compacts: a
+ * snapshot's saved watermark bounds the units of every compacted entry in
+ * it, whatever the writer has done since. No state saved: nothing was
+ * ever built, so nothing compacted. */
+int64_t st_rollup_compacted_to(st_store *st, MDB_txn *txn)
+{
+    MDB_val k = {sizeof(STATE_KEY) - 1, STATE_KEY};
+    MDB_val v;
+    int64_t wm;
+    int rc = mdb_get(txn, st->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        return 0;
+    }
+    if (rc != 0 || (v.mv_size != STATE_LEN && v.mv_size != STATE_LEN_V1)) {
+        return INT64_MAX;
+    }
+    wm = (int64_t)st_be64((const uint8_t *)v.mv_data + 12);
+    return wm >= 0 ? wm : INT64_MAX;
+}
+
 int st_rollup_save(st_store_txn *t)
 {
     const struct st_rollup_state *rs = &t->st->rs;
@@ -556,7 +577,7 @@ static int fold_minute(MDB_cursor *pc, int64_t m, uint32_t id, struct st_blockse
         racc_init(&r10[i]);
     }
     racc_init(&r1m);
-    for (rc = st_store_seek_blocks(pc, id, m, &k, &v); rc == 0 && rv == ST_OK;
+    for (rc = st_store_seek_blocks(pc, id, m, INT64_MAX, &k, &v); rc == 0 && rv == ST_OK;
          rc = mdb_cursor_get(pc, &k, &v, MDB_NEXT)) {
         if (k.mv_size != ST_POINT_KEY_LEN || st_be32(k.mv_data) != id ||
             (int64_t)st_be64((uint8_t *)k.mv_data + 4) >= m + MINUTE) {
@@ -1819,11 +1840,11 @@ static void fold_10s_block(const Strata__V1__Series *b, int64_t lo, size_t n, st
 
 /* Moves *lo up to the 10 s bucket of the first point of series id at or
  * after it; false when there is none. */
-static bool points_from(MDB_cursor *pc, uint32_t id, int64_t *lo)
+static bool points_from(MDB_cursor *pc, uint32_t id, int64_t *lo, int64_t cmp_to)
 {
     MDB_val k;
     MDB_val v;
-    int rc = st_store_seek_blocks(pc, id, *lo, &k, &v);
+    int rc = st_store_seek_blocks(pc, id, *lo, cmp_to, &k, &v);
     for (; rc == 0; rc = mdb_cursor_get(pc, &k, &v, MDB_NEXT)) {
         int64_t start;
         if (k.mv_size != ST_POINT_KEY_LEN || st_be32(k.mv_data) != id) {
@@ -1865,7 +1886,7 @@ static int emit_10s(const st_scan_series *ss, int64_t lo, const struct racc *acc
  * blocks an hour at a time: the same points in the same order the builder
  * would fold, so the same rows. */
 static int fold_10s(MDB_cursor *pc, const st_scan_series *ss, int64_t from, int64_t to,
-                    const st_scan_cb *cb)
+                    int64_t cmp_to, const st_scan_cb *cb)
 {
     struct st_blockset bs = {0};
     struct racc acc[HOUR / TEN_S];
@@ -1874,7 +1895,7 @@ static int fold_10s(MDB_cursor *pc, const st_scan_series *ss, int64_t from, int6
     MDB_val k;
     MDB_val v;
     int rc;
-    if (!points_from(pc, ss->id, &lo)) {
+    if (!points_from(pc, ss->id, &lo, cmp_to)) {
         return ST_OK;
     }
     while (lo < to && rv >= 0) {
@@ -1883,7 +1904,7 @@ static int fold_10s(MDB_cursor *pc, const st_scan_series *ss, int64_t from, int6
         for (size_t i = 0; i < n; i++) {
             racc_init(&acc[i]);
         }
-        for (rc = st_store_seek_blocks(pc, ss->id, lo, &k, &v); rc == 0 && rv >= 0;
+        for (rc = st_store_seek_blocks(pc, ss->id, lo, cmp_to, &k, &v); rc == 0 && rv >= 0;
              rc = mdb_cursor_get(pc, &k, &v, MDB_NEXT)) {
             if (k.mv_size != ST_POINT_KEY_LEN || st_be32(k.mv_data) != ss->id ||
                 (int64_t)st_be64((uint8_t *)k.mv_data + 4) >= lo + (int64_t)n * TEN_S) {
@@ -1899,7 +1920,7 @@ static int fold_10s(MDB_cursor *pc, const st_scan_series *ss, int64_t from, int6
         rv = rv >= 0 ? emit_10s(ss, lo, acc, n, cb) : rv;
         /* on to the next hour that has points: skip the empty ones */
         lo += (int64_t)n * TEN_S;
-        if (!points_from(pc, ss->id, &lo)) {
+        if (!points_from(pc, ss->id, &lo, cmp_to)) {
             break;
         }
     }
@@ -1959,6 +1980,7 @@ int st_store_scan_rollups(st_store *st, const char *metric, const st_matcher *m,
     size_t mlen = strlen(metric) + 1;
     MDB_val k = {mlen, (void *)metric};
     MDB_val v;
+    int64_t cmp_to;
     int rv;
     int c;
     if (res == ST_RES_RAW || mlen > ST_FRAME_MAX_NAME + 1 || cb->rollup == NULL) {
@@ -1967,6 +1989,7 @@ int st_store_scan_rollups(st_store *st, const char *metric, const st_matcher *m,
     if ((rv = st_store_read_begin(st, &txn)) != ST_OK) {
         return rv;
     }
+    cmp_to = st_rollup_compacted_to(st, txn);
     if ((c = mdb_cursor_open(txn, st->series, &sc)) != 0 ||
         (c = mdb_cursor_open(txn, st->rollups, &rc)) != 0 ||
         (c = mdb_cursor_open(txn, st->points, &pc)) != 0) {
@@ -1986,7 +2009,7 @@ int st_store_scan_rollups(st_store *st, const char *metric, const st_matcher *m,
         ss.rec = rec;
         if (st_store_labels_match(rec, m, nm) && (rv = cb->series(cb->arg, &ss)) == 1) {
             rv = res == ST_RES_10S && rec->kind != STRATA__V1__KIND__DISTRIBUTION
-                     ? fold_10s(pc, &ss, from_ms, to_ms, cb)
+                     ? fold_10s(pc, &ss, from_ms, to_ms, cmp_to, cb)
                      : scan_rollup_series(rc, &ss, res, from_ms, to_ms, cb);
         }
         strata__v1__series_record__free_unpacked(rec, NULL);

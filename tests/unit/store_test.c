@@ -826,6 +826,98 @@ static void test_compaction_levels(void **state)
     st_store_close(st);
 }
 
+/* Points of [from, to) as (time, value) pairs sorted, for comparing reads
+ * that start in different places (block order may differ between them). */
+static int cmp_pt(const void *a, const void *b)
+{
+    const double *x = a;
+    const double *y = b;
+    return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+static size_t sorted_pts(const struct pts *p, int64_t from, int64_t to, double (*out)[2])
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->t[i] >= from && p->t[i] < to) {
+            out[n][0] = (double)p->t[i];
+            out[n++][1] = p->v[i];
+        }
+    }
+    qsort(out, n, sizeof(*out), cmp_pt);
+    return n;
+}
+
+/* Every window read from a seek equals the whole series read from its
+ * start, cut to the window: the seek must find compacted entries (and the
+ * late blocks after them) below the hour watermark, and may skip looking
+ * for them above it. */
+static void check_windows(st_store *st, int64_t lo, int64_t hi)
+{
+    static struct pts all;
+    static struct pts win;
+    static double want[12000][2];
+    static double got[12000][2];
+    scan_points(st, "m.0", 0, INT64_MAX, &all);
+    for (int64_t from = lo; from < hi; from += 7 * 60000 + 1000) {
+        int64_t offs[3] = {0, HOUR_MS - from % HOUR_MS - 1000, HOUR_MS - from % HOUR_MS};
+        for (int j = 0; j < 3; j++) {
+            int64_t f = from + offs[j];
+            int64_t to = f + 20 * 60000;
+            size_t nw = sorted_pts(&all, f, to, want);
+            size_t ng;
+            scan_points(st, "m.0", f, to, &win);
+            ng = sorted_pts(&win, f, to, got);
+            assert_int_equal(ng, nw);
+            assert_memory_equal(got, want, nw * sizeof(*want));
+        }
+    }
+}
+
+static void put_frame(st_store *st, uint64_t *seq, int npoints, int64_t t)
+{
+    bool dup;
+    st_frame *f = make_frame(agent_a, (*seq)++, 1, npoints, t, (t / 1000) % 89 - 30);
+    assert_int_equal(apply_one(st, f, &dup), ST_OK);
+    st_frame_free(f);
+}
+
+/* 13 hours of one series (compacted hours, merged 6 hours, blocks that
+ * run over an hour's end), then late frames in compacted hours that stay
+ * fresh until the next pass: windows read the same points wherever they
+ * start, before and after that pass, and after a reopen. */
+static void test_seek_across_compaction(void **state)
+{
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
+    /* late blocks 20 minutes into each hour after the last merged 6 hours
+     * (the hour watermark's last compacted hour among them), and others */
+    static const int64_t late[] = {
+        2 * HOUR_MS + 300000,      2 * HOUR_MS - 5000,        7 * HOUR_MS + 1800000,
+        11 * HOUR_MS + 59 * 60000, 8 * HOUR_MS + 20 * 60000,  9 * HOUR_MS + 20 * 60000,
+        10 * HOUR_MS + 20 * 60000, 11 * HOUR_MS + 20 * 60000, 12 * HOUR_MS + 20 * 60000};
+    int64_t end = CT0 + 13 * HOUR_MS + 1800000; /* the last half hour stays fresh */
+    uint64_t seq = 1;
+    st_store *st;
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    for (int64_t t = CT0; t < end; t += 10000) {
+        /* the last frame of each hour runs 50 s into the next */
+        put_frame(st, &seq, t % HOUR_MS == HOUR_MS - 10000 ? 60 : 10, t);
+    }
+    maintain_all(st, end + 120000);
+    for (size_t i = 0; i < sizeof(late) / sizeof(late[0]); i++) {
+        put_frame(st, &seq, 90, CT0 + late[i]);
+    }
+    check_windows(st, CT0 - HOUR_MS, end + HOUR_MS);
+    maintain_all(st, end + 2 * HOUR_MS);
+    check_windows(st, CT0 - HOUR_MS, end + HOUR_MS);
+    st_store_close(st);
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    put_frame(st, &seq, 90, CT0 + 3 * HOUR_MS + 120000);
+    check_windows(st, CT0 - HOUR_MS, end + HOUR_MS);
+    st_store_close(st);
+}
+
 static int count_month_entries(void *arg, enum st_res res, bool compacted, int64_t start_ms,
                                int64_t end_ms, size_t klen, size_t vlen)
 {
@@ -890,6 +982,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kill_during_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_levels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_long_levels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seek_across_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_bounds_follow_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_frames_race_builder, setup, teardown),
     };
