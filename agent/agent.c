@@ -345,14 +345,12 @@ static void free_series(Strata__V1__Frame *f)
  * every flush into a point of ST_AGENT_SELF_FRAMES flush intervals: the fold
  * closes it, and the frame carries the agent's own series, once in that
  * many frames (a small agent's frames are otherwise a third self-report). */
-static void emit_self(st_agent *a, int64_t now)
+static void emit_self(st_agent *a, int64_t now, const struct st_sender_stats *ns)
 {
     st_emit *e = st_fold_begin(a->fold, now, a->s->flush_ms * ST_AGENT_SELF_FRAMES);
     struct st_spool_stats ss;
-    struct st_sender_stats ns;
     st_series_desc d = {NULL, NULL, 0, ST_LAYER_INFRA, "", 0};
     st_spool_stats(a->spool, &ss);
-    st_sender_stats(a->sender, &ns);
     d.name = "agent.spool.frames";
     st_emit_gauge(e, &d, (double)ss.frames);
     d.name = "agent.spool.dropped";
@@ -362,9 +360,9 @@ static void emit_self(st_agent *a, int64_t now)
     st_emit_gauge(e, &d, (double)ss.bytes);
     d.unit = "";
     d.name = "agent.frames.sent";
-    st_emit_counter_total(e, &d, (double)ns.sent);
+    st_emit_counter_total(e, &d, (double)ns->sent);
     d.name = "agent.frames.rejected";
-    st_emit_counter_total(e, &d, (double)ns.rejected);
+    st_emit_counter_total(e, &d, (double)ns->rejected);
     d.name = "agent.frames.lost";
     st_emit_counter_total(e, &d, (double)a->frames_lost);
     d.name = "agent.series.dropped";
@@ -382,8 +380,8 @@ static int flush(st_agent *a, int64_t now_ms, int64_t take_until)
     uint64_t seq;
     int rv;
     if (a->spool != NULL && a->sender != NULL) {
-        emit_self(a, now_ms);
         st_sender_stats(a->sender, &ns);
+        emit_self(a, now_ms, &ns);
     }
     /* The wire dictionary only once the collector's acks list it. */
     if (ns.codecs & (1u << ST_CODEC_ZSTD_DICT)) {

@@ -152,7 +152,7 @@ static void handle(struct ictx *c, nng_msg *msg)
         reject(c, 0, rv, NULL);
         return;
     }
-    st_metric_add(&in->m->frames_codec[env.codec], 1); /* open checked codec <= 2 */
+    st_metric_add(&in->m->frames_codec[env.codec], 1); /* open checked < ST_CODEC_COUNT */
     /* Authentication before anything else is learned from the frame. */
     pthread_rwlock_rdlock(&in->keys_lock);
     rv = in->keys != NULL ? st_keyring_verify(in->keys, body, len, &env) : ST_OK;

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "envelope.h" /* ST_CODEC_COUNT */
 #include "err.h"
 
 /* Commit latency histogram bucket upper bounds, in seconds. */

@@ -172,7 +172,7 @@ static int check_encode_args(st_zctx *z, const uint8_t *agent_id, uint64_t seq, 
     if (agent_id == NULL || out == NULL || seq == 0 || (frame == NULL && frame_len > 0)) {
         return ST_EINVAL;
     }
-    if (codec != ST_CODEC_NONE && codec != ST_CODEC_ZSTD && codec != ST_CODEC_ZSTD_DICT) {
+    if (codec < 0 || codec >= ST_CODEC_COUNT) {
         return ST_EINVAL;
     }
     if (codec != ST_CODEC_NONE && (z == NULL || level < 1 || level > 19)) {
@@ -251,7 +251,7 @@ static int check_header(const uint8_t *buf, size_t len, st_envelope *e)
     if (e->version != ST_ENV_VERSION) {
         return ST_EENV_VERSION;
     }
-    if (e->codec != ST_CODEC_NONE && e->codec != ST_CODEC_ZSTD && e->codec != ST_CODEC_ZSTD_DICT) {
+    if (e->codec >= ST_CODEC_COUNT) {
         return ST_EENV_CODEC;
     }
     if ((e->flags & ~ST_ENV_FLAG_SIGNED) != 0) {

@@ -29,9 +29,8 @@
 
 /* Codec 2 is sent only to a collector whose acks list it (Ack.codecs), so an
  * older collector keeps receiving codec 1. */
-enum st_codec { ST_CODEC_NONE = 0, ST_CODEC_ZSTD = 1, ST_CODEC_ZSTD_DICT = 2 };
-#define ST_CODECS_ACCEPTED \
-    ((1u << ST_CODEC_NONE) | (1u << ST_CODEC_ZSTD) | (1u << ST_CODEC_ZSTD_DICT))
+enum st_codec { ST_CODEC_NONE = 0, ST_CODEC_ZSTD = 1, ST_CODEC_ZSTD_DICT = 2, ST_CODEC_COUNT };
+#define ST_CODECS_ACCEPTED ((1u << ST_CODEC_COUNT) - 1) /* every codec below the count */
 
 typedef struct st_envelope {
     uint8_t version;

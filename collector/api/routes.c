@@ -179,8 +179,8 @@ static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *
     /* which agents still send codec 1 shows here as a rate that is not 0 */
     st_buf_printf(b, "# HELP strata_ingest_frames_codec_total Envelopes opened, by codec.\n"
                      "# TYPE strata_ingest_frames_codec_total counter\n");
-    for (int i = 0; i < 3; i++) {
-        static const char *names[] = {"none", "zstd", "zstd_dict"};
+    for (int i = 0; i < ST_CODEC_COUNT; i++) {
+        static const char *const names[ST_CODEC_COUNT] = {"none", "zstd", "zstd_dict"};
         st_buf_printf(b, "strata_ingest_frames_codec_total{codec=\"%s\"} %" PRIu64 "\n", names[i],
                       st_metric_get(&m->frames_codec[i]));
     }
