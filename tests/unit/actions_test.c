@@ -19,6 +19,7 @@
 #include "log.h"
 #include "timeutil.h"
 #include "util.h"
+#include "tmpdir.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -194,20 +195,11 @@ typedef struct fx {
     st_runner *r;
 } fx;
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     fx *f = calloc(1, sizeof(*f));
     assert_non_null(f);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/strata-actions-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    assert_non_null(st_test_mkdtemp(f->dir, sizeof(f->dir), "actions"));
     *state = f;
     return 0;
 }
@@ -217,7 +209,7 @@ static int teardown(void **state)
     fx *f = *state;
     st_runner_free(f->r);
     st_cfg_doc_free(f->doc);
-    nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    st_test_rmtree(f->dir);
     free(f);
     return 0;
 }

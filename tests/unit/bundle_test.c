@@ -18,6 +18,7 @@
 #include "samplers/samplers.h"
 #include "timeutil.h"
 #include "util.h"
+#include "tmpdir.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -120,22 +121,13 @@ static uint64_t gzip_size(const void *p, size_t n, int level)
     return total;
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 /* ---- fixture ---- */
 
 static int setup(void **state)
 {
     fixture *fx = calloc(1, sizeof(*fx));
     assert_non_null(fx);
-    snprintf(fx->root, sizeof(fx->root), "/tmp/strata-bundle-XXXXXX");
-    assert_non_null(mkdtemp(fx->root));
+    assert_non_null(st_test_mkdtemp(fx->root, sizeof(fx->root), "bundle"));
     snprintf(fx->dist, sizeof(fx->dist), "%s/dist", fx->root);
     assert_int_equal(st_mkdir_p(fx->dist), ST_OK);
     fx->env.proc_root = "/proc";
@@ -172,7 +164,7 @@ static int teardown(void **state)
     stop(fx);
     st_fold_free(fx->fold);
     free_frame(fx);
-    nftw(fx->root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    st_test_rmtree(fx->root);
     free(fx);
     return 0;
 }
@@ -590,7 +582,7 @@ static void test_block_duplicates(void **state)
     /* Two identical files: all of the second is a duplicate but a tail block
      * under ST_BUNDLE_BLOCK_MIN bytes. */
     stop(fx);
-    nftw(fx->dist, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    st_test_rmtree(fx->dist);
     put_bytes(fx, "x.js", shared, 16384);
     put_bytes(fx, "y.js", shared, 16384);
     start_ok(fx, "interval: 1s\n");
@@ -818,14 +810,14 @@ static void test_limits(void **state)
 static void test_missing_dir(void **state)
 {
     fixture *fx = *state;
-    nftw(fx->dist, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    st_test_rmtree(fx->dist);
     start_ok(fx, "interval: 1s\n");
     assert_int_equal(run(fx), ST_ENOENT);
     assert_int_equal(fx->frame->n_series, 0);
     put(fx, "index.js", "x");
     run_ok(fx);
     assert_int_equal((int)value(fx, "frontend.bundle.files", NULL), 1);
-    nftw(fx->dist, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    st_test_rmtree(fx->dist);
     assert_int_equal(run(fx), ST_ENOENT);
     assert_int_equal(fx->frame->n_series, 0);
 }

@@ -37,6 +37,7 @@
 
 /* The parsers and their limits, by the short names the tests use. */
 #include "samplers/cache_parse.h"
+#include "tmpdir.h"
 
 #define REDIS_MAX_REPLY ST_REDIS_MAX_REPLY
 #define MEMCACHED_MAX_REPLY ST_MEMCACHED_MAX_REPLY
@@ -56,20 +57,11 @@ typedef struct fixture {
     int64_t t_ms;
 } fixture;
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     fixture *fx = calloc(1, sizeof(*fx));
     assert_non_null(fx);
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/strata-cache-XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
+    assert_non_null(st_test_mkdtemp(fx->dir, sizeof(fx->dir), "cache"));
     assert_int_equal(st_fold_new(&fx->fold), ST_OK);
     /* As --once does: a first total counts from zero, so it shows as-is. */
     st_fold_totals_from_zero(fx->fold, true);
@@ -95,7 +87,7 @@ static int teardown(void **state)
     st_cfg_doc_free(fx->doc);
     free_frame(fx);
     st_fold_free(fx->fold);
-    nftw(fx->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    st_test_rmtree(fx->dir);
     free(fx);
     return 0;
 }

@@ -15,6 +15,7 @@
 #include "query.h"
 #include "sketch.h"
 #include "store.h"
+#include "tmpdir.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -428,8 +429,7 @@ static void changes_since_a_generation(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/engine_slide_test.XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
+    assert_non_null(st_test_mkdtemp(tmpdir, sizeof(tmpdir), "slide"));
     memset(applied, 0, sizeof(applied));
     memset(next_seq, 0, sizeof(next_seq));
     return 0;
@@ -437,10 +437,8 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char cmd[128];
     (void)state;
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return st_test_rmtree(tmpdir);
 }
 
 int main(void)

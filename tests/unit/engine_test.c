@@ -15,6 +15,7 @@
 #include "sketch.h"
 #include "store.h"
 #include "util.h"
+#include "tmpdir.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -32,19 +33,16 @@ static int setup(void **state)
 {
     struct st_store_opts o = {.dir = dir, .no_sync = true};
     (void)state;
-    snprintf(dir, sizeof(dir), "/tmp/st-engine-XXXXXX");
-    assert_non_null(mkdtemp(dir));
+    assert_non_null(st_test_mkdtemp(dir, sizeof(dir), "engine"));
     memset(seqs, 0, sizeof(seqs));
     return st_store_open(&o, &st);
 }
 
 static int teardown(void **state)
 {
-    char cmd[128];
     (void)state;
     st_store_close(st);
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return st_test_rmtree(dir);
 }
 
 static Strata__V1__Label *label(const char *k, const char *v)

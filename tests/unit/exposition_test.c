@@ -14,6 +14,7 @@
 #include "frame.h"
 #include "store.h"
 #include "timeutil.h"
+#include "tmpdir.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,18 +29,15 @@ static int setup(void **state)
 {
     struct st_store_opts o = {.dir = dir, .no_sync = true};
     (void)state;
-    snprintf(dir, sizeof(dir), "/tmp/st-expose-XXXXXX");
-    assert_non_null(mkdtemp(dir));
+    assert_non_null(st_test_mkdtemp(dir, sizeof(dir), "expose"));
     return st_store_open(&o, &st);
 }
 
 static int teardown(void **state)
 {
-    char cmd[128];
     (void)state;
     st_store_close(st);
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return st_test_rmtree(dir);
 }
 
 /* One frame from agent a: a minute of the counter ending before now. */

@@ -18,6 +18,7 @@
 #include "samplers/nginx_log.h"
 #include "samplers/samplers.h"
 #include "util.h"
+#include "tmpdir.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -96,20 +97,11 @@ typedef struct tmp {
     int wfd; /* the "nginx" writer's fd on the log */
 } tmp;
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     tmp *t = calloc(1, sizeof(*t));
     assert_non_null(t);
-    snprintf(t->dir, sizeof(t->dir), "/tmp/strata-nginx-XXXXXX");
-    assert_non_null(mkdtemp(t->dir));
+    assert_non_null(st_test_mkdtemp(t->dir, sizeof(t->dir), "nginx"));
     snprintf(t->log, sizeof(t->log), "%s/access.log", t->dir);
     snprintf(t->ckpt, sizeof(t->ckpt), "%s/nginx.ckpt", t->dir);
     t->wfd = -1;
@@ -123,7 +115,7 @@ static int teardown(void **state)
     if (t->wfd >= 0) {
         close(t->wfd);
     }
-    nftw(t->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    st_test_rmtree(t->dir);
     free(t);
     return 0;
 }

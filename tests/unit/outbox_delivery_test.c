@@ -18,6 +18,7 @@
 #include "routes_outbox.h"
 #include "store.h"
 #include "timeutil.h"
+#include "tmpdir.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -691,8 +692,7 @@ static int setup(void **state)
 {
     const char *src = getenv("ST_SRC");
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/st-outbox-dl-XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
+    assert_non_null(st_test_mkdtemp(tmpdir, sizeof(tmpdir), "outbox-dl"));
     if (src != NULL) {
         snprintf(receiver_py, sizeof(receiver_py), "%s/tests/integration/webhook_receiver.py", src);
     } else {
@@ -709,14 +709,12 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char cmd[160];
     (void)state;
     curl_global_cleanup();
     if (getenv("ST_KEEP_TMP") != NULL) {
         return 0;
     }
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return st_test_rmtree(tmpdir);
 }
 
 int main(void)

@@ -12,6 +12,7 @@
 #include "outbox.h"
 #include "store.h"
 #include "util.h"
+#include "tmpdir.h"
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -26,17 +27,14 @@ static char tmpdir[64];
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/st-outbox-XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
+    assert_non_null(st_test_mkdtemp(tmpdir, sizeof(tmpdir), "outbox"));
     return 0;
 }
 
 static int teardown(void **state)
 {
-    char cmd[128];
     (void)state;
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return st_test_rmtree(tmpdir);
 }
 
 /* HMAC-SHA256 hex straight from OpenSSL, independent of the outbox. */

@@ -14,6 +14,7 @@
 #include "query.h"
 #include "sketch.h"
 #include "store.h"
+#include "tmpdir.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -1653,8 +1654,7 @@ static int group_teardown(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/st-query-XXXXXX");
-    if (mkdtemp(tmpdir) == NULL) {
+    if (st_test_mkdtemp(tmpdir, sizeof(tmpdir), "query") == NULL) {
         return -1;
     }
     reset_applied();
@@ -1665,10 +1665,8 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char cmd[128];
     (void)state;
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return st_test_rmtree(tmpdir);
 }
 
 /* Every frame, shuffled, split in three: early (applied before the

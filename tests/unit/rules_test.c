@@ -15,6 +15,7 @@
 #include "sketch.h"
 #include "store.h"
 #include "util.h"
+#include "tmpdir.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -45,8 +46,7 @@ static int setup(void **state)
     fx *x = calloc(1, sizeof(*x));
     struct st_store_opts o = {0};
     assert_non_null(x);
-    snprintf(x->dir, sizeof(x->dir), "/tmp/st-rules-XXXXXX");
-    assert_non_null(mkdtemp(x->dir));
+    assert_non_null(st_test_mkdtemp(x->dir, sizeof(x->dir), "rules"));
     o.dir = x->dir;
     o.no_sync = true;
     assert_int_equal(st_store_open(&o, &x->st), ST_OK);
@@ -57,12 +57,12 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fx *x = *state;
-    char cmd[128];
+    int rv;
     st_frame_free(x->f);
     st_store_close(x->st);
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", x->dir);
+    rv = st_test_rmtree(x->dir);
     free(x);
-    return system(cmd) == 0 ? 0 : -1;
+    return rv;
 }
 
 static st_frame *frame_new(void)

@@ -18,6 +18,7 @@
 #include "sketch.h"
 #include "timeutil.h"
 #include "util.h"
+#include "tmpdir.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -77,27 +78,18 @@ static void unlink_rel(fixture *fx, const char *rel)
     assert_int_equal(unlink(path), 0);
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void rm_rel_tree(fixture *fx, const char *rel)
 {
     char path[1024];
     snprintf(path, sizeof(path), "%s/%s", fx->root, rel);
-    assert_int_equal(nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+    assert_int_equal(st_test_rmtree(path), 0);
 }
 
 static int setup(void **state)
 {
     fixture *fx = calloc(1, sizeof(*fx));
     assert_non_null(fx);
-    snprintf(fx->root, sizeof(fx->root), "/tmp/strata-samplers-XXXXXX");
-    assert_non_null(mkdtemp(fx->root));
+    assert_non_null(st_test_mkdtemp(fx->root, sizeof(fx->root), "samplers"));
     snprintf(fx->proc, sizeof(fx->proc), "%s/proc", fx->root);
     snprintf(fx->sys, sizeof(fx->sys), "%s/sys", fx->root);
     assert_int_equal(st_mkdir_p(fx->proc), ST_OK);
@@ -122,7 +114,7 @@ static int teardown(void **state)
     if (fx->frame != NULL) {
         strata__v1__frame__free_unpacked(fx->frame, NULL); /* fold allocates with malloc */
     }
-    nftw(fx->root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    st_test_rmtree(fx->root);
     free(fx);
     return 0;
 }

@@ -12,6 +12,7 @@
 #include "store.h"
 #include "store_internal.h"
 #include "timeutil.h"
+#include "tmpdir.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,16 +23,13 @@ static char dir[64];
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof(dir), "/tmp/st-cache-XXXXXX");
-    return mkdtemp(dir) != NULL ? 0 : -1;
+    return st_test_mkdtemp(dir, sizeof(dir), "cache") != NULL ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    char cmd[128];
     (void)state;
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return st_test_rmtree(dir);
 }
 
 /* Frame seq of one agent with one gauge per name, one point each. */

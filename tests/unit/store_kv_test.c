@@ -8,6 +8,7 @@
 
 #include "err.h"
 #include "store.h"
+#include "tmpdir.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,16 +19,13 @@ static char dir[64];
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof(dir), "/tmp/st-kv-XXXXXX");
-    return mkdtemp(dir) != NULL ? 0 : -1;
+    return st_test_mkdtemp(dir, sizeof(dir), "kv") != NULL ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    char cmd[128];
     (void)state;
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return st_test_rmtree(dir);
 }
 
 static st_store *open_store(void)

@@ -10,6 +10,7 @@
 #include "frame.h"
 #include "store.h"
 #include "util.h"
+#include "tmpdir.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -26,8 +27,7 @@ static uint8_t agent_b[16] = {9, 9, 9};
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/st-store-XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
+    assert_non_null(st_test_mkdtemp(tmpdir, sizeof(tmpdir), "store"));
     agent_info.host = "h1";
     agent_info.role = STRATA__V1__ROLE__EDGE;
     return 0;
@@ -35,10 +35,8 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char cmd[128];
     (void)state;
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return st_test_rmtree(tmpdir);
 }
 
 /* A frame with nseries gauges "m.<i>" {k=<i>} holding npoints values
