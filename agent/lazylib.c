@@ -6,6 +6,9 @@
 #include "util.h"
 
 #include <dlfcn.h>
+#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,9 +58,43 @@ static void open_lib(struct lazy *l, const char *soname, const struct sym *syms,
     }
 }
 
+/* What st_openssl_lean_init skips (see lazylib.h). */
+#define ST_OPENSSL_LEAN                                                      \
+    (OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS | OPENSSL_INIT_NO_ADD_ALL_CIPHERS | \
+     OPENSSL_INIT_NO_ADD_ALL_DIGESTS)
+#define ST_SONAME_STR(v) #v
+#define ST_SONAME_VER(v) ST_SONAME_STR(v)
+#define ST_LIBSSL_SONAME "libssl.so." ST_SONAME_VER(OPENSSL_SHLIB_VERSION)
+
+void st_openssl_lean_init(void)
+{
+    (void)OPENSSL_init_crypto(ST_OPENSSL_LEAN, NULL);
+}
+
+/* libssl came in with libcurl or libpq (the agent does not link it): the
+ * same for its own error strings, before either library initialises it.
+ * OPENSSL_init_ssl also loads the system configuration, as theirs would. A
+ * libcurl built on another TLS library brings no libssl: nothing to do. */
+static void lean_libssl(void)
+{
+    void *h = dlopen(ST_LIBSSL_SONAME, RTLD_NOW | RTLD_NOLOAD);
+    int (*init_ssl)(uint64_t, const OPENSSL_INIT_SETTINGS *);
+    if (h == NULL) {
+        return;
+    }
+    *(void **)&init_ssl = dlsym(h, "OPENSSL_init_ssl");
+    if (init_ssl != NULL) {
+        (void)init_ssl(ST_OPENSSL_LEAN | OPENSSL_INIT_NO_LOAD_SSL_STRINGS, NULL);
+    }
+    dlclose(h); /* the reference NOLOAD took; libcurl or libpq keeps theirs */
+}
+
 static void load_curl(void)
 {
     open_lib(&curl_lazy, ST_CURL_SONAME, curl_syms, ST_ARRAY_LEN(curl_syms));
+    if (curl_lazy.rv == ST_OK) {
+        lean_libssl();
+    }
     if (curl_lazy.rv == ST_OK && st_curl.curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         snprintf(curl_lazy.err, sizeof(curl_lazy.err), "curl_global_init failed");
         curl_lazy.rv = ST_EUNSUPPORTED;
@@ -67,6 +104,9 @@ static void load_curl(void)
 static void load_pq(void)
 {
     open_lib(&pq_lazy, ST_PQ_SONAME, pq_syms, ST_ARRAY_LEN(pq_syms));
+    if (pq_lazy.rv == ST_OK) {
+        lean_libssl();
+    }
 }
 
 static int outcome(const struct lazy *l, const char *what, char *err, size_t errlen)

@@ -41,13 +41,20 @@ int st_zctx_new(st_zctx **out)
     return ST_OK;
 }
 
-void st_zctx_free(st_zctx *z)
+void st_zctx_release(st_zctx *z)
 {
     if (z == NULL) {
         return;
     }
     ZSTD_freeCCtx(z->c);
     ZSTD_freeDCtx(z->d);
+    z->c = NULL;
+    z->d = NULL;
+}
+
+void st_zctx_free(st_zctx *z)
+{
+    st_zctx_release(z);
     free(z);
 }
 

@@ -48,6 +48,11 @@ typedef struct st_envelope {
 typedef struct st_zctx st_zctx;
 int st_zctx_new(st_zctx **out);
 void st_zctx_free(st_zctx *z);
+/* Frees the contexts' workspaces, which the next use creates again: for a
+ * caller that compresses rarely (an agent, one frame per flush), so that
+ * the compressor's tables (up to 0.5 MB at level 6, sized by the largest
+ * frame) are not kept resident between frames. */
+void st_zctx_release(st_zctx *z);
 
 /* Builds an envelope around frame bytes into out (which is reset first).
  * codec ST_CODEC_ZSTD (and _ZSTD_DICT, with the wire dictionary) compresses at level (1..19) with

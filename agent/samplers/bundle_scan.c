@@ -43,8 +43,11 @@ struct st_bundle_cache {
     int z_level;
     uint64_t gear[256];
     st_bundle_counters counters;
-    unsigned char in[READ_CHUNK];
-    unsigned char out[READ_CHUNK];
+    /* Held during a scan only, as is the deflate state (z_ready): a scan
+     * runs once a minute or less, and 0.4 MB kept resident in between would
+     * be most of what the sampler costs. */
+    unsigned char *in;  /* READ_CHUNK */
+    unsigned char *out; /* READ_CHUNK */
 };
 
 typedef struct walker {
@@ -111,6 +114,17 @@ static void file_free(st_bundle_cache *c, st_bundle_file *f)
     free(f);
 }
 
+static void scan_release(st_bundle_cache *c)
+{
+    if (c->z_ready) {
+        deflateEnd(&c->z);
+        c->z_ready = false;
+    }
+    free(c->in);
+    c->in = NULL;
+    c->out = NULL;
+}
+
 void st_bundle_cache_free(st_bundle_cache *c)
 {
     if (c == NULL) {
@@ -123,9 +137,7 @@ void st_bundle_cache_free(st_bundle_cache *c)
             file_free(c, f);
         }
     }
-    if (c->z_ready) {
-        deflateEnd(&c->z);
-    }
+    scan_release(c);
     free(c->slot);
     free(c);
 }
@@ -284,7 +296,7 @@ static int deflate_feed(st_bundle_cache *c, size_t n, int flush)
     c->z.avail_in = (uInt)n;
     do {
         c->z.next_out = c->out;
-        c->z.avail_out = sizeof(c->out);
+        c->z.avail_out = READ_CHUNK;
         if (deflate(&c->z, flush) == Z_STREAM_ERROR) {
             return ST_EIO;
         }
@@ -322,7 +334,7 @@ static int measure(st_bundle_cache *c, int fd, const st_bundle_limits *lim, st_b
         return rv;
     }
     for (;;) {
-        ssize_t n = read(fd, c->in, sizeof(c->in));
+        ssize_t n = read(fd, c->in, READ_CHUNK);
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -590,6 +602,12 @@ int st_bundle_scan(st_bundle_cache *c, const char *dir, const st_bundle_limits *
         rv = errno == ENOENT ? ST_ENOENT : errno == EACCES ? ST_EPERM : ST_EIO;
         goto out;
     }
+    if ((c->in = malloc(2 * (size_t)READ_CHUNK)) == NULL) {
+        close(dfd);
+        rv = ST_ENOMEM;
+        goto out;
+    }
+    c->out = c->in + READ_CHUNK;
     c->gen++;
     walk_dir(w, dfd, 0, 0);
     st->removed = sweep(c, c->gen);
@@ -597,6 +615,7 @@ int st_bundle_scan(st_bundle_cache *c, const char *dir, const st_bundle_limits *
     c->counters.hashed += st->hashed;
     c->counters.hits += st->hits;
 out:
+    scan_release(c);
     free(w);
     return rv;
 }
