@@ -58,10 +58,12 @@ static void open_lib(struct lazy *l, const char *soname, const struct sym *syms,
     }
 }
 
-/* What st_openssl_lean_init skips (see lazylib.h). */
-#define ST_OPENSSL_LEAN                                                      \
-    (OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS | OPENSSL_INIT_NO_ADD_ALL_CIPHERS | \
-     OPENSSL_INIT_NO_ADD_ALL_DIGESTS)
+/* What st_openssl_lean_init skips (see lazylib.h). Only the error strings:
+ * the legacy name tables of ciphers and digests (OPENSSL_INIT_NO_ADD_ALL_*)
+ * would save 0.3 MB more, but X.509 verification looks a signature's digest
+ * up there (without it every chain is "CA signature digest algorithm too
+ * weak": nginx_tls_test), and legacy encrypted PEM keys their cipher. */
+#define ST_OPENSSL_LEAN OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS
 #define ST_SONAME_STR(v) #v
 #define ST_SONAME_VER(v) ST_SONAME_STR(v)
 #define ST_LIBSSL_SONAME "libssl.so." ST_SONAME_VER(OPENSSL_SHLIB_VERSION)

@@ -109,17 +109,16 @@ static inline void st_pq_keep_result(PGresult **keep, PGresult *r)
 int st_curl_load(char *err, size_t errlen);
 int st_pq_load(char *err, size_t errlen);
 
-/* Tells OpenSSL, before anything else initialises it, to skip what its
- * default initialisation builds that the agent never reads: the error
- * string tables of libcrypto and libssl and the legacy name tables of
- * every cipher and digest (TLS in OpenSSL 3 fetches algorithms from
- * providers, not from those tables). libcurl's curl_global_init asks for
- * all of them; once skipped, OpenSSL ignores later requests. That saves
- * about 1 MB of RSS once libcurl or libpq is in. The price: an OpenSSL error in
- * a log line shows its code without the text ("error:0A000086::...");
- * `openssl errstr 0A000086` gives the text. The system's openssl.cnf is
- * still read. Call from main before any thread exists; the libssl part runs
- * when libcurl or libpq loads it. */
+/* Tells OpenSSL, before anything else initialises it, not to load the
+ * error string tables of libcrypto and libssl, which curl_global_init and
+ * libpq would otherwise have it build: some 0.7 MB of RSS once libcurl or
+ * libpq is in, for text only an OpenSSL error would show. Once skipped,
+ * OpenSSL ignores later requests. The price: such an error in a log line
+ * shows its code without the text ("error:0A000086::..."); `openssl errstr
+ * 0A000086` gives it. Certificate problems keep their text (libcurl takes it
+ * from X509_verify_cert_error_string). The system's openssl.cnf is still
+ * read. Call from main before any thread exists; the libssl part runs when
+ * libcurl or libpq loads libssl. */
 void st_openssl_lean_init(void);
 
 /* Whether a connection to dsn (a conninfo string or URI, NULL for none)
