@@ -26,8 +26,7 @@ events { worker_connections 64; }
 http {
     log_format strata '\$msec \$request_time \$status \$upstream_cache_status \$body_bytes_sent "\$request_method" "\$uri"';
     access_log $T/ng/access.log strata;
-    client_body_temp_path $T/ng/body; proxy_temp_path $T/ng/proxy;
-    fastcgi_temp_path $T/ng/fcgi; uwsgi_temp_path $T/ng/uwsgi; scgi_temp_path $T/ng/scgi;
+$(nginx_temp_paths "$T/ng")
     server { listen 127.0.0.1:$NG_PORT; location = /nginx_status { stub_status; }
              location / { root $T/www; } }
     server { listen 127.0.0.1:$OR_PORT; location / { root $T/www; } }

@@ -24,11 +24,7 @@ error_log $T/ng/error.log;
 events { worker_connections 64; }
 http {
     access_log off;
-    client_body_temp_path $T/ng/body;
-    proxy_temp_path $T/ng/proxy;
-    fastcgi_temp_path $T/ng/fcgi;
-    uwsgi_temp_path $T/ng/uwsgi;
-    scgi_temp_path $T/ng/scgi;
+$(nginx_temp_paths "$T/ng")
     server {
         listen 127.0.0.1:$NG_PORT;
         location = /nginx_status { stub_status; }

@@ -312,6 +312,17 @@ os.kill(int(sys.argv[2]), signal.SIGTERM)' "${ST_DEADLINE:-540}" "$ST_MAIN_PID"
 
 # ---- Network and HTTP ---------------------------------------------------------------------
 
+# nginx_temp_paths DIR: the http-block lines that keep an nginx a test
+# starts writing its temporary files under DIR (the package's defaults are
+# under /var/lib/nginx, shared and root-owned).
+nginx_temp_paths() {
+    local k
+    printf '    client_body_temp_path %s/body;\n' "$1"
+    for k in proxy fastcgi uwsgi scgi; do
+        printf '    %s_temp_path %s/%s;\n' "$k" "$1" "$k"
+    done
+}
+
 # free_ports N: N distinct free loopback ports on one line.
 free_ports() { $STUTIL ports "$1" | paste -sd ' ' -; }
 

@@ -40,11 +40,7 @@ events { worker_connections 256; }
 http {
     default_type text/plain;
     access_log off;
-    client_body_temp_path $NG/tmp/body;
-    proxy_temp_path $NG/tmp/proxy;
-    fastcgi_temp_path $NG/tmp/fastcgi;
-    uwsgi_temp_path $NG/tmp/uwsgi;
-    scgi_temp_path $NG/tmp/scgi;
+$(nginx_temp_paths "$NG/tmp")
     log_format strata '\$msec \$request_time \$status \$upstream_cache_status '
                       '\$body_bytes_sent "\$request_method" "\$uri"';
     proxy_cache_path $NG/cache keys_zone=strata:1m;

@@ -65,11 +65,7 @@ error_log $NG/logs/error.log info;
 events { worker_connections 64; }
 http {
     access_log off;
-    client_body_temp_path $NG/tmp/body;
-    proxy_temp_path $NG/tmp/proxy;
-    fastcgi_temp_path $NG/tmp/fastcgi;
-    uwsgi_temp_path $NG/tmp/uwsgi;
-    scgi_temp_path $NG/tmp/scgi;
+$(nginx_temp_paths "$NG/tmp")
     server {
         listen 127.0.0.1:$PORT ssl;
         ssl_certificate $PKI/server.pem;
