@@ -735,6 +735,23 @@ static void test_reuse(void **state)
     }
 }
 
+/* Releasing a zctx's workspaces between envelopes (the agent does after
+ * every frame) leaves it usable: the next use builds them again, in both
+ * directions and with the dictionary codec, and a release of a zctx that
+ * never compressed, or twice, is harmless. */
+static void test_release(void **state)
+{
+    struct fixture *f = *state;
+    st_zctx_release(f->z);
+    for (int i = 0; i < 6; i++) {
+        round_trip(f, i % 2 ? ST_CODEC_ZSTD_DICT : ST_CODEC_ZSTD, i % 3 ? key : NULL,
+                   i % 3 ? KEY_LEN : 0, (size_t)(1000 + i * 20000));
+        st_zctx_release(f->z);
+        st_zctx_release(f->z);
+    }
+    st_zctx_release(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -770,6 +787,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_window_real_frame, setup, teardown),
         cmocka_unit_test_setup_teardown(test_out_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
