@@ -14,6 +14,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <regex.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -848,8 +849,73 @@ int64_t st_store_block_end(const Strata__V1__Series *b)
     return b->start_unix_ms + (int64_t)b->interval_ms * (int64_t)st_series_npoints(b);
 }
 
-int st_blocks_open(const MDB_val *v, struct st_blocks *b)
+/* ---- the blockset's arena ---- */
+
+#define PB_CHUNK (64 * 1024) /* a few fresh blocks' worth; larger blocks get their own */
+#define PB_ALIGN 16          /* malloc's alignment here: what protobuf-c's structs may need */
+
+struct st_pb_chunk {
+    struct st_pb_chunk *next;
+    size_t cap;
+    max_align_t data[];
+};
+
+static void *pb_arena_alloc(void *ad, size_t size)
 {
+    struct st_pb_arena *a = ad;
+    struct st_pb_chunk *c = a->chunks;
+    void *p;
+    if (size > SIZE_MAX / 2) {
+        return NULL;
+    }
+    size = (size + PB_ALIGN - 1) & ~(size_t)(PB_ALIGN - 1);
+    if (c == NULL || c->cap - a->used < size) {
+        size_t cap = ST_MAX(size, (size_t)PB_CHUNK);
+        if ((c = malloc(sizeof(*c) + cap)) == NULL) {
+            return NULL;
+        }
+        c->cap = cap;
+        c->next = a->chunks;
+        a->chunks = c;
+        a->used = 0;
+    }
+    p = (unsigned char *)c->data + a->used;
+    a->used += size;
+    return p;
+}
+
+/* Single pieces are never given back; pb_arena_reset drops them all. */
+static void pb_arena_free(void *ad, void *p)
+{
+    (void)ad;
+    (void)p;
+}
+
+/* Keeps the newest chunk for the next entry's blocks; frees the rest
+ * (or every chunk, with keep false). */
+static void pb_arena_reset(struct st_pb_arena *a, bool keep)
+{
+    struct st_pb_chunk *c = a->chunks, *next;
+    if (c != NULL && keep) {
+        next = c->next;
+        c->next = NULL;
+        c = next;
+    } else {
+        a->chunks = NULL;
+    }
+    while (c != NULL) {
+        next = c->next;
+        free(c);
+        c = next;
+    }
+    a->used = 0;
+}
+
+/* Opens the blocks of one entry; with an arena, a fresh block's memory
+ * comes from it and st_blocks_close leaves it there. */
+static int blocks_open_in(const MDB_val *v, struct st_blocks *b, struct st_pb_arena *a)
+{
+    ProtobufCAllocator al = {pb_arena_alloc, pb_arena_free, a};
     memset(b, 0, sizeof(*b));
     if (st_codec_is_raw(v->mv_data, v->mv_size)) {
         int rv = st_codec_decode_raw(v->mv_data, v->mv_size, &b->dec);
@@ -857,18 +923,27 @@ int st_blocks_open(const MDB_val *v, struct st_blocks *b)
         b->n = b->dec.nruns;
         return rv;
     }
-    b->fresh = strata__v1__series__unpack(NULL, v->mv_size, v->mv_data);
+    b->fresh = strata__v1__series__unpack(a != NULL ? &al : NULL, v->mv_size, v->mv_data);
     if (b->fresh == NULL) {
         return ST_ECORRUPT;
     }
+    b->in_arena = a != NULL;
     b->list = &b->fresh;
     b->n = 1;
     return ST_OK;
 }
 
+int st_blocks_open(const MDB_val *v, struct st_blocks *b)
+{
+    return blocks_open_in(v, b, NULL);
+}
+
 void st_blocks_close(struct st_blocks *b)
 {
-    strata__v1__series__free_unpacked(b->fresh, NULL);
+    if (!b->in_arena) {
+        strata__v1__series__free_unpacked(b->fresh, NULL);
+    }
+    b->in_arena = false;
     st_cdec_clear(&b->dec);
     b->fresh = NULL;
     b->list = NULL;
@@ -983,6 +1058,7 @@ void st_blockset_clear(struct st_blockset *bs)
     for (size_t i = 0; i < bs->nents; i++) {
         st_blocks_close(&bs->ents[i]);
     }
+    pb_arena_reset(&bs->arena, true);
     bs->nents = 0;
     bs->n = 0;
 }
@@ -990,6 +1066,7 @@ void st_blockset_clear(struct st_blockset *bs)
 void st_blockset_free(struct st_blockset *bs)
 {
     st_blockset_clear(bs);
+    pb_arena_reset(&bs->arena, false);
     free(bs->ents);
     free(bs->list);
     memset(bs, 0, sizeof(*bs));
@@ -1008,7 +1085,7 @@ static int blockset_add(struct st_blockset *bs, const MDB_val *v)
         bs->entcap = ncap;
     }
     b = &bs->ents[bs->nents];
-    if (st_blocks_open(v, b) != ST_OK) {
+    if (blocks_open_in(v, b, &bs->arena) != ST_OK) {
         return ST_ECORRUPT;
     }
     bs->nents++;
