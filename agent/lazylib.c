@@ -60,7 +60,7 @@ static void open_lib(struct lazy *l, const char *soname, const struct sym *syms,
 
 /* What st_openssl_lean_init skips (see lazylib.h). Only the error strings:
  * the legacy name tables of ciphers and digests (OPENSSL_INIT_NO_ADD_ALL_*)
- * would save 0.3 MB more, but X.509 verification looks a signature's digest
+ * would save 0.4 MB more, but X.509 verification looks a signature's digest
  * up there (without it every chain is "CA signature digest algorithm too
  * weak": nginx_tls_test), and legacy encrypted PEM keys their cipher. */
 #define ST_OPENSSL_LEAN OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS
