@@ -11,10 +11,12 @@
 #include "util.h"
 #include "lazylib.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define ST_NGINX_URL_MAX 2048
 #define ST_NGINX_LOG_PATH_MAX 1024 /* leaves room for the directory scan's names */
@@ -410,6 +412,12 @@ static int check_cfg(const st_cfg_doc *doc, const st_cfg_node *cfg, const nginx_
         (nc->ca_file[0] != '/' || strlen(nc->ca_file) > ST_NGINX_CA_PATH_MAX)) {
         return st_cfg_fail(err, doc, st_cfg_get(cfg, "ca_file"), "ca_file",
                            "want an absolute path of at most %d bytes", ST_NGINX_CA_PATH_MAX);
+    }
+    /* Caught here rather than as a TLS error on every run; a reload that
+     * names a missing file keeps the running configuration. */
+    if (nc->ca_file != NULL && access(nc->ca_file, R_OK) != 0) {
+        return st_cfg_fail(err, doc, st_cfg_get(cfg, "ca_file"), "ca_file", "cannot read %s: %s",
+                           nc->ca_file, strerror(errno));
     }
     if (l != NULL && (l[0] == '\0' || strlen(l) > ST_NGINX_LOG_PATH_MAX)) {
         return st_cfg_fail(err, doc, st_cfg_get(cfg, "access_log"), "access_log",

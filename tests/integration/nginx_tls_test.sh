@@ -8,7 +8,7 @@
 #  2. --once without ca_file: the system trust store does not know the CA, so
 #     the sampler fails with a readable certificate error in the agent's log;
 #     the agent still exits 0 and the host sampler's figures still arrive.
-#  3. --check-config refuses a relative ca_file and one for an http:// URL.
+#  3. --check-config refuses a relative ca_file, a missing one and one for an http:// URL.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NGINX_BIN=$(command -v nginx || true)
@@ -152,6 +152,8 @@ check_refused() {
 }
 check_refused relative "$STATUS_URL" ca.pem
 check_refused plain-http "http://127.0.0.1:$PORT/nginx_status" "$CA"
+check_refused missing "$STATUS_URL" "$PKI/no-such-ca.pem"
+assert_contains "$(cat "$T/missing.out")" "no-such-ca.pem" "--check-config names the missing file"
 log "--check-config: $(head -1 "$T/relative.out")"
 
 pass
