@@ -16,6 +16,7 @@
 #include "sketch.h"
 #include "store.h"
 #include "tmpdir.h"
+#include "testframe.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -134,25 +135,14 @@ static bool has_route(int h, int r, int c)
 
 static st_frame *mk_frame(int h, int c, bool only_late_route)
 {
-    st_frame *f = calloc(1, sizeof(*f));
+    uint8_t id[16] = {0x5d, [15] = (uint8_t)(h + 1)};
+    char host[16]; /* "h" and any int: the compiler checks */
     const char *detail = NULL;
-    assert_non_null(f);
-    strata__v1__frame__init(f);
-    f->agent_id.data = calloc(1, 16);
-    assert_non_null(f->agent_id.data);
-    f->agent_id.data[0] = 0x5d;
-    f->agent_id.data[15] = (uint8_t)(h + 1);
-    f->agent_id.len = 16;
-    f->seq = ++next_seq[h];
-    f->agent = malloc(sizeof(*f->agent));
-    assert_non_null(f->agent);
-    strata__v1__agent__init(f->agent);
-    f->agent->host = malloc(16); /* "h" and any int: the compiler checks */
-    assert_non_null(f->agent->host);
-    snprintf(f->agent->host, 16, "h%d", h);
-    f->agent->role = h < NHOST / 2 ? STRATA__V1__ROLE__EDGE : STRATA__V1__ROLE__APP;
-    f->series = calloc(NMETRIC * NROUTE, sizeof(*f->series));
-    assert_non_null(f->series);
+    st_frame *f;
+    snprintf(host, sizeof(host), "h%d", h);
+    f = st_test_frame_new(id, ++next_seq[h], host,
+                          h < NHOST / 2 ? STRATA__V1__ROLE__EDGE : STRATA__V1__ROLE__APP,
+                          NMETRIC * NROUTE);
     for (int m = 0; m < NMETRIC; m++) {
         for (int r = 0; r < NROUTE; r++) {
             bool late_route = r == NROUTE - 1;

@@ -16,6 +16,7 @@
 #include "store.h"
 #include "util.h"
 #include "tmpdir.h"
+#include "testframe.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -101,20 +102,13 @@ static void set_latency(Strata__V1__Series *s, double base, int n)
 /* One frame from host h (role) for the minute starting at t. */
 static void apply(int h, const char *host, Strata__V1__Role role, Strata__V1__Series **ss, size_t n)
 {
-    st_frame *f = calloc(1, sizeof(*f));
+    uint8_t id[16] = {(uint8_t)(h + 1)};
+    st_frame *f = st_test_frame_new(id, ++seqs[h], host, role, n);
     st_store_txn *t;
     bool dup;
-    strata__v1__frame__init(f);
-    f->agent_id.data = calloc(1, 16);
-    f->agent_id.data[0] = (uint8_t)(h + 1);
-    f->agent_id.len = 16;
-    f->seq = ++seqs[h];
-    f->agent = malloc(sizeof(*f->agent));
-    strata__v1__agent__init(f->agent);
-    f->agent->host = strdup(host);
-    f->agent->role = role;
-    f->series = calloc(n, sizeof(*f->series));
-    memcpy(f->series, ss, n * sizeof(*ss));
+    if (n > 0) {
+        memcpy(f->series, ss, n * sizeof(*ss));
+    }
     f->n_series = n;
     assert_int_equal(st_store_begin(st, &t), ST_OK);
     assert_int_equal(st_store_apply(t, f, T0, &dup), ST_OK);

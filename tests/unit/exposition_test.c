@@ -15,6 +15,7 @@
 #include "store.h"
 #include "timeutil.h"
 #include "tmpdir.h"
+#include "testframe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,12 +45,14 @@ static int teardown(void **state)
 static void counter(int a, const char *name, int64_t n)
 {
     int64_t now = st_time_wall_ms();
-    st_frame *f = calloc(1, sizeof(*f));
+    uint8_t id[16] = {(uint8_t)((a + 1) & 0xff), (uint8_t)((a + 1) >> 8)};
     Strata__V1__Series *s = calloc(1, sizeof(*s));
     st_store_txn *t;
+    st_frame *f;
     char host[16];
     bool dup;
-    strata__v1__frame__init(f);
+    snprintf(host, sizeof(host), "app%d", a);
+    f = st_test_frame_new(id, 1, host, STRATA__V1__ROLE__APP, 1);
     strata__v1__series__init(s);
     s->name = strdup(name);
     s->unit = strdup("");
@@ -59,17 +62,6 @@ static void counter(int a, const char *name, int64_t n)
     s->ivalues = malloc(sizeof(int64_t));
     s->ivalues[0] = n;
     s->n_ivalues = 1;
-    f->agent_id.data = calloc(1, 16);
-    f->agent_id.data[0] = (uint8_t)((a + 1) & 0xff);
-    f->agent_id.data[1] = (uint8_t)((a + 1) >> 8);
-    f->agent_id.len = 16;
-    f->seq = 1;
-    f->agent = malloc(sizeof(*f->agent));
-    strata__v1__agent__init(f->agent);
-    snprintf(host, sizeof(host), "app%d", a);
-    f->agent->host = strdup(host);
-    f->agent->role = STRATA__V1__ROLE__APP;
-    f->series = calloc(1, sizeof(*f->series));
     f->series[0] = s;
     f->n_series = 1;
     assert_int_equal(st_store_begin(st, &t), ST_OK);

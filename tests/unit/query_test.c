@@ -15,6 +15,7 @@
 #include "sketch.h"
 #include "store.h"
 #include "tmpdir.h"
+#include "testframe.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -344,23 +345,11 @@ static Strata__V1__Series *mk_series(const struct oseries *s, int chunk)
 /* The frame of one agent for one 10 s chunk: every series of the host. */
 static st_frame *mk_frame(int host, int chunk, uint64_t seq)
 {
-    st_frame *f = calloc(1, sizeof(*f));
+    uint8_t id[16] = {0xa5, [15] = (uint8_t)(host + 1)};
     const char *detail = NULL;
-    assert_non_null(f);
-    strata__v1__frame__init(f);
-    f->agent_id.data = calloc(1, 16);
-    assert_non_null(f->agent_id.data);
-    f->agent_id.data[0] = 0xa5;
-    f->agent_id.data[15] = (uint8_t)(host + 1);
-    f->agent_id.len = 16;
-    f->seq = seq;
-    f->agent = malloc(sizeof(*f->agent));
-    assert_non_null(f->agent);
-    strata__v1__agent__init(f->agent);
-    f->agent->host = strdup(host_names[host]);
-    f->agent->role = host < NHOST / 2 ? STRATA__V1__ROLE__EDGE : STRATA__V1__ROLE__APP;
-    f->series = calloc(16, sizeof(*f->series));
-    assert_non_null(f->series);
+    st_frame *f =
+        st_test_frame_new(id, seq, host_names[host],
+                          host < NHOST / 2 ? STRATA__V1__ROLE__EDGE : STRATA__V1__ROLE__APP, 16);
     for (int i = 0; i < nser; i++) {
         if (ser[i].host == host) {
             f->series[f->n_series++] = mk_series(&ser[i], chunk);

@@ -16,6 +16,7 @@
 #include "store.h"
 #include "util.h"
 #include "tmpdir.h"
+#include "testframe.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -67,17 +68,8 @@ static int teardown(void **state)
 
 static st_frame *frame_new(void)
 {
-    st_frame *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    strata__v1__frame__init(f);
-    f->agent_id.data = calloc(1, 16);
-    f->agent_id.data[0] = 7;
-    f->agent_id.len = 16;
-    f->agent = malloc(sizeof(*f->agent));
-    strata__v1__agent__init(f->agent);
-    f->agent->host = strdup("h0");
-    f->agent->role = STRATA__V1__ROLE__APP;
-    return f;
+    static const uint8_t id[16] = {7};
+    return st_test_frame_new(id, 0, "h0", STRATA__V1__ROLE__APP, 0);
 }
 
 static Strata__V1__Series *series_add(fx *x, const char *name, Strata__V1__Kind kind,

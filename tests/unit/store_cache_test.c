@@ -13,6 +13,7 @@
 #include "store_internal.h"
 #include "timeutil.h"
 #include "tmpdir.h"
+#include "testframe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,17 +36,9 @@ static int teardown(void **state)
 /* Frame seq of one agent with one gauge per name, one point each. */
 static st_frame *frame(uint64_t seq, const char *const *names, size_t n)
 {
+    static const uint8_t id[16] = {7};
     int64_t now = st_time_wall_ms();
-    st_frame *f = calloc(1, sizeof(*f));
-    strata__v1__frame__init(f);
-    f->agent_id.data = calloc(1, 16);
-    f->agent_id.data[0] = 7;
-    f->agent_id.len = 16;
-    f->seq = seq;
-    f->agent = malloc(sizeof(*f->agent));
-    strata__v1__agent__init(f->agent);
-    f->agent->host = strdup("h");
-    f->series = calloc(n, sizeof(*f->series));
+    st_frame *f = st_test_frame_new(id, seq, "h", STRATA__V1__ROLE__ROLE_UNSPECIFIED, n);
     f->n_series = n;
     for (size_t i = 0; i < n; i++) {
         Strata__V1__Series *s = calloc(1, sizeof(*s));
