@@ -43,9 +43,9 @@ struct st_bundle_cache {
     int z_level;
     uint64_t gear[256];
     st_bundle_counters counters;
-    /* Held during a scan only, as is the deflate state (z_ready): a scan
-     * runs once a minute or less, and 0.4 MB kept resident in between would
-     * be most of what the sampler costs. */
+    /* Held during a scan only (the walker's buffers), as is the deflate
+     * state (z_ready): a scan runs once a minute or less, and 0.4 MB kept
+     * resident in between would be most of what the sampler costs. */
     unsigned char *in;  /* READ_CHUNK */
     unsigned char *out; /* READ_CHUNK */
 };
@@ -59,6 +59,8 @@ typedef struct walker {
     size_t rootlen;
     char rel[ST_BUNDLE_MAX_LABEL + 1];
     bool stop;
+    unsigned char in[READ_CHUNK];
+    unsigned char out[READ_CHUNK];
 } walker;
 
 /* The block cutter's state across the reads of one file. */
@@ -120,7 +122,6 @@ static void scan_release(st_bundle_cache *c)
         deflateEnd(&c->z);
         c->z_ready = false;
     }
-    free(c->in);
     c->in = NULL;
     c->out = NULL;
 }
@@ -602,12 +603,8 @@ int st_bundle_scan(st_bundle_cache *c, const char *dir, const st_bundle_limits *
         rv = errno == ENOENT ? ST_ENOENT : errno == EACCES ? ST_EPERM : ST_EIO;
         goto out;
     }
-    if ((c->in = malloc(2 * (size_t)READ_CHUNK)) == NULL) {
-        close(dfd);
-        rv = ST_ENOMEM;
-        goto out;
-    }
-    c->out = c->in + READ_CHUNK;
+    c->in = w->in;
+    c->out = w->out;
     c->gen++;
     walk_dir(w, dfd, 0, 0);
     st->removed = sweep(c, c->gen);
