@@ -68,16 +68,6 @@ static double value(int m, int h, int r, int c, int p)
     return (double)(x % (m == M_REQ ? 500 : 100000));
 }
 
-static Strata__V1__Label *mk_label(const char *k, const char *v)
-{
-    Strata__V1__Label *l = malloc(sizeof(*l));
-    assert_non_null(l);
-    strata__v1__label__init(l);
-    l->key = strdup(k);
-    l->value = strdup(v);
-    return l;
-}
-
 static void fill_sketches(Strata__V1__Series *out, int h, int r, int c)
 {
     out->n_sketches = PTS;
@@ -111,7 +101,7 @@ static Strata__V1__Series *mk_series(int m, int h, int r, int c)
     s->kind = (Strata__V1__Kind)metrics[m].kind;
     s->labels = calloc(1, sizeof(*s->labels));
     assert_non_null(s->labels);
-    s->labels[s->n_labels++] = mk_label("route", routes[r]);
+    s->labels[s->n_labels++] = st_test_label_new("route", routes[r]);
     s->start_unix_ms = T0 + (int64_t)c * MIN + (int64_t)h * 1700;
     s->interval_ms = 10000;
     if (m == M_LAT) {

@@ -46,15 +46,6 @@ static int teardown(void **state)
     return st_test_rmtree(dir);
 }
 
-static Strata__V1__Label *label(const char *k, const char *v)
-{
-    Strata__V1__Label *l = malloc(sizeof(*l));
-    strata__v1__label__init(l);
-    l->key = strdup(k);
-    l->value = strdup(v);
-    return l;
-}
-
 static Strata__V1__Series *series(const char *name, int kind, int64_t start, const char *k1,
                                   const char *v1, const char *k2, const char *v2)
 {
@@ -67,10 +58,10 @@ static Strata__V1__Series *series(const char *name, int kind, int64_t start, con
     s->interval_ms = 60000;
     s->labels = calloc(2, sizeof(*s->labels));
     if (k1 != NULL) {
-        s->labels[s->n_labels++] = label(k1, v1);
+        s->labels[s->n_labels++] = st_test_label_new(k1, v1);
     }
     if (k2 != NULL) {
-        s->labels[s->n_labels++] = label(k2, v2);
+        s->labels[s->n_labels++] = st_test_label_new(k2, v2);
     }
     return s;
 }

@@ -248,16 +248,6 @@ static void reset_applied(void)
 
 /* ---- frames -------------------------------------------------------------- */
 
-static Strata__V1__Label *mk_label(const char *k, const char *v)
-{
-    Strata__V1__Label *l = malloc(sizeof(*l));
-    assert_non_null(l);
-    strata__v1__label__init(l);
-    l->key = strdup(k);
-    l->value = strdup(v);
-    return l;
-}
-
 static void fill_ivalues(Strata__V1__Series *out, const double *v, int scale)
 {
     double mul = scale == 2 ? 100.0 : 1.0;
@@ -323,10 +313,10 @@ static Strata__V1__Series *mk_series(const struct oseries *s, int chunk)
     out->labels = calloc(2, sizeof(*out->labels));
     assert_non_null(out->labels);
     if (s->route >= 0) {
-        out->labels[out->n_labels++] = mk_label("route", route_names[s->route]);
+        out->labels[out->n_labels++] = st_test_label_new("route", route_names[s->route]);
     }
     if (s->result >= 0) {
-        out->labels[out->n_labels++] = mk_label("result", result_names[s->result]);
+        out->labels[out->n_labels++] = st_test_label_new("result", result_names[s->result]);
     }
     out->start_unix_ms = TSTART + (int64_t)i0 * SEC;
     out->interval_ms = 1000;

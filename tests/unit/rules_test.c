@@ -89,11 +89,7 @@ static Strata__V1__Series *series_add(fx *x, const char *name, Strata__V1__Kind 
     s->kind = kind;
     s->labels = calloc(n / 2 + 1, sizeof(*s->labels));
     for (size_t i = 0; i + 1 < n; i += 2) {
-        Strata__V1__Label *l = calloc(1, sizeof(*l));
-        strata__v1__label__init(l);
-        l->key = strdup(labels[i]);
-        l->value = strdup(labels[i + 1]);
-        s->labels[s->n_labels++] = l;
+        s->labels[s->n_labels++] = st_test_label_new(labels[i], labels[i + 1]);
     }
     x->f->series = realloc(x->f->series, (x->f->n_series + 1) * sizeof(*x->f->series));
     x->f->series[x->f->n_series++] = s;

@@ -1,6 +1,7 @@
-/* A frame built by hand for a unit test: the envelope of one agent's frame
- * (its 16-byte id, seq, host and role) with room for series; every piece is
- * malloc'd, so st_frame_free frees it as it frees a decoded frame. */
+/* Frames built by hand for unit tests: the envelope of one agent's frame
+ * (its 16-byte id, seq, host and role) with room for series, and labels;
+ * every piece is malloc'd, so st_frame_free frees them as it frees a
+ * decoded frame. */
 #ifndef ST_TEST_FRAME_H
 #define ST_TEST_FRAME_H
 
@@ -38,6 +39,18 @@ static inline st_frame *st_test_frame_new(const uint8_t id[16], uint64_t seq, co
         assert_non_null(f->series);
     }
     return f;
+}
+
+/* A label k=v for a series built by hand. */
+static inline Strata__V1__Label *st_test_label_new(const char *k, const char *v)
+{
+    Strata__V1__Label *l = malloc(sizeof(*l));
+    assert_non_null(l);
+    strata__v1__label__init(l);
+    l->key = strdup(k);
+    l->value = strdup(v);
+    assert_true(l->key != NULL && l->value != NULL);
+    return l;
 }
 
 #endif
