@@ -242,7 +242,7 @@ log "reconnect: $(grep -c "cannot connect" "$T/agent1/agent.log" || true) failed
 # libpq is loaded when the sampler starts, not linked: on a host without it
 # (hidden here by a bind mount in a private mount namespace) the agent says
 # so and names the sampler instead of failing to start at all.
-LIBPQ=$(ldconfig -p | awk '$1 == "libpq.so.5" {print $NF; exit}')
+LIBPQ=$(ldconfig -p | awk '$1 == "libpq.so.5" && !f {print $NF; f = 1}') # reads all: no SIGPIPE
 [[ -n "$LIBPQ" ]] || fail "ldconfig does not know libpq.so.5"
 rc=0
 out=$(unshare -m bash -c 'mount --bind /dev/null "$1" && "$2" --config "$3" --check-config' _ \
