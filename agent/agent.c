@@ -8,6 +8,7 @@
 #include "fold.h"
 #include "frame.h"
 #include "log.h"
+#include "memtrim.h"
 #include "discover.h"
 #include "sampler.h"
 #include "sender.h"
@@ -45,6 +46,7 @@ struct st_agent {
     char found_keys[ST_DISCOVER_MAX][160];
     size_t nfound;
     int64_t next_discovery;
+    int64_t next_trim; /* monotonic ms; 0: after the next frame */
     struct inst inst[ST_AGENT_MAX_SAMPLERS];
     size_t ninst;
     st_fold *fold;
@@ -482,6 +484,21 @@ static void sleep_or_wake(int wake_fd, int64_t ms)
     }
 }
 
+/* Start-up's library pages (memtrim.h) go once the first frame is out,
+ * when every sampler has run and the sender is connected, and then every
+ * memory_trim, for what rare paths (discovery, a reconnect) touched. */
+static void trim(st_agent *a)
+{
+    int64_t t = st_time_mono_ms();
+    size_t released;
+    if (a->s->memory_trim_ms <= 0 || (a->next_trim != 0 && t < a->next_trim)) {
+        return;
+    }
+    released = st_memtrim();
+    ST_DEBUG("agent", "memory trim: %zu kB of library pages released", released / 1024);
+    a->next_trim = t + a->s->memory_trim_ms;
+}
+
 int st_agent_run(st_agent *a, atomic_int *stop, int wake_fd)
 {
     int64_t now = st_time_wall_ms();
@@ -518,6 +535,7 @@ int st_agent_run(st_agent *a, atomic_int *stop, int wake_fd)
         if (now >= next_flush) {
             flush(a, now, now);
             next_flush = now - now % a->s->flush_ms + a->s->flush_ms;
+            trim(a);
         }
         if (!atomic_load(stop)) {
             sleep_or_wake(wake_fd, ST_MAX(1, next_wake(a, next_flush) - now));

@@ -3,6 +3,7 @@
 #include "lazylib.h"
 
 #include "err.h"
+#include "memtrim.h"
 #include "util.h"
 
 #include <dlfcn.h>
@@ -101,6 +102,7 @@ static void load_curl(void)
         snprintf(curl_lazy.err, sizeof(curl_lazy.err), "curl_global_init failed");
         curl_lazy.rv = ST_EUNSUPPORTED;
     }
+    (void)st_memtrim();
 }
 
 static void load_pq(void)
@@ -109,6 +111,7 @@ static void load_pq(void)
     if (pq_lazy.rv == ST_OK) {
         lean_libssl();
     }
+    (void)st_memtrim();
 }
 
 static int outcome(const struct lazy *l, const char *what, char *err, size_t errlen)

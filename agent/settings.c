@@ -74,6 +74,8 @@ const st_cfg_map st_agent_rows[] = {
      "find local nginx, varnish, redis, memcached and postgres and sample them", NULL, 0, 0},
     {ST_CFG_DURATION, "discover_interval", "5m", F(discover_interval_ms),
      "how often discovery looks again", NULL, 0, 0},
+    {ST_CFG_DURATION, "memory_trim", "10m", F(memory_trim_ms),
+     "how often library pages used only once (start-up) are released; 0: never", NULL, 0, 0},
     {ST_CFG_SECTION, "discovery", NULL, 0, "where discovery looks (default: the usual places)",
      discovery_rows, 0, 0},
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},

@@ -40,7 +40,8 @@ typedef struct st_agent_settings {
     st_cfg_strlist disc_redis;
     st_cfg_strlist disc_memcached;
     st_cfg_strlist disc_postgres;
-    bool once; /* set by main for --once, not a configuration key */
+    int64_t memory_trim_ms; /* 0: never (memtrim.h) */
+    bool once;              /* set by main for --once, not a configuration key */
 } st_agent_settings;
 
 extern const st_cfg_map st_agent_rows[];

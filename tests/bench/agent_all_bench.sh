@@ -50,7 +50,7 @@ psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE EXTENSION pg_stat_s
 wait_for 60 "varnishd" curl -fs -o /dev/null "http://127.0.0.1:$VA_PORT/"
 
 collector_start
-agent_config 1 bench app
+AGENT_MEMORY_TRIM=10m agent_config 1 bench app # the default
 sed -i '/^samplers:/,$d; s/^interval: .*/interval: 1s/; s/^flush_interval: .*/flush_interval: 15s/' \
     "$T/agent1/agent.yaml"
 cat >>"$T/agent1/agent.yaml" <<YAML

@@ -1,0 +1,124 @@
+/* Releasing start-up pages: see memtrim.h for why. */
+#define _GNU_SOURCE 1
+#include "memtrim.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
+#include <malloc.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* Pagemap entries read at once: 4 KiB, 2 MiB of address space. */
+#define PAGEMAP_BATCH 512
+/* /proc/self/pagemap, one 64-bit entry per page (Documentation/admin-guide/
+ * mm/pagemap.rst): present, and backed by the file (not a private copy). */
+#define PM_PRESENT (UINT64_C(1) << 63)
+#define PM_FILE (UINT64_C(1) << 61)
+
+struct trim {
+    int pagemap;
+    uintptr_t page;
+    size_t released;
+};
+
+/* An object whose code the loader writes to while relocating it (text
+ * relocations) may have private copies of read-only pages. The pagemap
+ * check below would keep those too; this one also covers an object being
+ * relocated right now by a dlopen in another thread. */
+static bool has_textrel(const struct dl_phdr_info *info)
+{
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_DYNAMIC) {
+            continue;
+        }
+        for (const ElfW(Dyn) *d = (const ElfW(Dyn) *)(info->dlpi_addr + ph->p_vaddr);
+             d->d_tag != DT_NULL; d++) {
+            if (d->d_tag == DT_TEXTREL ||
+                (d->d_tag == DT_FLAGS && (d->d_un.d_val & DF_TEXTREL) != 0)) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Drops the mappings of the pages in [lo, hi) that are resident and still
+ * the file's own: runs of them, one madvise per run. */
+static void release_range(struct trim *t, uintptr_t lo, uintptr_t hi)
+{
+    uint64_t pm[PAGEMAP_BATCH];
+    uintptr_t run = 0;
+    for (uintptr_t at = lo; at < hi;) {
+        size_t n = (size_t)((hi - at) / t->page);
+        ssize_t got;
+        n = n < PAGEMAP_BATCH ? n : PAGEMAP_BATCH;
+        got = pread(t->pagemap, pm, n * sizeof(pm[0]), (off_t)(at / t->page * sizeof(pm[0])));
+        if (got <= 0) {
+            break; /* nothing is released that was not checked */
+        }
+        n = (size_t)got / sizeof(pm[0]);
+        for (size_t i = 0; i < n; i++, at += t->page) {
+            bool own = (pm[i] & (PM_PRESENT | PM_FILE)) == (PM_PRESENT | PM_FILE);
+            if (own && run == 0) {
+                run = at;
+            } else if (!own && run != 0) {
+                if (madvise((void *)run, at - run, MADV_DONTNEED) == 0) {
+                    t->released += at - run;
+                }
+                run = 0;
+            }
+        }
+    }
+    if (run != 0 && madvise((void *)run, hi - run, MADV_DONTNEED) == 0) {
+        t->released += hi - run;
+    }
+}
+
+/* Called with the loader's list locked: every object seen here stays
+ * mapped until the callback returns (the agent never unloads a library:
+ * lazylib keeps its handles, glibc its NSS modules). */
+static int release_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    struct trim *t = arg;
+    (void)size;
+    /* The program itself (no name) and libraries by path; not the vDSO. */
+    if (info->dlpi_name[0] != '\0' && info->dlpi_name[0] != '/') {
+        return 0;
+    }
+    if (has_textrel(info)) {
+        return 0;
+    }
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t lo, hi;
+        if (ph->p_type != PT_LOAD || (ph->p_flags & PF_W) != 0) {
+            continue;
+        }
+        /* Whole pages inside the segment only: an edge page may be shared
+         * with a writable neighbour. */
+        lo = (info->dlpi_addr + ph->p_vaddr + t->page - 1) & ~(t->page - 1);
+        hi = (info->dlpi_addr + ph->p_vaddr + ph->p_memsz) & ~(t->page - 1);
+        if (lo < hi) {
+            release_range(t, lo, hi);
+        }
+    }
+    return 0;
+}
+
+size_t st_memtrim(void)
+{
+    struct trim t = {.pagemap = -1, .page = (uintptr_t)sysconf(_SC_PAGESIZE)};
+    (void)malloc_trim(0);
+    /* Without pagemap there is no telling a private copy from the file's
+     * page: release nothing. */
+    if ((t.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0) {
+        return 0;
+    }
+    (void)dl_iterate_phdr(release_object, &t);
+    close(t.pagemap);
+    return t.released;
+}
