@@ -8,6 +8,8 @@
 #include <malloc.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -46,19 +48,31 @@ static bool has_textrel(const struct dl_phdr_info *info)
     return false;
 }
 
+static void release_run(struct trim *t, uintptr_t from, uintptr_t to)
+{
+    if (from < to && madvise((void *)from, to - from, MADV_DONTNEED) == 0) {
+        t->released += to - from;
+    }
+}
+
 /* Drops the mappings of the pages in [lo, hi) that are resident and still
- * the file's own: runs of them, one madvise per run. */
+ * the file's own, one madvise per run of them. A run ends with its batch of
+ * pagemap entries, so that a page is dropped microseconds after it was
+ * seen to be the file's: a writer from outside (a uprobe being installed,
+ * a debugger's breakpoint) turns it into a private copy, and a private
+ * copy dropped is its write undone. */
 static void release_range(struct trim *t, uintptr_t lo, uintptr_t hi)
 {
     uint64_t pm[PAGEMAP_BATCH];
-    uintptr_t run = 0;
-    for (uintptr_t at = lo; at < hi;) {
+    uintptr_t at = lo;
+    while (at < hi) {
         size_t n = (size_t)((hi - at) / t->page);
+        uintptr_t run = 0;
         ssize_t got;
         n = n < PAGEMAP_BATCH ? n : PAGEMAP_BATCH;
         got = pread(t->pagemap, pm, n * sizeof(pm[0]), (off_t)(at / t->page * sizeof(pm[0])));
         if (got <= 0) {
-            break; /* nothing is released that was not checked */
+            return; /* nothing is released that was not checked */
         }
         n = (size_t)got / sizeof(pm[0]);
         for (size_t i = 0; i < n; i++, at += t->page) {
@@ -66,15 +80,13 @@ static void release_range(struct trim *t, uintptr_t lo, uintptr_t hi)
             if (own && run == 0) {
                 run = at;
             } else if (!own && run != 0) {
-                if (madvise((void *)run, at - run, MADV_DONTNEED) == 0) {
-                    t->released += at - run;
-                }
+                release_run(t, run, at);
                 run = 0;
             }
         }
-    }
-    if (run != 0 && madvise((void *)run, hi - run, MADV_DONTNEED) == 0) {
-        t->released += hi - run;
+        if (run != 0) {
+            release_run(t, run, at); /* [run, at): every page checked */
+        }
     }
 }
 
@@ -109,10 +121,34 @@ static int release_object(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
+/* A debugger writes its breakpoints into read-only pages: while one is
+ * attached (TracerPid in /proc/self/status), nothing is released. */
+static bool traced(void)
+{
+    char buf[2048];
+    const char *p;
+    ssize_t n;
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return true;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return true;
+    }
+    buf[n] = '\0';
+    p = strstr(buf, "\nTracerPid:");
+    return p == NULL || strtol(p + strlen("\nTracerPid:"), NULL, 10) != 0;
+}
+
 size_t st_memtrim(void)
 {
     struct trim t = {.pagemap = -1, .page = (uintptr_t)sysconf(_SC_PAGESIZE)};
     (void)malloc_trim(0);
+    if (traced()) {
+        return 0;
+    }
     /* Without pagemap there is no telling a private copy from the file's
      * page: release nothing. */
     if ((t.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0) {

@@ -12,11 +12,14 @@
  * objects' read-only segments (code, constants, symbol tables) and gives
  * free heap pages back (malloc_trim). The pages stay in the page cache,
  * shared with every other process using the libraries; the ones the agent
- * still uses fault back in on their next use (a minor fault, no I/O), so
- * the RSS settles at what the agent actually uses. Nothing written is
- * touched: writable segments, RELRO (written by the loader, then made
- * read-only) and any page the kernel reports as not backed by the file
- * are left alone. */
+ * still uses fault back in on their next use (a minor fault while the page
+ * cache holds them, as it does unless memory is short), so the RSS settles
+ * at what the agent actually uses. Nothing written is touched: writable
+ * segments, RELRO (written by the loader, then made read-only) and any
+ * page the kernel reports as a private copy rather than the file's are
+ * left alone, and nothing at all while a debugger is attached. Left: a
+ * uprobe (perf, bpftrace) installed into a page in the microseconds
+ * between the check and the release is lost for this process. */
 #ifndef ST_MEMTRIM_H
 #define ST_MEMTRIM_H
 
