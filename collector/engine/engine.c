@@ -599,6 +599,7 @@ void st_engine_free(st_engine *en)
     }
     st_engine_stop(en);
     st_eng_free(en->eng);
+    st_run_forget(en);
     json_decref(en->targets);
     json_decref(en->pending);
     pthread_mutex_destroy(&en->mu);

@@ -28,6 +28,7 @@ struct st_engine {
     json_t *targets;           /* the last validation, for /v1/status (under snap_mu) */
     json_t *pending;           /* regression ids seen last run: they open on the second */
     struct st_run *run;        /* the records of the run under way (records.c); NULL between runs */
+    struct st_run *kept;       /* the last run's findings, committed whole: the next one's start */
     size_t run_writes;         /* records the last run wrote (for tests and benchmarks) */
     size_t run_finding_writes; /* of which findings */
     char name[128];
@@ -37,7 +38,8 @@ struct st_engine {
 void st_finding_id(const char *rule, const char *entity, char out[17]);
 /* The store's finding of an id (new ref), or NULL; for the API. */
 json_t *st_finding_load(st_engine *en, const char *id);
-/* Writes a finding to the store at once (callbacks, outside runs). */
+/* Writes a finding to the store at once (callbacks, outside runs, under mu);
+ * the next run loads the findings from the store again. */
 int st_finding_save(st_engine *en, json_t *f);
 void st_finding_transition(json_t *f, const char *status, int64_t now, const char *note);
 bool st_finding_active(const json_t *f);
@@ -69,6 +71,9 @@ json_t *st_run_get(st_engine *en, const char *key);
 int st_run_put(st_engine *en, const char *key, json_t *rec);
 /* Writes the findings that changed and every other record put. */
 int st_run_commit(st_engine *en);
+/* Drops the findings kept from the last run: the store's are about to
+ * change outside a run (under mu). */
+void st_run_forget(st_engine *en);
 
 /* checks.c */
 /* Validates every target: array of {name, scope, target, value, met, unit}. */

