@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -905,6 +906,19 @@ int st_spool_open(const struct st_spool_opts *opts, st_spool **out)
         ST_ERROR(MOD, "open %s: %s", sp->dir, strerror(errno));
         rv = ST_EIO;
         goto out;
+    }
+    /* One spool, one writer: a second agent on the same data_dir (a unit
+     * and a hand-started agent, an overlapping restart) would append to
+     * the same segment and hand out the same seqs. The lock goes with the
+     * descriptor: on close, and when the process dies however it dies. */
+    if (flock(sp->dirfd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            ST_ERROR(MOD, "%s is in use by another strata-agent: one agent per data_dir", sp->dir);
+            rv = ST_EEXIST;
+            goto out;
+        }
+        /* A file system without locks: go on as before, unguarded. */
+        ST_WARN(MOD, "%s: cannot lock (%s); make sure one agent uses it", sp->dir, strerror(errno));
     }
     if ((rv = load_agent_id(sp)) != ST_OK || (rv = cursor_load(sp)) != ST_OK ||
         (rv = list_segs(sp)) != ST_OK || (rv = recover(sp)) != ST_OK) {

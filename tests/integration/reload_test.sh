@@ -72,9 +72,19 @@ wait_for 10 "the broken webhook to be refused" \
 proc_alive "$COLLECTOR_PID" || fail "the collector exited on SIGHUP"
 cp "$T/collector.yaml.orig" "$CC"
 
+# A second agent on the same data_dir (a unit and a hand-started agent) is
+# refused, saying why: it would append to the same spool and hand out the
+# same seqs. The running agent goes on; the no-loss check below covers it.
+cp "$T/agent.yaml.orig" "$CFG"
+spawn agent-twin "$T/twin.log" "$AGENT_BIN" --config "$CFG"
+reap "$ST_PID" 30
+((ST_RC != 0)) || fail "a second agent started on the same data_dir"
+grep -q "in use by another strata-agent" "$T/twin.log" ||
+    fail "the second agent did not say why it stopped: $(tail -n 3 "$T/twin.log")"
+proc_alive "$PID" || fail "the agent exited when a second one tried its data_dir"
+
 # Several reloads in a row while frames are in flight, then a clean stop:
 # every frame the agent spooled was applied once.
-cp "$T/agent.yaml.orig" "$CFG"
 for _ in 1 2 3; do
     kill -HUP "$PID"
     sleep 0.3
@@ -85,4 +95,4 @@ proc_alive "$PID" || fail "the agent exited during repeated reloads"
 drain_agents
 assert_no_loss 0
 collector_stop
-pass "SIGHUP reloads the agent's samplers and labels in place; a broken file changes nothing; no frame lost or doubled"
+pass "SIGHUP reloads the agent's samplers and labels in place; a broken file changes nothing; a second agent on the data_dir is refused; no frame lost or doubled"

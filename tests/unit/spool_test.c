@@ -399,6 +399,29 @@ static void test_reopen_keeps_id_and_seq(void **state)
     ctx_free(c);
 }
 
+/* A second agent on the same spool is refused while the first has it
+ * open; once it closes (or dies: the kernel drops the lock) the spool
+ * opens again, with the same id and seq. */
+static void test_one_writer(void **state)
+{
+    struct ctx *c = ctx_new(0, 0);
+    st_spool *other = NULL;
+    uint8_t id[16];
+    uint8_t id2[16];
+    (void)state;
+    append_n(c, 3);
+    st_spool_agent_id(c->sp, id);
+    assert_int_equal(st_spool_open(&c->opts, &other), ST_EEXIST);
+    assert_null(other);
+    assert_int_equal(st_spool_next_seq(c->sp), 4); /* the first one is untouched */
+    assert_int_equal(ctx_append(c), ST_OK);
+    ctx_reopen(c);
+    st_spool_agent_id(c->sp, id2);
+    assert_memory_equal(id, id2, 16);
+    assert_int_equal(st_spool_next_seq(c->sp), 5);
+    ctx_free(c);
+}
+
 /* ---- Bounds ------------------------------------------------------------------------------- */
 
 static void test_bounded(void **state)
@@ -874,6 +897,7 @@ int main(void)
         cmocka_unit_test(test_in_order),
         cmocka_unit_test(test_out_of_order),
         cmocka_unit_test(test_reopen_keeps_id_and_seq),
+        cmocka_unit_test(test_one_writer),
         cmocka_unit_test(test_bounded),
         cmocka_unit_test(test_record_limit),
         cmocka_unit_test(test_torn_tail),
