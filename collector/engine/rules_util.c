@@ -505,16 +505,17 @@ json_t *st_rules_hosts(const json_t *ans, const char *key, const char *fkey, con
 {
     const json_t *arr = st_rules_series(ans);
     json_t *out = json_array();
-    for (size_t i = 0; i < json_array_size(arr); i++) {
+    json_t *seen = json_object(); /* a set: 650 hosts' series by process were 2 M compares */
+    for (size_t i = 0; out != NULL && seen != NULL && i < json_array_size(arr); i++) {
         const json_t *item = json_array_get(arr, i);
         const char *h = st_rules_label(item, key);
-        bool seen = h[0] == '\0' || (fkey != NULL && strcmp(st_rules_label(item, fkey), fval) != 0);
-        for (size_t k = 0; !seen && k < json_array_size(out); k++) {
-            seen = strcmp(json_string_value(json_array_get(out, k)), h) == 0;
+        if (h[0] == '\0' || (fkey != NULL && strcmp(st_rules_label(item, fkey), fval) != 0) ||
+            json_object_get(seen, h) != NULL) {
+            continue;
         }
-        if (!seen) {
-            json_array_append_new(out, json_string(h));
-        }
+        json_object_set_new(seen, h, json_true());
+        json_array_append_new(out, json_string(h));
     }
+    json_decref(seen);
     return out;
 }
