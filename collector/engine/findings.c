@@ -198,13 +198,6 @@ static const char *label_of(const json_t *f, const char *k)
     return json_string_value(json_object_get(json_object_get(f, "labels"), k));
 }
 
-static bool same_label(const json_t *a, const json_t *b, const char *k)
-{
-    const char *x = label_of(a, k);
-    const char *y = label_of(b, k);
-    return x != NULL && y != NULL && strcmp(x, y) == 0;
-}
-
 /* Causes sit upstream: edge and CDN caches in front of origins, databases
  * behind functions. */
 static bool is_cause(const json_t *f)
@@ -224,20 +217,37 @@ static bool is_symptom(const json_t *f)
             strcmp(layer, "frontend") == 0);
 }
 
-static bool downstream(const json_t *cause, const json_t *sym)
+/* The labels correlation compares, looked up once per finding: a run
+ * compares every cause with every symptom (150 × 1,300 at 1,000 hosts). */
+struct ents {
+    const char *host;
+    const char *route;
+    const char *role;
+};
+
+static struct ents ents_of(const json_t *f)
 {
-    const char *crole = label_of(cause, "role");
-    const char *srole = label_of(sym, "role");
-    if (same_label(cause, sym, "route") || same_label(cause, sym, "host")) {
+    return (struct ents){label_of(f, "host"), label_of(f, "route"), label_of(f, "role")};
+}
+
+static bool same(const char *x, const char *y)
+{
+    return x != NULL && y != NULL && strcmp(x, y) == 0;
+}
+
+static bool downstream(const struct ents *cause, const struct ents *sym)
+{
+    if (same(cause->route, sym->route) || same(cause->host, sym->host)) {
         return true;
     }
     /* A fleet-wide cause (no host, no route) touches every symptom; an
      * edge or CDN cause touches what runs behind it. */
-    if (label_of(cause, "host") == NULL && label_of(cause, "route") == NULL) {
+    if (cause->host == NULL && cause->route == NULL) {
         return true;
     }
-    return crole != NULL && (strcmp(crole, "edge") == 0 || strcmp(crole, "cdn") == 0) &&
-           (srole == NULL || strcmp(srole, "app") == 0 || strcmp(srole, "db") == 0);
+    return cause->role != NULL &&
+           (strcmp(cause->role, "edge") == 0 || strcmp(cause->role, "cdn") == 0) &&
+           (sym->role == NULL || strcmp(sym->role, "app") == 0 || strcmp(sym->role, "db") == 0);
 }
 
 static bool recent(const json_t *f, int64_t now, int64_t window)
@@ -249,6 +259,7 @@ static bool recent(const json_t *f, int64_t now, int64_t window)
 struct cause {
     json_t *f;
     double weight;
+    struct ents e;
 };
 
 static double cause_weight(const json_t *c)
@@ -273,17 +284,20 @@ static void correlate(json_t *all, int64_t now, int64_t window)
     {
         if (st_finding_active(s) && is_cause(s) && recent(s, now, window)) {
             cs[n].f = s;
+            cs[n].e = ents_of(s);
             cs[n++].weight = cause_weight(s);
         }
     }
     json_array_foreach(all, i, s)
     {
         const struct cause *best = NULL;
+        struct ents se;
         if (!st_finding_active(s) || !is_symptom(s) || !recent(s, now, window)) {
             continue;
         }
+        se = ents_of(s);
         for (size_t k = 0; k < n; k++) {
-            if (cs[k].f != s && downstream(cs[k].f, s) &&
+            if (cs[k].f != s && downstream(&cs[k].e, &se) &&
                 (best == NULL || cs[k].weight > best->weight)) {
                 best = &cs[k];
             }
