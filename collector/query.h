@@ -104,6 +104,16 @@ bool st_query_fold_merges(const st_query_fold *f, enum st_agg agg, const st_matc
  * not merge so, ST_ENOMEM. */
 int st_query_fold_merged(st_query_fold *f, enum st_agg agg, const st_matcher *m, size_t nm,
                          json_t **out);
+/* The answer of st_query_fold_answer, group by group in its order, without
+ * building it: fn gets each group's labels (borrowed) and its points (times
+ * in ms and values; non-finite values left out, as the answer leaves them).
+ * For callers that only read an answer of many points (thousands of groups
+ * × tens of steps are a million JSON values). fn's non-zero return stops
+ * the walk and is returned; ST_EINVAL when the fold does not serve agg or
+ * ranks its groups (top). */
+typedef int (*st_query_group_fn)(void *arg, json_t *labels, const int64_t *t, const double *v,
+                                 size_t n);
+int st_query_fold_each(st_query_fold *f, enum st_agg agg, st_query_group_fn fn, void *arg);
 void st_query_fold_free(st_query_fold *f);
 
 /* A question asked again and again over a window that moves with the

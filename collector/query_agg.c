@@ -994,6 +994,42 @@ int st_query_fold_answer(st_query_fold *f, enum st_agg agg, json_t **out)
     return ST_OK;
 }
 
+int st_query_fold_each(st_query_fold *f, enum st_agg agg, st_query_group_fn fn, void *arg)
+{
+    struct agg_run *r = &f->r;
+    int64_t *t;
+    double *v;
+    size_t slot = 0;
+    struct group *g;
+    int rv = ST_OK;
+    if (!st_query_fold_serves(f, agg) || f->q.top > 0) {
+        return ST_EINVAL;
+    }
+    t = malloc((r->nb + 1) * sizeof(*t));
+    v = malloc((r->nb + 1) * sizeof(*v));
+    if (t == NULL || v == NULL) {
+        free(t);
+        free(v);
+        return ST_ENOMEM;
+    }
+    r->agg = agg;
+    /* emit's order: the table's, as group_json would write them */
+    while (rv == ST_OK && (g = tab_next(r, &slot)) != NULL) {
+        size_t n = 0;
+        for (size_t k = 0; k < r->nb; k++) {
+            double x = acc_result(r, &g->b[k], r->step);
+            if (isfinite(x)) {
+                t[n] = r->from + (int64_t)k * r->step;
+                v[n++] = x;
+            }
+        }
+        rv = fn(arg, g->labels, t, v, n);
+    }
+    free(t);
+    free(v);
+    return rv;
+}
+
 /* Aggs whose value of merged groups equals the value of the groups
  * folded at once: quantiles, counts and extremes of merged sketches (a
  * sketch's sum depends on the order of adding), and of counters and

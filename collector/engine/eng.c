@@ -391,21 +391,28 @@ static int run_shared(st_eng *e, const st_query *q, const char *key, const char 
     return ST_OK;
 }
 
-static int run(st_eng *e, const char *metric, const char *agg, const char *by,
-               const char *const *match, size_t nmatch, int64_t window_ms, const char *step,
-               json_t **out)
-{
+/* A question as the engine asks it: parameters, parsed query and the keys
+ * it is shared under. */
+struct asked {
     st_qparam p[8 + ST_QUERY_MAX_MATCHERS];
+    size_t n;
     char from[32];
     char to[32];
     char key[QUESTION_KEY_MAX];
     char range[QUESTION_KEY_MAX];
     char skey[QUESTION_KEY_MAX];
-    size_t n = 0;
     st_query q;
+    bool shared; /* asked through the run's shared folds */
+};
+
+/* Parses a question over [now - window_ms, now); a->q is released by the
+ * caller on success. */
+static int ask(st_eng *e, struct asked *a, const char *metric, const char *agg, const char *by,
+               const char *const *match, size_t nmatch, int64_t window_ms, const char *step)
+{
     char err[256];
     int rv;
-    *out = NULL;
+    a->n = 0;
     if (nmatch > ST_QUERY_MAX_MATCHERS) {
         return ST_EINVAL;
     }
@@ -414,39 +421,134 @@ static int run(st_eng *e, const char *metric, const char *agg, const char *by,
     if (st_eng_cancelled(e)) {
         return ST_ECANCELED;
     }
-    snprintf(from, sizeof(from), "%lld", (long long)(e->now - window_ms));
-    snprintf(to, sizeof(to), "%lld", (long long)e->now);
-    p[n++] = (st_qparam){"metric", metric};
-    p[n++] = (st_qparam){"from", from};
-    p[n++] = (st_qparam){"to", to};
+    snprintf(a->from, sizeof(a->from), "%lld", (long long)(e->now - window_ms));
+    snprintf(a->to, sizeof(a->to), "%lld", (long long)e->now);
+    a->p[a->n++] = (st_qparam){"metric", metric};
+    a->p[a->n++] = (st_qparam){"from", a->from};
+    a->p[a->n++] = (st_qparam){"to", a->to};
     if (agg != NULL) {
-        p[n++] = (st_qparam){"agg", agg};
+        a->p[a->n++] = (st_qparam){"agg", agg};
     }
     if (by != NULL) {
-        p[n++] = (st_qparam){"by", by};
+        a->p[a->n++] = (st_qparam){"by", by};
     }
     if (step != NULL) {
-        p[n++] = (st_qparam){"step", step};
+        a->p[a->n++] = (st_qparam){"step", step};
     }
     for (size_t i = 0; i < nmatch; i++) {
-        p[n++] = (st_qparam){"match", match[i]};
+        a->p[a->n++] = (st_qparam){"match", match[i]};
     }
-    if ((rv = st_query_parse(p, n, e->now, &q, err, sizeof(err))) != ST_OK) {
+    if ((rv = st_query_parse(a->p, a->n, e->now, &a->q, err, sizeof(err))) != ST_OK) {
         return rv;
     }
-    q.max_series = e->max_series > 0 ? e->max_series : ENG_MAX_SERIES;
-    q.max_points = ENG_MAX_POINTS;
+    a->q.max_series = e->max_series > 0 ? e->max_series : ENG_MAX_SERIES;
+    a->q.max_points = ENG_MAX_POINTS;
     /* Only aggregated questions fold (st_query_run answers the others with
      * raw points); every engine question is one. */
-    if (e->sharing && (q.agg != ST_AGG_DEFAULT || q.step_ms > 0 || q.nby > 0 || q.top > 0) &&
-        question_key(p, n, KEY_QUESTION, key, sizeof(key)) &&
-        question_key(p, n, KEY_RANGE, range, sizeof(range)) &&
-        question_key(p, n, KEY_SLIDE, skey, sizeof(skey))) {
-        rv = run_shared(e, &q, key, range, skey, out);
-    } else {
-        rv = st_query_run(e->st, &q, out, err, sizeof(err));
+    a->shared = e->sharing &&
+                (a->q.agg != ST_AGG_DEFAULT || a->q.step_ms > 0 || a->q.nby > 0 || a->q.top > 0) &&
+                question_key(a->p, a->n, KEY_QUESTION, a->key, sizeof(a->key)) &&
+                question_key(a->p, a->n, KEY_RANGE, a->range, sizeof(a->range)) &&
+                question_key(a->p, a->n, KEY_SLIDE, a->skey, sizeof(a->skey));
+    return ST_OK;
+}
+
+static int run(st_eng *e, const char *metric, const char *agg, const char *by,
+               const char *const *match, size_t nmatch, int64_t window_ms, const char *step,
+               json_t **out)
+{
+    struct asked a;
+    char err[256];
+    int rv;
+    *out = NULL;
+    if ((rv = ask(e, &a, metric, agg, by, match, nmatch, window_ms, step)) != ST_OK) {
+        return rv;
     }
-    st_query_release(&q);
+    if (a.shared) {
+        rv = run_shared(e, &a.q, a.key, a.range, a.skey, out);
+    } else {
+        rv = st_query_run(e->st, &a.q, out, err, sizeof(err));
+    }
+    st_query_release(&a.q);
+    return rv;
+}
+
+int st_eng_answer_each(const json_t *ans, st_query_group_fn fn, void *arg)
+{
+    const json_t *arr = json_object_get(ans, "series");
+    int rv = ST_OK;
+    for (size_t i = 0; rv == ST_OK && i < json_array_size(arr); i++) {
+        json_t *item = json_array_get(arr, i);
+        const json_t *pts = json_object_get(item, "points");
+        size_t np = json_array_size(pts);
+        int64_t *t = malloc((np + 1) * sizeof(*t));
+        double *v = malloc((np + 1) * sizeof(*v));
+        size_t n = 0;
+        if (t == NULL || v == NULL) {
+            rv = ST_ENOMEM;
+        }
+        for (size_t k = 0; rv == ST_OK && k < np; k++) {
+            const json_t *pt = json_array_get(pts, k);
+            t[n] = (int64_t)json_integer_value(json_array_get(pt, 0));
+            v[n] = json_number_value(json_array_get(pt, 1));
+            n += isfinite(v[n]);
+        }
+        if (rv == ST_OK) {
+            rv = fn(arg, json_object_get(item, "labels"), t, v, n);
+        }
+        free(t);
+        free(v);
+    }
+    return rv;
+}
+
+int st_eng_query_steps_each(st_eng *e, const char *metric, const char *agg, const char *by,
+                            const char *const *match, size_t nmatch, int64_t window_ms,
+                            int64_t step_ms, st_query_group_fn fn, void *arg)
+{
+    char akey[QUESTION_KEY_MAX + 16];
+    char step[32];
+    char err[256];
+    struct asked a;
+    st_query_fold *f = NULL;
+    bool own = false;
+    const json_t *ans;
+    int rv;
+    snprintf(step, sizeof(step), "%llds", (long long)(step_ms / 1000));
+    if ((rv = ask(e, &a, metric, agg, by, match, nmatch, window_ms, step)) != ST_OK) {
+        return rv;
+    }
+    if (a.shared) {
+        /* The run's shared answer or fold when one is there; else a new
+         * fold, kept for the others, as run_shared would keep it. */
+        snprintf(akey, sizeof(akey), "%sagg=%s", a.key, st_agg_name(a.q.agg));
+        if ((ans = json_object_get(e->answers, akey)) != NULL) {
+            rv = st_eng_answer_each(ans, fn, arg);
+            st_query_release(&a.q);
+            return rv;
+        }
+        for (size_t i = 0; f == NULL && i < e->nfolds; i++) {
+            if (strcmp(e->folds[i].key, a.key) == 0 &&
+                st_query_fold_serves(e->folds[i].fold, a.q.agg)) {
+                f = e->folds[i].fold;
+            }
+        }
+        if (f == NULL && (rv = fold_new(e, &a.q, a.skey, &f)) == ST_OK &&
+            (rv = keep_fold(e, a.key, a.range, f)) != ST_OK) {
+            st_query_fold_free(f);
+            f = NULL;
+        }
+    } else {
+        own = true;
+        rv = st_query_fold_run(e->st, &a.q, &f, err, sizeof(err));
+    }
+    if (rv == ST_OK) {
+        rv = st_query_fold_each(f, a.q.agg, fn, arg);
+    }
+    if (own) {
+        st_query_fold_free(f);
+    }
+    st_query_release(&a.q);
     return rv;
 }
 

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "query.h"
 #include "store.h"
 
 enum st_severity { ST_SEV_LOW = 1, ST_SEV_MEDIUM, ST_SEV_HIGH, ST_SEV_CRITICAL };
@@ -82,6 +83,14 @@ int st_eng_query(st_eng *e, const char *metric, const char *agg, const char *by,
 int st_eng_query_steps(st_eng *e, const char *metric, const char *agg, const char *by,
                        const char *const *match, size_t nmatch, int64_t window_ms, int64_t step_ms,
                        json_t **out);
+/* st_eng_query_steps's answer group by group, without building it (see
+ * st_query_fold_each): for rules that read thousands of groups of tens of
+ * points each. Errors as st_eng_query; ST_ETOOBIG past the series limit. */
+int st_eng_query_steps_each(st_eng *e, const char *metric, const char *agg, const char *by,
+                            const char *const *match, size_t nmatch, int64_t window_ms,
+                            int64_t step_ms, st_query_group_fn fn, void *arg);
+/* An answer already built (st_eng_query_steps), walked the same way. */
+int st_eng_answer_each(const json_t *ans, st_query_group_fn fn, void *arg);
 /* The one value of a group in a st_eng_query answer; NAN when absent. */
 double st_eng_value(const json_t *series_item);
 /* The effective threshold of a rule (configuration or default). */

@@ -1006,6 +1006,50 @@ static void test_memory_leak(void **state)
     st_candidates_free(&c);
 }
 
+/* The same leaks alone, in a run that shares its questions (the groups are
+ * walked off the shared fold), and past the series limit (host by host,
+ * through the JSON answers); the share of the fleet counts both hosts. */
+static void test_memory_leak_shared_and_host_by_host(void **state)
+{
+    fx *x = *state;
+    const st_rule *r = st_rule_find("function.memory_leak");
+    double v[30];
+    rss(x, "api", rss_leak);
+    rss(x, "slow", rss_slow);
+    rss(x, "tiny", rss_tiny);
+    rss(x, "saw", rss_saw);
+    rss(x, "plateau", rss_plateau);
+    for (int i = 0; i < 30; i++) {
+        v[i] = rss_leak(i);
+    }
+    values(x, "mem.rss", STRATA__V1__KIND__GAUGE, L("process", "api", "host", "app2"),
+           NOW - 30 * 60000 + 30000, 60000, v, 30);
+    flush(x);
+    for (int mode = 0; mode < 3; mode++) {
+        st_candidates c = {0};
+        const st_candidate *k;
+        st_eng *e;
+        assert_int_equal(st_eng_new(x->st, NOW, &e), ST_OK);
+        if (mode >= 1) {
+            st_eng_share_begin(e);
+        }
+        if (mode == 2) {
+            st_eng_set_max_series(e, 5); /* 6 series; app1 has 5 */
+        }
+        assert_int_equal(r->check(e, r, &c), ST_OK);
+        assert_int_equal(c.n, 3);
+        k = find(&c, "process=api host=app2");
+        near(k->value, 60 * MIB, 1e-9);
+        near(k->traffic_share, 0.5, 1e-12);
+        k = find(&c, "process=api host=app1");
+        near(num(k->evidence, "values.rss_bytes"), 129 * MIB, 0);
+        k = find(&c, "process=slow host=app1");
+        near(k->value, 1.05 * MIB, 1e-9);
+        st_candidates_free(&c);
+        st_eng_free(e);
+    }
+}
+
 /* ---- frontend ---- */
 
 static void chunk(fx *x, const char *name, const char *entry, const char *host, double bytes)
@@ -1487,6 +1531,7 @@ int main(void)
         T(test_repeated_work),
         T(test_large_objects),
         T(test_memory_leak),
+        T(test_memory_leak_shared_and_host_by_host),
         T(test_bundle_size),
         T(test_unused_code),
         T(test_duplicate_code),
