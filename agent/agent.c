@@ -269,6 +269,7 @@ int st_agent_new(const st_agent_settings *s, const st_cfg_doc *doc, st_agent **o
         return ST_ENOMEM;
     }
     a->s = s;
+    st_memtrim_set_auto(s->memory_trim_ms > 0); /* before samplers load libcurl or libpq */
     st_buf_init(&a->enc, ST_ENV_MAX_PAYLOAD);
     st_buf_init(&a->env, ST_ENV_MAX_LEN);
     if ((rv = st_fold_new(&a->fold)) != ST_OK || (rv = st_zctx_new(&a->z)) != ST_OK ||

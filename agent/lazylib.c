@@ -102,7 +102,7 @@ static void load_curl(void)
         snprintf(curl_lazy.err, sizeof(curl_lazy.err), "curl_global_init failed");
         curl_lazy.rv = ST_EUNSUPPORTED;
     }
-    (void)st_memtrim();
+    (void)st_memtrim_auto();
 }
 
 static void load_pq(void)
@@ -111,7 +111,7 @@ static void load_pq(void)
     if (pq_lazy.rv == ST_OK) {
         lean_libssl();
     }
-    (void)st_memtrim();
+    (void)st_memtrim_auto();
 }
 
 static int outcome(const struct lazy *l, const char *what, char *err, size_t errlen)

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@
  * mm/pagemap.rst): present, and backed by the file (not a private copy). */
 #define PM_PRESENT (UINT64_C(1) << 63)
 #define PM_FILE (UINT64_C(1) << 61)
+
+static atomic_bool auto_on = true;
 
 struct trim {
     int pagemap;
@@ -157,4 +160,14 @@ size_t st_memtrim(void)
     (void)dl_iterate_phdr(release_object, &t);
     close(t.pagemap);
     return t.released;
+}
+
+void st_memtrim_set_auto(bool on)
+{
+    atomic_store(&auto_on, on);
+}
+
+size_t st_memtrim_auto(void)
+{
+    return atomic_load(&auto_on) ? st_memtrim() : 0;
 }

@@ -23,10 +23,16 @@
 #ifndef ST_MEMTRIM_H
 #define ST_MEMTRIM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Bytes of pages released from mappings (not counting the heap's). Safe
  * from any thread, also while another loads a library. */
 size_t st_memtrim(void);
+/* Whether the agent trims on its own (memory_trim: 0 turns it off): the
+ * trims right after a library is loaded ask st_memtrim_auto. On unless
+ * turned off. */
+void st_memtrim_set_auto(bool on);
+size_t st_memtrim_auto(void);
 
 #endif
