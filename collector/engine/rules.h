@@ -85,7 +85,10 @@ int st_eng_query_steps(st_eng *e, const char *metric, const char *agg, const cha
                        json_t **out);
 /* st_eng_query_steps's answer group by group, without building it (see
  * st_query_fold_each): for rules that read thousands of groups of tens of
- * points each. Errors as st_eng_query; ST_ETOOBIG past the series limit. */
+ * points each. It shares the run's folds and answers of the same question
+ * (not the merging of another grouping's groups that st_eng_query does
+ * for questions without by). Errors as st_eng_query; ST_ETOOBIG past the
+ * series limit. */
 int st_eng_query_steps_each(st_eng *e, const char *metric, const char *agg, const char *by,
                             const char *const *match, size_t nmatch, int64_t window_ms,
                             int64_t step_ms, st_query_group_fn fn, void *arg);

@@ -73,6 +73,11 @@ void st_rbuf_ident(st_rbuf *b, const char *name);
 int st_rules_query(st_eng *e, const char *metric, const char *agg, const char *by,
                    const char *const *match, size_t nmatch, int64_t window_ms, int64_t step_ms,
                    json_t **out);
+/* That answer host by host straight away, for a caller that already knows
+ * the whole one is over the limit. */
+int st_rules_query_per_host(st_eng *e, const char *metric, const char *agg, const char *by,
+                            const char *const *match, size_t nmatch, int64_t window_ms,
+                            int64_t step_ms, json_t **out);
 
 /* A label of a series item of an answer; "" when absent. */
 const char *st_rules_label(const json_t *item, const char *key);

@@ -564,7 +564,7 @@ int st_check_memory_leak(st_eng *e, const st_rule *r, st_candidates *out)
         }
         lw.n = 0;
         json_object_clear(lw.hosts);
-        rv = st_rules_query(e, "mem.rss", "avg", "host,process", NULL, 0, w, step, &ans);
+        rv = st_rules_query_per_host(e, "mem.rss", "avg", "host,process", NULL, 0, w, step, &ans);
         rv = rv == ST_OK ? st_eng_answer_each(ans, leak_group, &lw) : rv;
         json_decref(ans);
     }

@@ -319,9 +319,9 @@ static bool has_host(const char *by)
 }
 
 /* The answer of one query per host, their series concatenated. */
-static int query_per_host(st_eng *e, const char *metric, const char *agg, const char *by,
-                          const char *const *match, size_t nmatch, int64_t window_ms,
-                          int64_t step_ms, json_t **out)
+int st_rules_query_per_host(st_eng *e, const char *metric, const char *agg, const char *by,
+                            const char *const *match, size_t nmatch, int64_t window_ms,
+                            int64_t step_ms, json_t **out)
 {
     const char *m[MATCH_MAX + 1];
     char hm[HOST_MATCH_MAX];
@@ -380,7 +380,7 @@ int st_rules_query(st_eng *e, const char *metric, const char *agg, const char *b
     }
     json_decref(*out);
     *out = NULL;
-    rv = query_per_host(e, metric, agg, by, match, nmatch, window_ms, step_ms, out);
+    rv = st_rules_query_per_host(e, metric, agg, by, match, nmatch, window_ms, step_ms, out);
     if (rv != ST_OK) {
         json_decref(*out);
         *out = NULL;

@@ -1007,8 +1007,9 @@ static void test_memory_leak(void **state)
 }
 
 /* The same leaks alone, in a run that shares its questions (the groups are
- * walked off the shared fold), and past the series limit (host by host,
- * through the JSON answers); the share of the fleet counts both hosts. */
+ * walked off the shared fold, or off the answer another rule had built),
+ * and past the series limit (host by host, through the JSON answers); the
+ * share of the fleet counts both hosts. */
 static void test_memory_leak_shared_and_host_by_host(void **state)
 {
     fx *x = *state;
@@ -1025,7 +1026,7 @@ static void test_memory_leak_shared_and_host_by_host(void **state)
     values(x, "mem.rss", STRATA__V1__KIND__GAUGE, L("process", "api", "host", "app2"),
            NOW - 30 * 60000 + 30000, 60000, v, 30);
     flush(x);
-    for (int mode = 0; mode < 3; mode++) {
+    for (int mode = 0; mode < 4; mode++) {
         st_candidates c = {0};
         const st_candidate *k;
         st_eng *e;
@@ -1035,6 +1036,14 @@ static void test_memory_leak_shared_and_host_by_host(void **state)
         }
         if (mode == 2) {
             st_eng_set_max_series(e, 5); /* 6 series; app1 has 5 */
+        }
+        if (mode == 3) { /* the rule's own question (30 min in 60 s steps), asked before */
+            json_t *pre = NULL;
+            assert_int_equal(st_eng_query_steps(e, "mem.rss", "avg", "host,process", NULL, 0,
+                                                30 * 60000, 60000, &pre),
+                             ST_OK);
+            assert_int_equal(json_array_size(st_rules_series(pre)), 6);
+            json_decref(pre);
         }
         assert_int_equal(r->check(e, r, &c), ST_OK);
         assert_int_equal(c.n, 3);
