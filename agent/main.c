@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 /* Set by the signal handler; main's own state. */
@@ -36,6 +37,48 @@ static void on_signal(int sig)
         /* full: a wake-up is already pending */
     }
     errno = saved;
+}
+
+/* The data_dir this process holds, and its locked descriptor. */
+static int held_fd = -1;
+static char held_dir[4096];
+
+/* One agent per data_dir for as long as the process runs, reloads
+ * included. The spool locks its own directory as well, but it is closed
+ * for a moment while SIGHUP swaps configurations, and a second agent
+ * started right then would take it and the reloading one would stop. So
+ * the running agent also holds its data_dir, from before its spool opens,
+ * and moves the hold only when a reload names another data_dir (the new
+ * one is taken before the old one goes). */
+static int hold_data_dir(const char *dir)
+{
+    int fd;
+    if (held_fd >= 0 && strcmp(dir, held_dir) == 0) {
+        return ST_OK;
+    }
+    if (strlen(dir) >= sizeof(held_dir)) {
+        ST_ERROR("main", "data_dir is over %zu bytes", sizeof(held_dir) - 1);
+        return ST_ETOOBIG;
+    }
+    if (st_mkdir_p(dir) != ST_OK || (fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        ST_ERROR("main", "data_dir %s: %s", dir, strerror(errno));
+        return ST_EIO;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            ST_ERROR("main", "%s is in use by another strata-agent: one agent per data_dir", dir);
+            close(fd);
+            return ST_EEXIST;
+        }
+        ST_WARN("main", "data_dir %s: cannot lock (%s); make sure one agent uses it", dir,
+                strerror(errno));
+    }
+    if (held_fd >= 0) {
+        close(held_fd);
+    }
+    held_fd = fd;
+    snprintf(held_dir, sizeof(held_dir), "%s", dir);
+    return ST_OK;
 }
 
 static void usage_line(const char *line)
@@ -199,7 +242,7 @@ static int run(const struct opts *o, st_agent_settings *s, st_cfg_doc **doc, st_
         atomic_store(&stop_flag, 0);
         st_agent_free(*agent); /* its spool lock and sockets, before the new one takes them */
         *agent = NULL;
-        if (load(o, &ns, &ndoc, &na) == ST_OK) {
+        if (load(o, &ns, &ndoc, &na) == ST_OK && hold_data_dir(ns.data_dir) == ST_OK) {
             ST_INFO("main", "SIGHUP: configuration reloaded from %s",
                     o->config ? o->config : "the flags");
             st_agent_settings_release(s);
@@ -272,6 +315,8 @@ int main(int argc, char **argv)
         printf("configuration OK\n");
     } else if (o.once) {
         rv = run_once(agent, o.once_wait_ms);
+    } else if (hold_data_dir(s.data_dir) != ST_OK) {
+        rv = 1;
     } else {
         if (pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
             ST_WARN("main", "no wake pipe (%s): the schedule polls for signals", strerror(errno));

@@ -75,13 +75,18 @@ cp "$T/collector.yaml.orig" "$CC"
 # A second agent on the same data_dir (a unit and a hand-started agent) is
 # refused, saying why: it would append to the same spool and hand out the
 # same seqs. The running agent goes on; the no-loss check below covers it.
+# Also while the agent reloads, when its spool is closed for a moment: it
+# holds its data_dir throughout.
 cp "$T/agent.yaml.orig" "$CFG"
-spawn agent-twin "$T/twin.log" "$AGENT_BIN" --config "$CFG"
-reap "$ST_PID" 30
-((ST_RC != 0)) || fail "a second agent started on the same data_dir"
-grep -q "in use by another strata-agent" "$T/twin.log" ||
-    fail "the second agent did not say why it stopped: $(tail -n 3 "$T/twin.log")"
-proc_alive "$PID" || fail "the agent exited when a second one tried its data_dir"
+for i in 1 2 3 4; do
+    ((i == 1)) || kill -HUP "$PID"
+    spawn agent-twin "$T/twin$i.log" "$AGENT_BIN" --config "$CFG"
+    reap "$ST_PID" 30
+    ((ST_RC != 0)) || fail "a second agent started on the same data_dir (try $i)"
+    grep -q "in use by another strata-agent" "$T/twin$i.log" ||
+        fail "the second agent did not say why it stopped: $(tail -n 3 "$T/twin$i.log")"
+    proc_alive "$PID" || fail "the agent exited when a second one tried its data_dir (try $i)"
+done
 
 # Several reloads in a row while frames are in flight, then a clean stop:
 # every frame the agent spooled was applied once.
