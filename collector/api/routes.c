@@ -7,6 +7,7 @@
 #include "routes_outbox.h"
 #include "web.h"
 
+#include "engine.h"
 #include "err.h"
 #include "query.h"
 #include "timeutil.h"
@@ -157,6 +158,40 @@ static void histogram(st_buf *b, const char *name, const char *help, _Atomic uin
                   (double)st_metric_get(ns_sum) / 1e9, name, cum);
 }
 
+/* The engine's runs: how many, how long, and where the last one went, so
+ * that a run creeping toward its interval shows before it stalls findings. */
+static void metrics_engine(st_buf *b, st_engine *en)
+{
+    struct st_engine_stats es;
+    uint64_t cum = 0;
+    const char *name = "strata_engine_run_seconds";
+    st_engine_stats(en, &es);
+    counter(b, "strata_engine_runs_total", "Engine runs completed.", es.runs);
+    counter(b, "strata_engine_runs_abandoned_total", "Engine runs cut short by a stop.",
+            es.abandoned);
+    st_buf_printf(b, "# HELP %s Wall time of completed engine runs.\n# TYPE %s histogram\n", name,
+                  name);
+    for (int i = 0; i <= ST_ENGINE_RUN_BUCKETS; i++) {
+        cum += es.bucket[i];
+        if (i < ST_ENGINE_RUN_BUCKETS) {
+            st_buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, st_engine_run_bucket_le[i],
+                          cum);
+        } else {
+            st_buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
+        }
+    }
+    st_buf_printf(b, "%s_sum %.9f\n%s_count %" PRIu64 "\n", name, es.seconds_sum, name, cum);
+    gauge(b, "strata_engine_last_run_cpu_seconds", "CPU time of the last completed engine run.",
+          es.last_cpu_seconds);
+    st_buf_printf(b, "# HELP strata_engine_phase_seconds Wall time of each rule and phase of the "
+                     "last completed engine run.\n"
+                     "# TYPE strata_engine_phase_seconds gauge\n");
+    for (size_t i = 0; i < es.nphase; i++) {
+        st_buf_printf(b, "strata_engine_phase_seconds{phase=\"%s\"} %.9f\n", es.phase[i],
+                      es.phase_seconds[i]);
+    }
+}
+
 static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *resp)
 {
     st_metrics *m = d->metrics;
@@ -218,6 +253,9 @@ static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *
                     "Webhook deliveries given up (refused, redirected, past max_age).", os.failed);
             counter(b, "strata_webhook_attempts_total", "Webhook HTTP attempts.", os.attempts);
         }
+    }
+    if (d->engine != NULL) {
+        metrics_engine(b, d->engine);
     }
     gauge(b, "strata_writer_backlog_frames", "Frames waiting for the writer.",
           (double)st_writer_backlog(d->writer));

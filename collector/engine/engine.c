@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static json_t *load_state(st_engine *en)
@@ -60,6 +61,76 @@ static void set_status(json_t *state, const char *status, int64_t now, const cha
             (long long)json_integer_value(json_object_get(state, "campaign")), status, note);
 }
 
+/* ---- run statistics ---- */
+
+const double st_engine_run_bucket_le[ST_ENGINE_RUN_BUCKETS] = {0.01, 0.025, 0.05, 0.1, 0.2, 0.5,
+                                                               1,    2,     5,    10,  30};
+
+/* The phases after the rules' checks, in a run's order. */
+static const char *const tail_phases[] = {"regressions", "targets", "decide", "commit"};
+
+static size_t rule_count(void)
+{
+    size_t n = 0;
+    while (st_rules[n].id != NULL) {
+        n++;
+    }
+    return n;
+}
+
+/* A phase's index: rule i, or the ith of tail_phases after the rules;
+ * past ST_ENGINE_PHASES_MAX nothing is kept. */
+static size_t phase_of_tail(size_t i)
+{
+    return rule_count() + i;
+}
+
+static void phase_add(st_engine *en, size_t phase, int64_t t0_ns)
+{
+    if (phase < ST_ENGINE_PHASES_MAX) {
+        en->phase_s[phase] += (double)(st_time_mono_ns() - t0_ns) / 1e9;
+    }
+}
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
+        return 0;
+    }
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A completed run's figures become the snapshot /metrics reads. */
+static void stats_run_done(st_engine *en, double wall_s, double cpu_s)
+{
+    struct st_engine_stats *st = &en->stats;
+    size_t b = 0;
+    while (b < ST_ENGINE_RUN_BUCKETS && wall_s > st_engine_run_bucket_le[b]) {
+        b++;
+    }
+    pthread_mutex_lock(&en->snap_mu);
+    st->runs++;
+    st->bucket[b]++;
+    st->seconds_sum += wall_s;
+    st->last_seconds = wall_s;
+    st->last_cpu_seconds = cpu_s;
+    st->nphase = ST_MIN(phase_of_tail(ST_ARRAY_LEN(tail_phases)), (size_t)ST_ENGINE_PHASES_MAX);
+    for (size_t i = 0; i < st->nphase; i++) {
+        size_t r = rule_count();
+        st->phase[i] = i < r ? st_rules[i].id : tail_phases[i - r];
+        st->phase_seconds[i] = en->phase_s[i];
+    }
+    pthread_mutex_unlock(&en->snap_mu);
+}
+
+void st_engine_stats(st_engine *en, struct st_engine_stats *out)
+{
+    pthread_mutex_lock(&en->snap_mu);
+    *out = en->stats;
+    pthread_mutex_unlock(&en->snap_mu);
+}
+
 /* ---- analysis ---- */
 
 static void upsert_all(st_engine *en, const st_rule *r, st_candidates *c, int64_t now)
@@ -78,13 +149,16 @@ static int analyse(st_engine *en, int64_t now)
 {
     st_candidates lat = {0};
     st_candidates errs = {0};
+    int64_t t0;
     int rv;
     for (const st_rule *r = st_rules; r->id != NULL; r++) {
         st_candidates c = {0};
         if (st_eng_cancelled(en->eng)) {
             return ST_ECANCELED;
         }
+        t0 = st_time_mono_ns();
         rv = r->check(en->eng, r, &c);
+        phase_add(en, (size_t)(r - st_rules), t0);
         if (st_eng_cancelled(en->eng)) {
             st_candidates_free(&c);
             return ST_ECANCELED;
@@ -95,7 +169,9 @@ static int analyse(st_engine *en, int64_t now)
         upsert_all(en, r, &c, now);
         st_candidates_free(&c);
     }
+    t0 = st_time_mono_ns();
     rv = st_regressions_check(en, &lat, &errs);
+    phase_add(en, phase_of_tail(0), t0);
     if (rv == ST_OK) {
         upsert_all(en, &st_regression_rules[0], &lat, now);
         upsert_all(en, &st_regression_rules[1], &errs, now);
@@ -355,11 +431,14 @@ static bool step(st_engine *en, json_t *state, json_t *all, int64_t now)
 static int measure_run(st_engine *en, int64_t now, json_t **targets)
 {
     json_t *t;
+    int64_t t0;
     int rv = analyse(en, now);
     if (rv != ST_OK) {
         return rv;
     }
+    t0 = st_time_mono_ns();
     t = st_targets_validate(en);
+    phase_add(en, phase_of_tail(1), t0);
     if (st_eng_cancelled(en->eng)) {
         json_decref(t); /* some targets were never measured */
         return ST_ECANCELED;
@@ -390,8 +469,12 @@ int st_engine_run(st_engine *en, int64_t now)
 {
     json_t *targets = NULL;
     bool work = false;
+    int64_t t0 = st_time_mono_ns();
+    double cpu0 = thread_cpu_s();
+    int64_t tp;
     int rv;
     pthread_mutex_lock(&en->mu);
+    memset(en->phase_s, 0, sizeof(en->phase_s));
     st_eng_set_now(en->eng, now);
     /* The rules, targets and regressions ask some questions several
      * times, and some of one metric and window with several aggs. */
@@ -405,12 +488,23 @@ int st_engine_run(st_engine *en, int64_t now)
         json_decref(en->targets);
         en->targets = targets;
         pthread_mutex_unlock(&en->snap_mu);
+        tp = st_time_mono_ns();
         work = decide(en, now);
+        phase_add(en, phase_of_tail(2), tp);
+        tp = st_time_mono_ns();
         st_run_commit(en);
+        phase_add(en, phase_of_tail(3), tp);
         en->finishing = false;
     }
     st_eng_share_end(en->eng);
     st_run_end(en); /* an abandoned run's records are dropped unwritten */
+    if (rv == ST_OK) {
+        stats_run_done(en, (double)(st_time_mono_ns() - t0) / 1e9, thread_cpu_s() - cpu0);
+    } else if (rv == ST_ECANCELED) {
+        pthread_mutex_lock(&en->snap_mu);
+        en->stats.abandoned++;
+        pthread_mutex_unlock(&en->snap_mu);
+    }
     pthread_mutex_unlock(&en->mu);
     if (rv != ST_OK) {
         st_log(rv == ST_ECANCELED ? ST_LOG_INFO : ST_LOG_WARN, "engine", "run abandoned: %s",

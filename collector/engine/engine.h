@@ -71,6 +71,26 @@ int st_engine_run(st_engine *en, int64_t now_ms);
 
 /* ---- API ---- */
 
+/* What the runs cost, for /metrics: counts, a histogram of run wall time,
+ * and where the last completed run spent its time (each rule's check, then
+ * the regressions, the targets, deciding and the commit). */
+#define ST_ENGINE_RUN_BUCKETS 11
+#define ST_ENGINE_PHASES_MAX 48
+extern const double st_engine_run_bucket_le[ST_ENGINE_RUN_BUCKETS];
+struct st_engine_stats {
+    uint64_t runs;                              /* completed (measured, decided and committed) */
+    uint64_t abandoned;                         /* cut short by a stop */
+    uint64_t bucket[ST_ENGINE_RUN_BUCKETS + 1]; /* completed runs by wall time; last: +Inf */
+    double seconds_sum;
+    double last_seconds;     /* wall */
+    double last_cpu_seconds; /* the engine thread's CPU */
+    size_t nphase;
+    const char *phase[ST_ENGINE_PHASES_MAX]; /* static names */
+    double phase_seconds[ST_ENGINE_PHASES_MAX];
+};
+/* A snapshot; never waits for a run. */
+void st_engine_stats(st_engine *en, struct st_engine_stats *out);
+
 /* {status, iteration, max_iterations, campaign, targets: [...], counts}. */
 json_t *st_engine_status(st_engine *en);
 /* Findings filtered by status/layer (NULL: all), highest priority first. */

@@ -24,11 +24,13 @@ struct st_engine {
     pthread_t thread;
     bool started;
     atomic_bool stopping;
-    bool finishing;            /* the run is past its measuring part (engine thread, under mu) */
-    json_t *targets;           /* the last validation, for /v1/status (under snap_mu) */
-    json_t *pending;           /* regression ids seen last run: they open on the second */
-    struct st_run *run;        /* the records of the run under way (records.c); NULL between runs */
-    struct st_run *kept;       /* the last run's findings, committed whole: the next one's start */
+    bool finishing;      /* the run is past its measuring part (engine thread, under mu) */
+    json_t *targets;     /* the last validation, for /v1/status (under snap_mu) */
+    json_t *pending;     /* regression ids seen last run: they open on the second */
+    struct st_run *run;  /* the records of the run under way (records.c); NULL between runs */
+    struct st_run *kept; /* the last run's findings, committed whole: the next one's start */
+    struct st_engine_stats stats;         /* under snap_mu */
+    double phase_s[ST_ENGINE_PHASES_MAX]; /* the run under way (engine thread, under mu) */
     size_t run_writes;         /* records the last run wrote (for tests and benchmarks) */
     size_t run_finding_writes; /* of which findings */
     char name[128];

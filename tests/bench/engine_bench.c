@@ -808,6 +808,44 @@ static void dump_run(st_engine *en, const char *path, int run)
     json_decref(line);
 }
 
+static int by_seconds(const void *a, const void *b)
+{
+    const struct {
+        const char *name;
+        double s;
+    } *x = a, *y = b;
+    return x->s < y->s ? 1 : (x->s > y->s ? -1 : 0);
+}
+
+/* Where the last run's wall time went, the largest first (the figures
+ * /metrics gives as strata_engine_phase_seconds). */
+static void print_phases(st_engine *en)
+{
+    struct st_engine_stats es;
+    struct {
+        const char *name;
+        double s;
+    } ph[ST_ENGINE_PHASES_MAX];
+    double sum = 0;
+    st_engine_stats(en, &es);
+    for (size_t i = 0; i < es.nphase; i++) {
+        ph[i].name = es.phase[i];
+        ph[i].s = es.phase_seconds[i];
+        sum += ph[i].s;
+    }
+    qsort(ph, es.nphase, sizeof(ph[0]), by_seconds);
+    printf("  the last run, %.1f ms wall (%.1f ms CPU), by phase:", es.last_seconds * 1e3,
+           es.last_cpu_seconds * 1e3);
+    for (size_t i = 0; i < es.nphase && ph[i].s >= 0.0005; i++) {
+        printf(" %s %.1f", ph[i].name, ph[i].s * 1e3);
+    }
+    printf(" ms; the rest %.1f ms (findings upserted, the run's answers freed)\n",
+           (es.last_seconds - sum) * 1e3);
+    for (size_t i = 0; i < es.nphase; i++) {
+        printf("RESULT engine_phase phase=%s ms=%.2f\n", ph[i].name, ph[i].s * 1e3);
+    }
+}
+
 static int engine_runs(st_engine *en, const struct opts *o, int64_t now)
 {
     double wall[MAX_RUNS];
@@ -852,6 +890,7 @@ static int engine_runs(st_engine *en, const struct opts *o, int64_t now)
         printf("  heap in use after the runs: %.1f MiB\n", (double)mi.uordblks / MIB);
         printf("RESULT engine_heap bytes=%zu\n", mi.uordblks);
     }
+    print_phases(en);
     print_findings(en);
     return ST_OK;
 }

@@ -154,6 +154,21 @@ else
 fi
 applied=$(metric strata_ingest_frames_applied_total)
 assert_gt "$applied" 0 "strata_ingest_frames_applied_total"
+# The engine's runs: counted, timed, and the last one's time by rule.
+engine_ran() { (($(metric strata_engine_runs_total) >= 1)); }
+wait_for 60 "an engine run on /metrics" engine_ran
+assert_eq "$(metric strata_engine_runs_total)" "$(metric strata_engine_run_seconds_count)" \
+    "engine runs counted and timed"
+curl -fsS --max-time 5 "http://$HTTP_ADDR/metrics" >"$T/metrics2.out"
+for phase in database.seq_scan_index function.memory_leak regressions targets commit; do
+    grep -q "^strata_engine_phase_seconds{phase=\"$phase\"} [0-9.]*$" "$T/metrics2.out" ||
+        fail "no strata_engine_phase_seconds for $phase"
+done
+if command -v "$PROMTOOL" >/dev/null; then
+    "$PROMTOOL" check metrics <"$T/metrics2.out" >"$T/promtool2.out" 2>&1 ||
+        fail "promtool check metrics with the engine's phases: $(cat "$T/promtool2.out")"
+fi
+log "engine on /metrics: $(metric strata_engine_runs_total) runs"
 
 # ---- aggregated answers against the raw points ---------------------------------------------
 

@@ -411,6 +411,10 @@ static void test_stop_abandons_the_run(void **state)
 {
     struct cancel_after cut = {0, 5};
     struct cancel_after whole = {0, 1 << 30};
+    struct st_engine_stats es;
+    uint64_t nb = 0;
+    size_t nrules = 0;
+    double phases = 0;
     st_engine *en;
     char *val = NULL;
     size_t len;
@@ -424,6 +428,10 @@ static void test_stop_abandons_the_run(void **state)
     st_eng_set_cancel(st_engine_eng(en), cancel_after, &cut);
     assert_int_equal(st_engine_run(en, T0), ST_ECANCELED);
     assert_true(cut.asked <= cut.after + 3);
+    st_engine_stats(en, &es);
+    assert_int_equal(es.abandoned, 1);
+    assert_int_equal(es.runs, 0);
+    assert_int_equal(es.nphase, 0); /* no completed run to show */
     assert_int_equal(records(), 0); /* an abandoned run writes nothing */
     assert_int_equal(st_store_kv_get(st, "engine/state", &val, &len), ST_ENOENT);
     s = st_engine_status(en);
@@ -433,6 +441,29 @@ static void test_stop_abandons_the_run(void **state)
     st_eng_set_cancel(st_engine_eng(en), cancel_after, &whole);
     assert_true(st_engine_run(en, T0) >= 0);
     assert_true(whole.asked > 4 * cut.asked);
+    /* /metrics' figures: one run, in one bucket, every rule then the
+     * four phases after them, none longer than the run. */
+    st_engine_stats(en, &es);
+    assert_int_equal(es.runs, 1);
+    assert_int_equal(es.abandoned, 1);
+    for (size_t i = 0; i <= ST_ENGINE_RUN_BUCKETS; i++) {
+        nb += es.bucket[i];
+    }
+    assert_int_equal(nb, 1);
+    assert_true(es.last_seconds > 0 && es.last_cpu_seconds > 0);
+    assert_true(es.seconds_sum == es.last_seconds);
+    for (const st_rule *r = st_rules; r->id != NULL; r++) {
+        assert_string_equal(es.phase[r - st_rules], r->id);
+        nrules++;
+    }
+    assert_int_equal(es.nphase, nrules + 4);
+    assert_string_equal(es.phase[nrules], "regressions");
+    assert_string_equal(es.phase[nrules + 3], "commit");
+    for (size_t i = 0; i < es.nphase; i++) {
+        assert_true(es.phase_seconds[i] >= 0);
+        phases += es.phase_seconds[i];
+    }
+    assert_true(phases > 0 && phases <= es.last_seconds);
     assert_int_equal(st_store_kv_get(st, "engine/state", &val, &len), ST_OK);
     free(val);
     f = find_rule(en, "infrastructure.cdn_cache");
