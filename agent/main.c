@@ -4,6 +4,7 @@
 #include "lazylib.h"
 #include "log.h"
 #include "settings.h"
+#include "spool.h"
 #include "timeutil.h"
 #include "util.h"
 
@@ -16,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 /* Set by the signal handler; main's own state. */
@@ -64,14 +64,9 @@ static int hold_data_dir(const char *dir)
         ST_ERROR("main", "data_dir %s: %s", dir, strerror(errno));
         return ST_EIO;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK) {
-            ST_ERROR("main", "%s is in use by another strata-agent: one agent per data_dir", dir);
-            close(fd);
-            return ST_EEXIST;
-        }
-        ST_WARN("main", "data_dir %s: cannot lock (%s); make sure one agent uses it", dir,
-                strerror(errno));
+    if (st_spool_lock_dir(fd, dir, "main") != ST_OK) {
+        close(fd);
+        return ST_EEXIST;
     }
     if (held_fd >= 0) {
         close(held_fd);

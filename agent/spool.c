@@ -878,6 +878,20 @@ static void apply_opts(st_spool *sp, const struct st_spool_opts *opts)
     sp->no_fsync = opts->no_fsync;
 }
 
+int st_spool_lock_dir(int dirfd, const char *dir, const char *mod)
+{
+    if (flock(dirfd, LOCK_EX | LOCK_NB) == 0) {
+        return ST_OK;
+    }
+    if (errno == EWOULDBLOCK) {
+        ST_ERROR(mod, "%s is in use by another strata-agent: one agent per data_dir", dir);
+        return ST_EEXIST;
+    }
+    /* A file system without locks: go on as before, unguarded. */
+    ST_WARN(mod, "%s: cannot lock (%s); make sure one agent uses it", dir, strerror(errno));
+    return ST_OK;
+}
+
 int st_spool_open(const struct st_spool_opts *opts, st_spool **out)
 {
     st_spool *sp;
@@ -909,16 +923,9 @@ int st_spool_open(const struct st_spool_opts *opts, st_spool **out)
     }
     /* One spool, one writer: a second agent on the same data_dir (a unit
      * and a hand-started agent, an overlapping restart) would append to
-     * the same segment and hand out the same seqs. The lock goes with the
-     * descriptor: on close, and when the process dies however it dies. */
-    if (flock(sp->dirfd, LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK) {
-            ST_ERROR(MOD, "%s is in use by another strata-agent: one agent per data_dir", sp->dir);
-            rv = ST_EEXIST;
-            goto out;
-        }
-        /* A file system without locks: go on as before, unguarded. */
-        ST_WARN(MOD, "%s: cannot lock (%s); make sure one agent uses it", sp->dir, strerror(errno));
+     * the same segment and hand out the same seqs. */
+    if ((rv = st_spool_lock_dir(sp->dirfd, sp->dir, MOD)) != ST_OK) {
+        goto out;
     }
     if ((rv = load_agent_id(sp)) != ST_OK || (rv = cursor_load(sp)) != ST_OK ||
         (rv = list_segs(sp)) != ST_OK || (rv = recover(sp)) != ST_OK) {

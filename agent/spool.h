@@ -53,6 +53,12 @@ struct st_spool_stats {
  * when agent.id or the cursor cannot be read back (guessing could reuse
  * seqs), ST_EIO, ST_ENOMEM. */
 int st_spool_open(const struct st_spool_opts *opts, st_spool **out);
+/* Locks the directory dirfd names for this open file, without waiting:
+ * the lock goes when the descriptor closes, also when the process dies
+ * however it dies. ST_EEXIST (logged under mod, naming dir) when another
+ * strata-agent holds it; on a file system without locks, a warning and
+ * ST_OK. */
+int st_spool_lock_dir(int dirfd, const char *dir, const char *mod);
 /* Saves how far contiguous acks got (so a restart resends nothing) and frees.
  * NULL-safe. */
 void st_spool_close(st_spool *sp);

@@ -140,22 +140,34 @@ static void metrics_rejects(st_buf *b, st_metrics *m)
     }
 }
 
-static void histogram(st_buf *b, const char *name, const char *help, _Atomic uint64_t *buckets,
-                      _Atomic uint64_t *ns_sum)
+/* A histogram from its bounds (seconds), n + 1 bucket counts (last:
+ * +Inf) and the sum of what it counted. */
+static void histogram(st_buf *b, const char *name, const char *help, const double *le, int n,
+                      const uint64_t *counts, double sum)
 {
     uint64_t cum = 0;
     st_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-    for (int i = 0; i <= ST_COMMIT_BUCKETS; i++) {
-        cum += st_metric_get(&buckets[i]);
-        if (i < ST_COMMIT_BUCKETS) {
-            st_buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, st_commit_bucket_le[i],
-                          cum);
+    for (int i = 0; i <= n; i++) {
+        cum += counts[i];
+        if (i < n) {
+            st_buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, le[i], cum);
         } else {
             st_buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
         }
     }
-    st_buf_printf(b, "%s_sum %.9f\n%s_count %" PRIu64 "\n", name,
-                  (double)st_metric_get(ns_sum) / 1e9, name, cum);
+    st_buf_printf(b, "%s_sum %.9f\n%s_count %" PRIu64 "\n", name, sum, name, cum);
+}
+
+/* A latency histogram of st_metrics (the commit bounds, nanosecond sum). */
+static void latency_histogram(st_buf *b, const char *name, const char *help,
+                              _Atomic uint64_t *buckets, _Atomic uint64_t *ns_sum)
+{
+    uint64_t counts[ST_COMMIT_BUCKETS + 1];
+    for (int i = 0; i <= ST_COMMIT_BUCKETS; i++) {
+        counts[i] = st_metric_get(&buckets[i]);
+    }
+    histogram(b, name, help, st_commit_bucket_le, ST_COMMIT_BUCKETS, counts,
+              (double)st_metric_get(ns_sum) / 1e9);
 }
 
 /* The engine's runs: how many, how long, and where the last one went, so
@@ -163,24 +175,12 @@ static void histogram(st_buf *b, const char *name, const char *help, _Atomic uin
 static void metrics_engine(st_buf *b, st_engine *en)
 {
     struct st_engine_stats es;
-    uint64_t cum = 0;
-    const char *name = "strata_engine_run_seconds";
     st_engine_stats(en, &es);
     counter(b, "strata_engine_runs_total", "Engine runs completed.", es.runs);
     counter(b, "strata_engine_runs_abandoned_total", "Engine runs cut short by a stop.",
             es.abandoned);
-    st_buf_printf(b, "# HELP %s Wall time of completed engine runs.\n# TYPE %s histogram\n", name,
-                  name);
-    for (int i = 0; i <= ST_ENGINE_RUN_BUCKETS; i++) {
-        cum += es.bucket[i];
-        if (i < ST_ENGINE_RUN_BUCKETS) {
-            st_buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, st_engine_run_bucket_le[i],
-                          cum);
-        } else {
-            st_buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
-        }
-    }
-    st_buf_printf(b, "%s_sum %.9f\n%s_count %" PRIu64 "\n", name, es.seconds_sum, name, cum);
+    histogram(b, "strata_engine_run_seconds", "Wall time of completed engine runs.",
+              st_engine_run_bucket_le, ST_ENGINE_RUN_BUCKETS, es.bucket, es.seconds_sum);
     gauge(b, "strata_engine_last_run_cpu_seconds", "CPU time of the last completed engine run.",
           es.last_cpu_seconds);
     st_buf_printf(b, "# HELP strata_engine_phase_seconds Wall time of each rule and phase of the "
@@ -219,10 +219,10 @@ static int get_metrics(const struct st_api_deps *d, const st_req *req, st_resp *
         st_buf_printf(b, "strata_ingest_frames_codec_total{codec=\"%s\"} %" PRIu64 "\n", names[i],
                       st_metric_get(&m->frames_codec[i]));
     }
-    histogram(b, "strata_store_commit_seconds", "Latency of group commits.", m->commit_bucket,
-              &m->commit_ns_sum);
-    histogram(b, "strata_query_seconds", "Latency of /v1/query answers.", m->query_bucket,
-              &m->query_ns_sum);
+    latency_histogram(b, "strata_store_commit_seconds", "Latency of group commits.",
+                      m->commit_bucket, &m->commit_ns_sum);
+    latency_histogram(b, "strata_query_seconds", "Latency of /v1/query answers.", m->query_bucket,
+                      &m->query_ns_sum);
     counter(b, "strata_store_commit_failures_total", "Batches that could not be committed.",
             st_metric_get(&m->commit_failures));
     counter(b, "strata_store_map_grows_total", "Times the LMDB map was grown.",

@@ -349,6 +349,29 @@ static int fold_new(st_eng *e, const st_query *q, const char *skey, st_query_fol
     return rv;
 }
 
+/* The run's fold of the question key that serves agg, or NULL. */
+static st_query_fold *shared_fold(const st_eng *e, const char *key, enum st_agg agg)
+{
+    for (size_t i = 0; i < e->nfolds; i++) {
+        if (strcmp(e->folds[i].key, key) == 0 && st_query_fold_serves(e->folds[i].fold, agg)) {
+            return e->folds[i].fold;
+        }
+    }
+    return NULL;
+}
+
+/* A new fold of q, kept for the run's later questions. */
+static int new_shared_fold(st_eng *e, const st_query *q, const char *key, const char *range,
+                           const char *skey, st_query_fold **out)
+{
+    int rv = fold_new(e, q, skey, out);
+    if (rv == ST_OK && (rv = keep_fold(e, key, range, *out)) != ST_OK) {
+        st_query_fold_free(*out);
+        *out = NULL;
+    }
+    return rv;
+}
+
 static int run_shared(st_eng *e, const st_query *q, const char *key, const char *range,
                       const char *skey, json_t **out)
 {
@@ -361,11 +384,7 @@ static int run_shared(st_eng *e, const st_query *q, const char *key, const char 
         *out = json_incref(ans);
         return ST_OK;
     }
-    for (size_t i = 0; f == NULL && i < e->nfolds; i++) {
-        if (strcmp(e->folds[i].key, key) == 0 && st_query_fold_serves(e->folds[i].fold, q->agg)) {
-            f = e->folds[i].fold;
-        }
-    }
+    f = shared_fold(e, key, q->agg);
     if (f == NULL && (f = merging_fold(e, q, range)) != NULL) {
         if ((rv = st_query_fold_merged(f, q->agg, q->m, q->nm, &ans)) != ST_OK) {
             return rv;
@@ -374,14 +393,8 @@ static int run_shared(st_eng *e, const st_query *q, const char *key, const char 
         *out = ans;
         return ST_OK;
     }
-    if (f == NULL) {
-        if ((rv = fold_new(e, q, skey, &f)) != ST_OK) {
-            return rv;
-        }
-        if ((rv = keep_fold(e, key, range, f)) != ST_OK) {
-            st_query_fold_free(f);
-            return rv;
-        }
+    if (f == NULL && (rv = new_shared_fold(e, q, key, range, skey, &f)) != ST_OK) {
+        return rv;
     }
     if ((rv = st_query_fold_answer(f, q->agg, &ans)) != ST_OK) {
         return rv;
@@ -527,16 +540,8 @@ int st_eng_query_steps_each(st_eng *e, const char *metric, const char *agg, cons
             st_query_release(&a.q);
             return rv;
         }
-        for (size_t i = 0; f == NULL && i < e->nfolds; i++) {
-            if (strcmp(e->folds[i].key, a.key) == 0 &&
-                st_query_fold_serves(e->folds[i].fold, a.q.agg)) {
-                f = e->folds[i].fold;
-            }
-        }
-        if (f == NULL && (rv = fold_new(e, &a.q, a.skey, &f)) == ST_OK &&
-            (rv = keep_fold(e, a.key, a.range, f)) != ST_OK) {
-            st_query_fold_free(f);
-            f = NULL;
+        if ((f = shared_fold(e, a.key, a.q.agg)) == NULL) {
+            rv = new_shared_fold(e, &a.q, a.key, a.range, a.skey, &f);
         }
     } else {
         own = true;

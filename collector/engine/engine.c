@@ -116,8 +116,7 @@ static void stats_run_done(st_engine *en, double wall_s, double cpu_s)
     st->last_seconds = wall_s;
     st->last_cpu_seconds = cpu_s;
     st->nphase = ST_MIN(phase_of_tail(ST_ARRAY_LEN(tail_phases)), (size_t)ST_ENGINE_PHASES_MAX);
-    for (size_t i = 0; i < st->nphase; i++) {
-        size_t r = rule_count();
+    for (size_t i = 0, r = rule_count(); i < st->nphase; i++) {
         st->phase[i] = i < r ? st_rules[i].id : tail_phases[i - r];
         st->phase_seconds[i] = en->phase_s[i];
     }

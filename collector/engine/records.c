@@ -159,7 +159,6 @@ int st_run_put(st_engine *en, const char *key, json_t *rec)
 /* The records a run changed, written in batches of one transaction each. */
 struct pending {
     st_store_kv *items;
-    const char **ids; /* the finding id of an item (NULL: another record) */
     size_t n, cap;
     size_t bytes; /* of the batch not yet written */
     size_t from;  /* first item of that batch */
@@ -177,13 +176,16 @@ static void flush_batch(st_engine *en, struct pending *p)
     p->bytes = 0;
 }
 
-/* Queues rec under key unless it is byte for byte what was loaded. Takes
- * the text and key it makes; freed after the batches are written. */
-static int queue_text(st_engine *en, struct pending *p, const char *key, const char *id,
-                      const json_t *rec, const json_t *loaded, size_t *written)
+/* Queues rec under key unless it is byte for byte its text in loaded[id]
+ * (loaded NULL: always), and records the new text there: loaded is the
+ * store's once the run commits whole, and is dropped with the run if not.
+ * Takes the text and key it makes; freed after the batches are written. */
+static int queue_text(st_engine *en, struct pending *p, const char *key, json_t *loaded,
+                      const char *id, const json_t *rec, size_t *written)
 {
     char *text = json_dumps(rec, JSON_COMPACT);
     char *k = strdup(key);
+    const json_t *was = loaded != NULL ? json_object_get(loaded, id) : NULL;
     size_t len;
     if (text == NULL || k == NULL) {
         free(text);
@@ -191,8 +193,8 @@ static int queue_text(st_engine *en, struct pending *p, const char *key, const c
         return ST_ENOMEM;
     }
     len = strlen(text);
-    if (loaded != NULL && json_string_length(loaded) == len &&
-        memcmp(json_string_value(loaded), text, len) == 0) {
+    if (was != NULL && json_string_length(was) == len &&
+        memcmp(json_string_value(was), text, len) == 0) {
         free(text);
         free(k);
         return ST_OK;
@@ -200,22 +202,22 @@ static int queue_text(st_engine *en, struct pending *p, const char *key, const c
     if (p->n == p->cap) {
         size_t cap = p->cap ? 2 * p->cap : 256;
         st_store_kv *items = realloc(p->items, cap * sizeof(*items));
-        const char **ids = items != NULL ? realloc(p->ids, cap * sizeof(*ids)) : NULL;
-        if (items != NULL) {
-            p->items = items;
-        }
-        if (ids == NULL) {
+        if (items == NULL) {
             free(text);
             free(k);
             return ST_ENOMEM;
         }
-        p->ids = ids;
+        p->items = items;
         p->cap = cap;
+    }
+    if (loaded != NULL && json_object_set_new(loaded, id, json_stringn_nocheck(text, len)) != 0) {
+        free(text);
+        free(k);
+        return ST_ENOMEM;
     }
     if (p->n - p->from == ST_STORE_KV_BATCH_MAX || p->bytes + len > ST_STORE_KV_BATCH_BYTES) {
         flush_batch(en, p);
     }
-    p->ids[p->n] = id;
     p->items[p->n++] = (st_store_kv){k, text, len, false};
     p->bytes += len;
     (*written)++;
@@ -239,32 +241,25 @@ int st_run_commit(st_engine *en)
     {
         int r;
         snprintf(key, sizeof(key), ST_FINDING_PREFIX "%s", k);
-        if ((r = queue_text(en, &p, key, k, v, json_object_get(run->loaded, k), &findings)) !=
-            ST_OK) {
+        if ((r = queue_text(en, &p, key, run->loaded, k, v, &findings)) != ST_OK) {
             rv = r;
         }
     }
     json_object_foreach(run->other, k, v)
     {
-        int r = queue_text(en, &p, k, NULL, v, NULL, &others);
+        int r = queue_text(en, &p, k, NULL, NULL, v, &others);
         rv = r != ST_OK ? r : rv;
     }
     flush_batch(en, &p);
     rv = p.rv != ST_OK ? p.rv : rv;
-    /* All written: the texts are now the store's, and the findings with
+    /* All written: loaded holds the store's texts, and the findings with
      * them are where the next run starts. */
     run->committed = rv == ST_OK;
     for (size_t i = 0; i < p.n; i++) {
-        if (run->committed && p.ids[i] != NULL &&
-            json_object_set_new(run->loaded, p.ids[i],
-                                json_stringn_nocheck(p.items[i].val, p.items[i].len)) != 0) {
-            run->committed = false;
-        }
         free((char *)p.items[i].key);
         free((void *)p.items[i].val);
     }
     free(p.items);
-    free(p.ids);
     en->run_writes = findings + others;
     en->run_finding_writes = findings;
     ST_DEBUG("engine", "run wrote %zu of %zu findings and %zu other records", findings,

@@ -489,17 +489,21 @@ static int leak_candidate(st_eng *e, const st_rule *r, const json_t *item, const
     return st_rules_add(out, &c);
 }
 
-/* The groups of the RSS answer as they are walked: the fits of the ones
- * that leak, and every host seen (a finding's share of the fleet). */
+/* The groups of the RSS answer as they are walked: the ones that leak,
+ * and every host seen (a finding's share of the fleet). */
+struct leak {
+    json_t *labels;
+    st_leak_fit fit;
+};
+
 struct leak_walk {
     double thr;
     double *hours; /* a group's times, in hours */
     size_t cap;
     json_t *hosts; /* host -> true */
-    json_t **labels;
-    st_leak_fit *fits;
+    struct leak *v;
     size_t n;
-    size_t capfits;
+    size_t capv;
 };
 
 static int leak_group(void *arg, json_t *labels, const int64_t *t, const double *v, size_t n)
@@ -518,21 +522,16 @@ static int leak_group(void *arg, json_t *labels, const int64_t *t, const double 
     if (!st_leak_detect(w->hours, v, n, &fit) || !(fit.slope > w->thr)) {
         return ST_OK;
     }
-    if (w->n == w->capfits) {
-        size_t cap = w->capfits ? 2 * w->capfits : 16;
-        json_t **nl = realloc(w->labels, cap * sizeof(*nl));
-        st_leak_fit *nf = nl != NULL ? realloc(w->fits, cap * sizeof(*nf)) : NULL;
-        if (nl != NULL) {
-            w->labels = nl;
-        }
-        if (nf == NULL) {
+    if (w->n == w->capv) {
+        size_t cap = w->capv ? 2 * w->capv : 16;
+        struct leak *nv = realloc(w->v, cap * sizeof(*nv));
+        if (nv == NULL) {
             return ST_ENOMEM;
         }
-        w->fits = nf;
-        w->capfits = cap;
+        w->v = nv;
+        w->capv = cap;
     }
-    w->labels[w->n] = json_incref(labels);
-    w->fits[w->n++] = fit;
+    w->v[w->n++] = (struct leak){json_incref(labels), fit};
     return ST_OK;
 }
 
@@ -560,7 +559,7 @@ int st_check_memory_leak(st_eng *e, const st_rule *r, st_candidates *out)
     if (rv == ST_ETOOBIG) {
         json_t *ans = NULL;
         for (size_t i = 0; i < lw.n; i++) {
-            json_decref(lw.labels[i]);
+            json_decref(lw.v[i].labels);
         }
         lw.n = 0;
         json_object_clear(lw.hosts);
@@ -570,17 +569,16 @@ int st_check_memory_leak(st_eng *e, const st_rule *r, st_candidates *out)
     }
     for (size_t i = 0; i < lw.n; i++) {
         if (rv == ST_OK) {
-            json_t *item = json_pack("{s:O}", "labels", lw.labels[i]);
+            json_t *item = json_pack("{s:O}", "labels", lw.v[i].labels);
             rv = item != NULL
-                     ? leak_candidate(e, r, item, &lw.fits[i], json_object_size(lw.hosts), out)
+                     ? leak_candidate(e, r, item, &lw.v[i].fit, json_object_size(lw.hosts), out)
                      : ST_ENOMEM;
             json_decref(item);
         }
-        json_decref(lw.labels[i]);
+        json_decref(lw.v[i].labels);
     }
     json_decref(lw.hosts);
-    free(lw.labels);
-    free(lw.fits);
+    free(lw.v);
     free(lw.hours);
     return rv;
 }
