@@ -12,6 +12,7 @@
 
 #include "err.h"
 #include "frame.h"
+#include "testframe.h"
 #include "sketch.h"
 
 #define NOW 1767225600000LL /* 2026-01-01T00:00:00Z */
@@ -330,20 +331,14 @@ static void test_decode_nul_outside_strings(void **state)
  * agent's fold builds them; ASan checks that every block goes back. */
 static void test_free_built_frame(void **state)
 {
-    st_frame *f = malloc(sizeof(*f));
+    st_frame *f = st_test_frame_new(agent_id, 1, "web-1", STRATA__V1__ROLE__APP, 1);
     Strata__V1__Series *s = malloc(sizeof(*s));
     Strata__V1__Label *l = malloc(sizeof(*l));
     (void)state;
-    assert_non_null(f);
     assert_non_null(s);
     assert_non_null(l);
-    strata__v1__frame__init(f);
     strata__v1__series__init(s);
     strata__v1__label__init(l);
-    f->agent_id.data = malloc(16);
-    assert_non_null(f->agent_id.data);
-    memcpy(f->agent_id.data, agent_id, 16);
-    f->agent_id.len = 16;
     s->name = strdup("mem.rss");
     l->key = strdup("process");
     s->labels = malloc(sizeof(*s->labels));
@@ -351,7 +346,6 @@ static void test_free_built_frame(void **state)
     s->n_labels = 1;
     s->values = calloc(2, sizeof(double));
     s->n_values = 2;
-    f->series = malloc(sizeof(*f->series));
     f->series[0] = s;
     f->n_series = 1;
     st_frame_free(f); /* unit and label value stay protobuf_c_empty_string */
