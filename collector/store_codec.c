@@ -1,8 +1,10 @@
 /* Column codec of the store's compacted entries (see store_codec.h).
- * Integers are zigzag varints, absolute or delta-coded, whichever is
- * shorter for the column; doubles are XORed with the previous one and
- * written byte plane by byte plane, so that zstd sees the long runs of
- * equal sign, exponent and high mantissa bytes that real series have. */
+ * Integers are zigzag varints (absolute, delta or offset from the minimum)
+ * or bit-packed offsets, whichever zstd is estimated to store smallest;
+ * doubles that are decimals (or nearly: sums of them) are written as
+ * integers, others XORed with the previous one and written byte plane by
+ * byte plane, so that zstd sees the long runs of equal sign, exponent and
+ * high mantissa bytes that real series have. */
 #include "store_codec.h"
 
 #include "err.h"
@@ -22,6 +24,9 @@
 #define NFIELDS 5                    /* sum, min, max, first, last */
 #define EXACT_INT 9007199254740992.0 /* 2^53 */
 #define MAX_DECIMALS 18
+#define DMODE_XOR 0     /* doubles: XOR with the previous, in byte planes */
+#define DMODE_DECIMAL 1 /* + k: exactly i / 10^k */
+#define DMODE_NEAR 0x40 /* + k: i / 10^k and a few units in the last place */
 
 /* ---- memory of a decoded entry ---- */
 
@@ -139,36 +144,140 @@ static void put_planes(struct wr *w, const uint64_t *words, size_t n)
     }
 }
 
-/* A column of integers, whichever is shortest: mode 0 absolute, 1 delta
- * from the previous, 2 offset from the column's minimum (noisy values in a
- * narrow band: counters' per-interval deltas, gauges). */
+/* ---- integer columns ----
+ *
+ * A column is written in whichever mode zstd will store smallest: 0
+ * absolute, 1 delta from the previous, 2 offset from the column's minimum
+ * (all zigzag varints), or 3 the offsets bit-packed at the width of the
+ * largest. The choice is by estimate: a varint column costs about the
+ * order-0 entropy of its bytes (zstd's literals are Huffman-coded), a
+ * packed one exactly its bits (white noise in a band, which byte-aligned
+ * varints cannot get under 8 bits a byte's worth of it). Choosing by
+ * varint length instead picked deltas for counters' noisy increments: a
+ * bit more per value than their offsets. */
+
+#define IMODE_ABS 0
+#define IMODE_DELTA 1
+#define IMODE_OFFSET 2
+#define IMODE_PACKED 3
+
+struct ichoice {
+    int mode;
+    int width;   /* bits of a packed value */
+    int64_t min; /* of the column */
+    double cost; /* estimated bytes after zstd */
+};
+
+static uint64_t imode_value(int mode, int64_t v, uint64_t prev, int64_t min)
+{
+    return mode == IMODE_ABS     ? zz(v)
+           : mode == IMODE_DELTA ? zz((int64_t)((uint64_t)v - prev))
+                                 : (uint64_t)v - (uint64_t)min;
+}
+
+static int bit_width(uint64_t v)
+{
+    int b = 0;
+    while (v != 0) {
+        b++;
+        v >>= 1;
+    }
+    return b;
+}
+
+/* Bits the order-0 entropy of a byte histogram gives its n bytes. */
+static double entropy_bits(const uint32_t hist[256], uint64_t n)
+{
+    double bits = 0;
+    for (int i = 0; i < 256; i++) {
+        if (hist[i] != 0) {
+            bits -= (double)hist[i] * log2((double)hist[i] / (double)n);
+        }
+    }
+    return bits;
+}
+
+static struct ichoice choose_ints(const int64_t *v, size_t n)
+{
+    struct ichoice c = {IMODE_ABS, 0, n > 0 ? v[0] : 0, 0};
+    uint64_t span = 0;
+    for (size_t i = 0; i < n; i++) {
+        c.min = v[i] < c.min ? v[i] : c.min;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t off = (uint64_t)v[i] - (uint64_t)c.min;
+        span = off > span ? off : span;
+    }
+    /* at least a bit a value, so that a reader can bound a column's
+     * length by its bytes */
+    c.width = ST_MAX(1, bit_width(span));
+    c.mode = IMODE_PACKED;
+    c.cost = ((double)n * c.width + 7) / 8 + (double)varint_len(zz(c.min)) + 1;
+    for (int mode = IMODE_ABS; mode <= IMODE_OFFSET; mode++) {
+        uint32_t hist[256] = {0};
+        uint64_t nbytes = 0;
+        uint64_t prev = 0;
+        double cost;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t u = imode_value(mode, v[i], prev, c.min);
+            prev = (uint64_t)v[i];
+            while (u >= 0x80) {
+                hist[(uint8_t)(u | 0x80)]++;
+                nbytes++;
+                u >>= 7;
+            }
+            hist[u]++;
+            nbytes++;
+        }
+        cost = entropy_bits(hist, nbytes) / 8 +
+               (mode == IMODE_OFFSET ? (double)varint_len(zz(c.min)) : 0);
+        if (cost < c.cost) {
+            c.mode = mode;
+            c.cost = cost;
+        }
+    }
+    return c;
+}
+
+/* n values of width bits each, least significant bit first. */
+static void put_packed(struct wr *w, const int64_t *v, size_t n, int64_t min, int width)
+{
+    size_t nbytes = (n * (size_t)width + 7) / 8;
+    uint8_t *p;
+    size_t bit = 0;
+    if (w->rv != ST_OK || (w->rv = st_buf_reserve(w->b, nbytes)) != ST_OK) {
+        return;
+    }
+    p = w->b->data + w->b->len;
+    memset(p, 0, nbytes);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t u = (uint64_t)v[i] - (uint64_t)min;
+        for (int done = 0; done < width;) {
+            int at = (int)(bit & 7);
+            int take = ST_MIN(8 - at, width - done);
+            p[bit >> 3] |= (uint8_t)(((u >> done) & ((1u << take) - 1)) << at);
+            done += take;
+            bit += (size_t)take;
+        }
+    }
+    w->b->len += nbytes;
+}
+
 static void put_ints(struct wr *w, const int64_t *v, size_t n)
 {
-    size_t len[3] = {0, 0, 0};
+    struct ichoice c = choose_ints(v, n);
     uint64_t prev = 0;
-    int64_t min = n > 0 ? v[0] : 0;
-    int mode = 0;
-    for (size_t i = 0; i < n; i++) {
-        min = v[i] < min ? v[i] : min;
+    put_u8(w, (uint8_t)c.mode);
+    if (c.mode == IMODE_OFFSET || c.mode == IMODE_PACKED) {
+        put_v(w, zz(c.min));
     }
-    len[2] = varint_len(zz(min));
-    for (size_t i = 0; i < n; i++) {
-        len[0] += varint_len(zz(v[i]));
-        len[1] += varint_len(zz((int64_t)((uint64_t)v[i] - prev)));
-        len[2] += varint_len((uint64_t)v[i] - (uint64_t)min);
-        prev = (uint64_t)v[i];
+    if (c.mode == IMODE_PACKED) {
+        put_u8(w, (uint8_t)c.width);
+        put_packed(w, v, n, c.min, c.width);
+        return;
     }
-    mode = len[1] < len[0] ? 1 : 0;
-    mode = len[2] < len[mode] ? 2 : mode;
-    put_u8(w, (uint8_t)mode);
-    if (mode == 2) {
-        put_v(w, zz(min));
-    }
-    prev = 0;
     for (size_t i = 0; i < n; i++) {
-        put_v(w, mode == 0   ? zz(v[i])
-                 : mode == 1 ? zz((int64_t)((uint64_t)v[i] - prev))
-                             : (uint64_t)v[i] - (uint64_t)min);
+        put_v(w, imode_value(c.mode, v[i], prev, c.min));
         prev = (uint64_t)v[i];
     }
 }
@@ -206,37 +315,99 @@ static int column_decimals(const double *v, size_t n)
     return -1;
 }
 
-/* A column of doubles: mode 1 + k when every one is i / 10^k exactly
- * (written as the integers i), else mode 0, XOR with the previous in byte
- * planes. Both give back the same bits. */
+/* Doubles a compacted entry holds as written are i / 10^k but for a few
+ * units in the last place: sums of decimal gauges, whose additions round.
+ * Far from such a decimal, the XOR planes do better. */
+#define NEAR_ULPS 4096
+
+/* The fewest decimals k at which every value is within NEAR_ULPS of
+ * i / 10^k (written as the integers i and the differences of the bits), or
+ * -1. */
+static int near_decimals(const double *v, size_t n, int64_t *iv, int64_t *dv)
+{
+    for (int k = 0; k <= MAX_DECIMALS; k++) {
+        size_t i = 0;
+        for (; i < n; i++) {
+            double x = v[i] * p10[k];
+            if (!(fabs(x) < EXACT_INT)) {
+                break;
+            }
+            iv[i] = llround(x);
+            dv[i] = (int64_t)(dbits(v[i]) - dbits((double)iv[i] / p10[k]));
+            if (dv[i] < -NEAR_ULPS || dv[i] > NEAR_ULPS) {
+                break;
+            }
+        }
+        if (i == n) {
+            return k;
+        }
+    }
+    return -1;
+}
+
+/* Bytes zstd is estimated to need for the XOR planes of words. */
+static double planes_cost(const uint64_t *words, size_t n)
+{
+    double bits = 0;
+    for (int plane = 0; plane < 8; plane++) {
+        uint32_t hist[256] = {0};
+        for (size_t i = 0; i < n; i++) {
+            hist[(uint8_t)(words[i] >> (plane * 8))]++;
+        }
+        bits += entropy_bits(hist, n);
+    }
+    return bits / 8;
+}
+
+/* A column of doubles: mode DMODE_DECIMAL + k when every one is i / 10^k
+ * exactly (written as the integers i), DMODE_NEAR + k when each is within
+ * a few units in the last place of one (the integers, then the
+ * differences of the bits) and that is estimated smaller, else DMODE_XOR,
+ * XOR with the previous in byte planes. All give back the same bits. */
 static int put_doubles(struct wr *w, const double *v, size_t n)
 {
     int k = n > 0 ? column_decimals(v, n) : 0;
-    uint64_t *words;
-    int64_t *iv;
-    put_u8(w, (uint8_t)(k + 1));
-    if (n == 0) {
+    uint64_t *words = NULL;
+    int64_t *iv = NULL;
+    int64_t *dv = NULL;
+    if (k >= 0 || n == 0) {
+        put_u8(w, (uint8_t)(DMODE_DECIMAL + k));
+        if (n > 0) {
+            if ((iv = malloc(n * sizeof(*iv))) == NULL) {
+                return ST_ENOMEM;
+            }
+            for (size_t i = 0; i < n; i++) {
+                (void)decimal_at(v[i], k, &iv[i]);
+            }
+            put_ints(w, iv, n);
+            free(iv);
+        }
         return w->rv;
     }
-    if (k >= 0) {
-        if ((iv = malloc(n * sizeof(*iv))) == NULL) {
-            return ST_ENOMEM;
-        }
-        for (size_t i = 0; i < n; i++) {
-            (void)decimal_at(v[i], k, &iv[i]);
-        }
-        put_ints(w, iv, n);
+    words = malloc(n * sizeof(*words));
+    iv = malloc(n * sizeof(*iv));
+    dv = malloc(n * sizeof(*dv));
+    if (words == NULL || iv == NULL || dv == NULL) {
+        free(words);
         free(iv);
-        return w->rv;
-    }
-    if ((words = malloc(n * sizeof(*words))) == NULL) {
+        free(dv);
         return ST_ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
         words[i] = dbits(v[i]) ^ (i > 0 ? dbits(v[i - 1]) : 0);
     }
-    put_planes(w, words, n);
+    k = near_decimals(v, n, iv, dv);
+    if (k >= 0 && choose_ints(iv, n).cost + choose_ints(dv, n).cost < planes_cost(words, n)) {
+        put_u8(w, (uint8_t)(DMODE_NEAR + k));
+        put_ints(w, iv, n);
+        put_ints(w, dv, n);
+    } else {
+        put_u8(w, DMODE_XOR);
+        put_planes(w, words, n);
+    }
     free(words);
+    free(iv);
+    free(dv);
     return w->rv;
 }
 
@@ -508,6 +679,9 @@ int st_codec_encode_raw(st_zctx *z, const Strata__V1__Series *const *blocks, siz
         t.max += r->n_max;
         t.sk += r->n_sk;
     }
+    if (t.iv + t.val + t.min + t.max + t.sk > ST_CODEC_MAX_VALUES) {
+        w.rv = ST_ETOOBIG;
+    }
     rv = w.rv == ST_OK ? put_raw_columns(&w, blocks, n, &t) : w.rv;
     free(runs);
     rv = rv == ST_OK ? seal(z, ST_CODEC_RAW, end, &body, out) : rv;
@@ -551,47 +725,101 @@ static uint8_t get_u8(struct rd *r)
     return *r->p++;
 }
 
-/* One integer of a column in mode (see put_ints); prev is the previous. */
-static int64_t get_int(struct rd *r, uint8_t mode, uint64_t prev, uint64_t min)
+/* Reads a column of integers (see put_ints) one by one. */
+struct icol {
+    struct rd *r;
+    uint8_t mode;
+    uint8_t width;
+    uint64_t prev;
+    uint64_t min;
+    const uint8_t *bits; /* IMODE_PACKED: the packed values */
+    size_t bit;
+};
+
+static void icol_open(struct rd *r, struct icol *c, size_t n)
 {
-    uint64_t u = get_v(r);
-    return mode == 0   ? unzz(u)
-           : mode == 1 ? (int64_t)(prev + (uint64_t)unzz(u))
-                       : (int64_t)(min + u);
+    memset(c, 0, sizeof(*c));
+    c->r = r;
+    c->mode = get_u8(r);
+    if (c->mode > IMODE_PACKED) {
+        r->bad = true;
+        return;
+    }
+    if (c->mode == IMODE_OFFSET || c->mode == IMODE_PACKED) {
+        c->min = (uint64_t)unzz(get_v(r));
+    }
+    if (c->mode == IMODE_PACKED) {
+        size_t nbytes;
+        c->width = get_u8(r);
+        if (c->width == 0 || c->width > 64 || n > SIZE_MAX / 64) {
+            r->bad = true;
+            return;
+        }
+        nbytes = (n * c->width + 7) / 8;
+        if (r->bad || (size_t)(r->end - r->p) < nbytes) {
+            r->bad = true;
+            return;
+        }
+        c->bits = r->p;
+        r->p += nbytes;
+    }
+}
+
+static int64_t icol_next(struct icol *c)
+{
+    uint64_t u = 0;
+    int64_t v;
+    if (c->mode == IMODE_PACKED) {
+        for (int done = 0; done < c->width;) {
+            int at = (int)(c->bit & 7);
+            int take = ST_MIN(8 - at, c->width - done);
+            u |= (uint64_t)((c->bits[c->bit >> 3] >> at) & ((1u << take) - 1)) << done;
+            done += take;
+            c->bit += (size_t)take;
+        }
+        return (int64_t)(c->min + u);
+    }
+    u = get_v(c->r);
+    v = c->mode == IMODE_ABS     ? unzz(u)
+        : c->mode == IMODE_DELTA ? (int64_t)(c->prev + (uint64_t)unzz(u))
+                                 : (int64_t)(c->min + u);
+    c->prev = (uint64_t)v;
+    return v;
 }
 
 static void get_ints(struct rd *r, int64_t *v, size_t n)
 {
-    uint8_t mode = get_u8(r);
-    uint64_t prev = 0;
-    uint64_t min = mode == 2 ? (uint64_t)unzz(get_v(r)) : 0;
-    if (mode > 2) {
-        r->bad = true;
-    }
+    struct icol c;
+    icol_open(r, &c, n);
     for (size_t i = 0; i < n && !r->bad; i++) {
-        v[i] = get_int(r, mode, prev, min);
-        prev = (uint64_t)v[i];
+        v[i] = icol_next(&c);
     }
 }
 
 static void get_doubles(struct rd *r, double *v, size_t n)
 {
     uint8_t mode = get_u8(r);
-    if (mode > MAX_DECIMALS + 1 || r->bad || n == 0) {
-        r->bad = r->bad || mode > MAX_DECIMALS + 1;
+    bool near = mode >= DMODE_NEAR && mode <= DMODE_NEAR + MAX_DECIMALS;
+    struct icol c;
+    if (r->bad || (mode > DMODE_DECIMAL + MAX_DECIMALS && !near)) {
+        r->bad = true;
         return;
     }
-    if (mode > 0) {
+    if (n == 0) {
+        return;
+    }
+    if (mode != DMODE_XOR) {
         /* i / 10^k, decoded one by one as frame.c's unscale does */
-        int k = mode - 1;
-        uint8_t imode = get_u8(r);
-        uint64_t prev = 0;
-        uint64_t min = imode == 2 ? (uint64_t)unzz(get_v(r)) : 0;
-        r->bad = r->bad || imode > 2;
+        int k = near ? mode - DMODE_NEAR : mode - DMODE_DECIMAL;
+        icol_open(r, &c, n);
         for (size_t i = 0; i < n && !r->bad; i++) {
-            int64_t x = get_int(r, imode, prev, min);
-            prev = (uint64_t)x;
-            v[i] = (double)x / p10[k];
+            v[i] = (double)icol_next(&c) / p10[k];
+        }
+        if (near) {
+            icol_open(r, &c, n);
+            for (size_t i = 0; i < n && !r->bad; i++) {
+                v[i] = bitsd(dbits(v[i]) + (uint64_t)icol_next(&c));
+            }
         }
         return;
     }
@@ -784,8 +1012,10 @@ int st_codec_decode_raw(const void *val, size_t len, st_cdec *d)
         (rv = get_runs(&r, d, &t)) != ST_OK) {
         goto fail;
     }
-    /* every integer takes a byte, every double at least one plane byte */
-    if (!fits(&r, t.iv + t.val + t.min + t.max + t.sk, 1)) {
+    /* every value takes a bit at least (a packed integer, a double written
+     * as one) */
+    if (t.iv + t.val + t.min + t.max + t.sk > ST_CODEC_MAX_VALUES ||
+        !fits(&r, (t.iv + t.val + t.min + t.max + t.sk + 7) / 8, 1)) {
         rv = ST_ECORRUPT;
         goto fail;
     }

@@ -22,8 +22,9 @@
 #define ST_CODEC_RAW 0xC5    /* compacted raw blocks */
 #define ST_CODEC_ROLLUP 0xC6 /* compacted rollup rows */
 #define ST_CODEC_MAX_BODY (32u << 20)
-#define ST_CODEC_MAX_BLOCKS 65536 /* blocks given to one encode */
-#define ST_CODEC_MAX_ROWS 4096    /* rows of one rollup entry */
+#define ST_CODEC_MAX_BLOCKS 65536      /* blocks given to one encode */
+#define ST_CODEC_MAX_ROWS 4096         /* rows of one rollup entry */
+#define ST_CODEC_MAX_VALUES (1u << 22) /* integers, doubles and sketches of one raw entry */
 #define ST_CODEC_ZSTD_LEVEL 9
 #define ST_CODEC_ZSTD_FAST 3 /* for bodies over ST_CODEC_BIG_BODY */
 #define ST_CODEC_BIG_BODY (256u << 10)

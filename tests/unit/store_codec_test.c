@@ -1,6 +1,7 @@
 /* The store's column codec: random raw blocks and rollup blocks survive
  * encode and decode bit for bit (edge values, negative deltas, irregular
- * timestamps, gaps, sketches), and corrupt values are refused. */
+ * timestamps, gaps, sketches), columns take their smallest mode, and
+ * corrupt values are refused. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -371,6 +372,150 @@ static void test_rollup_roundtrip(void **state)
     }
 }
 
+/* One regular run of n one-point blocks with the values v; encodes it,
+ * checks that it decodes to the same values and returns the bytes. */
+static size_t encode_column(const int64_t *v, size_t n)
+{
+    Strata__V1__Series **b = calloc(n, sizeof(*b));
+    st_zctx *z;
+    st_buf out;
+    st_cdec d;
+    size_t len;
+    assert_non_null(b);
+    for (size_t i = 0; i < n; i++) {
+        b[i] = calloc(1, sizeof(*b[i]));
+        assert_non_null(b[i]);
+        strata__v1__series__init(b[i]);
+        b[i]->start_unix_ms = 1700000000000LL + (int64_t)i * 1000;
+        b[i]->interval_ms = 1000;
+        b[i]->n_ivalues = 1;
+        b[i]->ivalues = calloc(1, sizeof(int64_t));
+        assert_non_null(b[i]->ivalues);
+        b[i]->ivalues[0] = v[i];
+    }
+    assert_int_equal(st_zctx_new(&z), ST_OK);
+    st_buf_init(&out, 1u << 26);
+    assert_int_equal(st_codec_encode_raw(z, (const Strata__V1__Series *const *)b, n, &out), ST_OK);
+    assert_int_equal(st_codec_decode_raw(out.data, out.len, &d), ST_OK);
+    assert_int_equal(d.nruns, 1);
+    assert_int_equal(d.runs[0]->n_ivalues, n);
+    for (size_t i = 0, acc = 0; i < n; i++) {
+        acc += (uint64_t)d.runs[0]->ivalues[i]; /* deltas within the run */
+        assert_true((int64_t)acc == v[i]);
+    }
+    len = out.len;
+    st_cdec_clear(&d);
+    free_blocks(b, n);
+    free(b);
+    st_buf_free(&out);
+    st_zctx_free(z);
+    return len;
+}
+
+/* Integer columns take the mode zstd stores smallest: noise in a band is
+ * bit-packed (6 bits a value for 64 levels, where deltas as varints cost
+ * 7 and more), a constant column nearly nothing, and the extremes of
+ * int64 survive at 64 bits a value. */
+static void test_columns_pack(void **state)
+{
+    enum { N = 3600 };
+    int64_t *v = malloc(N * sizeof(*v));
+    size_t len;
+    (void)state;
+    assert_non_null(v);
+    for (size_t i = 0; i < N; i++) {
+        v[i] = 50 + (int64_t)(rnd() % 64); /* a counter's increments */
+    }
+    len = encode_column(v, N);
+    assert_true(len < N * 6 / 8 + 150);
+    for (size_t i = 0; i < N; i++) {
+        v[i] = 2000 + (int64_t)(rnd() % 500); /* a gauge at 4 decimals */
+    }
+    len = encode_column(v, N);
+    assert_true(len < N * 9 / 8 + 150);
+    for (size_t i = 0; i < N; i++) {
+        v[i] = 0; /* fewer bytes than values: a reader must not refuse it */
+    }
+    len = encode_column(v, N);
+    assert_true(len < 100);
+    for (size_t i = 0; i < N; i++) {
+        v[i] = i % 3 == 0 ? INT64_MIN : i % 3 == 1 ? INT64_MAX : (int64_t)rnd();
+    }
+    (void)encode_column(v, N);
+    free(v);
+}
+
+/* Sums of decimals, rounded by their additions, are written as decimals
+ * and the few units in the last place they are off: bit for bit, and in
+ * a fraction of the XOR planes' bytes. Values near no decimal (-0.0,
+ * NaN, infinities, subnormals) fall back to the planes. */
+static void roundtrip_sums(bool odd, size_t *len)
+{
+    enum { N = 1440 };
+    Strata__V1__RollupBlock b = STRATA__V1__ROLLUP_BLOCK__INIT;
+    Strata__V1__RollupRow *rows = calloc(N, sizeof(*rows));
+    Strata__V1__RollupRow **rp = calloc(N, sizeof(*rp));
+    static const double odd_values[] = {-0.0, NAN, INFINITY, -INFINITY, 4.9e-324, 1e300};
+    st_zctx *z;
+    st_buf out;
+    st_cdec d;
+    assert_true(rows != NULL && rp != NULL);
+    b.start_unix_ms = 1700000000000LL;
+    b.bucket_ms = 60000;
+    b.rows = rp;
+    b.n_rows = N;
+    for (size_t i = 0; i < N; i++) {
+        strata__v1__rollup_row__init(&rows[i]);
+        rp[i] = &rows[i];
+        rows[i].count = 60;
+        rows[i].min = INFINITY;
+        rows[i].max = -INFINITY;
+        for (int k = 0; k < 60; k++) {
+            double x = (double)(2000 + (int64_t)(rnd() % 500)) / 1e4;
+            rows[i].sum += x;
+            rows[i].min = fmin(rows[i].min, x);
+            rows[i].max = fmax(rows[i].max, x);
+            rows[i].first = k == 0 ? x : rows[i].first;
+            rows[i].last = x;
+        }
+    }
+    if (odd) {
+        for (size_t i = 0; i < sizeof(odd_values) / sizeof(odd_values[0]); i++) {
+            rows[rnd() % N].sum = odd_values[i];
+        }
+    }
+    assert_int_equal(st_zctx_new(&z), ST_OK);
+    st_buf_init(&out, 1u << 26);
+    assert_int_equal(st_codec_encode_rollup(z, &b, false, &out), ST_OK);
+    assert_int_equal(st_codec_decode_rollup(out.data, out.len, &d), ST_OK);
+    for (size_t i = 0; i < N; i++) {
+        const Strata__V1__RollupRow *g = d.blk->rows[i];
+        assert_true(g->count == 60 && same_bits(g->sum, rows[i].sum));
+        assert_true(same_bits(g->min, rows[i].min) && same_bits(g->max, rows[i].max));
+        assert_true(same_bits(g->first, rows[i].first) && same_bits(g->last, rows[i].last));
+    }
+    *len = out.len;
+    st_cdec_clear(&d);
+    st_buf_free(&out);
+    st_zctx_free(z);
+    free(rows);
+    free(rp);
+}
+
+static void test_near_decimal_sums(void **state)
+{
+    size_t near;
+    size_t planes;
+    (void)state;
+    roundtrip_sums(false, &near);
+    roundtrip_sums(true, &planes);
+    /* 1440 rows of about 50 bits (measured 6.3 bytes): the sums' 12 bits
+     * of entropy (14 packed) and their 3 bits of ulps, min and max about
+     * 5 each, first and last 9 each; the planes took 10.6 bytes a row */
+    assert_true(near < 1440 * 13 / 2);
+    assert_true(near + 1440 * 3 < planes);
+}
+
 static void test_corrupt_refused(void **state)
 {
     static const uint8_t junk[][8] = {{ST_CODEC_RAW, 7, 0, 1, 0},
@@ -383,6 +528,43 @@ static void test_corrupt_refused(void **state)
         assert_int_not_equal(st_codec_decode_raw(junk[i], sizeof(junk[i]), &d), ST_OK);
         assert_int_not_equal(st_codec_decode_rollup(junk[i], sizeof(junk[i]), &d), ST_OK);
     }
+    /* hand-written (uncompressed) raw values of one run of two integers,
+     * bit-packed at 8 bits: the good one decodes; a width of 0 or 65, or
+     * fewer bytes than the width needs, is refused */
+    {
+        static const uint8_t body[] = {1, 0, 1, 0, 2, 0, 0, 0, 0, /* one run of two */
+                                       3, 0, 8, 5, 7,             /* packed, min 0, width 8 */
+                                       1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0};
+        uint8_t v[64] = {ST_CODEC_RAW, 0, 0, sizeof(body)};
+        memcpy(v + 4, body, sizeof(body));
+        assert_int_equal(st_codec_decode_raw(v, 4 + sizeof(body), &d), ST_OK);
+        assert_true(d.runs[0]->n_ivalues == 2 && d.runs[0]->ivalues[0] == 5 &&
+                    d.runs[0]->ivalues[1] == 2);
+        st_cdec_clear(&d);
+        v[4 + 11] = 0;
+        assert_int_equal(st_codec_decode_raw(v, 4 + sizeof(body), &d), ST_ECORRUPT);
+        v[4 + 11] = 65;
+        assert_int_equal(st_codec_decode_raw(v, 4 + sizeof(body), &d), ST_ECORRUPT);
+        v[4 + 11] = 16; /* 4 bytes wanted, 2 there */
+        assert_int_not_equal(st_codec_decode_raw(v, 4 + sizeof(body), &d), ST_OK);
+    }
+    /* 64 values in eight bytes (width 1): fewer bytes than values is no
+     * sign of corruption */
+    {
+        static const uint8_t body[] = {1, 0,    1,    0,    64,   0,    0,    0,    0,    3, 0,
+                                       1, 0xaa, 0xaa, 0xaa, 0xaa, 0x55, 0x55, 0x55, 0x55, 1, 1,
+                                       1, 1,    1,    1,    1,    0,    0,    0,    0,    0};
+        uint8_t v[64] = {ST_CODEC_RAW, 0, 0, sizeof(body)};
+        int64_t acc = 0;
+        memcpy(v + 4, body, sizeof(body));
+        assert_int_equal(st_codec_decode_raw(v, 4 + sizeof(body), &d), ST_OK);
+        assert_int_equal(d.runs[0]->n_ivalues, 64);
+        for (int i = 0; i < 64; i++) {
+            acc += d.runs[0]->ivalues[i];
+            assert_int_equal(acc, i < 32 ? i % 2 : (i + 1) % 2);
+        }
+        st_cdec_clear(&d);
+    }
     assert_false(st_codec_is_raw("\x30\x01", 2));
     assert_false(st_codec_is_rollup("\x08\x01", 2));
 }
@@ -390,10 +572,9 @@ static void test_corrupt_refused(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_raw_roundtrip),
-        cmocka_unit_test(test_regular_hour_is_one_run),
-        cmocka_unit_test(test_rollup_roundtrip),
-        cmocka_unit_test(test_corrupt_refused),
+        cmocka_unit_test(test_raw_roundtrip),     cmocka_unit_test(test_regular_hour_is_one_run),
+        cmocka_unit_test(test_rollup_roundtrip),  cmocka_unit_test(test_columns_pack),
+        cmocka_unit_test(test_near_decimal_sums), cmocka_unit_test(test_corrupt_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
