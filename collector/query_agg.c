@@ -782,12 +782,25 @@ static enum st_res pick_res_window(st_store *st, const struct agg_run *r)
     return best;
 }
 
+/* Whether only raw points answer agg of a metric of kind: quantiles of
+ * counters and gauges need every value, and a counter's compacted rollups
+ * keep its sums and counts only (store_rollup.c's sum_count_only), not
+ * the min, max, first and last that min, max and delta read. */
+static bool needs_raw(int kind, enum st_agg agg)
+{
+    if (kind == STRATA__V1__KIND__DISTRIBUTION) {
+        return false;
+    }
+    return is_quantile(agg) || (kind == STRATA__V1__KIND__COUNTER &&
+                                (agg == ST_AGG_MIN || agg == ST_AGG_MAX || agg == ST_AGG_DELTA));
+}
+
 /* The coarsest stored resolution whose buckets tile the step exactly, or
- * raw. Quantiles of counters and gauges need every value: raw. */
+ * raw when rollups cannot answer the agg. */
 static enum st_res pick_res(st_store *st, const struct agg_run *r)
 {
     static const enum st_res order[] = {ST_RES_1H, ST_RES_1M, ST_RES_10S};
-    if (r->want_sketch && r->kind != STRATA__V1__KIND__DISTRIBUTION) {
+    if (needs_raw(r->kind, r->agg)) {
         return ST_RES_RAW;
     }
     if (r->q->step_ms == 0) {
@@ -965,6 +978,10 @@ bool st_query_fold_serves(const st_query_fold *f, enum st_agg agg)
     }
     if (f->r.kind == STRATA__V1__KIND__DISTRIBUTION) {
         return true; /* merged sketches, whatever the agg */
+    }
+    /* One read raw points, the other's own query would read rollups. */
+    if (needs_raw(f->r.kind, agg) != needs_raw(f->r.kind, own)) {
+        return false;
     }
     /* Quantiles of counters and gauges need sketches of every value. */
     return !is_quantile(agg) && !is_quantile(own);

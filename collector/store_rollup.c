@@ -39,9 +39,6 @@
 #define PRUNE_EVERY_MS 60000
 #define MAX_DIRTY_MINUTES 64
 #define STATE_KEY "rollup_state"
-/* 1: counters' compacted rollups keep sum and count only, a third of the
- * bytes; off while queries may ask a counter's rollups for min or max. */
-#define ST_ROLLUP_COUNTER_SUMCOUNT 0
 #define STATE_LEN 48
 #define STATE_LEN_V1 40 /* before compaction */
 
@@ -380,16 +377,14 @@ static void rollup_key(uint8_t *key, int res, uint32_t id, int64_t start)
     st_put_be64(key + 5, (uint64_t)start);
 }
 
-/* Whether a counter's compacted rollups keep sum and count only (off: the
- * query engine reads min, max, first and last of every kind). */
+/* Whether the compacted rollups of series id keep sum and count only: a
+ * counter's do ("counters summed"); its min, max, first and last fill
+ * half its bytes and the query engine reads those from raw points
+ * (st_query_needs_raw). */
 static bool sum_count_only(st_store_txn *t, uint32_t id)
 {
-    Strata__V1__SeriesRecord *rec;
-    if (!ST_ROLLUP_COUNTER_SUMCOUNT) {
-        return false;
-    }
-    rec = st_store_series_record(t->txn, t->st, id);
-    bool sc = rec != NULL && rec->kind == STRATA__V1__KIND__COUNTER && ST_ROLLUP_COUNTER_SUMCOUNT;
+    Strata__V1__SeriesRecord *rec = st_store_series_record(t->txn, t->st, id);
+    bool sc = rec != NULL && rec->kind == STRATA__V1__KIND__COUNTER;
     strata__v1__series_record__free_unpacked(rec, NULL);
     return sc;
 }

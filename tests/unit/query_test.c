@@ -1249,8 +1249,13 @@ static const char *res_name(int64_t ms)
 static const char *expected_res(const struct qspec *q, const struct brute *b, int64_t wm_1m)
 {
     static const int64_t order[] = {HOUR, MINUTE, 10 * SEC};
-    if (is_quantile(effective_agg(q)) &&
-        metrics[q->metric].kind != STRATA__V1__KIND__DISTRIBUTION) {
+    enum st_agg agg = effective_agg(q);
+    int kind = metrics[q->metric].kind;
+    /* quantiles of counters and gauges need every value; a counter's
+     * compacted rollups keep sums and counts only */
+    if (kind != STRATA__V1__KIND__DISTRIBUTION &&
+        (is_quantile(agg) || (kind == STRATA__V1__KIND__COUNTER &&
+                              (agg == ST_AGG_MIN || agg == ST_AGG_MAX || agg == ST_AGG_DELTA)))) {
         return "raw";
     }
     if (q->step == 0) {
@@ -1775,6 +1780,11 @@ static void aligned_query(struct qspec *q, int64_t step, int64_t lo, int64_t hi)
     if (q->metric == M_LAT && rnd_below(2)) {
         q->agg = (enum st_agg)(ST_AGG_P50 + (int)rnd_below(4));
     }
+    if (q->metric == M_REQ && (q->agg == ST_AGG_MIN || q->agg == ST_AGG_MAX)) {
+        /* a counter's min and max go with its raw points
+         * (check_pruned_empty); its rollups answer the rest */
+        q->agg = ST_AGG_SUM;
+    }
     q->by = (int)rnd_below(4);
     q->step = step;
     q->from = floor_to(lo + rnd_below(hi - lo), step);
@@ -1824,6 +1834,19 @@ static void check_pruned_empty(st_store *st, int64_t cutoff)
         if (count_points(ans) != 0) {
             report(C_RAW, &q, "10s query over pruned data: %lld points, want none",
                    (long long)count_points(ans));
+        }
+        json_decref(ans);
+        /* A counter's rollups keep its sums and counts, not its min and
+         * max: those are gone with the raw points, even on whole hours. */
+        q.metric = M_REQ;
+        q.agg = i % 2 ? ST_AGG_MAX : ST_AGG_MIN;
+        q.step = HOUR;
+        q.from = floor_to(TSTART, HOUR);
+        q.to = cutoff;
+        ans = run_query(st, &q);
+        if (q.to > q.from && count_points(ans) != 0) {
+            report(C_RAW, &q, "counter %s over pruned raw data: %lld points, want none",
+                   st_agg_name(q.agg), (long long)count_points(ans));
         }
         json_decref(ans);
     }
