@@ -6,6 +6,9 @@
 #   tests/bench/agent_all_bench.sh BUILD_DIR   (ST_BENCH_SECONDS, default 60)
 #   ST_BENCH_SKIP="nginx postgres": leave those samplers out, to see what
 #   each costs (RSS moves by ±0.2 MB between runs: compare several).
+#   ST_BENCH_FRAMES=DIR: record the agent's frames instead of sending them
+#   (the collector is stopped, so they stay in the spool) and copy its
+#   spool to DIR at the end: real data for store_real_bench.
 set -Eeuo pipefail
 ST_BIN=$(cd "${1:-build}" && pwd)
 ST_SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -72,6 +75,10 @@ for skip in ${ST_BENCH_SKIP:-}; do
     grep -q "^  $skip:" "$T/agent1/agent.yaml" || fail "ST_BENCH_SKIP: no sampler '$skip'"
     sed -i "/^  $skip:/d" "$T/agent1/agent.yaml"
 done
+if [[ -n ${ST_BENCH_FRAMES:-} ]]; then
+    collector_stop
+    sed -i 's/^memory_trim: .*/memory_trim: 10m\nspool:\n  max_bytes: 1GiB/' "$T/agent1/agent.yaml"
+fi
 agent_start 1
 # A light steady workload, so every sampler has something to read.
 spawn load "$T/load.out" bash -c "while :; do
@@ -94,6 +101,11 @@ if [[ -n ${ST_BENCH_KEEP:-} ]]; then # raw material for a closer look
     cat "/proc/$pid/smaps" >"$ST_BENCH_KEEP/smaps"
     cat "/proc/$pid/status" >"$ST_BENCH_KEEP/status"
     for t in /proc/$pid/task/*; do echo "$(cat "$t/comm")"; done >"$ST_BENCH_KEEP/threads"
+fi
+if [[ -n ${ST_BENCH_FRAMES:-} ]]; then
+    agent_stop 1
+    rm -rf "$ST_BENCH_FRAMES" && cp -a "$T/agent1/data" "$ST_BENCH_FRAMES"
+    log "frames of ${SECS}s recorded in $ST_BENCH_FRAMES"
 fi
 python3 - "$t0" "$t1" "$s0" "$s1" "$hz" "$rss" "$hwm" "${ST_BENCH_SKIP:-}" <<'PY'
 import sys

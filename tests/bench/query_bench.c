@@ -58,6 +58,10 @@ struct opts {
     struct shape shapes[MAX_SHAPES];
     int nshapes;
     bool compare_main; /* the fleet store too is compared with a no_rollups one */
+    int steady_days;   /* of the measured steady state's store (0: none) */
+    int steady_hosts;
+    struct shape steady_shape;
+    int64_t build_every_ms; /* the builder runs every so much of the data's time (0: at the end) */
 };
 
 /* ---- frames ---- */
@@ -205,12 +209,15 @@ static int apply_frame(st_store_txn *t, const st_frame *f, int64_t now)
     return rv == ST_OK && dup ? ST_EINVAL : rv;
 }
 
+static int build_rollups(st_store *st, struct loaded *ld);
+
 static int load_fleet(st_store *st, const struct opts *o, const struct shape *sh, int hosts,
                       struct loaded *ld)
 {
     struct host *hs = calloc((size_t)hosts, sizeof(*hs));
     st_store_txn *t = NULL;
     int64_t step = sh->interval_ms * sh->points;
+    int64_t next_build = T0 + o->build_every_ms;
     int inb = 0;
     int rv = hs != NULL ? ST_OK : ST_ENOMEM;
     for (int h = 0; h < hosts && rv == ST_OK; h++) {
@@ -218,6 +225,18 @@ static int load_fleet(st_store *st, const struct opts *o, const struct shape *sh
     }
     ld->end = T0 + (int64_t)o->minutes * MIN_MS;
     for (int64_t ts = T0; ts < ld->end && rv == ST_OK; ts += step) {
+        if (o->build_every_ms > 0 && ts >= next_build) {
+            /* as on a live collector: the builder, retention and
+             * compaction keep up with the data */
+            if (t != NULL) {
+                rv = st_store_commit(t);
+                t = NULL;
+                inb = 0;
+            }
+            ld->now = ts;
+            rv = rv == ST_OK ? build_rollups(st, ld) : rv;
+            next_build += o->build_every_ms;
+        }
         for (int h = 0; h < hosts && rv == ST_OK; h++) {
             ld->samples += host_fill(&hs[h], h, sh, ts);
             if (t == NULL && (rv = st_store_begin(st, &t)) != ST_OK) {
@@ -684,7 +703,8 @@ static void usage(void)
             "usage: query_bench [--dir DIR] [--hosts 1000] [--minutes 130] [--shape 10000x1]\n"
             "                   [--batch 200] [--runs 200] [--budget 20] [--compare-main]\n"
             "                   [--size-hosts 50] [--size-shapes 10000x1,10000x6,1000x10]\n"
-            "                   [--size-minutes 1080]\n"
+            "                   [--size-minutes 1080] [--steady-days 31] [--steady-hosts 4]\n"
+            "                   [--steady-shape 1000x10]\n"
             "  shape: point interval in ms x points per series per frame\n");
 }
 
@@ -694,7 +714,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {"dir", 1, 0, 'd'},          {"hosts", 1, 0, 'h'},        {"minutes", 1, 0, 'm'},
         {"shape", 1, 0, 's'},        {"batch", 1, 0, 'b'},        {"runs", 1, 0, 'r'},
         {"budget", 1, 0, 'B'},       {"size-hosts", 1, 0, 'H'},   {"size-shapes", 1, 0, 'S'},
-        {"size-minutes", 1, 0, 'M'}, {"compare-main", 0, 0, 'n'}, {0, 0, 0, 0}};
+        {"size-minutes", 1, 0, 'M'}, {"compare-main", 0, 0, 'n'}, {"steady-days", 1, 0, 'D'},
+        {"steady-hosts", 1, 0, 'T'}, {"steady-shape", 1, 0, 'P'}, {0, 0, 0, 0}};
     int c;
     int rv = ST_OK;
     while (rv == ST_OK && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -732,11 +753,93 @@ static int parse_args(int argc, char **argv, struct opts *o)
         case 'n':
             o->compare_main = true;
             break;
+        case 'D':
+            rv = int_arg(optarg, 0, 60, &o->steady_days);
+            break;
+        case 'T':
+            rv = int_arg(optarg, 1, 1000, &o->steady_hosts);
+            break;
+        case 'P':
+            rv = parse_shape(optarg, &o->steady_shape);
+            break;
         default:
             rv = ST_EINVAL;
         }
     }
     return rv;
+}
+
+/* ---- steady state, measured ---- */
+
+/* A small fleet loaded for o->steady_days with the builder, retention and
+ * compaction running every data hour, as on a live collector: the store
+ * then holds what it holds at steady state (raw and 10 s rows for their 2
+ * days, 1 m rows for their 30, day and 30-day merges done), but for the 1 h
+ * rows of the days before the data began, which are added at the rate of
+ * the compacted 1 h entries it holds. */
+static int steady_run(const struct opts *o, const struct shape *sh)
+{
+    static const char *const names[4] = {"raw", "10s", "1m", "1h"};
+    struct opts so = *o;
+    struct loaded ld;
+    struct sizes z;
+    char dir[4096];
+    double entries = 0;
+    double f;
+    int rv;
+    so.minutes = o->steady_days * 1440;
+    so.build_every_ms = HOUR_MS;
+    snprintf(dir, sizeof(dir), "%s/steady-%" PRId64 "x%d", o->dir, sh->interval_ms, sh->points);
+    rm_rf(dir);
+    if ((rv = open_load(&so, sh, o->steady_hosts, false, dir, &ld)) != ST_OK) {
+        fprintf(stderr, "query_bench: loading %s: %s\n", dir, st_strerror(rv));
+        return rv;
+    }
+    print_load("steady", &ld);
+    if ((rv = measure_sizes(ld.st, &ld, &z)) != ST_OK) {
+        st_store_close(ld.st);
+        return rv;
+    }
+    for (int r = 0; r < 4; r++) {
+        entries += (double)all_payload(&z, NSER, r);
+    }
+    f = (double)ld.stats.live_bytes / entries;
+    printf("  %d days of %" PRId64 " ms points, %d per frame, %d hosts: live %.1f MiB, LMDB "
+           "overhead x%.2f over the entries; per series, KiB held (1h: held + the rest of 400 "
+           "days at its compacted rate):\n",
+           o->steady_days, sh->interval_ms, sh->points, o->steady_hosts,
+           (double)ld.stats.live_bytes / 1048576.0, f);
+    report_entries(&z);
+    for (int m = 0; m <= NSER; m++) {
+        /* "all" is the mean series */
+        double series = m == NSER ? (double)o->steady_hosts * NSER : (double)o->steady_hosts;
+        double held = 2.0 * (double)DAY_MS / (double)sh->interval_ms;
+        double part[4];
+        double total = 0;
+        double c1h = z.covered[m][ST_RES_1H][1] / series;
+        double days1h = (z.covered[m][ST_RES_1H][0] + z.covered[m][ST_RES_1H][1]) / series / DAY_MS;
+        double rate1h = c1h > 0 ? (double)z.payload[m][ST_RES_1H][1] / series / c1h * DAY_MS : 0;
+        for (int r = 0; r < 4; r++) {
+            part[r] = (double)all_payload(&z, m, r) / series * f;
+        }
+        part[ST_RES_1H] += rate1h * (400 - days1h) * f;
+        printf("    %-12s", kind_names[m]);
+        for (int r = 0; r < 4; r++) {
+            printf(" %s %7.1f", names[r], part[r] / 1024);
+            total += part[r];
+        }
+        printf(" (1h held %.1f days, %.0f B/day compacted) = %7.1f KiB / %.0f samples = %.2f "
+               "B/sample (raw %.2f + rollups %.2f)\n",
+               days1h, rate1h, total / 1024, held, total / held, part[0] / held,
+               (total - part[0]) / held);
+        printf("RESULT steady_measured kind=%s interval_ms=%" PRId64 " points_per_frame=%d "
+               "days=%d bytes_per_sample=%.3f raw_part=%.3f rollup_part=%.3f\n",
+               kind_names[m], sh->interval_ms, sh->points, o->steady_days, total / held,
+               part[0] / held, (total - part[0]) / held);
+    }
+    st_store_close(ld.st);
+    rm_rf(dir);
+    return ST_OK;
 }
 
 int main(int argc, char **argv)
@@ -749,7 +852,10 @@ int main(int argc, char **argv)
                      .budget_s = 8,
                      .dir = NULL,
                      .size_hosts = 50,
-                     .compare_main = false};
+                     .compare_main = false,
+                     .steady_days = 31,
+                     .steady_hosts = 4,
+                     .steady_shape = {1000, 10}};
     char tmp[] = "/tmp/query_bench.XXXXXX";
     struct loaded main_store;
     int rv;
@@ -796,6 +902,13 @@ int main(int argc, char **argv)
                      o.shapes[i].points);
             rv = size_run(&so, label, &o.shapes[i], o.size_hosts, true, NULL);
         }
+        printf("[target: <= 2 bytes per sample at steady state]\n");
+    }
+    if (rv == ST_OK && o.steady_days > 0) {
+        printf("\n== store bytes at steady state, measured: %d hosts x %d series, %d days, the "
+               "builder every data hour\n",
+               o.steady_hosts, NSER, o.steady_days);
+        rv = steady_run(&o, &o.steady_shape);
         printf("[target: <= 2 bytes per sample at steady state]\n");
     }
     if (strcmp(o.dir, tmp) == 0) {

@@ -20,6 +20,9 @@
 #                          QUERY_SHAPES=10000x1,10000x6,1000x10
 #                          QUERY_SIZE_MINUTES=1080 (the shape stores: long enough
 #                          that hours and a day of 1 h rows are compacted)
+#                          QUERY_STEADY_DAYS=31 QUERY_STEADY_HOSTS=4 (the measured
+#                          steady state: that many days with the builder, retention
+#                          and compaction every data hour; 0 days: skipped)
 #   QUERY_ARGS=""          more query_bench flags (e.g. --compare-main)
 #   ROLLUP_AGENTS=500 ROLLUP_SERIES=200 ROLLUP_POINTS=10 ROLLUP_ROUNDS=12
 #   ROLLUP_BATCH=250 ROLLUP_RUNS=3 ROLLUP_MODES=durable,nosync
@@ -47,6 +50,8 @@ QUERY_BUDGET=${QUERY_BUDGET:-8}
 QUERY_SIZE_HOSTS=${QUERY_SIZE_HOSTS:-50}
 QUERY_SHAPES=${QUERY_SHAPES:-10000x1,10000x6,1000x10}
 QUERY_SIZE_MINUTES=${QUERY_SIZE_MINUTES:-1080}
+QUERY_STEADY_DAYS=${QUERY_STEADY_DAYS:-31}
+QUERY_STEADY_HOSTS=${QUERY_STEADY_HOSTS:-4}
 QUERY_ARGS=${QUERY_ARGS:-}
 ROLLUP_AGENTS=${ROLLUP_AGENTS:-500}
 ROLLUP_SERIES=${ROLLUP_SERIES:-200}
@@ -130,7 +135,8 @@ for b in $QE_ONLY; do
         # shellcheck disable=SC2086
         run query query_bench --hosts "$QUERY_HOSTS" --minutes "$QUERY_MINUTES" \
             --runs "$QUERY_RUNS" --budget "$QUERY_BUDGET" --size-hosts "$QUERY_SIZE_HOSTS" \
-            --size-shapes "$QUERY_SHAPES" --size-minutes "$QUERY_SIZE_MINUTES" $QUERY_ARGS
+            --size-shapes "$QUERY_SHAPES" --size-minutes "$QUERY_SIZE_MINUTES" \
+            --steady-days "$QUERY_STEADY_DAYS" --steady-hosts "$QUERY_STEADY_HOSTS" $QUERY_ARGS
         ;;
     rollup)
         run rollup rollup_ingest_bench --agents "$ROLLUP_AGENTS" --series "$ROLLUP_SERIES" \
