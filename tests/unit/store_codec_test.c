@@ -548,6 +548,24 @@ static void test_corrupt_refused(void **state)
         v[4 + 11] = 16; /* 4 bytes wanted, 2 there */
         assert_int_not_equal(st_codec_decode_raw(v, 4 + sizeof(body), &d), ST_OK);
     }
+    /* the same two values in the varint modes entries written before
+     * bit-packing use: absolute, delta, offset from the minimum */
+    {
+        static const uint8_t cols[][5] = {{0, 10, 14}, {1, 10, 4}, {2, 10, 0, 2}};
+        static const size_t lens[] = {3, 3, 4};
+        for (size_t m = 0; m < 3; m++) {
+            static const uint8_t head[] = {1, 0, 1, 0, 2, 0, 0, 0, 0};
+            static const uint8_t tail[] = {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0};
+            uint8_t v[64] = {ST_CODEC_RAW, 0, 0, (uint8_t)(sizeof(head) + lens[m] + sizeof(tail))};
+            memcpy(v + 4, head, sizeof(head));
+            memcpy(v + 4 + sizeof(head), cols[m], lens[m]);
+            memcpy(v + 4 + sizeof(head) + lens[m], tail, sizeof(tail));
+            assert_int_equal(st_codec_decode_raw(v, 4 + v[3], &d), ST_OK);
+            assert_true(d.runs[0]->n_ivalues == 2 && d.runs[0]->ivalues[0] == 5 &&
+                        d.runs[0]->ivalues[1] == 2);
+            st_cdec_clear(&d);
+        }
+    }
     /* 64 values in eight bytes (width 1): fewer bytes than values is no
      * sign of corruption */
     {
