@@ -102,11 +102,6 @@ if [[ -n ${ST_BENCH_KEEP:-} ]]; then # raw material for a closer look
     cat "/proc/$pid/status" >"$ST_BENCH_KEEP/status"
     for t in /proc/$pid/task/*; do echo "$(cat "$t/comm")"; done >"$ST_BENCH_KEEP/threads"
 fi
-if [[ -n ${ST_BENCH_FRAMES:-} ]]; then
-    agent_stop 1
-    rm -rf "$ST_BENCH_FRAMES" && cp -a "$T/agent1/data" "$ST_BENCH_FRAMES"
-    log "frames of ${SECS}s recorded in $ST_BENCH_FRAMES"
-fi
 python3 - "$t0" "$t1" "$s0" "$s1" "$hz" "$rss" "$hwm" "${ST_BENCH_SKIP:-}" <<'PY'
 import sys
 t0, t1, s0, s1, hz, rss, hwm = map(float, sys.argv[1:8])
@@ -132,4 +127,10 @@ for line in open(f"/proc/{sys.argv[1]}/smaps"):
         rss[name] += int(line.split()[1])
 print("RSS by mapping, kB: " + ", ".join(f"{k.rsplit('/', 1)[-1]} {v}" for k, v in rss.most_common(12)))
 PY
+# Only now: the lines above read the running agent's /proc files.
+if [[ -n ${ST_BENCH_FRAMES:-} ]]; then
+    agent_stop 1
+    rm -rf "$ST_BENCH_FRAMES" && cp -a "$T/agent1/data" "$ST_BENCH_FRAMES"
+    log "frames of ${SECS}s recorded in $ST_BENCH_FRAMES"
+fi
 pass "agent_all_bench"
