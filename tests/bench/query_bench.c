@@ -13,6 +13,7 @@
 #include "store.h"
 #include "timeutil.h"
 #include "util.h"
+#include "bench_store.h"
 #include "bench_util.h"
 
 #include <getopt.h>
@@ -24,9 +25,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MIN_MS 60000LL
-#define HOUR_MS 3600000LL
-#define DAY_MS 86400000LL
 #define T0 1800000000000LL /* 2027-01-15T08:00:00Z, on an hour */
 #define NSER 3
 #define POOL 64
@@ -34,9 +32,6 @@
 #define MAX_FRAME_POINTS 360
 #define MAX_RUNS 100000
 #define MAX_SHAPES 8
-#define LMDB_NODE 10       /* leaf node header (8) + its slot in the page index (2) */
-#define LMDB_MAX_NODE 2040 /* larger values go to overflow pages (4 KiB pages) */
-#define PAGE 4096
 
 /* ---- options ---- */
 
@@ -298,63 +293,18 @@ static int open_load(const struct opts *o, const struct shape *sh, int hosts, bo
 
 /* ---- bytes per resolution ---- */
 
-/* Entries and their bytes per metric ([NSER]: all), resolution and form
- * (0 fresh, 1 compacted), as stored (st_store_walk_entries). */
-struct sizes {
-    uint64_t entries[NSER + 1][4][2];
-    uint64_t payload[NSER + 1][4][2]; /* key + value + LMDB node, overflow pages whole */
-    double covered[NSER + 1][4][2];   /* ms the entries cover within the data */
-    int cur;                          /* the metric being walked */
-    int64_t end[4];                   /* where each resolution's data ends */
-};
-
 static const char *const metric_names[NSER] = {"http.server.duration", "http.server.requests",
                                                "host.cpu.utilization"};
-static const char *const kind_names[NSER + 1] = {"distribution", "counter", "gauge", "all"};
 
-static uint64_t entry_bytes(size_t key, size_t val)
-{
-    if (key + val + 8 > LMDB_MAX_NODE) {
-        return LMDB_NODE + key + 8 + ((val + 16 + PAGE - 1) / PAGE) * PAGE;
-    }
-    return LMDB_NODE + key + val;
-}
-
-static int size_entry(void *arg, enum st_res res, bool compacted, int64_t start_ms, int64_t end_ms,
-                      size_t klen, size_t vlen)
-{
-    struct sizes *z = arg;
-    uint64_t b = entry_bytes(klen, vlen);
-    /* an entry of a unit the data only partly fills covers that part */
-    int64_t lo = start_ms > T0 ? start_ms : T0;
-    int64_t hi = end_ms < z->end[res] ? end_ms : z->end[res];
-    double span = hi > lo ? (double)(hi - lo) : 0;
-    z->covered[z->cur][res][compacted] += span;
-    z->covered[NSER][res][compacted] += span;
-    z->entries[z->cur][res][compacted]++;
-    z->payload[z->cur][res][compacted] += b;
-    z->entries[NSER][res][compacted]++;
-    z->payload[NSER][res][compacted] += b;
-    return ST_OK;
-}
-
+/* Each metric is one kind: metric i counts under kind i of sizes. */
 static int measure_sizes(st_store *st, const struct loaded *ld, struct sizes *z)
 {
     int rv = ST_OK;
-    memset(z, 0, sizeof(*z));
-    z->end[ST_RES_RAW] = ld->end;
-    z->end[ST_RES_10S] = ld->stats.wm_1m;
-    z->end[ST_RES_1M] = ld->stats.wm_1m;
-    z->end[ST_RES_1H] = ld->stats.wm_1h;
+    sizes_init(z, T0, ld->end, &ld->stats);
     for (z->cur = 0; z->cur < NSER && rv == ST_OK; z->cur++) {
         rv = st_store_walk_entries(st, metric_names[z->cur], size_entry, z);
     }
     return rv;
-}
-
-static uint64_t all_payload(const struct sizes *z, int m, int r)
-{
-    return z->payload[m][r][0] + z->payload[m][r][1];
 }
 
 /* ---- queries ---- */
@@ -481,70 +431,16 @@ static void print_load(const char *what, const struct loaded *ld)
            (double)ld->stats.used_bytes / 1048576.0, (double)ld->stats.file_bytes / 1048576.0);
 }
 
-/* How long data of a resolution may stay fresh before it is compacted:
- * an hour (a day of 1 h rows). */
-static const int64_t fresh_window[4] = {HOUR_MS, HOUR_MS, HOUR_MS, DAY_MS};
-
-/* Bytes per series per day of resolution r for metric m, compacted ([1])
- * and fresh ([0]), over the time the entries of each form cover. */
-static void per_day(const struct sizes *z, int m, int r, double series, double out[2])
+/* The projection's RESULT line for one kind. */
+static void print_steady(const char *label, const char *kind, const struct shape *sh,
+                         const double day[4][2], double f_raw, double f_roll)
 {
-    for (int c = 0; c < 2; c++) {
-        double covered = z->covered[m][r][c] / series;
-        out[c] = covered > 0 ? (double)z->payload[m][r][c] / series / covered * DAY_MS : 0;
-    }
-}
-
-/* The steady state of the default retention per series: each resolution
- * kept its days (raw 2, 10s 2, 1m 30, 1h 400), of which the newest hour (a
- * day of 1 h rows) is still fresh and the rest compacted at the measured
- * bytes per day (older hours merge further: 6 h of 10 s rows, a day of 1 m
- * rows; the store must hold such merged entries for this to count them); a resolution with nothing
- * compacted yet in this store counts fresh throughout. Each is scaled by the LMDB overhead measured
- * on this store; divided by the raw samples a series holds. */
-static void project(const char *label, const char *kind, const struct shape *sh,
-                    const double day[4][2], double f_raw, double f_roll)
-{
-    static const double keep[4] = {2, 2, 30, 400};
-    double held = 2.0 * (double)DAY_MS / (double)sh->interval_ms;
-    double part[4];
-    double total = 0;
-    for (int r = 0; r < 4; r++) {
-        double fw = (double)fresh_window[r] / DAY_MS;
-        double per =
-            day[r][1] > 0 ? day[r][1] * (keep[r] - fw) + day[r][0] * fw : day[r][0] * keep[r];
-        part[r] = per * (r == ST_RES_RAW ? f_raw : f_roll);
-        total += part[r];
-    }
-    printf("    %-12s raw %6.0f|%6.0f B/d = %6.0f KiB | 10s %6.0f|%6.0f B/d = %5.0f KiB | 1m "
-           "%6.0f|%6.0f B/d = %5.0f KiB | 1h %5.0f|%5.0f B/d = %5.0f KiB | %6.0f KiB / %.0f "
-           "samples = %6.2f B/sample (raw %.2f + rollups %.2f)\n",
-           kind, day[0][1], day[0][0], part[0] / 1024, day[1][1], day[1][0], part[1] / 1024,
-           day[2][1], day[2][0], part[2] / 1024, day[3][1], day[3][0], part[3] / 1024, total / 1024,
-           held, total / held, part[0] / held, (total - part[0]) / held);
+    struct steady p;
+    project(kind, 2.0 * (double)DAY_MS / (double)sh->interval_ms, day, f_raw, f_roll, &p);
     printf("RESULT steady label=%s kind=%s interval_ms=%" PRId64 " points_per_frame=%d "
            "bytes_per_sample=%.3f raw_part=%.3f rollup_part=%.3f kib_per_series=%.1f\n",
-           label, kind, sh->interval_ms, sh->points, total / held, part[0] / held,
-           (total - part[0]) / held, total / 1024);
-}
-
-static void report_entries(const struct sizes *z)
-{
-    static const char *const names[4] = {"raw", "10s", "1m", "1h"};
-    for (int r = 0; r < 4; r++) {
-        for (int c = 1; c >= 0; c--) {
-            printf("    %-3s %-9s %9" PRIu64 " entries, %8.2f MiB; B/entry (key + value + node):",
-                   names[r], c ? "compacted" : "fresh", z->entries[NSER][r][c],
-                   (double)z->payload[NSER][r][c] / 1048576.0);
-            for (int m = 0; m <= NSER; m++) {
-                printf(" %s %.1f", kind_names[m],
-                       z->entries[m][r][c]
-                           ? (double)z->payload[m][r][c] / (double)z->entries[m][r][c]
-                           : 0.0);
-            }
-            printf("\n");
-        }
-    }
+           label, kind, sh->interval_ms, sh->points, p.total / p.held, p.part[0] / p.held,
+           (p.total - p.part[0]) / p.held, p.total / 1024);
 }
 
 /* Sizes are the pages the databases hold (live bytes): the pages the
@@ -553,12 +449,8 @@ static void report_entries(const struct sizes *z)
 static void report_sizes(const char *label, const struct shape *sh, const struct loaded *with,
                          const struct loaded *without, const struct sizes *z, int hosts)
 {
-    double raw = (double)all_payload(z, NSER, ST_RES_RAW);
-    double roll = (double)(all_payload(z, NSER, ST_RES_10S) + all_payload(z, NSER, ST_RES_1M) +
-                           all_payload(z, NSER, ST_RES_1H));
     double live = (double)with->stats.live_bytes;
-    /* Without a no_rollups store to tell them apart, one factor for all. */
-    double f_all = live / (raw + roll);
+    double f_all = lmdb_factor(z, with->stats.live_bytes);
     double f_raw = f_all;
     double f_roll = f_all;
     double n = (double)with->samples;
@@ -595,22 +487,13 @@ static void report_sizes(const char *label, const struct shape *sh, const struct
                 mean[r][0] += day[r][0] / NSER;
                 mean[r][1] += day[r][1] / NSER;
             }
-            project(label, kind_names[m], sh, day, f_raw, f_roll);
+            print_steady(label, kind_names[m], sh, day, f_raw, f_roll);
         }
-        project(label, kind_names[NSER], sh, mean, f_raw, f_roll);
+        print_steady(label, kind_names[NSER], sh, mean, f_raw, f_roll);
     }
 }
 
 /* ---- main ---- */
-
-static int rm_rf(const char *dir)
-{
-    char cmd[4200];
-    if (snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir) >= (int)sizeof(cmd)) {
-        return ST_EINVAL;
-    }
-    return system(cmd) == 0 ? ST_OK : ST_EIO;
-}
 
 /* Loads a fleet into a store with rollups (and one without when asked),
  * reports its bytes; *keep gets the rollups store when not NULL. */
