@@ -1,0 +1,764 @@
+/* store_real_bench: the store's bytes per sample on real agent data. It
+ * replays the frames a strata-agent left in its spool (recorded by
+ * agent_all_bench.sh with ST_BENCH_FRAMES) into a fresh store as the
+ * collector would (envelope, decompress, decode, validate, apply in seq
+ * order), runs the builder to completion and measures every resolution the
+ * way query_bench does (bench_store.h). It prints figures; it asserts
+ * nothing. The recording is never written to: the spool is read from a copy.
+ *
+ *   store_real_bench --frames DIR [--dir STOREDIR] [--batch 200] */
+#include "envelope.h"
+#include "err.h"
+#include "frame.h"
+#include "spool.h"
+#include "store.h"
+#include "timeutil.h"
+#include "util.h"
+#include "bench_store.h"
+#include "bench_util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_BATCH 10000             /* frames per transaction */
+#define MAX_METRICS 65536           /* distinct metric names the replay keeps */
+#define MAX_SKIP_SHOWN 10           /* skipped records reported one by one */
+#define MAX_GROWS 8                 /* map doublings for one batch */
+#define FUTURE_MS (5 * 60 * 1000)   /* ingest's default skew ahead, */
+#define AGE_MS (48LL * 3600 * 1000) /* and back, of the frame's sent time */
+#define COPY_CHUNK 65536
+#define AFTER_END_MS 5000 /* the builder's clock: a little past the last point */
+
+/* ---- metric names seen in the frames ---- */
+
+struct metric {
+    char *name;
+    int kind;   /* of its first series */
+    bool mixed; /* a later series had another kind */
+};
+
+/* Open addressing over a power-of-two table, grown at half full. */
+struct names {
+    struct metric *slot;
+    size_t cap;
+    size_t n;
+};
+
+static void names_free(struct names *t)
+{
+    for (size_t i = 0; i < t->cap; i++) {
+        free(t->slot[i].name);
+    }
+    free(t->slot);
+    memset(t, 0, sizeof(*t));
+}
+
+static struct metric *names_slot(struct metric *slot, size_t cap, const char *name)
+{
+    size_t i = (size_t)st_fnv1a(ST_FNV_SEED, name, strlen(name)) & (cap - 1);
+    while (slot[i].name != NULL && strcmp(slot[i].name, name) != 0) {
+        i = (i + 1) & (cap - 1);
+    }
+    return &slot[i];
+}
+
+static int names_grow(struct names *t)
+{
+    size_t cap = t->cap ? t->cap * 2 : 256;
+    struct metric *slot = calloc(cap, sizeof(*slot));
+    if (slot == NULL) {
+        return ST_ENOMEM;
+    }
+    for (size_t i = 0; i < t->cap; i++) {
+        if (t->slot[i].name != NULL) {
+            *names_slot(slot, cap, t->slot[i].name) = t->slot[i];
+        }
+    }
+    free(t->slot);
+    t->slot = slot;
+    t->cap = cap;
+    return ST_OK;
+}
+
+/* Adds name with kind when new; *mixed tells when a known name is first
+ * seen with another kind. ST_ETOOBIG past MAX_METRICS. */
+static int names_add(struct names *t, const char *name, int kind, bool *mixed)
+{
+    struct metric *m = t->cap ? names_slot(t->slot, t->cap, name) : NULL;
+    int rv;
+    *mixed = false;
+    if (m != NULL && m->name != NULL) {
+        *mixed = m->kind != kind && !m->mixed;
+        m->mixed |= *mixed;
+        return ST_OK;
+    }
+    if (t->n >= MAX_METRICS) {
+        return ST_ETOOBIG;
+    }
+    if ((t->n + 1) * 2 > t->cap) {
+        if ((rv = names_grow(t)) != ST_OK) {
+            return rv;
+        }
+        m = names_slot(t->slot, t->cap, name);
+    }
+    if ((m->name = strdup(name)) == NULL) {
+        return ST_ENOMEM;
+    }
+    m->kind = kind;
+    t->n++;
+    return ST_OK;
+}
+
+/* ---- the replay ---- */
+
+struct replay {
+    st_store *st;
+    st_zctx *z;
+    st_buf raw; /* a decompressed payload */
+    struct names names;
+    st_frame **batch; /* decoded, waiting for their transaction */
+    int nbatch;
+    int batch_max;
+    uint64_t records;
+    uint64_t first_seq;
+    uint64_t last_seq;
+    uint64_t frames;     /* applied */
+    uint64_t skipped;    /* records that did not decode or validate */
+    uint64_t duplicates; /* frames the store had already */
+    uint64_t mixed;      /* metrics with series of more than one kind */
+    uint64_t samples[NKINDS + 1];
+    int64_t first_ms; /* the first point's start */
+    int64_t last_ms;  /* the last point's end */
+    double load_s;
+    double build_s;
+    int slices;
+    struct st_store_stats stats;
+};
+
+/* Opens, decompresses, decodes and validates one spool record as the
+ * collector's ingest does, with the frame's sent time for its clock. The
+ * spool is the agent's own: there is no key to check a signature with. */
+static int decode_record(struct replay *rp, uint64_t seq, const uint8_t *data, size_t len,
+                         st_frame **out, const char **detail)
+{
+    st_envelope env;
+    st_frame_limits lim;
+    st_frame *f = NULL;
+    int rv;
+    *detail = NULL;
+    if ((rv = st_envelope_open(data, len, &env)) != ST_OK) {
+        return rv;
+    }
+    if (env.seq != seq) {
+        *detail = "the envelope's seq is not the spool record's";
+        return ST_ECORRUPT;
+    }
+    if ((rv = st_envelope_decompress(rp->z, &env, &rp->raw)) != ST_OK ||
+        (rv = st_frame_decode(rp->raw.data, rp->raw.len, &f)) != ST_OK) {
+        return rv;
+    }
+    lim.now_ms = f->sent_unix_ms;
+    lim.max_future_ms = FUTURE_MS;
+    lim.max_age_ms = AGE_MS;
+    if ((rv = st_frame_validate(f, &env, &lim, detail)) != ST_OK) {
+        st_frame_free(f);
+        return rv;
+    }
+    for (size_t i = 0; i < f->n_series; i++) {
+        if (kind_index(f->series[i]->kind) < 0) {
+            *detail = "a series of a kind this benchmark does not measure";
+            st_frame_free(f);
+            return ST_EUNSUPPORTED;
+        }
+    }
+    *out = f;
+    return ST_OK;
+}
+
+/* Counts a decoded frame's samples (a distribution point is one, as on the
+ * wire), metric names and time span. */
+static int note_frame(struct replay *rp, const st_frame *f)
+{
+    for (size_t i = 0; i < f->n_series; i++) {
+        const Strata__V1__Series *s = f->series[i];
+        uint64_t n = st_series_npoints(s);
+        int64_t end = s->start_unix_ms + (int64_t)s->interval_ms * (int64_t)n;
+        bool mixed = false;
+        int rv = names_add(&rp->names, s->name, s->kind, &mixed);
+        if (rv != ST_OK) {
+            fprintf(stderr, "store_real_bench: metric %s: %s (at most %d metrics)\n", s->name,
+                    st_strerror(rv), MAX_METRICS);
+            return rv;
+        }
+        rp->mixed += mixed;
+        rp->samples[kind_index(s->kind)] += n;
+        rp->samples[NKINDS] += n;
+        if (n > 0) {
+            rp->first_ms = ST_MIN(rp->first_ms, s->start_unix_ms);
+            rp->last_ms = ST_MAX(rp->last_ms, end);
+        }
+    }
+    return ST_OK;
+}
+
+/* One transaction for the batch, each frame at its sent time. */
+static int apply_batch(struct replay *rp, uint64_t *dups)
+{
+    st_store_txn *t = NULL;
+    int rv = st_store_begin(rp->st, &t);
+    *dups = 0;
+    for (int i = 0; i < rp->nbatch && rv == ST_OK; i++) {
+        bool dup = false;
+        rv = st_store_apply(t, rp->batch[i], rp->batch[i]->sent_unix_ms, &dup);
+        *dups += dup;
+    }
+    if (t != NULL) {
+        rv = rv == ST_OK ? st_store_commit(t) : (st_store_abort(t), rv);
+    }
+    return rv;
+}
+
+/* Applies and frees the batch; a full map is grown and the batch applied
+ * again. */
+static int flush_batch(struct replay *rp)
+{
+    uint64_t dups = 0;
+    int rv = ST_OK;
+    for (int grows = 0; rp->nbatch > 0; grows++) {
+        rv = apply_batch(rp, &dups);
+        if (rv != ST_EMAPFULL || grows >= MAX_GROWS || (rv = st_store_grow(rp->st)) != ST_OK) {
+            break;
+        }
+    }
+    if (rv == ST_OK) {
+        rp->frames += (uint64_t)rp->nbatch - dups;
+        rp->duplicates += dups;
+    } else {
+        fprintf(stderr, "store_real_bench: applying frames up to seq %" PRIu64 ": %s\n",
+                rp->nbatch > 0 ? rp->batch[rp->nbatch - 1]->seq : 0, st_strerror(rv));
+    }
+    for (int i = 0; i < rp->nbatch; i++) {
+        st_frame_free(rp->batch[i]);
+    }
+    rp->nbatch = 0;
+    return rv;
+}
+
+/* Takes one record: a frame joins the batch, anything else is skipped
+ * and counted (the first few named). */
+static int take_record(struct replay *rp, uint64_t seq, const uint8_t *data, size_t len)
+{
+    st_frame *f = NULL;
+    const char *detail = NULL;
+    int rv = decode_record(rp, seq, data, len, &f, &detail);
+    rp->records++;
+    rp->first_seq = rp->first_seq ? rp->first_seq : seq;
+    rp->last_seq = seq;
+    if (rv != ST_OK) {
+        if (rp->skipped++ < MAX_SKIP_SHOWN) {
+            fprintf(stderr,
+                    "store_real_bench: skipping spool record seq %" PRIu64 " (%zu bytes): %s%s%s\n",
+                    seq, len, st_strerror(rv), detail ? ": " : "", detail ? detail : "");
+        }
+        return ST_OK;
+    }
+    if ((rv = note_frame(rp, f)) != ST_OK) {
+        st_frame_free(f);
+        return rv;
+    }
+    rp->batch[rp->nbatch++] = f;
+    return rp->nbatch >= rp->batch_max ? flush_batch(rp) : ST_OK;
+}
+
+/* Walks every record of the spool in seq order; acknowledges nothing. */
+static int replay_spool(struct replay *rp, st_spool *sp)
+{
+    uint64_t after = 0;
+    int rv = ST_OK;
+    for (;;) {
+        uint64_t seq = 0;
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if ((rv = st_spool_peek(sp, after, &seq, &data, &len)) != ST_OK) {
+            break;
+        }
+        rv = take_record(rp, seq, data, len);
+        free(data);
+        if (rv != ST_OK) {
+            return rv;
+        }
+        after = seq;
+    }
+    if (rv != ST_ENOENT) {
+        fprintf(stderr, "store_real_bench: reading the spool after seq %" PRIu64 ": %s\n", after,
+                st_strerror(rv));
+        return rv;
+    }
+    if (rp->skipped > MAX_SKIP_SHOWN) {
+        fprintf(stderr, "store_real_bench: ... and %" PRIu64 " more records skipped\n",
+                rp->skipped - MAX_SKIP_SHOWN);
+    }
+    return flush_batch(rp);
+}
+
+/* Runs the builder to completion a little past the last point, so closed
+ * hours are compacted as on a live collector and the last minute is open. */
+static int build_rollups(struct replay *rp)
+{
+    int64_t now = rp->last_ms + AFTER_END_MS;
+    bool more = true;
+    int rv = ST_OK;
+    while (more && rv == ST_OK) {
+        rv = st_store_maintain(rp->st, now, 1000, &more);
+        rp->slices++;
+        if (rv == ST_EMAPFULL && (rv = st_store_grow(rp->st)) == ST_OK) {
+            more = true;
+        }
+    }
+    if (rv != ST_OK) {
+        fprintf(stderr, "store_real_bench: building rollups: %s\n", st_strerror(rv));
+    }
+    return rv;
+}
+
+/* ---- the spool's copy ---- */
+
+static int copy_file(int sfd, int dfd, const char *name)
+{
+    char buf[COPY_CHUNK];
+    int in = openat(sfd, name, O_RDONLY | O_CLOEXEC);
+    int out = in >= 0 ? openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
+    int rv = in >= 0 && out >= 0 ? ST_OK : ST_EIO;
+    ssize_t n = 0;
+    while (rv == ST_OK && (n = read(in, buf, sizeof(buf))) > 0) {
+        for (ssize_t off = 0; off < n && rv == ST_OK;) {
+            ssize_t w = write(out, buf + off, (size_t)(n - off));
+            rv = w > 0 ? ST_OK : ST_EIO;
+            off += w > 0 ? w : 0;
+        }
+    }
+    if (n < 0 || rv != ST_OK) {
+        fprintf(stderr, "store_real_bench: copying %s: %s\n", name, strerror(errno));
+        rv = ST_EIO;
+    }
+    if (out >= 0 && close(out) != 0 && rv == ST_OK) {
+        fprintf(stderr, "store_real_bench: copying %s: %s\n", name, strerror(errno));
+        rv = ST_EIO;
+    }
+    if (in >= 0) {
+        close(in);
+    }
+    return rv;
+}
+
+/* Copies the regular files of src (agent.id, cursor, segments) into a new
+ * dst: opening a spool may write (its lock, a cut torn tail, the cursor). */
+static int copy_spool(const char *src, const char *dst)
+{
+    DIR *d = opendir(src);
+    int dfd = -1;
+    int rv = ST_OK;
+    struct dirent *e;
+    if (d == NULL) {
+        fprintf(stderr, "store_real_bench: %s: %s\n", src, strerror(errno));
+        return ST_EIO;
+    }
+    if (mkdir(dst, 0700) != 0 || (dfd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        fprintf(stderr, "store_real_bench: %s: %s\n", dst, strerror(errno));
+        rv = ST_EIO;
+    }
+    while (rv == ST_OK && (errno = 0, e = readdir(d)) != NULL) {
+        struct stat sb;
+        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+            fprintf(stderr, "store_real_bench: %s/%s: %s\n", src, e->d_name, strerror(errno));
+            rv = ST_EIO;
+        } else if (S_ISREG(sb.st_mode)) {
+            rv = copy_file(dirfd(d), dfd, e->d_name);
+        }
+    }
+    if (rv == ST_OK && errno != 0) {
+        fprintf(stderr, "store_real_bench: reading %s: %s\n", src, strerror(errno));
+        rv = ST_EIO;
+    }
+    if (dfd >= 0) {
+        close(dfd);
+    }
+    closedir(d);
+    return rv;
+}
+
+/* A spool directory holds the agent's id: without it st_spool_open would
+ * make a new, empty spool rather than say the path is wrong. */
+static int check_spool(const char *dir)
+{
+    char id[PATH_MAX];
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr,
+                "store_real_bench: %s is not a directory: give --frames the directory that "
+                "agent_all_bench.sh ST_BENCH_FRAMES=DIR wrote (its spool is DIR/spool)\n",
+                dir);
+        return ST_ENOENT;
+    }
+    if (snprintf(id, sizeof(id), "%s/agent.id", dir) >= (int)sizeof(id) || stat(id, &sb) != 0) {
+        fprintf(stderr, "store_real_bench: %s holds no agent.id: not an agent's spool\n", dir);
+        return ST_ENOENT;
+    }
+    return ST_OK;
+}
+
+/* Opens the copy of the spool and replays it into the store. */
+static int replay_copy(struct replay *rp, const char *copy)
+{
+    struct st_spool_opts so = {.dir = copy, .no_fsync = true};
+    struct st_spool_stats ss;
+    st_spool *sp = NULL;
+    int64_t t0 = st_time_mono_ns();
+    int rv = st_spool_open(&so, &sp);
+    if (rv != ST_OK) {
+        fprintf(stderr, "store_real_bench: opening the spool (copy in %s): %s\n", copy,
+                st_strerror(rv));
+        return rv;
+    }
+    st_spool_stats(sp, &ss);
+    printf("  spool: %" PRIu64 " frames held (%.1f MiB) up to seq %" PRIu64 "; %" PRIu64
+           " lost (dropped by the agent when its spool was full, or found damaged)\n",
+           ss.frames, (double)ss.bytes / 1048576.0, ss.next_seq - 1, ss.dropped);
+    if (ss.frames == 0) {
+        fprintf(stderr, "store_real_bench: the spool holds no frames\n");
+        rv = ST_ENOENT;
+    }
+    rv = rv == ST_OK ? replay_spool(rp, sp) : rv;
+    rp->load_s = (double)(st_time_mono_ns() - t0) / 1e9;
+    st_spool_close(sp);
+    return rv;
+}
+
+/* ---- measuring ---- */
+
+static int count_series(void *arg, const st_scan_series *s)
+{
+    uint64_t *series = arg;
+    int k = kind_index(s->rec->kind);
+    if (k >= 0) { /* the frames were checked: nothing else was stored */
+        series[k]++;
+        series[NKINDS]++;
+    }
+    return 0; /* the series alone, not its blocks */
+}
+
+/* Walks every metric's entries under its kind (the store's, which is that
+ * of its first series) and counts the series of each kind. */
+static int measure(struct replay *rp, struct sizes *z, uint64_t series[NKINDS + 1])
+{
+    st_scan_cb cb = {.series = count_series, .arg = series};
+    int rv = ST_OK;
+    sizes_init(z, rp->first_ms, rp->last_ms, &rp->stats);
+    memset(series, 0, sizeof(uint64_t) * (NKINDS + 1));
+    for (size_t i = 0; i < rp->names.cap && rv == ST_OK; i++) {
+        const struct metric *m = &rp->names.slot[i];
+        int kind = 0;
+        if (m->name == NULL) {
+            continue;
+        }
+        if ((rv = st_store_metric_kind(rp->st, m->name, &kind)) != ST_OK ||
+            (z->cur = kind_index(kind)) < 0) {
+            fprintf(stderr, "store_real_bench: metric %s: %s\n", m->name,
+                    rv != ST_OK ? st_strerror(rv) : "stored with a kind of no measure");
+            return rv != ST_OK ? rv : ST_ECORRUPT;
+        }
+        if ((rv = st_store_walk_entries(rp->st, m->name, size_entry, z)) != ST_OK ||
+            (rv = st_store_scan(rp->st, m->name, NULL, 0, 0, INT64_MAX, &cb)) != ST_OK) {
+            fprintf(stderr, "store_real_bench: measuring %s: %s\n", m->name, st_strerror(rv));
+        }
+    }
+    return rv;
+}
+
+/* ---- reporting ---- */
+
+/* Samples per series per day of its presence: the kind's samples over the
+ * time its raw blocks cover, the same time per_day divides bytes by. Over
+ * the data's span instead, a series that starts late, comes and goes, or
+ * has 60 s points whose minute starts before the recording would dilute
+ * the rate and inflate the bytes per sample. */
+static double series_rate(const struct replay *rp, const struct sizes *z, int k)
+{
+    double ms = z->covered[k][ST_RES_RAW][0] + z->covered[k][ST_RES_RAW][1];
+    return ms > 0 ? (double)rp->samples[k] / ms * DAY_MS : 0;
+}
+
+/* A kind's samples per day with all its series present; [NKINDS]: all. */
+static double kind_rate(const struct replay *rp, const struct sizes *z,
+                        const uint64_t series[NKINDS + 1], int k)
+{
+    double sum = 0;
+    if (k < NKINDS) {
+        return series_rate(rp, z, k) * (double)series[k];
+    }
+    for (int i = 0; i < NKINDS; i++) {
+        sum += series_rate(rp, z, i) * (double)series[i];
+    }
+    return sum;
+}
+
+static void report_data(const struct replay *rp, const struct sizes *z,
+                        const uint64_t series[NKINDS + 1])
+{
+    char from[40];
+    char to[40];
+    double span_s = (double)(rp->last_ms - rp->first_ms) / 1000.0;
+    st_time_format_utc(rp->first_ms, from, sizeof(from));
+    st_time_format_utc(rp->last_ms, to, sizeof(to));
+    printf("  records: %" PRIu64 " (seq %" PRIu64 "..%" PRIu64 "): %" PRIu64 " frames applied, "
+           "%" PRIu64 " duplicates, %" PRIu64 " skipped; %zu metrics, %" PRIu64
+           " of them with series of two kinds (counted under the first)\n",
+           rp->records, rp->first_seq, rp->last_seq, rp->frames, rp->duplicates, rp->skipped,
+           rp->names.n, rp->mixed);
+    printf("  data: %s .. %s (%.0f s = %.2f h), first point to last point's end\n", from, to,
+           span_s, span_s / 3600.0);
+    for (int k = 0; k <= NKINDS; k++) {
+        double cov = z->covered[k][ST_RES_RAW][0] + z->covered[k][ST_RES_RAW][1];
+        double want = (double)series[k] * (double)(rp->last_ms - rp->first_ms);
+        printf("    %-12s %6" PRIu64 " series, %10" PRIu64 " samples; present %5.1f%% of the span "
+               "(raw blocks' time); %.1f samples per series-minute present, %.0f per day\n",
+               kind_names[k], series[k], rp->samples[k], want > 0 ? 100.0 * cov / want : 0.0,
+               k < NKINDS ? series_rate(rp, z, k) / 1440.0
+                          : kind_rate(rp, z, series, k) / (double)series[k] / 1440.0,
+               kind_rate(rp, z, series, k));
+    }
+    printf("  replayed in %.2f s (%.0f samples/s); builder %.2f s in %d slices; %" PRIu64
+           " series, %" PRIu64 " point blocks, %" PRIu64 " rollup entries; used %.1f MiB, live "
+           "%.1f MiB, file %.1f MiB\n",
+           rp->load_s, (double)rp->samples[NKINDS] / rp->load_s, rp->build_s, rp->slices,
+           rp->stats.series, rp->stats.point_blocks, rp->stats.rollup_entries,
+           (double)rp->stats.used_bytes / 1048576.0, (double)rp->stats.live_bytes / 1048576.0,
+           (double)rp->stats.file_bytes / 1048576.0);
+    printf("RESULT real_data frames=%" PRIu64 " skipped=%" PRIu64 " duplicates=%" PRIu64
+           " samples=%" PRIu64 " span_s=%.0f start_ms=%" PRId64 " end_ms=%" PRId64
+           " metrics=%zu series=%" PRIu64 " series_distribution=%" PRIu64 " series_counter=%" PRIu64
+           " series_gauge=%" PRIu64 "\n",
+           rp->frames, rp->skipped, rp->duplicates, rp->samples[NKINDS], span_s, rp->first_ms,
+           rp->last_ms, rp->names.n, series[NKINDS], series[0], series[1], series[2]);
+}
+
+/* One kind's projection: a series holds two days of its samples. */
+static void print_steady(const char *kind, const double day[4][2], double f, uint64_t series,
+                         double samples_per_day)
+{
+    struct steady p;
+    project(kind, 2.0 * samples_per_day / (double)series, day, f, f, &p);
+    printf("RESULT steady label=real kind=%s bytes_per_sample=%.3f raw_part=%.3f "
+           "rollup_part=%.3f kib_per_series=%.1f series=%" PRIu64 " samples_per_day=%.0f\n",
+           kind, p.total / p.held, p.part[0] / p.held, (p.total - p.part[0]) / p.held,
+           p.total / 1024, series, samples_per_day);
+}
+
+/* Per kind, and for all series: the kinds' bytes per day weighted by their
+ * series, over all their samples (kinds differ in series, samples and the
+ * resolutions they store). */
+static void report_steady(const struct replay *rp, const struct sizes *z,
+                          const uint64_t series[NKINDS + 1], double f)
+{
+    double all[4][2] = {{0}};
+    printf("    steady state with the default retention, per series (B/d compacted|fresh):\n");
+    for (int k = 0; k < NKINDS; k++) {
+        double day[4][2];
+        if (series[k] == 0 || rp->samples[k] == 0) {
+            printf("    %-12s no series with samples\n", kind_names[k]);
+            continue;
+        }
+        for (int r = 0; r < 4; r++) {
+            per_day(z, k, r, (double)series[k], day[r]);
+            for (int c = 0; c < 2; c++) {
+                all[r][c] += day[r][c] * (double)series[k] / (double)series[NKINDS];
+            }
+        }
+        print_steady(kind_names[k], day, f, series[k], kind_rate(rp, z, series, k));
+    }
+    print_steady(kind_names[NKINDS], all, f, series[NKINDS], kind_rate(rp, z, series, NKINDS));
+}
+
+/* What a short recording leaves out of the projection. */
+static void report_caveats(const struct sizes *z)
+{
+    static const char *const names[4] = {"raw", "10 s", "1 m", "1 h"};
+    for (int r = 0; r < 4; r++) {
+        if (r != ST_RES_10S && all_payload(z, NKINDS, r) == 0) {
+            printf("    NOTE: no %s entries: the data closes no %s; the projection leaves out "
+                   "%s (record past an hour boundary)\n",
+                   names[r], r == ST_RES_1H ? "hour" : "minute", names[r]);
+        } else if (z->payload[NKINDS][r][1] == 0 && all_payload(z, NKINDS, r) > 0) {
+            printf("    NOTE: nothing compacted at %s: it counts fresh throughout (an hour is "
+                   "compacted once closed: record more than an hour past an hour boundary)\n",
+                   names[r]);
+        }
+    }
+}
+
+/* Sizes are the pages the databases hold (live bytes), as in query_bench. */
+static void report_sizes(const struct replay *rp, const struct sizes *z,
+                         const uint64_t series[NKINDS + 1])
+{
+    double f = lmdb_factor(z, rp->stats.live_bytes);
+    double n = (double)rp->samples[NKINDS];
+    char wm1m[40] = "none";
+    char wm1h[40] = "none";
+    if (rp->stats.wm_1m > 0) {
+        st_time_format_utc(rp->stats.wm_1m, wm1m, sizeof(wm1m));
+    }
+    if (rp->stats.wm_1h > 0) {
+        st_time_format_utc(rp->stats.wm_1h, wm1h, sizeof(wm1h));
+    }
+    printf("  entries (rollups complete: 10 s and 1 m up to %s, 1 h up to %s):\n", wm1m, wm1h);
+    report_entries(z);
+    printf("    LMDB overhead over the entry bytes (live bytes / entry bytes): x%.2f\n", f);
+    printf("RESULT store label=real samples=%.0f live_per_sample=%.3f used_per_sample=%.3f "
+           "file_per_sample=%.3f\n",
+           n, (double)rp->stats.live_bytes / n, (double)rp->stats.used_bytes / n,
+           (double)rp->stats.file_bytes / n);
+    report_steady(rp, z, series, f);
+    report_caveats(z);
+    printf("[target: <= 2 bytes per sample at steady state]\n");
+}
+
+/* ---- main ---- */
+
+struct opts {
+    const char *frames;
+    const char *dir;
+    int batch;
+};
+
+/* Replays DIR/spool (copied to work/spool) into work/store and reports. */
+static int run(const struct opts *o, const char *work)
+{
+    char src[PATH_MAX];
+    char copy[PATH_MAX];
+    char store[PATH_MAX];
+    struct st_store_opts so = {
+        .map_size = 64ULL << 30, .max_map_size = 1ULL << 40, .no_sync = true};
+    struct replay rp = {.first_ms = INT64_MAX, .last_ms = INT64_MIN, .batch_max = o->batch};
+    struct sizes z;
+    uint64_t series[NKINDS + 1];
+    int64_t t0;
+    int rv;
+    if (snprintf(src, sizeof(src), "%s/spool", o->frames) >= (int)sizeof(src) ||
+        snprintf(copy, sizeof(copy), "%s/real-spool", work) >= (int)sizeof(copy) ||
+        snprintf(store, sizeof(store), "%s/real-store", work) >= (int)sizeof(store)) {
+        fprintf(stderr, "store_real_bench: path too long\n");
+        return ST_ETOOBIG;
+    }
+    if ((rv = check_spool(src)) != ST_OK) {
+        return rv;
+    }
+    so.dir = store;
+    rm_rf(copy);
+    rm_rf(store);
+    printf("== store bytes per sample on real agent data: the frames in %s, replayed in seq order "
+           "(%d frames per transaction, no_sync), builder run to completion at the end\n",
+           src, o->batch);
+    st_buf_init(&rp.raw, ST_ENV_MAX_PAYLOAD);
+    if ((rp.batch = calloc((size_t)o->batch, sizeof(*rp.batch))) == NULL) {
+        rv = ST_ENOMEM;
+        goto out;
+    }
+    if ((rv = copy_spool(src, copy)) != ST_OK || (rv = st_zctx_new(&rp.z)) != ST_OK ||
+        (rv = st_store_open(&so, &rp.st)) != ST_OK) {
+        fprintf(stderr, "store_real_bench: preparing %s: %s\n", work, st_strerror(rv));
+        goto out;
+    }
+    if ((rv = replay_copy(&rp, copy)) != ST_OK) {
+        goto out;
+    }
+    if (rp.frames == 0 || rp.last_ms <= rp.first_ms) {
+        fprintf(stderr, "store_real_bench: no frame with points was applied\n");
+        rv = ST_ENOENT;
+        goto out;
+    }
+    t0 = st_time_mono_ns();
+    rv = build_rollups(&rp);
+    rp.build_s = (double)(st_time_mono_ns() - t0) / 1e9;
+    if (rv != ST_OK || (rv = st_store_stats(rp.st, &rp.stats)) != ST_OK ||
+        (rv = measure(&rp, &z, series)) != ST_OK) {
+        goto out;
+    }
+    report_data(&rp, &z, series);
+    report_sizes(&rp, &z, series);
+out:
+    st_store_close(rp.st);
+    st_zctx_free(rp.z);
+    st_buf_free(&rp.raw);
+    free(rp.batch);
+    names_free(&rp.names);
+    rm_rf(store);
+    rm_rf(copy);
+    return rv;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: store_real_bench --frames DIR [--dir STOREDIR] [--batch 200]\n"
+            "  DIR: what agent_all_bench.sh ST_BENCH_FRAMES=DIR recorded (DIR/spool is read,\n"
+            "       never written); STOREDIR: where the spool's copy and the store go\n"
+            "       (default: a temporary directory); batch: frames per transaction\n");
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+    static const struct option lo[] = {
+        {"frames", 1, 0, 'f'}, {"dir", 1, 0, 'd'}, {"batch", 1, 0, 'b'}, {0, 0, 0, 0}};
+    int c;
+    int rv = ST_OK;
+    while (rv == ST_OK && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            o->frames = optarg;
+            break;
+        case 'd':
+            o->dir = optarg;
+            break;
+        case 'b':
+            rv = int_arg(optarg, 1, MAX_BATCH, &o->batch);
+            break;
+        default:
+            rv = ST_EINVAL;
+        }
+    }
+    return rv == ST_OK && optind == argc && o->frames != NULL ? ST_OK : ST_EINVAL;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {.frames = NULL, .dir = NULL, .batch = 200};
+    char tmp[] = "/tmp/store_real_bench.XXXXXX";
+    const char *work;
+    int rv;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress as it comes, when piped */
+    if (parse_args(argc, argv, &o) != ST_OK) {
+        usage();
+        return 2;
+    }
+    if (o.dir != NULL && st_mkdir_p(o.dir) != ST_OK) {
+        fprintf(stderr, "store_real_bench: cannot create %s\n", o.dir);
+        return 1;
+    }
+    if ((work = o.dir != NULL ? o.dir : mkdtemp(tmp)) == NULL) {
+        perror("store_real_bench: mkdtemp");
+        return 1;
+    }
+    rv = run(&o, work);
+    if (o.dir == NULL) {
+        rmdir(tmp);
+    }
+    return rv == ST_OK ? 0 : 1;
+}
