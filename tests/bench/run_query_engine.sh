@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The store-side benchmarks: query latency and store bytes per sample
-# (query_bench), the rollup builder's cost on ingest (rollup_ingest_bench)
-# and one optimization-engine run with a concurrent writer (engine_bench).
+# (query_bench), the rollup builder's cost on ingest (rollup_ingest_bench),
+# one optimization-engine run with a concurrent writer (engine_bench) and,
+# when asked, store bytes per sample on recorded agent frames
+# (store_real_bench).
 # It builds nothing and asserts nothing: it runs the programs of an existing
 # build and prints their figures (human lines, then RESULT lines that
 # scripts can read). BENCHMARKS.md explains every figure. The defaults take
@@ -11,7 +13,15 @@
 #   tests/bench/run_query_engine.sh [BUILD_DIR]      (default: build)
 #
 # Knobs (environment):
-#   QE_ONLY="query rollup engine"  which benchmarks to run
+#   QE_ONLY="query rollup engine"  which benchmarks to run; add "real" for
+#                          store_real_bench (not run by default: it needs a
+#                          recording)
+#   REAL_FRAMES=DIR        the recording "real" replays: what
+#                          ST_BENCH_SECONDS=5400 ST_BENCH_FRAMES=DIR
+#                          tests/bench/agent_all_bench.sh BUILD wrote (its
+#                          spool is DIR/spool; read, never written). Unset:
+#                          "real" is skipped with a message
+#   REAL_ARGS=""           more store_real_bench flags (e.g. --batch 500)
 #   BENCH_DIR=DIR          stores (default BUILD/bench-data; keep it on a real
 #                          disk: on tmpfs fsync costs nothing)
 #   QE_MACHINE=1           0: skip the machine header (when run.sh prints it)
@@ -68,6 +78,8 @@ ENGINE_HISTORY_HOURS=${ENGINE_HISTORY_HOURS:-24}
 ENGINE_RUNS=${ENGINE_RUNS:-10}
 ENGINE_WRITER_SECONDS=${ENGINE_WRITER_SECONDS:-15}
 ENGINE_ARGS=${ENGINE_ARGS:-}
+REAL_FRAMES=${REAL_FRAMES:-}
+REAL_ARGS=${REAL_ARGS:-}
 
 for b in query_bench rollup_ingest_bench engine_bench; do
     [ -x "$BIN/$b" ] || { echo "bench: $BIN/$b is missing; build first" >&2; exit 1; }
@@ -150,8 +162,20 @@ for b in $QE_ONLY; do
             --history-hours "$ENGINE_HISTORY_HOURS" --runs "$ENGINE_RUNS" \
             --writer-seconds "$ENGINE_WRITER_SECONDS" $ENGINE_ARGS
         ;;
+    real)
+        if [ -z "$REAL_FRAMES" ]; then
+            say "-- store_real_bench skipped: set REAL_FRAMES=DIR to a recording of" \
+                "tests/bench/agent_all_bench.sh with ST_BENCH_FRAMES=DIR"
+            say
+            continue
+        fi
+        [ -x "$BIN/store_real_bench" ] ||
+            { echo "bench: $BIN/store_real_bench is missing; build first" >&2; exit 1; }
+        # shellcheck disable=SC2086
+        run real store_real_bench --frames "$REAL_FRAMES" $REAL_ARGS
+        ;;
     *)
-        echo "bench: unknown benchmark $b (query, rollup, engine)" >&2
+        echo "bench: unknown benchmark $b (query, rollup, engine, real)" >&2
         exit 2
         ;;
     esac
