@@ -632,13 +632,37 @@ static void report_sizes(const struct replay *rp, const struct sizes *z,
 
 /* ---- main ---- */
 
+/* After the replay: the builder, then the measures. */
+static int build_and_report(struct replay *rp)
+{
+    struct sizes z;
+    uint64_t series[NKINDS + 1];
+    int64_t t0 = st_time_mono_ns();
+    int rv = build_rollups(rp);
+    rp->build_s = (double)(st_time_mono_ns() - t0) / 1e9;
+    if (rv != ST_OK) {
+        return rv;
+    }
+    if ((rv = st_store_stats(rp->st, &rp->stats)) != ST_OK) {
+        fprintf(stderr, "store_real_bench: store stats: %s\n", st_strerror(rv));
+        return rv;
+    }
+    if ((rv = measure(rp, &z, series)) != ST_OK) {
+        return rv;
+    }
+    report_data(rp, &z, series);
+    report_sizes(rp, &z, series);
+    return ST_OK;
+}
+
 struct opts {
     const char *frames;
     const char *dir;
     int batch;
 };
 
-/* Replays DIR/spool (copied to work/spool) into work/store and reports. */
+/* Replays DIR/spool (copied to work/real-spool) into a fresh store in
+ * work/real-store and reports; removes both at the end. */
 static int run(const struct opts *o, const char *work)
 {
     char src[PATH_MAX];
@@ -647,9 +671,6 @@ static int run(const struct opts *o, const char *work)
     struct st_store_opts so = {
         .map_size = 64ULL << 30, .max_map_size = 1ULL << 40, .no_sync = true};
     struct replay rp = {.first_ms = INT64_MAX, .last_ms = INT64_MIN, .batch_max = o->batch};
-    struct sizes z;
-    uint64_t series[NKINDS + 1];
-    int64_t t0;
     int rv;
     if (snprintf(src, sizeof(src), "%s/spool", o->frames) >= (int)sizeof(src) ||
         snprintf(copy, sizeof(copy), "%s/real-spool", work) >= (int)sizeof(copy) ||
@@ -661,13 +682,16 @@ static int run(const struct opts *o, const char *work)
         return rv;
     }
     so.dir = store;
-    rm_rf(copy);
-    rm_rf(store);
+    if (rm_rf(copy) != ST_OK || rm_rf(store) != ST_OK) { /* the store must start empty */
+        fprintf(stderr, "store_real_bench: cannot clear %s and %s\n", copy, store);
+        return ST_EIO;
+    }
     printf("== store bytes per sample on real agent data: the frames in %s, replayed in seq order "
            "(%d frames per transaction, no_sync), builder run to completion at the end\n",
            src, o->batch);
     st_buf_init(&rp.raw, ST_ENV_MAX_PAYLOAD);
     if ((rp.batch = calloc((size_t)o->batch, sizeof(*rp.batch))) == NULL) {
+        fprintf(stderr, "store_real_bench: out of memory\n");
         rv = ST_ENOMEM;
         goto out;
     }
@@ -684,15 +708,7 @@ static int run(const struct opts *o, const char *work)
         rv = ST_ENOENT;
         goto out;
     }
-    t0 = st_time_mono_ns();
-    rv = build_rollups(&rp);
-    rp.build_s = (double)(st_time_mono_ns() - t0) / 1e9;
-    if (rv != ST_OK || (rv = st_store_stats(rp.st, &rp.stats)) != ST_OK ||
-        (rv = measure(&rp, &z, series)) != ST_OK) {
-        goto out;
-    }
-    report_data(&rp, &z, series);
-    report_sizes(&rp, &z, series);
+    rv = build_and_report(&rp);
 out:
     st_store_close(rp.st);
     st_zctx_free(rp.z);
