@@ -529,11 +529,12 @@ static void report_data(const struct replay *rp, const struct sizes *z,
         double cov = z->covered[k][ST_RES_RAW][0] + z->covered[k][ST_RES_RAW][1];
         double want = (double)series[k] * (double)(rp->last_ms - rp->first_ms);
         printf("    %-12s %6" PRIu64 " series, %10" PRIu64 " samples; present %5.1f%% of the span "
-               "(raw blocks' time); %.1f samples per series-minute present, %.0f per day\n",
+               "(raw blocks' time); %.1f samples per series-minute present, %.0f per day (%.0f "
+               "over the span)\n",
                kind_names[k], series[k], rp->samples[k], want > 0 ? 100.0 * cov / want : 0.0,
                k < NKINDS ? series_rate(rp, z, k) / 1440.0
                           : kind_rate(rp, z, series, k) / (double)series[k] / 1440.0,
-               kind_rate(rp, z, series, k));
+               kind_rate(rp, z, series, k), (double)rp->samples[k] / span_s * 86400.0);
     }
     printf("  replayed in %.2f s (%.0f samples/s); builder %.2f s in %d slices; %" PRIu64
            " series, %" PRIu64 " point blocks, %" PRIu64 " rollup entries; used %.1f MiB, live "
