@@ -642,11 +642,11 @@ static void report_sizes(const struct replay *rp, const struct sizes *z,
  * the merged rate, since a longer entry only spreads the fixed cost
  * further. A recording holds too few 1 h rows to measure them: they are
  * charged at HOUR_ROW_FACTOR times a 1 m row's cost (1.3 to 2.0 times on
- * query_bench's 31-day steady store). LMDB's overhead over the entries is
- * the one that store measures (x1.05 to x1.09), not this small store's. */
+ * query_bench's 31-day steady store). LMDB's overhead over such entries is
+ * measured in a scratch LMDB (measure_lmdb_factor), not taken from this
+ * small store of fresh entries. */
 
 #define HOUR_ROW_FACTOR 2.0
-#define MERGED_LMDB_FACTOR 1.10
 
 struct merged {
     st_zctx *z;
@@ -661,8 +661,19 @@ struct merged {
     double bytes[NKINDS][4];
     double covered[NKINDS][4]; /* ms, summed over series */
     double rows[NKINDS][4];
-    uint64_t refused; /* series too large to encode as one entry */
+    uint64_t refused;    /* series too large to encode as one entry */
+    struct mseries *ser; /* each series' merged bytes per ms of data, for the LMDB factor */
+    size_t nser;
+    size_t capser;
+    uint32_t cur;        /* the series being collected */
+    size_t metric_first; /* ser[metric_first..]: the metric being merged */
     int rv;
+};
+
+struct mseries {
+    uint32_t id;
+    int kind;
+    double per_ms[4]; /* entry bytes per ms of data at each resolution */
 };
 
 static int grow_ptrs(void ***arr, size_t *cap, size_t need)
@@ -700,6 +711,33 @@ static int64_t block_end(const Strata__V1__Series *b)
     return b->start_unix_ms + (int64_t)b->interval_ms * (int64_t)st_series_npoints(b);
 }
 
+/* The current series' value bytes per ms of data at res. */
+static int note_series(struct merged *mg, enum st_res res, double bytes, double ms)
+{
+    struct mseries *m = NULL;
+    /* a metric's series come again for each resolution: look among its own */
+    for (size_t i = mg->metric_first; i < mg->nser && m == NULL; i++) {
+        m = mg->ser[i].id == mg->cur ? &mg->ser[i] : NULL;
+    }
+    if (m == NULL) {
+        if (mg->nser == mg->capser) {
+            size_t cap = mg->capser ? 2 * mg->capser : 256;
+            struct mseries *n = realloc(mg->ser, cap * sizeof(*n));
+            if (n == NULL) {
+                return ST_ENOMEM;
+            }
+            mg->ser = n;
+            mg->capser = cap;
+        }
+        m = &mg->ser[mg->nser++];
+        memset(m, 0, sizeof(*m));
+        m->id = mg->cur;
+        m->kind = mg->kind;
+    }
+    m->per_ms[res] += ms > 0 ? bytes / ms : 0;
+    return ST_OK;
+}
+
 static int encode_raw_series(struct merged *mg)
 {
     int rv;
@@ -715,9 +753,10 @@ static int encode_raw_series(struct merged *mg)
         return ST_OK;
     }
     if (rv == ST_OK) {
+        double ms = (double)(block_end(mg->blk[mg->nblk - 1]) - mg->blk[0]->start_unix_ms);
         mg->bytes[mg->kind][ST_RES_RAW] += (double)entry_bytes(ST_POINT_KEY_LEN, mg->out.len);
-        mg->covered[mg->kind][ST_RES_RAW] +=
-            (double)(block_end(mg->blk[mg->nblk - 1]) - mg->blk[0]->start_unix_ms);
+        mg->covered[mg->kind][ST_RES_RAW] += ms;
+        rv = note_series(mg, ST_RES_RAW, (double)mg->out.len, ms);
     }
     return rv;
 }
@@ -762,9 +801,11 @@ static int encode_rollup_series(struct merged *mg, enum st_res res)
         rv = st_codec_encode_rollup(mg->z, &blk, mg->kind == kind_index(STRATA__V1__KIND__COUNTER),
                                     &mg->out);
         if (rv == ST_OK) {
+            double ms = (double)blk.n_rows * (double)bucket;
             mg->bytes[mg->kind][res] += (double)entry_bytes(ST_ROLLUP_KEY_LEN, mg->out.len);
             mg->rows[mg->kind][res] += (double)blk.n_rows;
-            mg->covered[mg->kind][res] += (double)blk.n_rows * (double)bucket;
+            mg->covered[mg->kind][res] += ms;
+            rv = note_series(mg, res, (double)mg->out.len, ms);
         }
     }
     free(rows);
@@ -788,6 +829,7 @@ static int on_merged_series(void *arg, const st_scan_series *s, enum st_res res)
         return -1;
     }
     mg->kind = kind_index(s->rec->kind);
+    mg->cur = s->id;
     return mg->kind >= 0 ? 1 : 0;
 }
 
@@ -864,6 +906,7 @@ static int merge_all(struct replay *rp, struct merged *mg)
             continue;
         }
         mg->kind = -1;
+        mg->metric_first = mg->nser;
         rv = st_store_scan(rp->st, name, NULL, 0, 0, INT64_MAX, &raw);
         rv = rv == ST_OK ? merged_flush(mg, ST_RES_RAW) : rv;
         for (size_t r = 0; r < ST_ARRAY_LEN(rollups) && rv == ST_OK; r++) {
@@ -878,6 +921,133 @@ static int merge_all(struct replay *rp, struct merged *mg)
         }
     }
     merged_clear(mg);
+    return rv;
+}
+
+/* LMDB's pages over the entries at steady state, measured: every series'
+ * entries of the default retention at their merged sizes (6-hour raw and
+ * 10 s entries for 2 days, day entries of 1 m rows for 30, 30-day entries
+ * of 1 h rows for 400), written time unit by time unit across the series
+ * as the compaction writes them, into a scratch LMDB with the store's keys;
+ * its live pages over the entries' bytes (entry_bytes) is the factor. */
+#define SCRATCH_MAP (4ULL << 30)
+
+struct scratch_unit {
+    enum st_res res;
+    int64_t unit_ms;
+    int count; /* entries a series holds */
+};
+
+static int scratch_put(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key, size_t klen, size_t vlen,
+                       uint8_t *zeros)
+{
+    MDB_val k = {klen, (void *)key};
+    MDB_val v = {vlen, zeros};
+    int rc = mdb_put(txn, dbi, &k, &v, 0);
+    if (rc != 0) {
+        fprintf(stderr, "store_real_bench: scratch put: %s\n", mdb_strerror(rc));
+    }
+    return rc == 0 ? ST_OK : ST_EIO;
+}
+
+/* Value bytes of a series' entry of unit_ms at res: 1 h rows at
+ * HOUR_ROW_FACTOR times its 1 m rows; 0 where the store keeps none. */
+static size_t unit_bytes(const struct sizes *z, const struct mseries *m, enum st_res res,
+                         int64_t unit_ms)
+{
+    double per_ms = res == ST_RES_1H
+                        ? HOUR_ROW_FACTOR * m->per_ms[ST_RES_1M] / 60.0 /* a 1 h row per 60 min */
+                        : m->per_ms[res];
+    if (all_payload(z, m->kind, res) == 0 && res != ST_RES_1H) {
+        return 0;
+    }
+    return (size_t)(per_ms * (double)unit_ms);
+}
+
+static int measure_lmdb_factor(const struct merged *mg, const struct sizes *z, const char *dir,
+                               double *out)
+{
+    static const struct scratch_unit units[] = {{ST_RES_RAW, 6 * HOUR_MS, 8},
+                                                {ST_RES_10S, 6 * HOUR_MS, 8},
+                                                {ST_RES_1M, DAY_MS, 30},
+                                                {ST_RES_1H, 30 * DAY_MS, 14}};
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi[2];
+    MDB_stat st;
+    double entries = 0;
+    double live = 0;
+    uint8_t *zeros = NULL;
+    size_t maxv = 0;
+    int rc = 0;
+    int rv = ST_OK;
+    for (size_t i = 0; i < mg->nser; i++) {
+        for (size_t u = 0; u < ST_ARRAY_LEN(units); u++) {
+            maxv = ST_MAX(maxv, unit_bytes(z, &mg->ser[i], units[u].res, units[u].unit_ms));
+        }
+    }
+    if ((zeros = calloc(1, maxv + 1)) == NULL) {
+        return ST_ENOMEM;
+    }
+    if (rm_rf(dir) != ST_OK || st_mkdir_p(dir) != ST_OK) {
+        rv = ST_EIO;
+        goto out;
+    }
+    if ((rc = mdb_env_create(&env)) != 0 || (rc = mdb_env_set_maxdbs(env, 2)) != 0 ||
+        (rc = mdb_env_set_mapsize(env, SCRATCH_MAP)) != 0 ||
+        (rc = mdb_env_open(env, dir, MDB_NOSYNC, 0600)) != 0 ||
+        (rc = mdb_txn_begin(env, NULL, 0, &txn)) != 0 ||
+        (rc = mdb_dbi_open(txn, "points", MDB_CREATE, &dbi[0])) != 0 ||
+        (rc = mdb_dbi_open(txn, "rollups", MDB_CREATE, &dbi[1])) != 0) {
+        fprintf(stderr, "store_real_bench: scratch LMDB: %s\n", mdb_strerror(rc));
+        rv = ST_EIO;
+        goto out;
+    }
+    /* unit by unit, the oldest first, every series' entries of it */
+    for (int n = 0; n < 14 && rv == ST_OK; n++) {
+        for (size_t u = 0; u < ST_ARRAY_LEN(units) && rv == ST_OK; u++) {
+            for (size_t i = 0; i < mg->nser && rv == ST_OK && n < units[u].count; i++) {
+                const struct mseries *m = &mg->ser[i];
+                size_t vlen = unit_bytes(z, m, units[u].res, units[u].unit_ms);
+                int64_t start = (int64_t)n * units[u].unit_ms;
+                uint8_t key[ST_POINT_KEY_LEN] = {0};
+                if (vlen == 0) {
+                    continue;
+                }
+                if (units[u].res == ST_RES_RAW) {
+                    st_put_be32(key, m->id);
+                    st_put_be64(key + 4, (uint64_t)start);
+                    rv = scratch_put(txn, dbi[0], key, ST_POINT_KEY_LEN, vlen, zeros);
+                    entries += (double)entry_bytes(ST_POINT_KEY_LEN, vlen);
+                } else {
+                    key[0] = (uint8_t)units[u].res;
+                    st_put_be32(key + 1, m->id);
+                    st_put_be64(key + 5, (uint64_t)start);
+                    rv = scratch_put(txn, dbi[1], key, ST_ROLLUP_KEY_LEN, vlen, zeros);
+                    entries += (double)entry_bytes(ST_ROLLUP_KEY_LEN, vlen);
+                }
+            }
+        }
+    }
+    for (int d = 0; d < 2 && rv == ST_OK; d++) {
+        if ((rc = mdb_stat(txn, dbi[d], &st)) != 0) {
+            fprintf(stderr, "store_real_bench: scratch stat: %s\n", mdb_strerror(rc));
+            rv = ST_EIO;
+            break;
+        }
+        live +=
+            (double)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) * st.ms_psize;
+    }
+    *out = rv == ST_OK && entries > 0 ? live / entries : 0;
+out:
+    if (txn != NULL) {
+        mdb_txn_abort(txn);
+    }
+    if (env != NULL) {
+        mdb_env_close(env);
+    }
+    free(zeros);
+    rm_rf(dir);
     return rv;
 }
 
@@ -904,12 +1074,13 @@ static void merged_day(const struct merged *mg, const struct sizes *z,
 }
 
 static void report_merged(const struct replay *rp, const struct sizes *z,
-                          const uint64_t series[NKINDS + 1], const struct merged *mg)
+                          const uint64_t series[NKINDS + 1], const struct merged *mg, double f)
 {
     double all[4][2] = {{0}};
     printf("  steady state from merged entries (each series' recording as one entry per "
-           "resolution; 1 h rows at %.1f times a 1 m row; LMDB x%.2f), B/d merged|fresh:\n",
-           HOUR_ROW_FACTOR, MERGED_LMDB_FACTOR);
+           "resolution; 1 h rows at %.1f times a 1 m row; LMDB x%.2f over such entries, "
+           "measured), B/d merged|fresh:\n",
+           HOUR_ROW_FACTOR, f);
     for (int k = 0; k <= NKINDS; k++) {
         double day[4][2];
         struct steady p;
@@ -926,8 +1097,8 @@ static void report_merged(const struct replay *rp, const struct sizes *z,
         } else {
             memcpy(day, all, sizeof(all));
         }
-        project(kind_names[k], 2.0 * kind_rate(rp, z, series, k) / (double)series[k], day,
-                MERGED_LMDB_FACTOR, MERGED_LMDB_FACTOR, &p);
+        project(kind_names[k], 2.0 * kind_rate(rp, z, series, k) / (double)series[k], day, f, f,
+                &p);
         printf("RESULT steady_merged label=real kind=%s bytes_per_sample=%.3f raw_part=%.3f "
                "rollup_part=%.3f series=%" PRIu64 "\n",
                kind_names[k], p.total / p.held, p.part[0] / p.held, (p.total - p.part[0]) / p.held,
@@ -942,7 +1113,7 @@ static void report_merged(const struct replay *rp, const struct sizes *z,
 /* ---- main ---- */
 
 /* After the replay: the builder, then the measures. */
-static int build_and_report(struct replay *rp)
+static int build_and_report(struct replay *rp, const char *work)
 {
     struct sizes z;
     uint64_t series[NKINDS + 1];
@@ -963,13 +1134,21 @@ static int build_and_report(struct replay *rp)
     report_sizes(rp, &z, series);
     {
         struct merged mg = {.z = rp->z, .kind = -1};
+        char scratch[PATH_MAX];
+        double f = 0;
         st_buf_init(&mg.out, ST_CODEC_MAX_BODY + 4096);
-        if ((rv = merge_all(rp, &mg)) == ST_OK) {
-            report_merged(rp, &z, series, &mg);
+        snprintf(scratch, sizeof(scratch), "%s/real-scratch", work);
+        if ((rv = merge_all(rp, &mg)) == ST_OK &&
+            (rv = measure_lmdb_factor(&mg, &z, scratch, &f)) != ST_OK) {
+            fprintf(stderr, "store_real_bench: scratch LMDB in %s: %s\n", scratch, st_strerror(rv));
+        }
+        if (rv == ST_OK) {
+            report_merged(rp, &z, series, &mg, f);
         }
         st_buf_free(&mg.out);
         free(mg.blk);
         free(mg.rb);
+        free(mg.ser);
     }
     printf("[target: <= 2 bytes per sample at steady state]\n");
     return rv;
@@ -1028,7 +1207,7 @@ static int run(const struct opts *o, const char *work)
         rv = ST_ENOENT;
         goto out;
     }
-    rv = build_and_report(&rp);
+    rv = build_and_report(&rp, work);
 out:
     st_store_close(rp.st);
     st_zctx_free(rp.z);
