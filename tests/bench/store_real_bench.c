@@ -1053,23 +1053,42 @@ out:
 
 /* One kind's (or, weighted by series, all kinds') bytes per day at each
  * resolution when merged ([1]) and fresh ([0], the store's own). */
+/* The share of each resolution's retention that waits for its merge unit
+ * to close, in entries a unit smaller: on average 3 closed hours of the
+ * current 6-hour unit of raw and 10 s entries (of 2 days), 12 hours of the
+ * current day of 1 m rows (of 30 days), 15 days of the current 30 days of
+ * 1 h rows (of 400). A quiet series' bytes there are mostly the entries'
+ * fixed costs, so they are charged at the store's compacted hour entries;
+ * a day entry of 1 h rows (24 rows of about two 1 m rows each) at what an
+ * hour entry of 1 m rows (60 rows) costs. */
+static const double unmerged_share[4] = {3.0 / 48, 3.0 / 48, 12.0 / 720, 15.0 / 400};
+
+/* One kind's bytes per day at each resolution at steady state ([1]) and
+ * fresh ([0], the store's own). */
 static void merged_day(const struct merged *mg, const struct sizes *z,
                        const uint64_t series[NKINDS + 1], int k, double day[4][2])
 {
+    double hour_rate[4]; /* per day, in compacted hour entries (1 m rows for 1 h) */
     for (int r = 0; r < 4; r++) {
-        double fresh[2];
-        per_day(z, k, r, (double)series[k], fresh);
-        day[r][0] = fresh[0];
+        double rates[2];
+        per_day(z, k, r, (double)series[k], rates);
+        day[r][0] = rates[0];
+        hour_rate[r] = rates[1];
         day[r][1] = mg->covered[k][r] > 0 ? mg->bytes[k][r] / mg->covered[k][r] * DAY_MS : 0;
-        if (all_payload(z, k, r) == 0) {
-            /* not stored: counters' and gauges' 10 s rows are folded from
-             * raw points when read, and the scan gave those */
-            day[r][0] = day[r][1] = 0;
-        }
     }
     if (mg->rows[k][ST_RES_1M] > 0) {
         day[ST_RES_1H][1] =
             HOUR_ROW_FACTOR * mg->bytes[k][ST_RES_1M] / mg->rows[k][ST_RES_1M] * 24.0;
+    }
+    hour_rate[ST_RES_1H] = hour_rate[ST_RES_1M] / 24.0; /* one entry a day */
+    for (int r = 0; r < 4; r++) {
+        if (all_payload(z, k, r) == 0 && r != ST_RES_1H) {
+            /* not stored: counters' and gauges' 10 s rows are folded from
+             * raw points when read, and the scan gave those */
+            day[r][0] = day[r][1] = 0;
+        } else if (hour_rate[r] > 0) {
+            day[r][1] += unmerged_share[r] * (hour_rate[r] - day[r][1]);
+        }
     }
 }
 
@@ -1078,8 +1097,8 @@ static void report_merged(const struct replay *rp, const struct sizes *z,
 {
     double all[4][2] = {{0}};
     printf("  steady state from merged entries (each series' recording as one entry per "
-           "resolution; 1 h rows at %.1f times a 1 m row; LMDB x%.2f over such entries, "
-           "measured), B/d merged|fresh:\n",
+           "resolution, the share awaiting its merge in hour entries; 1 h rows at %.1f times a "
+           "1 m row; LMDB x%.2f over such entries, measured), B/d steady|fresh:\n",
            HOUR_ROW_FACTOR, f);
     for (int k = 0; k <= NKINDS; k++) {
         double day[4][2];
