@@ -414,8 +414,9 @@ static size_t encode_column(const int64_t *v, size_t n)
 
 /* Integer columns take the mode zstd stores smallest: noise in a band is
  * bit-packed (6 bits a value for 64 levels, where deltas as varints cost
- * 7 and more), a constant column nearly nothing, and the extremes of
- * int64 survive at 64 bits a value. */
+ * 7 and more), multiples of a page are divided by it first, a constant
+ * column costs nearly nothing, and the extremes of int64 survive at 64
+ * bits a value. */
 static void test_columns_pack(void **state)
 {
     enum { N = 3600 };
@@ -433,6 +434,17 @@ static void test_columns_pack(void **state)
     }
     len = encode_column(v, N);
     assert_true(len < N * 9 / 8 + 150);
+    for (size_t i = 0; i < N; i++) {
+        /* memory in pages: 9 bits of 21 after dividing by their divisor */
+        v[i] = (INT64_C(1) << 34) + 4096 * (int64_t)(rnd() % 500);
+    }
+    len = encode_column(v, N);
+    assert_true(len < N * 9 / 8 + 150);
+    for (size_t i = 0; i < N; i++) {
+        v[i] = -1000000 + 1024 * (int64_t)(rnd() % 8); /* varints of kB in bytes */
+    }
+    len = encode_column(v, N);
+    assert_true(len < N * 3 / 8 + 150);
     for (size_t i = 0; i < N; i++) {
         v[i] = 0; /* fewer bytes than values: a reader must not refuse it */
     }
