@@ -6,10 +6,12 @@
  *
  * Stores are opened with no_sync (MDB_NOSYNC) to load fast: durability does
  * not change what a query reads or how many bytes a sample takes. */
+#include "envelope.h"
 #include "err.h"
 #include "frame.h"
 #include "query.h"
 #include "sketch.h"
+#include "spool.h"
 #include "store.h"
 #include "timeutil.h"
 #include "util.h"
@@ -57,6 +59,8 @@ struct opts {
     int steady_hosts;
     struct shape steady_shape;
     int64_t build_every_ms; /* the builder runs every so much of the data's time (0: at the end) */
+    const char *spool_out;  /* write the steady fleet's frames here (an agent's spool) instead */
+    int spool_minutes;
 };
 
 /* ---- frames ---- */
@@ -587,18 +591,29 @@ static void usage(void)
             "                   [--batch 200] [--runs 200] [--budget 20] [--compare-main]\n"
             "                   [--size-hosts 50] [--size-shapes 10000x1,10000x6,1000x10]\n"
             "                   [--size-minutes 1080] [--steady-days 31] [--steady-hosts 4]\n"
-            "                   [--steady-shape 1000x10]\n"
+            "                   [--steady-shape 1000x10] [--spool-out DIR [--spool-minutes 90]]\n"
             "  shape: point interval in ms x points per series per frame\n");
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    static const struct option lo[] = {
-        {"dir", 1, 0, 'd'},          {"hosts", 1, 0, 'h'},        {"minutes", 1, 0, 'm'},
-        {"shape", 1, 0, 's'},        {"batch", 1, 0, 'b'},        {"runs", 1, 0, 'r'},
-        {"budget", 1, 0, 'B'},       {"size-hosts", 1, 0, 'H'},   {"size-shapes", 1, 0, 'S'},
-        {"size-minutes", 1, 0, 'M'}, {"compare-main", 0, 0, 'n'}, {"steady-days", 1, 0, 'D'},
-        {"steady-hosts", 1, 0, 'T'}, {"steady-shape", 1, 0, 'P'}, {0, 0, 0, 0}};
+    static const struct option lo[] = {{"dir", 1, 0, 'd'},
+                                       {"hosts", 1, 0, 'h'},
+                                       {"minutes", 1, 0, 'm'},
+                                       {"shape", 1, 0, 's'},
+                                       {"batch", 1, 0, 'b'},
+                                       {"runs", 1, 0, 'r'},
+                                       {"budget", 1, 0, 'B'},
+                                       {"size-hosts", 1, 0, 'H'},
+                                       {"size-shapes", 1, 0, 'S'},
+                                       {"size-minutes", 1, 0, 'M'},
+                                       {"compare-main", 0, 0, 'n'},
+                                       {"steady-days", 1, 0, 'D'},
+                                       {"steady-hosts", 1, 0, 'T'},
+                                       {"steady-shape", 1, 0, 'P'},
+                                       {"spool-out", 1, 0, 'O'},
+                                       {"spool-minutes", 1, 0, 'N'},
+                                       {0, 0, 0, 0}};
     int c;
     int rv = ST_OK;
     while (rv == ST_OK && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -644,6 +659,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
             break;
         case 'P':
             rv = parse_shape(optarg, &o->steady_shape);
+            break;
+        case 'O':
+            o->spool_out = optarg;
+            break;
+        case 'N':
+            rv = int_arg(optarg, 1, 60 * 24 * 3, &o->spool_minutes);
             break;
         default:
             rv = ST_EINVAL;
@@ -725,6 +746,64 @@ static int steady_run(const struct opts *o, const struct shape *sh)
     return ST_OK;
 }
 
+/* ---- the steady fleet's frames as a recording ----
+ * The steady store's hosts, shape and data, spool_minutes of them, written
+ * as a recording store_real_bench reads (one spool, each frame under its
+ * host's agent id): its steady state from merged entries can then be set
+ * against the one measured here over 31 days. */
+static int write_spool(const struct opts *o, const struct shape *sh)
+{
+    struct st_spool_opts so = {.max_bytes = 1ULL << 34, .no_fsync = true};
+    struct host *hs = calloc((size_t)o->steady_hosts, sizeof(*hs));
+    int64_t step = sh->interval_ms * sh->points;
+    int64_t end = T0 + (int64_t)o->spool_minutes * MIN_MS;
+    char dir[4096];
+    st_spool *sp = NULL;
+    st_zctx *z = NULL;
+    st_buf enc;
+    st_buf env;
+    uint64_t frames = 0;
+    int rv = hs != NULL ? ST_OK : ST_ENOMEM;
+    st_buf_init(&enc, ST_ENV_MAX_PAYLOAD);
+    st_buf_init(&env, ST_ENV_MAX_LEN);
+    snprintf(dir, sizeof(dir), "%s/spool", o->spool_out);
+    so.dir = dir;
+    if (rv == ST_OK && ((rv = rm_rf(o->spool_out)) != ST_OK || (rv = st_zctx_new(&z)) != ST_OK ||
+                        (rv = st_spool_open(&so, &sp)) != ST_OK)) {
+        fprintf(stderr, "query_bench: spool %s: %s\n", dir, st_strerror(rv));
+    }
+    for (int h = 0; h < o->steady_hosts && rv == ST_OK; h++) {
+        host_init(&hs[h], h);
+    }
+    for (int64_t ts = T0; ts < end && rv == ST_OK; ts += step) {
+        for (int h = 0; h < o->steady_hosts && rv == ST_OK; h++) {
+            uint64_t seq = st_spool_next_seq(sp);
+            (void)host_fill(&hs[h], h, sh, ts);
+            hs[h].f.seq = seq;
+            hs[h].f.sent_unix_ms = ts + step;
+            if ((rv = st_frame_encode(&hs[h].f, &enc)) == ST_OK &&
+                (rv = st_envelope_encode(z, hs[h].id, seq, ST_CODEC_ZSTD, 3, enc.data, enc.len,
+                                         NULL, 0, &env)) == ST_OK) {
+                rv = st_spool_append(sp, seq, env.data, env.len);
+                frames++;
+            }
+        }
+    }
+    if (rv == ST_OK) {
+        printf("  %" PRIu64 " frames of %d hosts, %d min of %" PRId64 " ms points, %d per frame, "
+               "written to %s\n",
+               frames, o->steady_hosts, o->spool_minutes, sh->interval_ms, sh->points, dir);
+    } else {
+        fprintf(stderr, "query_bench: writing frames to %s: %s\n", dir, st_strerror(rv));
+    }
+    st_spool_close(sp);
+    st_zctx_free(z);
+    st_buf_free(&enc);
+    st_buf_free(&env);
+    free(hs);
+    return rv;
+}
+
 int main(int argc, char **argv)
 {
     struct opts o = {.hosts = 1000,
@@ -738,7 +817,8 @@ int main(int argc, char **argv)
                      .compare_main = false,
                      .steady_days = 31,
                      .steady_hosts = 4,
-                     .steady_shape = {1000, 10}};
+                     .steady_shape = {1000, 10},
+                     .spool_minutes = 90};
     char tmp[] = "/tmp/query_bench.XXXXXX";
     struct loaded main_store;
     int rv;
@@ -755,6 +835,9 @@ int main(int argc, char **argv)
     if ((rv = pool_build()) != ST_OK) {
         fprintf(stderr, "query_bench: sketches: %s\n", st_strerror(rv));
         return 1;
+    }
+    if (o.spool_out != NULL) {
+        return write_spool(&o, &o.steady_shape) == ST_OK ? 0 : 1;
     }
     printf("== store: %d hosts x %d series (http.server.duration{route} distribution of %d "
            "latencies per point, http.server.requests{route} counter, host.cpu.utilization "

@@ -658,9 +658,6 @@ struct merged {
     Strata__V1__RollupBlock **rb;
     size_t nrb;
     size_t caprb;
-    double bytes[NKINDS][4];
-    double covered[NKINDS][4]; /* ms, summed over series */
-    double rows[NKINDS][4];
     uint64_t refused;    /* series too large to encode as one entry */
     struct mseries *ser; /* each series' merged bytes per ms of data, for the LMDB factor */
     size_t nser;
@@ -754,8 +751,6 @@ static int encode_raw_series(struct merged *mg)
     }
     if (rv == ST_OK) {
         double ms = (double)(block_end(mg->blk[mg->nblk - 1]) - mg->blk[0]->start_unix_ms);
-        mg->bytes[mg->kind][ST_RES_RAW] += (double)entry_bytes(ST_POINT_KEY_LEN, mg->out.len);
-        mg->covered[mg->kind][ST_RES_RAW] += ms;
         rv = note_series(mg, ST_RES_RAW, (double)mg->out.len, ms);
     }
     return rv;
@@ -802,9 +797,6 @@ static int encode_rollup_series(struct merged *mg, enum st_res res)
                                     &mg->out);
         if (rv == ST_OK) {
             double ms = (double)blk.n_rows * (double)bucket;
-            mg->bytes[mg->kind][res] += (double)entry_bytes(ST_ROLLUP_KEY_LEN, mg->out.len);
-            mg->rows[mg->kind][res] += (double)blk.n_rows;
-            mg->covered[mg->kind][res] += ms;
             rv = note_series(mg, res, (double)mg->out.len, ms);
         }
     }
@@ -938,6 +930,12 @@ struct scratch_unit {
     int count; /* entries a series holds */
 };
 
+/* Each resolution's merge unit at steady state, and how many a series holds. */
+static const struct scratch_unit units[] = {{ST_RES_RAW, 6 * HOUR_MS, 8},
+                                            {ST_RES_10S, 6 * HOUR_MS, 8},
+                                            {ST_RES_1M, DAY_MS, 30},
+                                            {ST_RES_1H, 30 * DAY_MS, 14}};
+
 static int scratch_put(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key, size_t klen, size_t vlen,
                        uint8_t *zeros)
 {
@@ -967,10 +965,6 @@ static size_t unit_bytes(const struct sizes *z, const struct mseries *m, enum st
 static int measure_lmdb_factor(const struct merged *mg, const struct sizes *z, const char *dir,
                                double *out)
 {
-    static const struct scratch_unit units[] = {{ST_RES_RAW, 6 * HOUR_MS, 8},
-                                                {ST_RES_10S, 6 * HOUR_MS, 8},
-                                                {ST_RES_1M, DAY_MS, 30},
-                                                {ST_RES_1H, 30 * DAY_MS, 14}};
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;
     MDB_dbi dbi[2];
@@ -1064,21 +1058,28 @@ out:
 static const double unmerged_share[4] = {3.0 / 48, 3.0 / 48, 12.0 / 720, 15.0 / 400};
 
 /* One kind's bytes per day at each resolution at steady state ([1]) and
- * fresh ([0], the store's own). */
+ * fresh ([0], the store's own). An entry is charged as stored at its merge
+ * unit's size (whole overflow pages of a 6-hour entry, not of the
+ * recording's), then the share awaiting its merge at the store's hour
+ * entries. */
 static void merged_day(const struct merged *mg, const struct sizes *z,
                        const uint64_t series[NKINDS + 1], int k, double day[4][2])
 {
     double hour_rate[4]; /* per day, in compacted hour entries (1 m rows for 1 h) */
     for (int r = 0; r < 4; r++) {
         double rates[2];
+        double sum = 0;
+        size_t klen = r == ST_RES_RAW ? ST_POINT_KEY_LEN : ST_ROLLUP_KEY_LEN;
         per_day(z, k, r, (double)series[k], rates);
         day[r][0] = rates[0];
         hour_rate[r] = rates[1];
-        day[r][1] = mg->covered[k][r] > 0 ? mg->bytes[k][r] / mg->covered[k][r] * DAY_MS : 0;
-    }
-    if (mg->rows[k][ST_RES_1M] > 0) {
-        day[ST_RES_1H][1] =
-            HOUR_ROW_FACTOR * mg->bytes[k][ST_RES_1M] / mg->rows[k][ST_RES_1M] * 24.0;
+        for (size_t i = 0; i < mg->nser; i++) {
+            size_t v = mg->ser[i].kind == k
+                           ? unit_bytes(z, &mg->ser[i], units[r].res, units[r].unit_ms)
+                           : 0;
+            sum += v > 0 ? (double)entry_bytes(klen, v) / (double)units[r].unit_ms * DAY_MS : 0;
+        }
+        day[r][1] = sum / (double)series[k];
     }
     hour_rate[ST_RES_1H] = hour_rate[ST_RES_1M] / 24.0; /* one entry a day */
     for (int r = 0; r < 4; r++) {
