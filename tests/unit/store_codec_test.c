@@ -599,12 +599,313 @@ static void test_corrupt_refused(void **state)
     assert_false(st_codec_is_rollup("\x08\x01", 2));
 }
 
+/* ---- properties: adversarial columns round-trip, corrupt bodies are
+ * refused or decode cleanly (run under ASan and UBSan) ---- */
+
+static double bits_double(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, sizeof(d));
+    return d;
+}
+
+static uint64_t double_bits(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof(u));
+    return u;
+}
+
+/* A column of doubles of one of several shapes: decimals, decimals a few
+ * ulps off (at and around the near-decimal limit), raw bits (NaN
+ * payloads, infinities, subnormals, -0.0), sums of decimals, one odd
+ * value among decimals. */
+static void rnd_double_column(double *v, size_t n)
+{
+    static const double p10[] = {1,    10,   100,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8, 1e9,
+                                 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18};
+    int shape = (int)(rnd() % 6);
+    int k = (int)(rnd() % 19);
+    int64_t span = (int64_t)1 << (rnd() % 54);
+    for (size_t i = 0; i < n; i++) {
+        double x = (double)((int64_t)(rnd() % (uint64_t)span) - span / 2) / p10[k];
+        switch (shape) {
+        case 0:
+            v[i] = x;
+            break;
+        case 1: { /* within and just past NEAR_ULPS (4096) of a decimal */
+            int64_t d = (int64_t)(rnd() % 8200) - 4100;
+            v[i] = bits_double(double_bits(x) + (uint64_t)d);
+            break;
+        }
+        case 2:
+            v[i] = bits_double(rnd());
+            break;
+        case 3: {
+            static const uint64_t odd[] = {0x8000000000000000ull, 0x7ff0000000000000ull,
+                                           0xfff0000000000000ull, 0x7ff8000000000001ull,
+                                           0xfff4000000000123ull, 0x0000000000000001ull,
+                                           0x800fffffffffffffull, 0x7fefffffffffffffull};
+            v[i] = rnd() % 50 ? x : bits_double(odd[rnd() % 8]);
+            break;
+        }
+        case 4:
+            v[i] = (i > 0 && rnd() % 2 ? v[i - 1] : 0) + x;
+            break;
+        default:
+            v[i] = i > 0 && rnd() % 4 ? v[i - 1] : x; /* runs of one value */
+            break;
+        }
+    }
+}
+
+/* A column of integers: full range, extremes, multiples of a step around
+ * a base that wraps, constants, small noise. */
+static void rnd_int_column(int64_t *v, size_t n)
+{
+    int shape = (int)(rnd() % 6);
+    uint64_t step = rnd() % 3 ? rnd() >> (rnd() % 64) : (uint64_t)1 << (rnd() % 64);
+    uint64_t base = rnd();
+    uint64_t levels = 1 + (rnd() >> (rnd() % 64));
+    for (size_t i = 0; i < n; i++) {
+        switch (shape) {
+        case 0:
+            v[i] = (int64_t)rnd();
+            break;
+        case 1: {
+            static const int64_t e[] = {INT64_MIN,     INT64_MAX,    0, -1, 1,
+                                        INT64_MIN + 1, INT64_MAX - 1};
+            v[i] = e[rnd() % 7];
+            break;
+        }
+        case 2:
+            v[i] = (int64_t)(base + step * (rnd() % levels)); /* may wrap */
+            break;
+        case 3:
+            v[i] = (int64_t)base;
+            break;
+        case 4:
+            v[i] = (int64_t)(base + rnd() % levels);
+            break;
+        default:
+            v[i] = i > 0 ? (int64_t)((uint64_t)v[i - 1] + rnd() % 8) : (int64_t)base;
+            break;
+        }
+    }
+}
+
+/* The value with its body stored, not compressed: what a flipped byte
+ * must reach to test the column decoders rather than zstd. */
+static size_t uncompressed(const st_buf *enc, uint8_t *out, size_t cap)
+{
+    size_t p = 2;
+    uint64_t blen = 0;
+    while (enc->data[p] & 0x80) {
+        p++;
+    }
+    p++;
+    for (int shift = 0;; shift += 7) {
+        blen |= (uint64_t)(enc->data[p] & 0x7f) << shift;
+        if (!(enc->data[p++] & 0x80)) {
+            break;
+        }
+    }
+    assert_true(p + blen <= cap);
+    memcpy(out, enc->data, p);
+    out[1] = 0;
+    if (enc->data[1] & 1) {
+        assert_int_equal(st_zctx_decompress(NULL, enc->data + p, enc->len - p, out + p, blen),
+                         ST_OK);
+    } else {
+        memcpy(out + p, enc->data + p, blen);
+    }
+    return p + blen;
+}
+
+static void mutate_and_decode(const uint8_t *val, size_t len, bool raw, int tries)
+{
+    uint8_t *m = malloc(len + 16);
+    assert_non_null(m);
+    for (int t = 0; t < tries; t++) {
+        size_t ml = len;
+        st_cdec d;
+        int rv;
+        memcpy(m, val, len);
+        switch (rnd() % 4) {
+        case 0: /* flip a few bytes of the body */
+            for (int f = 0, nf = 1 + (int)(rnd() % 3); f < nf; f++) {
+                m[4 + rnd() % (len - 4)] ^= (uint8_t)(1u << (rnd() % 8));
+            }
+            break;
+        case 1:
+            m[4 + rnd() % (len - 4)] = (uint8_t)rnd();
+            break;
+        case 2: { /* an extreme varint or byte somewhere */
+            static const uint8_t e[] = {0x00, 0x01, 0x3f, 0x40, 0x41, 0x7f, 0x80, 0xff};
+            m[4 + rnd() % (len - 4)] = e[rnd() % 8];
+            break;
+        }
+        default:
+            ml = 4 + rnd() % (len - 4); /* truncated: the length no longer matches */
+            break;
+        }
+        rv = raw ? st_codec_decode_raw(m, ml, &d) : st_codec_decode_rollup(m, ml, &d);
+        assert_true(rv == ST_OK || rv == ST_ECORRUPT);
+        if (rv == ST_OK) {
+            st_cdec_clear(&d);
+        }
+    }
+    free(m);
+}
+
+/* Doubles through a rollup's five fields, integers through its counts. */
+static void test_columns_property(void **state)
+{
+    enum { N = 4096 };
+    Strata__V1__RollupRow *rows = calloc(N, sizeof(*rows));
+    Strata__V1__RollupRow **rp = calloc(N, sizeof(*rp));
+    double *col = malloc(N * sizeof(*col));
+    int64_t *ic = malloc(N * sizeof(*ic));
+    uint8_t *plain = malloc(ST_CODEC_MAX_BODY + 64);
+    st_zctx *z;
+    st_buf out;
+    (void)state;
+    assert_true(rows && rp && col && ic && plain);
+    assert_int_equal(st_zctx_new(&z), ST_OK);
+    st_buf_init(&out, 1u << 26);
+    for (int iter = 0; iter < 400; iter++) {
+        Strata__V1__RollupBlock b = STRATA__V1__ROLLUP_BLOCK__INIT;
+        size_t n = rnd() % 3 ? 1 + rnd() % 64 : 1 + rnd() % N;
+        st_cdec d;
+        size_t pl;
+        b.start_unix_ms = 1700000000000LL;
+        b.bucket_ms = 10000;
+        b.rows = rp;
+        b.n_rows = n;
+        rnd_int_column(ic, n);
+        for (size_t i = 0; i < n; i++) {
+            strata__v1__rollup_row__init(&rows[i]);
+            rp[i] = &rows[i];
+            rows[i].count = ic[i] != 0 ? (uint64_t)ic[i] : 1;
+        }
+        for (int f = 0; f < 5; f++) {
+            rnd_double_column(col, n);
+            for (size_t i = 0; i < n; i++) {
+                double *field[] = {&rows[i].sum, &rows[i].min, &rows[i].max, &rows[i].first,
+                                   &rows[i].last};
+                *field[f] = col[i];
+            }
+        }
+        assert_int_equal(st_codec_encode_rollup(z, &b, false, &out), ST_OK);
+        assert_int_equal(st_codec_decode_rollup(out.data, out.len, &d), ST_OK);
+        assert_int_equal(d.blk->n_rows, n);
+        for (size_t i = 0; i < n; i++) {
+            const Strata__V1__RollupRow *g = d.blk->rows[i];
+            assert_true(g->count == rows[i].count);
+            if (!same_bits(g->sum, rows[i].sum) || !same_bits(g->min, rows[i].min) ||
+                !same_bits(g->max, rows[i].max) || !same_bits(g->first, rows[i].first) ||
+                !same_bits(g->last, rows[i].last)) {
+                fail_msg("iter %d row %zu: %a %a %a %a %a", iter, i, rows[i].sum, rows[i].min,
+                         rows[i].max, rows[i].first, rows[i].last);
+            }
+        }
+        st_cdec_clear(&d);
+        pl = uncompressed(&out, plain, ST_CODEC_MAX_BODY + 64);
+        assert_int_equal(st_codec_decode_rollup(plain, pl, &d), ST_OK);
+        st_cdec_clear(&d);
+        mutate_and_decode(plain, pl, false, 200);
+    }
+    st_buf_free(&out);
+    st_zctx_free(z);
+    free(rows);
+    free(rp);
+    free(col);
+    free(ic);
+    free(plain);
+}
+
+/* Integer columns through raw ivalues (absolute values, deltas within a
+ * block), doubles through values, mins and maxs. */
+static void test_raw_columns_property(void **state)
+{
+    enum { N = ST_FRAME_MAX_POINTS };
+    Strata__V1__Series s[3];
+    const Strata__V1__Series *bp[3];
+    int64_t *v = malloc(N * sizeof(*v));
+    int64_t *dl = malloc(N * sizeof(*dl));
+    double *dv[3];
+    uint8_t *plain = malloc(ST_CODEC_MAX_BODY + 64);
+    st_zctx *z;
+    st_buf out;
+    (void)state;
+    for (int c = 0; c < 3; c++) {
+        dv[c] = malloc(N * sizeof(double));
+        assert_non_null(dv[c]);
+    }
+    assert_true(v && dl && plain);
+    assert_int_equal(st_zctx_new(&z), ST_OK);
+    st_buf_init(&out, 1u << 26);
+    for (int iter = 0; iter < 400; iter++) {
+        size_t n = rnd() % 3 ? 1 + rnd() % 64 : 1 + rnd() % N;
+        st_cdec d;
+        size_t pl;
+        rnd_int_column(v, n);
+        for (size_t i = 0; i < n; i++) {
+            dl[i] = i ? (int64_t)((uint64_t)v[i] - (uint64_t)v[i - 1]) : v[0];
+        }
+        for (int c = 0; c < 3; c++) {
+            rnd_double_column(dv[c], n);
+            strata__v1__series__init(&s[c]);
+            bp[c] = &s[c];
+        }
+        s[0].start_unix_ms = 1700000000000LL;
+        s[0].interval_ms = 1000;
+        s[0].n_ivalues = n;
+        s[0].ivalues = dl;
+        s[1].start_unix_ms = s[0].start_unix_ms + 1000 * (int64_t)n + 5000;
+        s[1].interval_ms = 1000;
+        s[1].n_values = s[1].n_mins = s[1].n_maxs = n;
+        s[1].values = dv[0];
+        s[1].mins = dv[1];
+        s[1].maxs = dv[2];
+        assert_int_equal(st_codec_encode_raw(z, bp, 2, &out), ST_OK);
+        assert_int_equal(st_codec_decode_raw(out.data, out.len, &d), ST_OK);
+        assert_int_equal(d.nruns, 2);
+        assert_int_equal(d.runs[0]->n_ivalues, n);
+        assert_int_equal(d.runs[1]->n_values, n);
+        for (size_t i = 0, acc = 0; i < n; i++) {
+            acc += (uint64_t)d.runs[0]->ivalues[i];
+            if ((int64_t)acc != v[i]) {
+                fail_msg("iter %d value %zu: %lld, want %lld", iter, i, (long long)acc,
+                         (long long)v[i]);
+            }
+            assert_true(same_bits(d.runs[1]->values[i], dv[0][i]));
+            assert_true(same_bits(d.runs[1]->mins[i], dv[1][i]));
+            assert_true(same_bits(d.runs[1]->maxs[i], dv[2][i]));
+        }
+        st_cdec_clear(&d);
+        pl = uncompressed(&out, plain, ST_CODEC_MAX_BODY + 64);
+        assert_int_equal(st_codec_decode_raw(plain, pl, &d), ST_OK);
+        st_cdec_clear(&d);
+        mutate_and_decode(plain, pl, true, 200);
+    }
+    st_buf_free(&out);
+    st_zctx_free(z);
+    free(v);
+    free(dl);
+    for (int c = 0; c < 3; c++) {
+        free(dv[c]);
+    }
+    free(plain);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_raw_roundtrip),     cmocka_unit_test(test_regular_hour_is_one_run),
         cmocka_unit_test(test_rollup_roundtrip),  cmocka_unit_test(test_columns_pack),
         cmocka_unit_test(test_near_decimal_sums), cmocka_unit_test(test_corrupt_refused),
+        cmocka_unit_test(test_columns_property),  cmocka_unit_test(test_raw_columns_property),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
