@@ -732,7 +732,7 @@ int st_codec_encode_raw(st_zctx *z, const Strata__V1__Series *const *blocks, siz
         t.max += r->n_max;
         t.sk += r->n_sk;
     }
-    if (t.iv + t.val + t.min + t.max + t.sk > ST_CODEC_MAX_VALUES) {
+    if (t.iv + t.val + t.min + t.max + t.sk > ST_CODEC_MAX_VALUES || t.sk > ST_CODEC_MAX_SKETCHES) {
         w.rv = ST_ETOOBIG;
     }
     rv = w.rv == ST_OK ? put_raw_columns(&w, blocks, n, &t) : w.rv;
@@ -1073,7 +1073,7 @@ int st_codec_decode_raw(const void *val, size_t len, st_cdec *d)
     }
     /* every value takes a bit at least (a packed integer, a double written
      * as one) */
-    if (t.iv + t.val + t.min + t.max + t.sk > ST_CODEC_MAX_VALUES ||
+    if (t.iv + t.val + t.min + t.max + t.sk > ST_CODEC_MAX_VALUES || t.sk > ST_CODEC_MAX_SKETCHES ||
         !fits(&r, (t.iv + t.val + t.min + t.max + t.sk + 7) / 8, 1)) {
         rv = ST_ECORRUPT;
         goto fail;

@@ -25,6 +25,9 @@
 #define ST_CODEC_MAX_BLOCKS 65536      /* blocks given to one encode */
 #define ST_CODEC_MAX_ROWS 4096         /* rows of one rollup entry */
 #define ST_CODEC_MAX_VALUES (1u << 22) /* integers, doubles and sketches of one raw entry */
+/* Sketches of one raw entry: 6 hours of a 250 ms distribution is 86,400;
+ * a decoded sketch takes ~200 bytes before its buckets. */
+#define ST_CODEC_MAX_SKETCHES (1u << 17)
 #define ST_CODEC_ZSTD_LEVEL 9
 #define ST_CODEC_ZSTD_FAST 3 /* for bodies over ST_CODEC_BIG_BODY */
 #define ST_CODEC_BIG_BODY (256u << 10)

@@ -327,9 +327,12 @@ static int racc_to_row(const struct racc *a, Strata__V1__RollupRow *row, Strata_
 {
     strata__v1__rollup_row__init(row);
     if (a->count > 0) {
+        /* rows of a counter compacted to sum and count have no min or max
+         * (NaN, which fmin and fmax skip): NaN stays NaN, not +-inf */
+        bool extremes = a->min <= a->max;
         row->sum = a->sum;
-        row->min = a->min;
-        row->max = a->max;
+        row->min = extremes ? a->min : NAN;
+        row->max = extremes ? a->max : NAN;
         row->first = a->first;
         row->last = a->last;
         row->count = a->count;

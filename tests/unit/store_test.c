@@ -13,6 +13,7 @@
 #include "tmpdir.h"
 
 #include <signal.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -649,6 +650,74 @@ static void test_compaction_keeps_points(void **state)
     st_store_close(st);
 }
 
+/* Every 1 h row of [from, to): its count and sum, and whether a min or
+ * max came out infinite. */
+struct hour_rows {
+    struct rsum_in in;
+    int infinite;
+};
+
+static int hour_rows_rollup(void *arg, const st_scan_series *s, const Strata__V1__RollupBlock *b)
+{
+    struct hour_rows *h = arg;
+    for (size_t i = 0; i < b->n_rows; i++) {
+        int64_t t = b->start_unix_ms + (int64_t)i * b->bucket_ms;
+        if (t >= h->in.from && t < h->in.to && b->rows[i]->count > 0) {
+            h->infinite += isinf(b->rows[i]->min) || isinf(b->rows[i]->max);
+        }
+    }
+    return rsum_in_rollup(&h->in, s, b);
+}
+
+/* A late frame in a compacted hour of a counter rebuilds its 1 h row from
+ * 1 m rows that keep sums and counts only: the sums add up, and the min
+ * and max it cannot know stay unknown (NaN), not infinite, in the fresh
+ * 1 h row of a day not yet compacted. */
+/* Hours at the start of a day: the day of 1 h rows stays open (fresh) */
+#define B0 (CT0 + 2 * HOUR_MS)
+
+static void test_counter_hour_rebuilt_from_sums(void **state)
+{
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
+    struct hour_rows h = {{{0, 0}, B0, B0 + HOUR_MS}, 0};
+    st_scan_cb cb = {pts_series, pts_block, &h, hour_rows_rollup};
+    static struct pts p;
+    double want = 0;
+    st_store *st;
+    bool dup;
+    uint64_t seq = 1;
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    for (int64_t t = B0; t < B0 + 2 * HOUR_MS; t += 10000) {
+        st_frame *f;
+        if (t == B0 + 600000) {
+            continue; /* arrives late, below */
+        }
+        f = make_frame(agent_a, seq++, 1, 10, t, (t / 1000) % 97);
+        f->series[0]->kind = STRATA__V1__KIND__COUNTER;
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        st_frame_free(f);
+    }
+    maintain_all(st, B0 + 2 * HOUR_MS + 60000);
+    {
+        st_frame *f = make_frame(agent_a, seq++, 1, 10, B0 + 600000, 5);
+        f->series[0]->kind = STRATA__V1__KIND__COUNTER;
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        st_frame_free(f);
+    }
+    maintain_all(st, B0 + 3 * HOUR_MS + 60000);
+    scan_points(st, "m.0", B0, B0 + HOUR_MS, &p);
+    assert_int_equal(p.n, 3600);
+    for (size_t i = 0; i < p.n; i++) {
+        want += p.v[i];
+    }
+    assert_int_equal(st_store_scan_rollups(st, "m.0", NULL, 0, ST_RES_1H, B0, B0 + HOUR_MS, &cb),
+                     ST_OK);
+    assert_true(h.in.r.count == 3600 && h.in.r.sum == want);
+    assert_int_equal(h.infinite, 0);
+    st_store_close(st);
+}
+
 /* The sum and count of every point of m.<i>, i < nseries. */
 static void points_total(st_store *st, int nseries, double *sum, size_t *n)
 {
@@ -977,6 +1046,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_map_full_grows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_series_key_too_long_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_keeps_points, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_counter_hour_rebuilt_from_sums, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_during_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_levels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_long_levels, setup, teardown),
