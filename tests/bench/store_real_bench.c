@@ -670,7 +670,8 @@ struct merged {
 struct mseries {
     uint32_t id;
     int kind;
-    double per_ms[4]; /* entry bytes per ms of data at each resolution */
+    double bytes[4]; /* value bytes of its entries at each resolution */
+    double ms[4];    /* and the time they cover */
 };
 
 static int grow_ptrs(void ***arr, size_t *cap, size_t need)
@@ -731,7 +732,8 @@ static int note_series(struct merged *mg, enum st_res res, double bytes, double 
         m->id = mg->cur;
         m->kind = mg->kind;
     }
-    m->per_ms[res] += ms > 0 ? bytes / ms : 0;
+    m->bytes[res] += bytes;
+    m->ms[res] += ms;
     return ST_OK;
 }
 
@@ -953,9 +955,11 @@ static int scratch_put(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key, size_t kle
 static size_t unit_bytes(const struct sizes *z, const struct mseries *m, enum st_res res,
                          int64_t unit_ms)
 {
-    double per_ms = res == ST_RES_1H
-                        ? HOUR_ROW_FACTOR * m->per_ms[ST_RES_1M] / 60.0 /* a 1 h row per 60 min */
-                        : m->per_ms[res];
+    enum st_res from = res == ST_RES_1H ? ST_RES_1M : res;
+    double per_ms = m->ms[from] > 0 ? m->bytes[from] / m->ms[from] : 0;
+    if (res == ST_RES_1H) {
+        per_ms *= HOUR_ROW_FACTOR / 60.0; /* a 1 h row per 60 minutes */
+    }
     if (all_payload(z, m->kind, res) == 0 && res != ST_RES_1H) {
         return 0;
     }
@@ -998,7 +1002,7 @@ static int measure_lmdb_factor(const struct merged *mg, const struct sizes *z, c
         goto out;
     }
     /* unit by unit, the oldest first, every series' entries of it */
-    for (int n = 0; n < 14 && rv == ST_OK; n++) {
+    for (int n = 0; n < units[ST_RES_1M].count && rv == ST_OK; n++) {
         for (size_t u = 0; u < ST_ARRAY_LEN(units) && rv == ST_OK; u++) {
             for (size_t i = 0; i < mg->nser && rv == ST_OK && n < units[u].count; i++) {
                 const struct mseries *m = &mg->ser[i];
