@@ -594,15 +594,18 @@ static void report_steady(const struct replay *rp, const struct sizes *z,
 static void report_caveats(const struct sizes *z)
 {
     static const char *const names[4] = {"raw", "10 s", "1 m", "1 h"};
+    static const char *const closes[4] = {"", "minute", "minute", "hour"}; /* for rows to come */
+    static const char *const unit[4] = {"hour", "hour", "hour", "day"};    /* to be compacted */
+    static const char *const a_unit[4] = {"an hour", "an hour", "an hour", "a day"};
     for (int r = 0; r < 4; r++) {
-        if (r != ST_RES_10S && all_payload(z, NKINDS, r) == 0) {
-            printf("    NOTE: no %s entries: the data closes no %s; the projection leaves out "
-                   "%s (record past an hour boundary)\n",
-                   names[r], r == ST_RES_1H ? "hour" : "minute", names[r]);
+        if (r != ST_RES_RAW && r != ST_RES_10S && all_payload(z, NKINDS, r) == 0) {
+            printf("    NOTE: no %s rows: the data closes no %s, so the projection leaves them "
+                   "out\n",
+                   names[r], closes[r]);
         } else if (z->payload[NKINDS][r][1] == 0 && all_payload(z, NKINDS, r) > 0) {
-            printf("    NOTE: nothing compacted at %s: it counts fresh throughout (an hour is "
-                   "compacted once closed: record more than an hour past an hour boundary)\n",
-                   names[r]);
+            printf("    NOTE: nothing compacted at %s: it counts fresh throughout (compacted per "
+                   "closed %s: record past %s boundary to measure that)\n",
+                   names[r], unit[r], a_unit[r]);
         }
     }
 }
