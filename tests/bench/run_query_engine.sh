@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The store-side benchmarks: query latency and store bytes per sample
 # (query_bench), the rollup builder's cost on ingest (rollup_ingest_bench),
-# one optimization-engine run with a concurrent writer (engine_bench) and,
-# when asked, store bytes per sample on recorded agent frames
-# (store_real_bench).
+# one optimization-engine run with a concurrent writer (engine_bench) and
+# store bytes per sample on a real agent's recorded frames
+# (store_real_bench, on tests/bench/data/real-agent by default).
 # It builds nothing and asserts nothing: it runs the programs of an existing
 # build and prints their figures (human lines, then RESULT lines that
 # scripts can read). BENCHMARKS.md explains every figure. The defaults take
@@ -13,14 +13,14 @@
 #   tests/bench/run_query_engine.sh [BUILD_DIR]      (default: build)
 #
 # Knobs (environment):
-#   QE_ONLY="query rollup engine"  which benchmarks to run; add "real" for
-#                          store_real_bench (not run by default: it needs a
-#                          recording)
-#   REAL_FRAMES=DIR        the recording "real" replays: what
-#                          ST_BENCH_SECONDS=5400 ST_BENCH_FRAMES=DIR
-#                          tests/bench/agent_all_bench.sh BUILD wrote (its
-#                          spool is DIR/spool; read, never written). Unset:
-#                          "real" is skipped with a message
+#   QE_ONLY="query rollup engine real"  which benchmarks to run
+#   REAL_FRAMES=DIR        the recording "real" replays (default
+#                          tests/bench/data/real-agent: 90 minutes of one
+#                          agent with every sampler against real servers,
+#                          BENCHMARKS.md): what ST_BENCH_SECONDS=5400
+#                          ST_BENCH_FRAMES=DIR tests/bench/agent_all_bench.sh
+#                          BUILD writes (its spool is DIR/spool; read, never
+#                          written)
 #   REAL_ARGS=""           more store_real_bench flags (e.g. --batch 500)
 #   BENCH_DIR=DIR          stores (default BUILD/bench-data; keep it on a real
 #                          disk: on tmpfs fsync costs nothing)
@@ -49,7 +49,7 @@ cd "$top"
 BUILD=$(cd "$BUILD" && pwd)
 BIN=$BUILD/tests
 
-QE_ONLY=${QE_ONLY:-query rollup engine}
+QE_ONLY=${QE_ONLY:-query rollup engine real}
 BENCH_DIR=${BENCH_DIR:-$BUILD/bench-data}
 QE_MACHINE=${QE_MACHINE:-1}
 QE_PROFILE=${QE_PROFILE:-0}
@@ -78,7 +78,7 @@ ENGINE_HISTORY_HOURS=${ENGINE_HISTORY_HOURS:-24}
 ENGINE_RUNS=${ENGINE_RUNS:-10}
 ENGINE_WRITER_SECONDS=${ENGINE_WRITER_SECONDS:-15}
 ENGINE_ARGS=${ENGINE_ARGS:-}
-REAL_FRAMES=${REAL_FRAMES:-}
+REAL_FRAMES=${REAL_FRAMES:-$top/tests/bench/data/real-agent}
 REAL_ARGS=${REAL_ARGS:-}
 
 for b in query_bench rollup_ingest_bench engine_bench; do
@@ -163,11 +163,10 @@ for b in $QE_ONLY; do
             --writer-seconds "$ENGINE_WRITER_SECONDS" $ENGINE_ARGS
         ;;
     real)
-        if [ -z "$REAL_FRAMES" ]; then
-            say "-- store_real_bench skipped: set REAL_FRAMES=DIR to a recording of" \
-                "tests/bench/agent_all_bench.sh with ST_BENCH_FRAMES=DIR"
-            say
-            continue
+        if [ ! -d "$REAL_FRAMES/spool" ]; then
+            echo "bench: $REAL_FRAMES/spool is missing: REAL_FRAMES=DIR names a recording of" \
+                "tests/bench/agent_all_bench.sh with ST_BENCH_FRAMES=DIR" >&2
+            exit 1
         fi
         [ -x "$BIN/store_real_bench" ] ||
             { echo "bench: $BIN/store_real_bench is missing; build first" >&2; exit 1; }
