@@ -155,10 +155,12 @@ struct steady {
  * kept its days (raw 2, 10s 2, 1m 30, 1h 400), of which the newest hour (a
  * day of 1 h rows) is still fresh and the rest compacted at the measured
  * bytes per day (older hours merge further: 6 h of 10 s rows, a day of 1 m
- * rows; the store must hold such merged entries for this to count them); a resolution with nothing
- * compacted yet in this store counts fresh throughout. Each is scaled by the LMDB overhead measured
- * on this store; divided by the raw samples a series holds (held). Prints
- * the human line; the caller prints its RESULT line from out. */
+ * rows; the store must hold such merged entries for this to count them);
+ * a resolution with nothing compacted yet in this store counts fresh
+ * throughout. Raw parts are scaled by f_raw, rollups by f_roll (the LMDB
+ * overhead the caller measured on its store); divided by the raw samples a
+ * series holds (held). Prints the human line; the caller prints its RESULT
+ * line from out. */
 static inline void project(const char *kind, double held, const double day[4][2], double f_raw,
                            double f_roll, struct steady *out)
 {

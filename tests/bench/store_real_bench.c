@@ -640,16 +640,43 @@ static void report_sizes(const struct replay *rp, const struct sizes *z,
  * store holds 6-hour raw entries, days of 1 m rows and 30 days of 1 h
  * rows, where an entry's fixed cost (key, header, zstd's frame and tables)
  * is spread over many more points: on a quiet series that cost is most
- * of its bytes. Each series' whole recording is encoded here as one entry
- * per resolution, as a merge would write it over longer: an upper bound on
+ * of its bytes. Each series' recording is encoded here as one entry per
+ * resolution and merge unit (cut where the store's units are cut), as a
+ * merge writes it: for a recording shorter than a unit, an upper bound on
  * the merged rate, since a longer entry only spreads the fixed cost
  * further. A recording holds too few 1 h rows to measure them: they are
  * charged at HOUR_ROW_FACTOR times a 1 m row's cost (1.3 to 2.0 times on
- * query_bench's 31-day steady store). LMDB's overhead over such entries is
- * measured in a scratch LMDB (measure_lmdb_factor), not taken from this
- * small store of fresh entries. */
+ * query_bench's 31-day white noise; smoother data compresses its 1 m rows
+ * better, so the factor is taken high). LMDB's overhead over the merged
+ * entries is measured in a scratch LMDB (measure_lmdb_factor); the fresh
+ * and not yet merged entries, small ones that ingest and compaction keep
+ * inserting and deleting, are charged at this store's own overhead. */
 
-#define HOUR_ROW_FACTOR 2.0
+#define HOUR_ROW_FACTOR 4.0
+
+struct scratch_unit {
+    enum st_res res;
+    int64_t unit_ms;
+    int count; /* entries a series holds */
+};
+
+/* Each resolution's merge unit at steady state, and how many a series holds. */
+static const struct scratch_unit units[] = {{ST_RES_RAW, 6 * HOUR_MS, 8},
+                                            {ST_RES_10S, 6 * HOUR_MS, 8},
+                                            {ST_RES_1M, DAY_MS, 30},
+                                            {ST_RES_1H, 30 * DAY_MS, 14}};
+
+static int scratch_put(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key, size_t klen, size_t vlen,
+                       uint8_t *zeros)
+{
+    MDB_val k = {klen, (void *)key};
+    MDB_val v = {vlen, zeros};
+    int rc = mdb_put(txn, dbi, &k, &v, 0);
+    if (rc != 0) {
+        fprintf(stderr, "store_real_bench: scratch put: %s\n", mdb_strerror(rc));
+    }
+    return rc == 0 ? ST_OK : ST_EIO;
+}
 
 struct merged {
     st_zctx *z;
@@ -661,7 +688,7 @@ struct merged {
     Strata__V1__RollupBlock **rb;
     size_t nrb;
     size_t caprb;
-    uint64_t refused;    /* series too large to encode as one entry */
+    enum st_res res;     /* the resolution being scanned */
     struct mseries *ser; /* each series' merged bytes per ms of data, for the LMDB factor */
     size_t nser;
     size_t capser;
@@ -740,29 +767,34 @@ static int note_series(struct merged *mg, enum st_res res, double bytes, double 
     return ST_OK;
 }
 
+/* The series' raw blocks, one entry per merge unit they fall in. */
 static int encode_raw_series(struct merged *mg)
 {
-    int rv;
-    if (mg->nblk == 0) {
-        return ST_OK;
-    }
-    rv = mg->nblk > ST_CODEC_MAX_BLOCKS
-             ? ST_ETOOBIG
-             : st_codec_encode_raw(mg->z, (const Strata__V1__Series *const *)mg->blk, mg->nblk,
-                                   &mg->out);
-    if (rv == ST_ETOOBIG || rv == ST_EINVAL) {
-        mg->refused++;
-        return ST_OK;
-    }
-    if (rv == ST_OK) {
-        double ms = (double)(block_end(mg->blk[mg->nblk - 1]) - mg->blk[0]->start_unix_ms);
+    int64_t unit = units[ST_RES_RAW].unit_ms;
+    int rv = ST_OK;
+    for (size_t first = 0, next; first < mg->nblk && rv == ST_OK; first = next) {
+        int64_t at = mg->blk[first]->start_unix_ms / unit;
+        double ms;
+        for (next = first; next < mg->nblk && mg->blk[next]->start_unix_ms / unit == at; next++) {
+        }
+        rv = next - first > ST_CODEC_MAX_BLOCKS
+                 ? ST_ETOOBIG
+                 : st_codec_encode_raw(mg->z, (const Strata__V1__Series *const *)mg->blk + first,
+                                       next - first, &mg->out);
+        if (rv != ST_OK) {
+            fprintf(stderr, "store_real_bench: series %u: raw entry of %zu blocks: %s\n", mg->cur,
+                    next - first, st_strerror(rv));
+            break;
+        }
+        ms = (double)(block_end(mg->blk[next - 1]) - mg->blk[first]->start_unix_ms);
         rv = note_series(mg, ST_RES_RAW, (double)mg->out.len, ms);
     }
     return rv;
 }
 
-/* The series' rows of res, in time order with empty rows between, as one
- * entry (in pieces of ST_CODEC_MAX_ROWS). */
+/* The series' rows of res, in time order with empty rows between, one
+ * entry per merge unit (1 h rows: a day's, as hour entries hold them; only
+ * their count is used). */
 static int encode_rollup_series(struct merged *mg, enum st_res res)
 {
     static Strata__V1__RollupRow empty = STRATA__V1__ROLLUP_ROW__INIT;
@@ -792,12 +824,17 @@ static int encode_rollup_series(struct merged *mg, enum st_res res)
             rows[(size_t)((b->start_unix_ms - start) / bucket) + k] = b->rows[k];
         }
     }
-    for (size_t at = 0; at < n && rv == ST_OK; at += ST_CODEC_MAX_ROWS) {
+    for (size_t at = 0, piece; at < n && rv == ST_OK; at += piece) {
         Strata__V1__RollupBlock blk = STRATA__V1__ROLLUP_BLOCK__INIT;
-        blk.start_unix_ms = start + (int64_t)at * bucket;
+        int64_t unit = res == ST_RES_1H ? DAY_MS : units[res].unit_ms;
+        int64_t t = start + (int64_t)at * bucket;
+        /* up to the end of t's unit */
+        piece = (size_t)((t / unit * unit + unit - t) / bucket);
+        piece = ST_MIN(ST_MIN(piece, n - at), (size_t)ST_CODEC_MAX_ROWS);
+        blk.start_unix_ms = t;
         blk.bucket_ms = (uint32_t)bucket;
         blk.rows = rows + at;
-        blk.n_rows = ST_MIN(n - at, (size_t)ST_CODEC_MAX_ROWS);
+        blk.n_rows = piece;
         rv = st_codec_encode_rollup(mg->z, &blk, mg->kind == kind_index(STRATA__V1__KIND__COUNTER),
                                     &mg->out);
         if (rv == ST_OK) {
@@ -835,32 +872,32 @@ static int on_merged_raw_series(void *arg, const st_scan_series *s)
     return on_merged_series(arg, s, ST_RES_RAW);
 }
 
-/* The rollup scans' series callback knows no resolution: the scan loop
- * flushes each series as the next begins, at the resolution it scans. */
-static enum st_res merged_res;
-
 static int on_merged_rollup_series(void *arg, const st_scan_series *s)
 {
-    return on_merged_series(arg, s, merged_res);
+    return on_merged_series(arg, s, ((struct merged *)arg)->res);
 }
 
-/* Blocks are the store's until the callback returns: copied. */
+/* Blocks are the store's until the callback returns: copied (packed and
+ * unpacked again), NULL when out of memory. */
+static void *copy_message(const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    void *copy = NULL;
+    if (buf != NULL) {
+        protobuf_c_message_pack(m, buf);
+        copy = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+        free(buf);
+    }
+    return copy;
+}
+
 static int on_merged_block(void *arg, const st_scan_series *s, const Strata__V1__Series *b)
 {
     struct merged *mg = arg;
-    size_t len = strata__v1__series__get_packed_size(b);
-    uint8_t *buf = malloc(len ? len : 1);
     (void)s;
-    if (buf == NULL ||
-        (mg->rv = grow_ptrs((void ***)&mg->blk, &mg->capblk, mg->nblk + 1)) != ST_OK) {
-        free(buf);
-        mg->rv = ST_ENOMEM;
-        return -1;
-    }
-    strata__v1__series__pack(b, buf);
-    mg->blk[mg->nblk] = strata__v1__series__unpack(NULL, len, buf);
-    free(buf);
-    if (mg->blk[mg->nblk] == NULL) {
+    if ((mg->rv = grow_ptrs((void ***)&mg->blk, &mg->capblk, mg->nblk + 1)) != ST_OK ||
+        (mg->blk[mg->nblk] = copy_message(&b->base)) == NULL) {
         mg->rv = ST_ENOMEM;
         return -1;
     }
@@ -871,18 +908,9 @@ static int on_merged_block(void *arg, const st_scan_series *s, const Strata__V1_
 static int on_merged_rollup(void *arg, const st_scan_series *s, const Strata__V1__RollupBlock *b)
 {
     struct merged *mg = arg;
-    size_t len = strata__v1__rollup_block__get_packed_size(b);
-    uint8_t *buf = malloc(len ? len : 1);
     (void)s;
-    if (buf == NULL || (mg->rv = grow_ptrs((void ***)&mg->rb, &mg->caprb, mg->nrb + 1)) != ST_OK) {
-        free(buf);
-        mg->rv = ST_ENOMEM;
-        return -1;
-    }
-    strata__v1__rollup_block__pack(b, buf);
-    mg->rb[mg->nrb] = strata__v1__rollup_block__unpack(NULL, len, buf);
-    free(buf);
-    if (mg->rb[mg->nrb] == NULL) {
+    if ((mg->rv = grow_ptrs((void ***)&mg->rb, &mg->caprb, mg->nrb + 1)) != ST_OK ||
+        (mg->rb[mg->nrb] = copy_message(&b->base)) == NULL) {
         mg->rv = ST_ENOMEM;
         return -1;
     }
@@ -890,7 +918,7 @@ static int on_merged_rollup(void *arg, const st_scan_series *s, const Strata__V1
     return 0;
 }
 
-/* Encodes every series of every metric, each resolution as one entry. */
+/* Encodes every series of every metric, an entry per resolution and unit. */
 static int merge_all(struct replay *rp, struct merged *mg)
 {
     static const enum st_res rollups[] = {ST_RES_10S, ST_RES_1M, ST_RES_1H};
@@ -908,7 +936,7 @@ static int merge_all(struct replay *rp, struct merged *mg)
         rv = rv == ST_OK ? merged_flush(mg, ST_RES_RAW) : rv;
         for (size_t r = 0; r < ST_ARRAY_LEN(rollups) && rv == ST_OK; r++) {
             mg->kind = -1;
-            merged_res = rollups[r];
+            mg->res = rollups[r];
             rv = st_store_scan_rollups(rp->st, name, NULL, 0, rollups[r], 0, INT64_MAX, &roll);
             rv = rv == ST_OK ? merged_flush(mg, rollups[r]) : rv;
         }
@@ -928,30 +956,6 @@ static int merge_all(struct replay *rp, struct merged *mg)
  * as the compaction writes them, into a scratch LMDB with the store's keys;
  * its live pages over the entries' bytes (entry_bytes) is the factor. */
 #define SCRATCH_MAP (4ULL << 30)
-
-struct scratch_unit {
-    enum st_res res;
-    int64_t unit_ms;
-    int count; /* entries a series holds */
-};
-
-/* Each resolution's merge unit at steady state, and how many a series holds. */
-static const struct scratch_unit units[] = {{ST_RES_RAW, 6 * HOUR_MS, 8},
-                                            {ST_RES_10S, 6 * HOUR_MS, 8},
-                                            {ST_RES_1M, DAY_MS, 30},
-                                            {ST_RES_1H, 30 * DAY_MS, 14}};
-
-static int scratch_put(MDB_txn *txn, MDB_dbi dbi, const uint8_t *key, size_t klen, size_t vlen,
-                       uint8_t *zeros)
-{
-    MDB_val k = {klen, (void *)key};
-    MDB_val v = {vlen, zeros};
-    int rc = mdb_put(txn, dbi, &k, &v, 0);
-    if (rc != 0) {
-        fprintf(stderr, "store_real_bench: scratch put: %s\n", mdb_strerror(rc));
-    }
-    return rc == 0 ? ST_OK : ST_EIO;
-}
 
 /* Value bytes of a series' entry of unit_ms at res: 1 h rows at
  * HOUR_ROW_FACTOR times its 1 m rows; 0 where the store keeps none. */
@@ -1052,88 +1056,110 @@ out:
     return rv;
 }
 
-/* One kind's (or, weighted by series, all kinds') bytes per day at each
- * resolution when merged ([1]) and fresh ([0], the store's own). */
 /* The share of each resolution's retention that waits for its merge unit
  * to close, in entries a unit smaller: on average 3 closed hours of the
  * current 6-hour unit of raw and 10 s entries (of 2 days), 12 hours of the
  * current day of 1 m rows (of 30 days), 15 days of the current 30 days of
  * 1 h rows (of 400). A quiet series' bytes there are mostly the entries'
  * fixed costs, so they are charged at the store's compacted hour entries;
- * a day entry of 1 h rows (24 rows of about two 1 m rows each) at what an
- * hour entry of 1 m rows (60 rows) costs. */
+ * a day entry of 1 h rows (24 rows of several 1 m rows' worth each) at
+ * what an hour entry of 1 m rows (60 rows) costs. */
 static const double unmerged_share[4] = {3.0 / 48, 3.0 / 48, 12.0 / 720, 15.0 / 400};
 
-/* One kind's bytes per day at each resolution at steady state ([1]) and
- * fresh ([0], the store's own). An entry is charged as stored at its merge
- * unit's size (whole overflow pages of a 6-hour entry, not of the
- * recording's), then the share awaiting its merge at the store's hour
- * entries. */
-static void merged_day(const struct merged *mg, const struct sizes *z,
-                       const uint64_t series[NKINDS + 1], int k, double day[4][2])
+/* A kind's bytes per series and day at each resolution: in merged entries
+ * (charged as stored at their merge unit's size: whole overflow pages of a
+ * 6-hour entry, not of the recording's), in the store's compacted hour
+ * entries (for 1 h rows, a day entry costing what an hour entry of 1 m
+ * rows does), and fresh. */
+struct rates {
+    double merged[4];
+    double hour[4];
+    double fresh[4];
+};
+
+static void kind_rates(const struct merged *mg, const struct sizes *z,
+                       const uint64_t series[NKINDS + 1], int k, struct rates *out)
 {
-    double hour_rate[4]; /* per day, in compacted hour entries (1 m rows for 1 h) */
     for (int r = 0; r < 4; r++) {
         double rates[2];
         double sum = 0;
         size_t klen = r == ST_RES_RAW ? ST_POINT_KEY_LEN : ST_ROLLUP_KEY_LEN;
         per_day(z, k, r, (double)series[k], rates);
-        day[r][0] = rates[0];
-        hour_rate[r] = rates[1];
         for (size_t i = 0; i < mg->nser; i++) {
             size_t v = mg->ser[i].kind == k
                            ? unit_bytes(z, &mg->ser[i], units[r].res, units[r].unit_ms)
                            : 0;
             sum += v > 0 ? (double)entry_bytes(klen, v) / (double)units[r].unit_ms * DAY_MS : 0;
         }
-        day[r][1] = sum / (double)series[k];
-    }
-    hour_rate[ST_RES_1H] = hour_rate[ST_RES_1M] / 24.0; /* one entry a day */
-    for (int r = 0; r < 4; r++) {
+        out->fresh[r] = rates[0];
+        out->hour[r] = rates[1];
+        out->merged[r] = sum / (double)series[k];
         if (all_payload(z, k, r) == 0 && r != ST_RES_1H) {
             /* not stored: counters' and gauges' 10 s rows are folded from
              * raw points when read, and the scan gave those */
-            day[r][0] = day[r][1] = 0;
-        } else if (hour_rate[r] > 0) {
-            day[r][1] += unmerged_share[r] * (hour_rate[r] - day[r][1]);
+            out->fresh[r] = out->hour[r] = out->merged[r] = 0;
         }
     }
+    out->hour[ST_RES_1H] = out->hour[ST_RES_1M] / 24.0; /* one entry a day */
+}
+
+/* Bytes a series holds at steady state, per resolution: each retention's
+ * newest hour (day of 1 h rows) fresh and its share awaiting a merge in
+ * hour entries, both at this store's LMDB overhead fs, the rest merged at
+ * the scratch LMDB's f. */
+static double steady_parts(const struct rates *rt, double f, double fs, double part[4])
+{
+    static const double keep[4] = {2, 2, 30, 400};
+    double total = 0;
+    for (int r = 0; r < 4; r++) {
+        double fw = (double)fresh_window[r] / DAY_MS;
+        double un = rt->hour[r] > 0 ? unmerged_share[r] * keep[r] : 0;
+        part[r] =
+            rt->merged[r] * (keep[r] - fw - un) * f + (rt->hour[r] * un + rt->fresh[r] * fw) * fs;
+        total += part[r];
+    }
+    return total;
 }
 
 static void report_merged(const struct replay *rp, const struct sizes *z,
-                          const uint64_t series[NKINDS + 1], const struct merged *mg, double f)
+                          const uint64_t series[NKINDS + 1], const struct merged *mg, double f,
+                          double fs)
 {
-    double all[4][2] = {{0}};
+    struct rates all;
+    memset(&all, 0, sizeof(all));
     printf("  steady state from merged entries (each series' recording as one entry per "
-           "resolution, the share awaiting its merge in hour entries; 1 h rows at %.1f times a "
-           "1 m row; LMDB x%.2f over such entries, measured), B/d steady|fresh:\n",
-           HOUR_ROW_FACTOR, f);
+           "resolution and merge unit, the share awaiting its merge in hour entries; 1 h rows at "
+           "%.1f times a 1 m row; LMDB x%.2f over merged entries, measured, and x%.2f over fresh "
+           "and hour entries, this store's), KiB per series:\n",
+           HOUR_ROW_FACTOR, f, fs);
     for (int k = 0; k <= NKINDS; k++) {
-        double day[4][2];
-        struct steady p;
+        struct rates rt;
+        double part[4];
+        double total;
+        double held;
         if (series[k] == 0 || rp->samples[k] == 0) {
             continue;
         }
         if (k < NKINDS) {
-            merged_day(mg, z, series, k, day);
+            double w = (double)series[k] / (double)series[NKINDS];
+            kind_rates(mg, z, series, k, &rt);
             for (int r = 0; r < 4; r++) {
-                for (int c = 0; c < 2; c++) {
-                    all[r][c] += day[r][c] * (double)series[k] / (double)series[NKINDS];
-                }
+                all.merged[r] += rt.merged[r] * w;
+                all.hour[r] += rt.hour[r] * w;
+                all.fresh[r] += rt.fresh[r] * w;
             }
         } else {
-            memcpy(day, all, sizeof(all));
+            rt = all;
         }
-        project(kind_names[k], 2.0 * kind_rate(rp, z, series, k) / (double)series[k], day, f, f,
-                &p);
+        total = steady_parts(&rt, f, fs, part);
+        held = 2.0 * kind_rate(rp, z, series, k) / (double)series[k];
+        printf("    %-12s raw %7.1f | 10s %7.1f | 1m %7.1f | 1h %7.1f | %7.1f KiB / %.0f samples "
+               "= %6.2f B/sample (raw %.2f + rollups %.2f)\n",
+               kind_names[k], part[0] / 1024, part[1] / 1024, part[2] / 1024, part[3] / 1024,
+               total / 1024, held, total / held, part[0] / held, (total - part[0]) / held);
         printf("RESULT steady_merged label=real kind=%s bytes_per_sample=%.3f raw_part=%.3f "
                "rollup_part=%.3f series=%" PRIu64 "\n",
-               kind_names[k], p.total / p.held, p.part[0] / p.held, (p.total - p.part[0]) / p.held,
-               series[k]);
-    }
-    if (mg->refused > 0) {
-        printf("    NOTE: %" PRIu64 " series too large to encode as one entry are left out\n",
-               mg->refused);
+               kind_names[k], total / held, part[0] / held, (total - part[0]) / held, series[k]);
     }
 }
 
@@ -1170,7 +1196,7 @@ static int build_and_report(struct replay *rp, const char *work)
             fprintf(stderr, "store_real_bench: scratch LMDB in %s: %s\n", scratch, st_strerror(rv));
         }
         if (rv == ST_OK) {
-            report_merged(rp, &z, series, &mg, f);
+            report_merged(rp, &z, series, &mg, f, lmdb_factor(&z, rp->stats.live_bytes));
         }
         st_buf_free(&mg.out);
         free(mg.blk);

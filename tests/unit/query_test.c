@@ -1805,7 +1805,8 @@ static int64_t count_points(json_t *ans)
     return n;
 }
 
-/* Raw and 10 s queries over the pruned part find nothing. */
+/* Raw and 10 s queries over the pruned part find nothing, nor does a
+ * counter's min or max (its rollups keep sums and counts). */
 static void check_pruned_empty(st_store *st, int64_t cutoff)
 {
     /* Compacted hours are dropped whole, once all of them is past the
