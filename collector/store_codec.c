@@ -313,9 +313,9 @@ static void put_packed(struct wr *w, const int64_t *v, size_t n, int64_t min, ui
     w->b->len += nbytes;
 }
 
-static void put_ints(struct wr *w, const int64_t *v, size_t n)
+/* A column of integers in the mode c chose for it. */
+static void put_ints_as(struct wr *w, const int64_t *v, size_t n, struct ichoice c)
 {
-    struct ichoice c = choose_ints(v, n);
     uint64_t prev = 0;
     put_u8(w, (uint8_t)c.mode);
     if (imode_offset(c.mode) || imode_packed(c.mode)) {
@@ -333,6 +333,11 @@ static void put_ints(struct wr *w, const int64_t *v, size_t n)
         put_v(w, imode_value(c.mode, v[i], prev, c.min, c.step));
         prev = (uint64_t)v[i];
     }
+}
+
+static void put_ints(struct wr *w, const int64_t *v, size_t n)
+{
+    put_ints_as(w, v, n, choose_ints(v, n));
 }
 
 /* The exact powers of ten a double holds (as frame.c's unscale uses). */
@@ -423,6 +428,8 @@ static int put_doubles(struct wr *w, const double *v, size_t n)
     uint64_t *words = NULL;
     int64_t *iv = NULL;
     int64_t *dv = NULL;
+    struct ichoice ci = {0};
+    struct ichoice cd = {0};
     if (k >= 0 || n == 0) {
         put_u8(w, (uint8_t)(DMODE_DECIMAL + k));
         if (n > 0) {
@@ -449,11 +456,14 @@ static int put_doubles(struct wr *w, const double *v, size_t n)
     for (size_t i = 0; i < n; i++) {
         words[i] = dbits(v[i]) ^ (i > 0 ? dbits(v[i - 1]) : 0);
     }
-    k = near_decimals(v, n, iv, dv);
-    if (k >= 0 && choose_ints(iv, n).cost + choose_ints(dv, n).cost < planes_cost(words, n)) {
+    if ((k = near_decimals(v, n, iv, dv)) >= 0) {
+        ci = choose_ints(iv, n);
+        cd = choose_ints(dv, n);
+    }
+    if (k >= 0 && ci.cost + cd.cost < planes_cost(words, n)) {
         put_u8(w, (uint8_t)(DMODE_NEAR + k));
-        put_ints(w, iv, n);
-        put_ints(w, dv, n);
+        put_ints_as(w, iv, n, ci);
+        put_ints_as(w, dv, n, cd);
     } else {
         put_u8(w, DMODE_XOR);
         put_planes(w, words, n);

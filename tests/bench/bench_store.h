@@ -144,6 +144,25 @@ static inline void per_day(const struct sizes *z, int m, int r, double series, d
     }
 }
 
+/* Days each resolution keeps at the default retention (raw, 10 s, 1 m, 1 h). */
+static const double keep_days[4] = {2, 2, 30, 400};
+
+/* Runs the builder, retention and compaction to completion at now, growing
+ * the map when it fills; *slices counts the st_store_maintain calls. */
+static inline int build_to(st_store *st, int64_t now, int *slices)
+{
+    bool more = true;
+    int rv = ST_OK;
+    while (more && rv == ST_OK) {
+        rv = st_store_maintain(st, now, 1000, &more);
+        (*slices)++;
+        if (rv == ST_EMAPFULL && (rv = st_store_grow(st)) == ST_OK) {
+            more = true;
+        }
+    }
+    return rv;
+}
+
 /* A projected steady state, per series. */
 struct steady {
     double part[4]; /* bytes each resolution holds, LMDB overhead included */
@@ -164,13 +183,12 @@ struct steady {
 static inline void project(const char *kind, double held, const double day[4][2], double f_raw,
                            double f_roll, struct steady *out)
 {
-    static const double keep[4] = {2, 2, 30, 400};
     double *part = out->part;
     double total = 0;
     for (int r = 0; r < 4; r++) {
         double fw = (double)fresh_window[r] / DAY_MS;
-        double per =
-            day[r][1] > 0 ? day[r][1] * (keep[r] - fw) + day[r][0] * fw : day[r][0] * keep[r];
+        double per = day[r][1] > 0 ? day[r][1] * (keep_days[r] - fw) + day[r][0] * fw
+                                   : day[r][0] * keep_days[r];
         part[r] = per * (r == ST_RES_RAW ? f_raw : f_roll);
         total += part[r];
     }

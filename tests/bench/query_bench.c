@@ -208,8 +208,6 @@ static int apply_frame(st_store_txn *t, const st_frame *f, int64_t now)
     return rv == ST_OK && dup ? ST_EINVAL : rv;
 }
 
-static int build_rollups(st_store *st, struct loaded *ld);
-
 static int load_fleet(st_store *st, const struct opts *o, const struct shape *sh, int hosts,
                       struct loaded *ld)
 {
@@ -233,7 +231,7 @@ static int load_fleet(st_store *st, const struct opts *o, const struct shape *sh
                 inb = 0;
             }
             ld->now = ts;
-            rv = rv == ST_OK ? build_rollups(st, ld) : rv;
+            rv = rv == ST_OK ? build_to(st, ld->now, &ld->slices) : rv;
             next_build += o->build_every_ms;
         }
         for (int h = 0; h < hosts && rv == ST_OK; h++) {
@@ -254,18 +252,6 @@ static int load_fleet(st_store *st, const struct opts *o, const struct shape *sh
         rv = rv == ST_OK ? st_store_commit(t) : (st_store_abort(t), rv);
     }
     free(hs);
-    return rv;
-}
-
-/* Runs the builder to completion at the store's clock. */
-static int build_rollups(st_store *st, struct loaded *ld)
-{
-    bool more = true;
-    int rv = ST_OK;
-    while (more && rv == ST_OK) {
-        rv = st_store_maintain(st, ld->now, 1000, &more);
-        ld->slices++;
-    }
     return rv;
 }
 
@@ -290,7 +276,7 @@ static int open_load(const struct opts *o, const struct shape *sh, int hosts, bo
      * they would be on a live collector. */
     ld->now = ld->end + 5123;
     t0 = st_time_mono_ns();
-    rv = rv == ST_OK ? build_rollups(ld->st, ld) : rv;
+    rv = rv == ST_OK ? build_to(ld->st, ld->now, &ld->slices) : rv;
     ld->build_s = (double)(st_time_mono_ns() - t0) / 1e9;
     return rv == ST_OK ? st_store_stats(ld->st, &ld->stats) : rv;
 }

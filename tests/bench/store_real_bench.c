@@ -315,16 +315,7 @@ static int replay_spool(struct replay *rp, st_spool *sp)
  * hours are compacted as on a live collector and the last minute is open. */
 static int build_rollups(struct replay *rp)
 {
-    int64_t now = rp->last_ms + AFTER_END_MS;
-    bool more = true;
-    int rv = ST_OK;
-    while (more && rv == ST_OK) {
-        rv = st_store_maintain(rp->st, now, 1000, &more);
-        rp->slices++;
-        if (rv == ST_EMAPFULL && (rv = st_store_grow(rp->st)) == ST_OK) {
-            more = true;
-        }
-    }
+    int rv = build_to(rp->st, rp->last_ms + AFTER_END_MS, &rp->slices);
     if (rv != ST_OK) {
         fprintf(stderr, "store_real_bench: building rollups: %s\n", st_strerror(rv));
     }
@@ -704,24 +695,6 @@ struct mseries {
     double ms[4];    /* and the time they cover */
 };
 
-static int grow_ptrs(void ***arr, size_t *cap, size_t need)
-{
-    size_t ncap = *cap ? *cap * 2 : 64;
-    void **n;
-    if (need <= *cap) {
-        return ST_OK;
-    }
-    while (ncap < need) {
-        ncap *= 2;
-    }
-    if ((n = realloc(*arr, ncap * sizeof(*n))) == NULL) {
-        return ST_ENOMEM;
-    }
-    *arr = n;
-    *cap = ncap;
-    return ST_OK;
-}
-
 static void merged_clear(struct merged *mg)
 {
     for (size_t i = 0; i < mg->nblk; i++) {
@@ -877,45 +850,51 @@ static int on_merged_rollup_series(void *arg, const st_scan_series *s)
     return on_merged_series(arg, s, ((struct merged *)arg)->res);
 }
 
-/* Blocks are the store's until the callback returns: copied (packed and
- * unpacked again), NULL when out of memory. */
-static void *copy_message(const ProtobufCMessage *m)
+/* Blocks are the store's until the callback returns: a copy (packed and
+ * unpacked again) goes at the end of *arr; -1 (mg->rv set) when out of
+ * memory. */
+static int keep_copy(struct merged *mg, void ***arr, size_t *n, size_t *cap,
+                     const ProtobufCMessage *m)
 {
     size_t len = protobuf_c_message_get_packed_size(m);
-    uint8_t *buf = malloc(len ? len : 1);
-    void *copy = NULL;
-    if (buf != NULL) {
-        protobuf_c_message_pack(m, buf);
-        copy = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
-        free(buf);
+    uint8_t *buf;
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        void **grown = realloc(*arr, ncap * sizeof(*grown));
+        if (grown == NULL) {
+            mg->rv = ST_ENOMEM;
+            return -1;
+        }
+        *arr = grown;
+        *cap = ncap;
     }
-    return copy;
+    if ((buf = malloc(len ? len : 1)) == NULL) {
+        mg->rv = ST_ENOMEM;
+        return -1;
+    }
+    protobuf_c_message_pack(m, buf);
+    (*arr)[*n] = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+    free(buf);
+    if ((*arr)[*n] == NULL) {
+        mg->rv = ST_ENOMEM;
+        return -1;
+    }
+    (*n)++;
+    return 0;
 }
 
 static int on_merged_block(void *arg, const st_scan_series *s, const Strata__V1__Series *b)
 {
     struct merged *mg = arg;
     (void)s;
-    if ((mg->rv = grow_ptrs((void ***)&mg->blk, &mg->capblk, mg->nblk + 1)) != ST_OK ||
-        (mg->blk[mg->nblk] = copy_message(&b->base)) == NULL) {
-        mg->rv = ST_ENOMEM;
-        return -1;
-    }
-    mg->nblk++;
-    return 0;
+    return keep_copy(mg, (void ***)&mg->blk, &mg->nblk, &mg->capblk, &b->base);
 }
 
 static int on_merged_rollup(void *arg, const st_scan_series *s, const Strata__V1__RollupBlock *b)
 {
     struct merged *mg = arg;
     (void)s;
-    if ((mg->rv = grow_ptrs((void ***)&mg->rb, &mg->caprb, mg->nrb + 1)) != ST_OK ||
-        (mg->rb[mg->nrb] = copy_message(&b->base)) == NULL) {
-        mg->rv = ST_ENOMEM;
-        return -1;
-    }
-    mg->nrb++;
-    return 0;
+    return keep_copy(mg, (void ***)&mg->rb, &mg->nrb, &mg->caprb, &b->base);
 }
 
 /* Encodes every series of every metric, an entry per resolution and unit. */
@@ -1109,13 +1088,12 @@ static void kind_rates(const struct merged *mg, const struct sizes *z,
  * the scratch LMDB's f. */
 static double steady_parts(const struct rates *rt, double f, double fs, double part[4])
 {
-    static const double keep[4] = {2, 2, 30, 400};
     double total = 0;
     for (int r = 0; r < 4; r++) {
         double fw = (double)fresh_window[r] / DAY_MS;
-        double un = rt->hour[r] > 0 ? unmerged_share[r] * keep[r] : 0;
-        part[r] =
-            rt->merged[r] * (keep[r] - fw - un) * f + (rt->hour[r] * un + rt->fresh[r] * fw) * fs;
+        double un = rt->hour[r] > 0 ? unmerged_share[r] * keep_days[r] : 0;
+        part[r] = rt->merged[r] * (keep_days[r] - fw - un) * f +
+                  (rt->hour[r] * un + rt->fresh[r] * fw) * fs;
         total += part[r];
     }
     return total;
