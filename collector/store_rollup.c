@@ -381,9 +381,9 @@ static void rollup_key(uint8_t *key, int res, uint32_t id, int64_t start)
 }
 
 /* Whether the compacted rollups of series id keep sum and count only: a
- * counter's do ("counters summed"); its min, max, first and last fill
- * half its bytes and the query engine reads those from raw points
- * (st_query_needs_raw). */
+ * counter's do ("counters summed"); its min, max, first and last were
+ * most of its bytes, and the query engine reads those from raw points
+ * (query_agg.c's needs_raw). */
 static bool sum_count_only(st_store_txn *t, uint32_t id)
 {
     Strata__V1__SeriesRecord *rec = st_store_series_record(t->txn, t->st, id);
