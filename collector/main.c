@@ -138,6 +138,8 @@ static void engine_opts(const st_collector_settings *s, struct st_engine_opts *e
     eo->baseline_window_ms = s->engine_baseline_ms;
     eo->min_samples = s->engine_min_samples;
     eo->leak_window_ms = s->engine_leak_window_ms;
+    eo->step_ms = s->engine_step_ms;
+    eo->settle_ms = s->engine_settle_ms;
 }
 
 static int start_engine(struct collector *c)

@@ -74,6 +74,13 @@ static const st_cfg_map engine_rows[] = {
      "RSS history the memory-leak rule fits a line to", NULL, 0, 0},
     {ST_CFG_INT, "min_samples", "50", F(engine_min_samples),
      "samples a window needs before regressions are judged", NULL, 1, 1000000},
+    {ST_CFG_DURATION, "step", "0s", F(engine_step_ms),
+     "windows end on multiples of this; runs within one step reuse its answers (0s: a fifth "
+     "of the window, at most 1m)",
+     NULL, 0, 0},
+    {ST_CFG_DURATION, "settle", "0s", F(engine_settle_ms),
+     "how long a step's end waits for late frames before windows take it in (0s: half the step)",
+     NULL, 0, 0},
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
 };
 

@@ -45,6 +45,8 @@ typedef struct st_collector_settings {
     int64_t engine_baseline_ms;
     int64_t engine_min_samples;
     int64_t engine_leak_window_ms;
+    int64_t engine_step_ms;
+    int64_t engine_settle_ms;
     bool engine_enabled;
 } st_collector_settings;
 

@@ -12,6 +12,9 @@
 #include <string.h>
 
 #define MAX_OVERRIDES 128
+/* A question shared within a run is known by its parameters as text;
+ * one with longer matchers than this is asked unshared. */
+#define QUESTION_KEY_MAX 2048
 
 /* Targets of DESIGN.md and the engine's windows, by name. */
 static const struct {
@@ -51,6 +54,7 @@ struct shared_fold {
     char *key;   /* the question without its agg */
     char *range; /* its metric, range and step only */
     st_query_fold *fold;
+    bool walked; /* read group by group (st_eng_query_steps_each), not as answers */
 };
 
 /* A window question kept across runs (st_query_slide). */
@@ -72,6 +76,14 @@ struct st_eng {
     struct shared_fold *folds;
     size_t nfolds;
     size_t capfolds;
+    /* The answers and folds outlive their run: the next run at the same
+     * clock asks the same questions over the same windows, and takes
+     * those of the metrics no commit has written to before the clock
+     * since kept_gen (st_eng_share_begin). */
+    bool kept;
+    int64_t kept_now;
+    uint64_t kept_gen;
+    uint64_t run_gen;          /* the store's generation as the run began */
     struct kept_slide *slides; /* across runs: a run reads what changed since the last */
     size_t nslides;
     size_t capslides;
@@ -89,32 +101,8 @@ int st_eng_new(st_store *st, int64_t now_ms, st_eng **out)
     return ST_OK;
 }
 
-void st_eng_free(st_eng *e)
-{
-    if (e == NULL) {
-        return;
-    }
-    st_eng_share_end(e);
-    for (size_t i = 0; i < e->nslides; i++) {
-        free(e->slides[i].key);
-        st_query_slide_free(e->slides[i].slide);
-    }
-    free(e->slides);
-    free(e);
-}
-
-void st_eng_set_max_series(st_eng *e, size_t n)
-{
-    e->max_series = n;
-}
-
-void st_eng_share_begin(st_eng *e)
-{
-    st_eng_share_end(e);
-    e->sharing = true;
-}
-
-void st_eng_share_end(st_eng *e)
+/* Forgets every answer and fold kept. */
+static void drop_kept(st_eng *e)
 {
     for (size_t i = 0; i < e->nfolds; i++) {
         free(e->folds[i].key);
@@ -126,6 +114,117 @@ void st_eng_share_end(st_eng *e)
     e->folds = NULL;
     e->nfolds = e->capfolds = 0;
     e->answers = NULL;
+    e->kept = false;
+}
+
+void st_eng_free(st_eng *e)
+{
+    if (e == NULL) {
+        return;
+    }
+    st_eng_share_end(e);
+    drop_kept(e);
+    for (size_t i = 0; i < e->nslides; i++) {
+        free(e->slides[i].key);
+        st_query_slide_free(e->slides[i].slide);
+    }
+    free(e->slides);
+    free(e);
+}
+
+void st_eng_set_max_series(st_eng *e, size_t n)
+{
+    e->max_series = n;
+    drop_kept(e);
+}
+
+/* The metric a question key names (its first parameter, "metric=..."). */
+static bool key_metric(const char *key, char *out, size_t cap)
+{
+    const char *end = strchr(key, '\x1f');
+    size_t n;
+    if (strncmp(key, "metric=", 7) != 0 || end == NULL || (n = (size_t)(end - key - 7)) >= cap) {
+        return false;
+    }
+    memcpy(out, key + 7, n);
+    out[n] = '\0';
+    return true;
+}
+
+/* Whether what was kept about the question key still holds: a commit
+ * since the kept run that wrote a point of its metric starting before
+ * the clock (where every window ends) changed it; so does one the store
+ * cannot account for. */
+static bool kept_holds(st_eng *e, const char *key)
+{
+    char metric[QUESTION_KEY_MAX];
+    int64_t ch;
+    if (!key_metric(key, metric, sizeof(metric))) {
+        return false;
+    }
+    ch = st_store_changed_since(e->st, metric, e->kept_gen);
+    return ch != INT64_MIN && ch >= e->now;
+}
+
+/* Keeps what the last run found that this one would find again. */
+static void sift_kept(st_eng *e)
+{
+    const char *k;
+    json_t *v;
+    void *tmp;
+    size_t n = 0;
+    if (!e->kept || e->kept_now != e->now) {
+        drop_kept(e);
+        return;
+    }
+    json_object_foreach_safe(e->answers, tmp, k, v)
+    {
+        if (!kept_holds(e, k)) {
+            json_object_del(e->answers, k);
+        }
+    }
+    for (size_t i = 0; i < e->nfolds; i++) {
+        if (kept_holds(e, e->folds[i].key)) {
+            e->folds[n++] = e->folds[i];
+        } else {
+            free(e->folds[i].key);
+            free(e->folds[i].range);
+            st_query_fold_free(e->folds[i].fold);
+        }
+    }
+    e->nfolds = n;
+}
+
+void st_eng_share_begin(st_eng *e)
+{
+    /* taken before the first question: a commit during the run counts
+     * as after it, which can only drop more next time */
+    e->run_gen = st_store_generation(e->st);
+    sift_kept(e);
+    e->sharing = true;
+}
+
+void st_eng_share_end(st_eng *e)
+{
+    size_t n = 0;
+    /* A fold asked for answers has given every one the run asked, and
+     * those are kept; only the folds walked group by group must stay
+     * (at fleet size the others' sketches take over 100 MiB). */
+    for (size_t i = 0; i < e->nfolds; i++) {
+        if (e->folds[i].walked) {
+            e->folds[n++] = e->folds[i];
+        } else {
+            free(e->folds[i].key);
+            free(e->folds[i].range);
+            st_query_fold_free(e->folds[i].fold);
+        }
+    }
+    e->nfolds = n;
+    if (e->sharing) {
+        e->kept = true;
+        e->kept_now = e->now;
+        e->kept_gen = e->run_gen;
+    }
     e->sharing = false;
 }
 
@@ -147,6 +246,7 @@ bool st_eng_cancelled(st_eng *e)
 
 int st_eng_set(st_eng *e, const char *name, double value)
 {
+    drop_kept(e); /* answers may rest on the old value (a window, a limit) */
     for (size_t i = 0; i < e->nov; i++) {
         if (strcmp(e->ov[i].name, name) == 0) {
             e->ov[i].value = value;
@@ -207,9 +307,6 @@ int64_t st_eng_window(st_eng *e)
  * answers stay in memory, so these bound memory, not JSON size. */
 #define ENG_MAX_SERIES 200000
 #define ENG_MAX_POINTS 2000000
-/* A question shared within a run is known by its parameters as text;
- * one with longer matchers than this is asked unshared. */
-#define QUESTION_KEY_MAX 2048
 
 enum key_part {
     KEY_QUESTION, /* metric, by, step, range and matchers */
@@ -271,6 +368,7 @@ static int keep_fold(st_eng *e, const char *key, const char *range, st_query_fol
     }
     e->folds[e->nfolds].key = k;
     e->folds[e->nfolds].range = rk;
+    e->folds[e->nfolds].walked = false;
     e->folds[e->nfolds++].fold = f;
     return ST_OK;
 }
@@ -542,6 +640,9 @@ int st_eng_query_steps_each(st_eng *e, const char *metric, const char *agg, cons
         }
         if ((f = shared_fold(e, a.key, a.q.agg)) == NULL) {
             rv = new_shared_fold(e, &a.q, a.key, a.range, a.skey, &f);
+        }
+        for (size_t i = 0; rv == ST_OK && i < e->nfolds; i++) {
+            e->folds[i].walked |= e->folds[i].fold == f;
         }
     } else {
         own = true;

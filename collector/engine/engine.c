@@ -22,6 +22,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The longest step a window's end moves by when engine.step is 0. */
+#define ENGINE_MAX_AUTO_STEP_MS 60000
+
 static json_t *load_state(st_engine *en)
 {
     char *val = NULL;
@@ -184,6 +187,7 @@ static int analyse(st_engine *en, int64_t now)
 static void expire(st_engine *en, json_t *all, int64_t now)
 {
     int64_t stale = 3 * st_eng_window(en->eng);
+    int64_t clock = st_eng_now(en->eng); /* what last_seen is on */
     size_t i;
     json_t *f;
     json_array_foreach(all, i, f)
@@ -191,7 +195,7 @@ static void expire(st_engine *en, json_t *all, int64_t now)
         const char *s = json_string_value(json_object_get(f, "status"));
         int64_t seen = json_integer_value(json_object_get(f, "last_seen_unix_ms"));
         if (s != NULL && (strcmp(s, "open") == 0 || strcmp(s, "dispatched") == 0) &&
-            now - seen > stale) {
+            clock - seen > stale) {
             st_finding_transition(f, "resolved", now, "the condition cleared without a fix");
         }
     }
@@ -455,13 +459,33 @@ static bool decide(st_engine *en, int64_t now)
     bool work;
     expire(en, all, now);
     work = step(en, state, all, now);
-    st_findings_rank(en, all, now);
+    st_findings_rank(en, all);
     json_object_set_new(state, "updated_unix_ms", json_integer(now));
     json_object_set_new(state, "last_run_had_work", json_boolean(work));
     st_run_put(en, ST_ENGINE_STATE_KEY, state);
     json_decref(state);
     json_decref(all);
     return work;
+}
+
+/* The clock a run's windows end at: now less the settle, down to a
+ * multiple of the step. Frames of the last seconds are still on their
+ * way (agents ship every few seconds, drain spools after an outage), so
+ * a window ending at now would judge a partial last bucket; and runs
+ * within one step ask the same questions over the same windows, which
+ * the rule context then answers from the first run's answers (eng.c). */
+int64_t st_engine_clock(const st_engine *en, int64_t now)
+{
+    int64_t step = en->o.step_ms;
+    int64_t settle;
+    int64_t t;
+    if (step <= 0) {
+        step = ST_MIN((int64_t)st_eng_window(en->eng) / 5, ENGINE_MAX_AUTO_STEP_MS);
+        step = ST_MAX(step - step % 1000, 1000);
+    }
+    settle = en->o.settle_ms > 0 ? en->o.settle_ms : step / 2;
+    t = now - settle;
+    return t - ((t % step) + step) % step;
 }
 
 int st_engine_run(st_engine *en, int64_t now)
@@ -474,7 +498,7 @@ int st_engine_run(st_engine *en, int64_t now)
     int rv;
     pthread_mutex_lock(&en->mu);
     memset(en->phase_s, 0, sizeof(en->phase_s));
-    st_eng_set_now(en->eng, now);
+    st_eng_set_now(en->eng, st_engine_clock(en, now));
     /* The rules, targets and regressions ask some questions several
      * times, and some of one metric and window with several aggs. */
     st_eng_share_begin(en->eng);
@@ -648,6 +672,8 @@ int st_engine_reconfigure(st_engine *en, const struct st_engine_opts *opts, cons
         en->o.validation_ms = opts->validation_ms > 0 ? opts->validation_ms : en->o.validation_ms;
         en->o.improvement_margin =
             opts->improvement_margin > 0 ? opts->improvement_margin : en->o.improvement_margin;
+        en->o.step_ms = opts->step_ms;
+        en->o.settle_ms = opts->settle_ms;
         pthread_mutex_unlock(&en->snap_mu);
     }
     pthread_mutex_unlock(&en->mu);

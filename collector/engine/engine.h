@@ -37,6 +37,8 @@ struct st_engine_opts {
     int64_t baseline_window_ms; /* rolling baseline; 0: 1 h */
     int64_t min_samples;        /* before regressions are judged; 0: 50 */
     int64_t leak_window_ms;     /* RSS history the leak rule fits; 0: 30 min */
+    int64_t step_ms;            /* windows end on its multiples; 0: window / 5, <= 1 min */
+    int64_t settle_ms;          /* a step's end waits this for late frames; 0: step / 2 */
 };
 
 /* Builds the engine; targets/engine/rules settings come from the
@@ -68,6 +70,8 @@ void st_engine_free(st_engine *en);
  * /v1/status stay those of the last run). Once the run has measured, it
  * finishes (its decisions take little time). */
 int st_engine_run(st_engine *en, int64_t now_ms);
+/* Where the windows of a run at now_ms end (engine.step, engine.settle). */
+int64_t st_engine_clock(const st_engine *en, int64_t now_ms);
 
 /* ---- API ---- */
 

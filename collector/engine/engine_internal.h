@@ -52,7 +52,7 @@ json_t *st_finding_upsert(st_engine *en, const st_rule *r, const char *layer, co
 /* All findings in the store (array, new ref); for the API. */
 json_t *st_findings_all(st_engine *en);
 /* Scores and links active findings, in place (the run writes them). */
-void st_findings_rank(st_engine *en, json_t *all, int64_t now);
+void st_findings_rank(st_engine *en, json_t *all);
 
 /* records.c: a run's records, held until it commits. Only the run (under
  * mu) uses them; outside a run, and for the API, the store is the truth. */

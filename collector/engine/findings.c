@@ -87,8 +87,11 @@ static const char *severity_name(enum st_severity s)
     return (size_t)s < ST_ARRAY_LEN(names) ? names[s] : "LOW";
 }
 
-/* Moves the candidate's JSON into the finding (stealing references). */
-static void fill(json_t *f, st_candidate *c, int64_t now)
+/* Moves the candidate's JSON into the finding (stealing references);
+ * seen is the end of the windows the candidate was found in (the run's
+ * clock), so a run within the same step leaves the finding as it was
+ * and the commit skips it. */
+static void fill(json_t *f, st_candidate *c, int64_t seen)
 {
     json_object_set_new(f, "severity", json_string(severity_name(c->severity)));
     json_object_set_new(f, "summary", json_string(c->summary));
@@ -98,7 +101,7 @@ static void fill(json_t *f, st_candidate *c, int64_t now)
     json_object_set_new(f, "threshold", json_real(isfinite(c->threshold) ? c->threshold : 0));
     json_object_set_new(f, "below", json_boolean(c->below));
     json_object_set_new(f, "traffic_share", json_real(c->traffic_share));
-    json_object_set_new(f, "last_seen_unix_ms", json_integer(now));
+    json_object_set_new(f, "last_seen_unix_ms", json_integer(seen));
     if (c->measure != NULL) {
         json_object_set_new(f, "measure", c->measure);
     }
@@ -123,7 +126,7 @@ json_t *st_finding_upsert(st_engine *en, const st_rule *r, const char *layer, co
         if (f == NULL) {
             return NULL;
         }
-        fill(f, c, now);
+        fill(f, c, st_eng_now(en->eng));
         st_finding_transition(f, "open", now, "detected");
         json_object_set_new(f, "detected_value", json_real(c->value));
         if (st_run_add_finding(en, id, f) != ST_OK) {
@@ -132,7 +135,7 @@ json_t *st_finding_upsert(st_engine *en, const st_rule *r, const char *layer, co
         }
     } else {
         const char *s = json_string_value(json_object_get(f, "status"));
-        fill(f, c, now);
+        fill(f, c, st_eng_now(en->eng));
         /* A problem fixed or dismissed earlier that comes back is open
          * again; a finding under validation keeps its course. */
         if (s != NULL && (strcmp(s, "resolved") == 0 || strcmp(s, "ineffective") == 0)) {
@@ -332,7 +335,7 @@ static void score(json_t *f)
                                   "role_factor"));
 }
 
-void st_findings_rank(st_engine *en, json_t *all, int64_t now)
+void st_findings_rank(st_engine *en, json_t *all)
 {
     size_t i;
     json_t *f;
@@ -341,7 +344,8 @@ void st_findings_rank(st_engine *en, json_t *all, int64_t now)
         json_object_set_new(f, "caused_by", json_null());
         json_object_set_new(f, "causes", json_array());
     }
-    correlate(all, now, st_eng_window(en->eng));
+    /* last_seen is on the run's clock (fill) */
+    correlate(all, st_eng_now(en->eng), st_eng_window(en->eng));
     json_array_foreach(all, i, f)
     {
         score(f);

@@ -130,12 +130,18 @@ bool st_eng_cancelled(st_eng *e);
  * Answers then show the store as of the first asking, which within a run
  * is what the run should judge. Outside, every question reads the store.
  * Answers are shared: callers must not change them (the lookup index
- * st_rules_find keeps in an answer is the same for everyone). */
+ * st_rules_find keeps in an answer is the same for everyone).
+ * The answers (and the folds walked group by group) outlive the run: the
+ * next st_eng_share_begin at the same clock keeps those of the metrics no
+ * commit since wrote a point before the clock to, so runs within one
+ * engine step read the store only for what changed. Any other clock, or
+ * st_eng_set, drops them. */
 void st_eng_share_begin(st_eng *e);
 /* Lowers the series limit of the engine's answers (tests: the per-host
  * fallback of a question too large for one answer). 0 restores it. */
 void st_eng_set_max_series(st_eng *e, size_t n);
-/* Drops what was kept; safe to call when not sharing. */
+/* Ends the run's sharing (safe to call when not sharing); outside it,
+ * every question reads the store. */
 void st_eng_share_end(st_eng *e);
 
 #endif

@@ -183,6 +183,74 @@ static const char *status_of(st_engine *en)
     return buf;
 }
 
+/* Windows end at now less the settle, down to a multiple of the step:
+ * by default a fifth of the window (at most a minute) and half of it. */
+static void test_clock(void **state)
+{
+    struct st_engine_opts o;
+    st_engine *en;
+    st_cfg_error err;
+    (void)state;
+    memset(&o, 0, sizeof(o));
+    assert_int_equal(st_engine_new(st, &o, NULL, NULL, NULL, &en, &err), ST_OK);
+    assert_int_equal(st_engine_clock(en, T0 + 29999), T0 - MIN);
+    assert_int_equal(st_engine_clock(en, T0 + 30000), T0);
+    assert_int_equal(st_engine_clock(en, T0 + 89999), T0);
+    st_engine_free(en);
+
+    o.window_ms = 30000; /* step 6 s, settle 3 s */
+    assert_int_equal(st_engine_new(st, &o, NULL, NULL, NULL, &en, &err), ST_OK);
+    assert_int_equal(st_engine_clock(en, T0 + 2999), T0 - 6000);
+    assert_int_equal(st_engine_clock(en, T0 + 3000), T0);
+    assert_int_equal(st_engine_clock(en, T0 + 8999), T0);
+    st_engine_free(en);
+
+    o.step_ms = 10000;
+    o.settle_ms = 1;
+    assert_int_equal(st_engine_new(st, &o, NULL, NULL, NULL, &en, &err), ST_OK);
+    assert_int_equal(st_engine_clock(en, T0 + 10000), T0);
+    assert_int_equal(st_engine_clock(en, T0 + 10001), T0 + 10000);
+    st_engine_free(en);
+}
+
+/* The fleet-wide response_time_p95 the last run measured. */
+static double measured_p95(st_engine *en)
+{
+    json_t *s = st_engine_status(en);
+    size_t i;
+    json_t *t;
+    double v = NAN;
+    json_array_foreach(json_object_get(s, "targets"), i, t)
+    {
+        if (strcmp(json_string_value(json_object_get(t, "name")), "response_time_p95") == 0 &&
+            strcmp(json_string_value(json_object_get(t, "scope")), "fleet") == 0) {
+            v = json_number_value(json_object_get(t, "value"));
+        }
+    }
+    json_decref(s);
+    return v;
+}
+
+/* Runs within one step take the answers of the first, but a frame that
+ * lands late inside the window is in the next run's figures, and a frame
+ * past the window's end is not. */
+static void test_runs_within_a_step_see_late_frames(void **state)
+{
+    st_engine *en;
+    (void)state;
+    history(T0 - 70 * MIN, T0 - 2 * MIN, 0.05, 300, 0);
+    en = engine(10);
+    st_engine_run(en, T0); /* windows end at T0 - 1 min */
+    assert_true(measured_p95(en) < 0.1);
+    app_minute(T0 - MIN, 3.0, 300, 0); /* past the window's end */
+    st_engine_run(en, T0 + 1000);
+    assert_true(measured_p95(en) < 0.1);
+    app_minute(T0 - 2 * MIN, 3.0, 300, 0); /* late, inside it */
+    st_engine_run(en, T0 + 2000);
+    assert_true(measured_p95(en) > 1.0);
+    st_engine_free(en);
+}
+
 static void test_latency_regression_against_pinned_baseline(void **state)
 {
     st_engine *en;
@@ -512,6 +580,8 @@ static void test_stop_requested_before_a_run(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_clock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_within_a_step_see_late_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_latency_regression_against_pinned_baseline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_error_regression_is_critical, setup, teardown),

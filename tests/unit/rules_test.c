@@ -1506,6 +1506,97 @@ static void test_per_host_fallback_keeps_shared_parts(void **state)
     st_eng_free(e);
 }
 
+/* The sum of a walked answer's values (st_eng_query_steps_each). */
+static int sum_values(void *arg, json_t *labels, const int64_t *t, const double *v, size_t n)
+{
+    double *sum = arg;
+    (void)labels;
+    (void)t;
+    for (size_t i = 0; i < n; i++) {
+        *sum += v[i];
+    }
+    return ST_OK;
+}
+
+static double walked_sum(st_eng *e, const char *m)
+{
+    double sum = 0;
+    assert_int_equal(
+        st_eng_query_steps_each(e, m, "sum", "host", NULL, 0, 5 * 60000, 60000, sum_values, &sum),
+        ST_OK);
+    return sum;
+}
+
+/* The next run at the same clock takes the last run's answers, unless a
+ * commit since wrote a point of their metric before the clock; a run at
+ * another clock asks again. */
+static void test_answers_kept_for_the_next_run_at_one_clock(void **state)
+{
+    fx *x = *state;
+    const char *m = "http.server.requests";
+    const char *const *a = L("role", "edge", "route", "/a", "host", "e1");
+    int64_t w = 5 * 60 * 1000;
+    double late = 7;
+    double after = 1000;
+    json_t *first;
+    json_t *again;
+    st_eng *e;
+    counter(x, m, a, 100);
+    flush(x);
+    assert_int_equal(st_eng_new(x->st, NOW, &e), ST_OK);
+    st_eng_share_begin(e);
+    assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &first), ST_OK);
+    near(walked_sum(e, m), 100, 0);
+    st_eng_share_end(e);
+
+    /* the same clock, nothing written: the same answer */
+    st_eng_share_begin(e);
+    assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
+    assert_ptr_equal(again, first);
+    json_decref(again);
+    st_eng_share_end(e);
+
+    /* a point at the clock or later is outside every window: still kept */
+    values(x, m, STRATA__V1__KIND__COUNTER, a, NOW, 10000, &after, 1);
+    flush(x);
+    st_eng_share_begin(e);
+    assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
+    assert_ptr_equal(again, first);
+    json_decref(again);
+    near(walked_sum(e, m), 100, 0);
+    st_eng_share_end(e);
+
+    /* a late point inside the window: asked again, answers and walks */
+    values(x, m, STRATA__V1__KIND__COUNTER, a, MID + 10000, 10000, &late, 1);
+    flush(x);
+    st_eng_share_begin(e);
+    assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
+    assert_ptr_not_equal(again, first);
+    near(st_eng_value(json_array_get(st_rules_series(again), 0)), 107, 0);
+    near(walked_sum(e, m), 107, 0);
+    json_decref(again);
+    st_eng_share_end(e);
+
+    /* a later clock: its window takes the point at NOW */
+    st_eng_set_now(e, NOW + 60000);
+    st_eng_share_begin(e);
+    assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
+    near(st_eng_value(json_array_get(st_rules_series(again), 0)), 1107, 0);
+    near(walked_sum(e, m), 1107, 0);
+    json_decref(again);
+    st_eng_share_end(e);
+
+    /* a setting changed: nothing kept is taken */
+    assert_int_equal(st_eng_set(e, "min_samples", 10), ST_OK);
+    st_eng_share_begin(e);
+    assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
+    assert_ptr_not_equal(again, first);
+    json_decref(again);
+    st_eng_share_end(e);
+    json_decref(first);
+    st_eng_free(e);
+}
+
 /* Every check on an empty store finds nothing and fails nothing. */
 static void test_empty_store(void **state)
 {
@@ -1529,6 +1620,7 @@ int main(void)
         cmocka_unit_test(test_sql_view_and_select),
         cmocka_unit_test(test_text_helpers),
         cmocka_unit_test(test_leak_detector),
+        T(test_answers_kept_for_the_next_run_at_one_clock),
         T(test_seq_scan_index),
         T(test_many_statements),
         T(test_inefficient_query),
