@@ -1147,10 +1147,11 @@ int st_blockset_read(MDB_cursor *cur, uint32_t id, MDB_val *k, MDB_val *v, struc
     return ST_OK;
 }
 
+/* bs: the scan's, kept from series to series (its arena's chunk with it:
+ * a chunk of its own per series was a malloc and free of 64 KiB each). */
 static int scan_blocks(MDB_cursor *cur, const st_scan_series *ss, int64_t from_ms, int64_t to_ms,
-                       int64_t cmp_to, const st_scan_cb *cb)
+                       int64_t cmp_to, const st_scan_cb *cb, struct st_blockset *bs)
 {
-    struct st_blockset bs = {0};
     MDB_val k;
     MDB_val v;
     int rv = ST_OK;
@@ -1163,26 +1164,29 @@ static int scan_blocks(MDB_cursor *cur, const st_scan_series *ss, int64_t from_m
         if ((int64_t)st_be64((uint8_t *)k.mv_data + 4) >= to_ms) {
             break;
         }
-        if ((r = st_blockset_read(cur, ss->id, &k, &v, &bs)) != ST_OK) {
+        if ((r = st_blockset_read(cur, ss->id, &k, &v, bs)) != ST_OK) {
             if (r == ST_ENOMEM) {
                 rv = r;
                 break;
             }
             ST_WARN("store", "series %u: a block does not decode; skipped", ss->id);
         }
-        for (size_t i = 0; i < bs.n && rv >= 0; i++) {
-            const Strata__V1__Series *b = bs.list[i];
+        for (size_t i = 0; i < bs->n && rv >= 0; i++) {
+            const Strata__V1__Series *b = bs->list[i];
             if (st_store_block_end(b) > from_ms && b->start_unix_ms < to_ms) {
                 rv = cb->block(cb->arg, ss, b);
             }
         }
     }
-    st_blockset_free(&bs);
+    st_blockset_clear(bs);
     return rv;
 }
 
-Strata__V1__SeriesRecord *st_store_series_record(MDB_txn *txn, st_store *st, uint32_t id)
+/* The record of series id, its memory from a (NULL: malloc). */
+static Strata__V1__SeriesRecord *series_record_in(MDB_txn *txn, st_store *st, uint32_t id,
+                                                  struct st_pb_arena *a)
 {
+    ProtobufCAllocator al = {pb_arena_alloc, pb_arena_free, a};
     uint8_t idk[4];
     MDB_val k = {4, idk};
     MDB_val v;
@@ -1190,7 +1194,12 @@ Strata__V1__SeriesRecord *st_store_series_record(MDB_txn *txn, st_store *st, uin
     if (mdb_get(txn, st->series_id, &k, &v) != 0) {
         return NULL;
     }
-    return strata__v1__series_record__unpack(NULL, v.mv_size, v.mv_data);
+    return strata__v1__series_record__unpack(a != NULL ? &al : NULL, v.mv_size, v.mv_data);
+}
+
+Strata__V1__SeriesRecord *st_store_series_record(MDB_txn *txn, st_store *st, uint32_t id)
+{
+    return series_record_in(txn, st, id, NULL);
 }
 
 static int scan_series(st_store *st, MDB_txn *txn, const char *metric, const st_matcher *m,
@@ -1202,6 +1211,10 @@ static int scan_series(st_store *st, MDB_txn *txn, const char *metric, const st_
     MDB_val k = {mlen, (void *)metric};
     MDB_val v;
     int64_t cmp_to = st_rollup_compacted_to(st, txn);
+    struct st_blockset bs = {0};
+    /* each series' record is unpacked into it, and dropped with it at the
+     * next (protobuf-c allocates every label and string on its own) */
+    struct st_pb_arena recs = {0};
     int rv = ST_OK;
     int rc;
     if ((rc = mdb_cursor_open(txn, st->series, &sc)) != 0 ||
@@ -1217,16 +1230,18 @@ static int scan_series(st_store *st, MDB_txn *txn, const char *metric, const st_
             break;
         }
         ss.id = v.mv_size == 4 ? st_be32(v.mv_data) : 0;
-        if ((rec = st_store_series_record(txn, st, ss.id)) == NULL) {
+        pb_arena_reset(&recs, true);
+        if ((rec = series_record_in(txn, st, ss.id, &recs)) == NULL) {
             continue;
         }
         ss.rec = rec;
         if (st_store_labels_match(rec, m, nm) && (rv = cb->series(cb->arg, &ss)) == 1) {
-            rv = scan_blocks(pc, &ss, from_ms, to_ms, cmp_to, cb);
+            rv = scan_blocks(pc, &ss, from_ms, to_ms, cmp_to, cb, &bs);
         }
-        strata__v1__series_record__free_unpacked(rec, NULL);
     }
 out:
+    st_blockset_free(&bs);
+    pb_arena_reset(&recs, false);
     mdb_cursor_close(pc);
     mdb_cursor_close(sc);
     return rv < 0 ? rv : ST_OK;
