@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Width of the key column in the "status:  ..." header lines. */
 #define KEY_COL 12
@@ -129,6 +130,19 @@ static int status_target_row(st_table *t, const json_t *tg)
     return add_owned_row(t, cells, 4);
 }
 
+/* "YYYY-MM-DDTHH:MM:SSZ" of a time in ms, or false when it is none. */
+static bool utc_text(const json_t *v, char *buf, size_t cap)
+{
+    struct tm tm;
+    time_t t;
+    if (!json_is_integer(v) || json_integer_value(v) <= 0 ||
+        json_integer_value(v) / 1000 > (json_int_t)253402300799) { /* past year 9999 */
+        return false;
+    }
+    t = (time_t)(json_integer_value(v) / 1000);
+    return gmtime_r(&t, &tm) != NULL && strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) > 0;
+}
+
 static int status_header(const json_t *doc, st_buf *out)
 {
     char *status = text_of(json_object_get(doc, "status"), NULL);
@@ -142,6 +156,11 @@ static int status_header(const json_t *doc, st_buf *out)
         rv = append_kv(out, "status:", status);
         if (rv == ST_OK) {
             rv = append_kv(out, "iteration:", line);
+        }
+        /* the engine judges settled data: say up to when */
+        if (rv == ST_OK &&
+            utc_text(json_object_get(doc, "windows_end_unix_ms"), line, sizeof(line))) {
+            rv = append_kv(out, "data to:", line);
         }
     }
     free(status);

@@ -461,6 +461,8 @@ static bool decide(st_engine *en, int64_t now)
     work = step(en, state, all, now);
     st_findings_rank(en, all);
     json_object_set_new(state, "updated_unix_ms", json_integer(now));
+    /* what the run judged: windows ending here (st_engine_clock) */
+    json_object_set_new(state, "windows_end_unix_ms", json_integer(st_eng_now(en->eng)));
     json_object_set_new(state, "last_run_had_work", json_boolean(work));
     st_run_put(en, ST_ENGINE_STATE_KEY, state);
     json_decref(state);

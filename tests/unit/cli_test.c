@@ -457,6 +457,16 @@ static void test_render_status_and_findings(void **state)
                                     "error_rate  1.00 %  0.200 %  yes\n");
     json_decref(doc);
 
+    /* the end of the windows the engine judged */
+    st_buf_reset(&out);
+    doc = parse("{\"status\": \"OPTIMIZING\", \"iteration\": 1, \"max_iterations\": 10,"
+                " \"windows_end_unix_ms\": 1800000060000, \"targets\": []}");
+    assert_int_equal(st_render_status(doc, &out), ST_OK);
+    assert_string_equal(cstr(&out), "status:     OPTIMIZING\n"
+                                    "iteration:  1 of 10\n"
+                                    "data to:    2027-01-15T08:01:00Z\n");
+    json_decref(doc);
+
     st_buf_reset(&out);
     doc = parse("{\"findings\": [{\"id\": \"f-7\", \"priority\": 91.5, \"severity\": \"HIGH\","
                 " \"layer\": \"infrastructure\", \"rule\": \"cdn_hit_rate\", \"status\": \"open\","

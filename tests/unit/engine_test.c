@@ -242,6 +242,11 @@ static void test_runs_within_a_step_see_late_frames(void **state)
     en = engine(10);
     st_engine_run(en, T0); /* windows end at T0 - 1 min */
     assert_true(measured_p95(en) < 0.1);
+    {
+        json_t *s = st_engine_status(en);
+        assert_int_equal(json_integer_value(json_object_get(s, "windows_end_unix_ms")), T0 - MIN);
+        json_decref(s);
+    }
     app_minute(T0 - MIN, 3.0, 300, 0); /* past the window's end */
     st_engine_run(en, T0 + 1000);
     assert_true(measured_p95(en) < 0.1);
