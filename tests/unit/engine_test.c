@@ -272,6 +272,9 @@ static void test_latency_regression_against_pinned_baseline(void **state)
     st_engine_run(en, T0);
     assert_null(find_rule(en, "regression.latency")); /* confirmed on the next run */
     st_engine_run(en, T0 + 1000);
+    /* ... over other windows: a run within the same step judged the same */
+    assert_null(find_rule(en, "regression.latency"));
+    st_engine_run(en, T0 + MIN);
     f = find_rule(en, "regression.latency");
     assert_non_null(f);
     assert_string_equal(json_string_value(json_object_get(f, "severity")), "HIGH");
@@ -291,7 +294,7 @@ static void test_error_regression_is_critical(void **state)
     history(T0 - 5 * MIN, T0, 0.1, 400, 14);           /* 3.5 % */
     en = engine(10);
     st_engine_run(en, T0);
-    st_engine_run(en, T0 + 1000);
+    st_engine_run(en, T0 + MIN); /* the next step's windows confirm it */
     f = find_rule(en, "regression.errors");
     assert_non_null(f);
     assert_string_equal(json_string_value(json_object_get(f, "severity")), "CRITICAL");
@@ -336,7 +339,7 @@ static void test_cache_cause_ranks_above_latency_symptom(void **state)
     }
     en = engine(10);
     st_engine_run(en, T0);
-    st_engine_run(en, T0 + 1000);
+    st_engine_run(en, T0 + MIN);
     cache = find_rule(en, "infrastructure.cdn_cache");
     lat = find_rule(en, "regression.latency");
     assert_non_null(cache);
