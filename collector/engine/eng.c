@@ -244,9 +244,10 @@ bool st_eng_cancelled(st_eng *e)
     return e->cancel != NULL && e->cancel(e->cancel_arg);
 }
 
+/* Keeps what was kept: a window is part of its questions' keys, and
+ * thresholds and sample minimums are not in any question. */
 int st_eng_set(st_eng *e, const char *name, double value)
 {
-    drop_kept(e); /* answers may rest on the old value (a window, a limit) */
     for (size_t i = 0; i < e->nov; i++) {
         if (strcmp(e->ov[i].name, name) == 0) {
             e->ov[i].value = value;

@@ -135,7 +135,7 @@ bool st_eng_cancelled(st_eng *e);
  * next st_eng_share_begin at the same clock keeps those of the metrics no
  * commit since wrote a point before the clock to, so runs within one
  * engine step read the store only for what changed. Any other clock, or
- * st_eng_set, drops them. */
+ * st_eng_set_max_series, drops them. */
 void st_eng_share_begin(st_eng *e);
 /* Lowers the series limit of the engine's answers (tests: the per-host
  * fallback of a question too large for one answer). 0 restores it. */

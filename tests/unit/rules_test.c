@@ -1586,8 +1586,21 @@ static void test_answers_kept_for_the_next_run_at_one_clock(void **state)
     json_decref(again);
     st_eng_share_end(e);
 
-    /* a setting changed: nothing kept is taken */
-    assert_int_equal(st_eng_set(e, "min_samples", 10), ST_OK);
+    /* a threshold changed (the engine's validation does so during a run):
+     * no question changes, the answer is kept */
+    json_decref(first);
+    st_eng_share_begin(e);
+    assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &first), ST_OK);
+    st_eng_share_end(e);
+    assert_int_equal(st_eng_set(e, "infrastructure.cdn_cache", 0.5), ST_OK);
+    st_eng_share_begin(e);
+    assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
+    assert_ptr_equal(again, first);
+    json_decref(again);
+    st_eng_share_end(e);
+
+    /* the series limit changed: nothing kept is taken */
+    st_eng_set_max_series(e, 1000);
     st_eng_share_begin(e);
     assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
     assert_ptr_not_equal(again, first);
