@@ -297,9 +297,13 @@ static void verdict(st_engine *en, json_t *f, int64_t now)
 }
 
 /* applied -> validating -> resolved | ineffective. Returns how many
- * findings moved. */
+ * findings moved. The verdict waits until the windows (which end at the
+ * run's clock, behind now) have moved validation_ms past the start, so
+ * that with validation_ms no shorter than the analysis window they hold
+ * only data from after the fix. */
 static int validate(st_engine *en, json_t *all, int64_t now)
 {
+    int64_t clock = st_eng_now(en->eng);
     size_t i;
     json_t *f;
     int moved = 0;
@@ -316,8 +320,8 @@ static int validate(st_engine *en, json_t *all, int64_t now)
             st_finding_transition(f, "validating", now, "measuring the fix against the baseline");
             moved++;
         } else if (strcmp(s, "validating") == 0 &&
-                   now - json_integer_value(json_object_get(json_object_get(f, "validation"),
-                                                            "started_unix_ms")) >=
+                   clock - json_integer_value(json_object_get(json_object_get(f, "validation"),
+                                                              "started_unix_ms")) >=
                        en->o.validation_ms) {
             verdict(en, f, now);
             moved++;

@@ -437,6 +437,46 @@ static void test_loop_stops_when_fixes_never_help(void **state)
     st_engine_free(en);
 }
 
+static const char *finding_status(st_engine *en, const char *id)
+{
+    static char buf[32];
+    json_t *f = st_engine_finding(en, id);
+    snprintf(buf, sizeof(buf), "%s", json_string_value(json_object_get(f, "status")));
+    json_decref(f);
+    return buf;
+}
+
+/* A fix is judged once the windows, which end behind the run's time,
+ * have moved validation_window past the start of its validation: with a
+ * 1 min validation, not at start + 70 s (windows end at start + 0 s), but
+ * at start + 90 s (windows end at start + 60 s). */
+static void test_verdict_waits_for_windows_past_the_fix(void **state)
+{
+    st_engine *en;
+    json_t *f;
+    char id[32];
+    (void)state;
+    history(T0 - 70 * MIN, T0 + 10 * MIN, 0.05, 300, 0);
+    for (int64_t t = T0 - 70 * MIN; t < T0 + 10 * MIN; t += MIN) {
+        edge_minute(t, 300, 700);
+    }
+    en = engine(10);
+    st_engine_run(en, T0 - 2 * MIN);
+    f = find_rule(en, "infrastructure.cdn_cache");
+    assert_non_null(f);
+    snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(f, "id")));
+    json_decref(f);
+    assert_string_equal(finding_status(en, id), "dispatched");
+    assert_int_equal(st_engine_callback(en, id, "applied", "ttl raised"), ST_OK);
+    st_engine_run(en, T0);
+    assert_string_equal(finding_status(en, id), "validating");
+    st_engine_run(en, T0 + 70 * 1000);
+    assert_string_equal(finding_status(en, id), "validating");
+    st_engine_run(en, T0 + 90 * 1000);
+    assert_string_equal(finding_status(en, id), "ineffective");
+    st_engine_free(en);
+}
+
 static void test_callbacks_refuse_bad_transitions(void **state)
 {
     st_engine *en;
@@ -590,6 +630,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs_within_a_step_see_late_frames, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verdict_waits_for_windows_past_the_fix, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_latency_regression_against_pinned_baseline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_error_regression_is_critical, setup, teardown),
