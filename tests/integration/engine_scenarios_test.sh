@@ -344,6 +344,13 @@ check "/v1/status: throughput below 1000 rps is not met; role=edge measured" \
 check "/v1/status: every target row has name, target, value, met" \
     '(.targets | length) >= 8 and all(.targets[]; has("name") and has("target") and has("value")
       and (.met | type) == "boolean")' "$S"
+# window 30s: step 6 s, settle 3 s; the last run ended a second or two ago
+NOW_MS=$(($(date +%s%3N)))
+check "/v1/status: windows end on a 6 s step, 3-9 s behind the last run" \
+    '.windows_end_unix_ms % 6000 == 0 and .windows_end_unix_ms <= '"$NOW_MS"' - 3000
+    and .windows_end_unix_ms >= '"$NOW_MS"' - 9000 - 10000' "$S"
+cli_text=$(cli status) || fail "strata status failed"
+assert_contains "$cli_text" "data to:" "strata status names the end of the judged windows"
 cli_status=$(cli --json status) || fail "strata --json status failed"
 check "strata --json status carries the same targets" \
     '[.targets[].name] | length >= 8' "$cli_status"
