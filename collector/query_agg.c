@@ -1510,11 +1510,13 @@ static bool slide_fits(const st_query *q)
            q->from_ms > 0;
 }
 
-/* Forgets what changed since the buckets were read. */
+/* Forgets what changed since the buckets were read. A series added
+ * since is a group of the full answer even when none of its points falls
+ * in what the slide reads next: the slide starts over. */
 static void slide_invalidate(st_store *st, st_query_slide *c, const char *metric)
 {
     int64_t ch;
-    if (c->gen == 0) {
+    if (c->gen == 0 || st_store_series_added_since(st, metric, c->gen)) {
         slide_reset(c);
         return;
     }

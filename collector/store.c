@@ -587,6 +587,7 @@ static int resolve_series(st_store_txn *t, const Strata__V1__Series *s, const St
     }
     t->st->next_id++;
     t->created = true;
+    st_change_set_note_series(&t->changed, s->name);
     cache_put(t->st, t->keybuf, len, *id);
     return ST_OK;
 }
@@ -1271,6 +1272,11 @@ uint64_t st_store_generation(st_store *st)
 int64_t st_store_changed_since(st_store *st, const char *metric, uint64_t gen)
 {
     return st_changes_since(st->changes, metric, gen);
+}
+
+bool st_store_series_added_since(st_store *st, const char *metric, uint64_t gen)
+{
+    return st_changes_added_since(st->changes, metric, gen);
 }
 
 int st_store_stats(st_store *st, struct st_store_stats *out)

@@ -170,6 +170,10 @@ int st_store_metric_kind(st_store *st, const char *metric, int *kind);
  * "everything". Any thread. */
 uint64_t st_store_generation(st_store *st);
 int64_t st_store_changed_since(st_store *st, const char *metric, uint64_t gen);
+/* Whether a commit after gen created a series of metric (true when the
+ * store cannot tell, as above): an answer lists every matching series,
+ * those without points in its range too. Any thread. */
+bool st_store_series_added_since(st_store *st, const char *metric, uint64_t gen);
 
 /* True when the labels of rec satisfy every matcher. */
 bool st_store_labels_match(const Strata__V1__SeriesRecord *rec, const st_matcher *m, size_t nm);

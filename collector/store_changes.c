@@ -1,8 +1,9 @@
 /* What the writer's commits changed, for readers that keep folded answers
- * across queries (the engine's sliding windows): a generation counted per
- * commit that wrote points and, per metric, the oldest point time written
- * since a generation. Kept in memory only: after a restart every question
- * about earlier generations answers "everything". */
+ * across queries (the engine's sliding windows and kept answers): a
+ * generation counted per commit that wrote points and, per metric, the
+ * oldest point time written since a generation and whether a series was
+ * added since. Kept in memory only: after a restart every question about
+ * earlier generations answers "everything". */
 #include "store_internal.h"
 
 #include "err.h"
@@ -21,7 +22,8 @@
 struct st_change_set {
     struct set_ent {
         char *name;
-        int64_t min_t;
+        int64_t min_t; /* INT64_MAX: a series added, no point yet */
+        bool added;
     } * ents;
     size_t cap;
     size_t n;
@@ -37,6 +39,7 @@ struct metric_log {
     size_t n;
     uint64_t gen[STACK_MAX];
     int64_t min_t[STACK_MAX];
+    uint64_t added_gen; /* the last commit that added a series of it; 0: none */
 };
 
 struct st_changes {
@@ -120,30 +123,49 @@ static int set_grow(struct st_change_set *s)
     return ST_OK;
 }
 
-void st_change_set_note(struct st_change_set **sp, const char *metric, int64_t t)
+/* The set's entry of metric (made on first use), or NULL when the set
+ * cannot keep it (then marked: everything changed). */
+static struct set_ent *set_entry(struct st_change_set **sp, const char *metric)
 {
     struct st_change_set *s = *sp;
     size_t k;
     if (s == NULL && (s = *sp = calloc(1, sizeof(*s))) == NULL) {
-        return; /* the commit then counts everything as changed (st_changes_publish) */
+        return NULL; /* the commit then counts everything as changed (st_changes_publish) */
     }
     if (s->overflow || (2 * (s->n + 1) > s->cap && set_grow(s) != ST_OK)) {
         s->overflow = true;
-        return;
+        return NULL;
     }
     for (k = name_hash(metric) & (s->cap - 1); s->ents[k].name != NULL;
          k = (k + 1) & (s->cap - 1)) {
         if (strcmp(s->ents[k].name, metric) == 0) {
-            s->ents[k].min_t = ST_MIN(s->ents[k].min_t, t);
-            return;
+            return &s->ents[k];
         }
     }
     if ((s->ents[k].name = strdup(metric)) == NULL) {
         s->overflow = true;
-        return;
+        return NULL;
     }
-    s->ents[k].min_t = t;
+    s->ents[k].min_t = INT64_MAX;
+    s->ents[k].added = false;
     s->n++;
+    return &s->ents[k];
+}
+
+void st_change_set_note(struct st_change_set **sp, const char *metric, int64_t t)
+{
+    struct set_ent *e = set_entry(sp, metric);
+    if (e != NULL) {
+        e->min_t = ST_MIN(e->min_t, t);
+    }
+}
+
+void st_change_set_note_series(struct st_change_set **sp, const char *metric)
+{
+    struct set_ent *e = set_entry(sp, metric);
+    if (e != NULL) {
+        e->added = true;
+    }
 }
 
 static struct metric_log *log_slot(struct metric_log *logs, size_t cap, const char *name)
@@ -192,7 +214,7 @@ static void log_push(struct metric_log *m, uint64_t gen, int64_t t)
     m->min_t[m->n++] = t;
 }
 
-static bool publish_one(struct st_changes *c, const char *name, uint64_t gen, int64_t t)
+static bool publish_one(struct st_changes *c, const char *name, uint64_t gen, int64_t t, bool added)
 {
     struct metric_log *m;
     if (2 * (c->n + 1) > c->cap && logs_grow(c) != ST_OK) {
@@ -205,7 +227,12 @@ static bool publish_one(struct st_changes *c, const char *name, uint64_t gen, in
         }
         c->n++;
     }
-    log_push(m, gen, t);
+    if (t != INT64_MAX) {
+        log_push(m, gen, t);
+    }
+    if (added) {
+        m->added_gen = gen;
+    }
     return true;
 }
 
@@ -220,7 +247,7 @@ void st_changes_publish(struct st_changes *c, struct st_change_set *s)
     ok = !s->overflow;
     for (size_t i = 0; ok && i < s->cap; i++) {
         if (s->ents[i].name != NULL) {
-            ok = publish_one(c, s->ents[i].name, c->gen, s->ents[i].min_t);
+            ok = publish_one(c, s->ents[i].name, c->gen, s->ents[i].min_t, s->ents[i].added);
         }
     }
     if (!ok) {
@@ -255,4 +282,15 @@ int64_t st_changes_since(struct st_changes *c, const char *metric, uint64_t gen)
     }
     pthread_mutex_unlock(&c->mu);
     return t;
+}
+
+bool st_changes_added_since(struct st_changes *c, const char *metric, uint64_t gen)
+{
+    bool added = true;
+    pthread_mutex_lock(&c->mu);
+    if (gen >= c->floor) {
+        added = c->cap > 0 && log_slot(c->logs, c->cap, metric)->added_gen > gen;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return added;
 }

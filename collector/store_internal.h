@@ -151,11 +151,14 @@ void st_changes_free(struct st_changes *c);
 /* Notes that metric got a point at t or later; allocates *set on first use.
  * Out of memory it marks the set as "everything changed". */
 void st_change_set_note(struct st_change_set **set, const char *metric, int64_t t);
+/* Notes that a series of metric was created. */
+void st_change_set_note_series(struct st_change_set **set, const char *metric);
 void st_change_set_free(struct st_change_set *s);
 /* After a successful commit; a NULL set (no points) starts no generation. */
 void st_changes_publish(struct st_changes *c, struct st_change_set *s);
 uint64_t st_changes_generation(struct st_changes *c);
 int64_t st_changes_since(struct st_changes *c, const char *metric, uint64_t gen);
+bool st_changes_added_since(struct st_changes *c, const char *metric, uint64_t gen);
 
 int st_store_map_mdb(int rc, const char *what);
 uint64_t st_be64(const uint8_t *p);

@@ -153,8 +153,9 @@ static bool key_metric(const char *key, char *out, size_t cap)
 
 /* Whether what was kept about the question key still holds: a commit
  * since the kept run that wrote a point of its metric starting before
- * the clock (where every window ends) changed it; so does one the store
- * cannot account for. */
+ * the clock (where every window ends) changed it, as did one that added
+ * a series of it (a group, even without points in the window); so does
+ * one the store cannot account for. */
 static bool kept_holds(st_eng *e, const char *key)
 {
     char metric[QUESTION_KEY_MAX];
@@ -163,7 +164,8 @@ static bool kept_holds(st_eng *e, const char *key)
         return false;
     }
     ch = st_store_changed_since(e->st, metric, e->kept_gen);
-    return ch != INT64_MIN && ch >= e->now;
+    return ch != INT64_MIN && ch >= e->now &&
+           !st_store_series_added_since(e->st, metric, e->kept_gen);
 }
 
 /* Keeps what the last run found that this one would find again. */

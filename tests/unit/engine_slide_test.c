@@ -364,6 +364,27 @@ static void slides_match_full_scans(void **state)
     st_store_close(st);
 }
 
+/* Asked again at the same time after a series was added whose points all
+ * come after the window: the slide reads nothing new, yet the full answer
+ * has the series' group (without points), and so must the slide's. */
+static void slide_meets_a_series_added_past_its_window(void **state)
+{
+    const struct question qs = {M_REQ, "sum", "host,route", NULL, 5 * MIN, 0, true};
+    st_query_slide *sl = NULL;
+    st_store *st = open_store();
+    int64_t now = FIRST_NOW;
+    (void)state;
+    assert_int_equal(st_query_slide_new(&sl), ST_OK);
+    load(st, 80);
+    ask(st, sl, &qs, now, 0); /* sizes it */
+    ask(st, sl, &qs, now, 1);
+    ask(st, sl, &qs, now, 2);
+    apply(st, 1, 85, true); /* route d of host 1, new, five minutes on */
+    ask(st, sl, &qs, now, 3);
+    st_query_slide_free(sl);
+    st_store_close(st);
+}
+
 /* ---- the store's change notes ---- */
 
 static void changes_since_a_generation(void **state)
@@ -376,6 +397,8 @@ static void changes_since_a_generation(void **state)
     assert_true(g0 > 0);
     assert_int_equal(st_store_changed_since(st, "w.mem", 0), INT64_MIN);
     assert_int_equal(st_store_changed_since(st, "w.mem", g0), INT64_MAX);
+    assert_true(st_store_series_added_since(st, "w.mem", 0));
+    assert_false(st_store_series_added_since(st, "w.mem", g0));
     /* a commit without points starts no generation */
     assert_int_equal(st_store_begin(st, &t), ST_OK);
     assert_int_equal(st_store_commit(t), ST_OK);
@@ -383,6 +406,10 @@ static void changes_since_a_generation(void **state)
     apply(st, 3, 10, false);
     g1 = st_store_generation(st);
     assert_true(g1 == g0 + 1);
+    /* the host's series were new then, and are not after */
+    assert_true(st_store_series_added_since(st, "w.mem", g0));
+    assert_false(st_store_series_added_since(st, "w.mem", g1));
+    assert_false(st_store_series_added_since(st, "w.other", g0));
     assert_int_equal(st_store_changed_since(st, "w.mem", g0), T0 + 10 * MIN + 3 * 1700);
     assert_int_equal(st_store_changed_since(st, "w.mem", g1), INT64_MAX);
     assert_int_equal(st_store_changed_since(st, "w.other", g0), INT64_MAX);
@@ -392,6 +419,7 @@ static void changes_since_a_generation(void **state)
         apply(st, 3, c, false);
     }
     apply(st, 3, 5, false);
+    assert_false(st_store_series_added_since(st, "w.mem", g1));
     assert_int_equal(st_store_changed_since(st, "w.mem", g0), T0 + 5 * MIN + 3 * 1700);
     assert_int_equal(st_store_changed_since(st, "w.mem", g1), T0 + 5 * MIN + 3 * 1700);
     assert_int_equal(st_store_changed_since(st, "w.mem", st_store_generation(st) - 1),
@@ -426,6 +454,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(changes_since_a_generation, setup, teardown),
         cmocka_unit_test_setup_teardown(slides_match_full_scans, setup, teardown),
+        cmocka_unit_test_setup_teardown(slide_meets_a_series_added_past_its_window, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
