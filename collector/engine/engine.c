@@ -22,9 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* The longest step a window's end moves by when engine.step is 0. */
-#define ENGINE_MAX_AUTO_STEP_MS 60000
-
 static json_t *load_state(st_engine *en)
 {
     char *val = NULL;
@@ -388,7 +385,7 @@ static bool step(st_engine *en, json_t *state, json_t *all, int64_t now)
     int64_t it = json_integer_value(json_object_get(state, "iteration"));
     int work;
     if (met && regressions == 0 && active == 0) {
-        json_object_set_new(state, "missed_runs", json_integer(0));
+        json_object_del(state, "missed_since_unix_ms");
         set_status(state, "PERFORMANCE_OPTIMIZED", now,
                    "all targets met, no regressions, nothing left open");
         return false;
@@ -400,13 +397,20 @@ static bool step(st_engine *en, json_t *state, json_t *all, int64_t now)
         return validate(en, all, now) > 0;
     }
     if (status != NULL && strcmp(status, "PERFORMANCE_OPTIMIZED") == 0 && active == 0 &&
-        regressions == 0 && json_integer_value(json_object_get(state, "missed_runs")) < 1) {
+        regressions == 0) {
         /* A target that dips once on noisy data does not start a campaign;
-         * one missed two runs in a row (or any finding) does. */
-        json_object_set_new(state, "missed_runs", json_integer(1));
-        return false;
+         * one missed in two runs in a row over different windows (or any
+         * finding) does: the runs within one step judge the same ones. */
+        int64_t clock = st_eng_now(en->eng);
+        json_int_t since = json_integer_value(json_object_get(state, "missed_since_unix_ms"));
+        if (since <= 0 || since >= clock) {
+            json_object_set_new(state, "missed_since_unix_ms",
+                                json_integer(since > 0 ? since : clock));
+            return false;
+        }
     }
-    json_object_set_new(state, "missed_runs", json_integer(0));
+    json_object_del(state, "missed_since_unix_ms");
+    json_object_del(state, "missed_runs"); /* what an older version kept */
     if (status != NULL && strcmp(status, "PERFORMANCE_OPTIMIZED") == 0) {
         json_object_set_new(
             state, "campaign",
@@ -480,15 +484,29 @@ static bool decide(st_engine *en, int64_t now)
  * a window ending at now would judge a partial last bucket; and runs
  * within one step ask the same questions over the same windows, which
  * the rule context then answers from the first run's answers (eng.c). */
+/* engine.step, or by default the longest whole-second divisor of a
+ * minute up to a fifth of the window: windows then end on minutes (or on
+ * parts of one), where rollups and the step questions' buckets align. */
+static int64_t step_of(const st_engine *en)
+{
+    static const int64_t divisors[] = {60, 30, 20, 15, 12, 10, 6, 5, 4, 3, 2, 1};
+    int64_t want = (int64_t)st_eng_window(en->eng) / 5;
+    if (en->o.step_ms > 0) {
+        return en->o.step_ms;
+    }
+    for (size_t i = 0; i < ST_ARRAY_LEN(divisors); i++) {
+        if (divisors[i] * 1000 <= want) {
+            return divisors[i] * 1000;
+        }
+    }
+    return 1000;
+}
+
 int64_t st_engine_clock(const st_engine *en, int64_t now)
 {
-    int64_t step = en->o.step_ms;
+    int64_t step = step_of(en);
     int64_t settle;
     int64_t t;
-    if (step <= 0) {
-        step = ST_MIN((int64_t)st_eng_window(en->eng) / 5, ENGINE_MAX_AUTO_STEP_MS);
-        step = ST_MAX(step - step % 1000, 1000);
-    }
     settle = en->o.settle_ms > 0 ? en->o.settle_ms : step / 2;
     t = now - settle;
     return t - ((t % step) + step) % step;

@@ -37,7 +37,7 @@ struct st_engine_opts {
     int64_t baseline_window_ms; /* rolling baseline; 0: 1 h */
     int64_t min_samples;        /* before regressions are judged; 0: 50 */
     int64_t leak_window_ms;     /* RSS history the leak rule fits; 0: 30 min */
-    int64_t step_ms;            /* windows end on its multiples; 0: window / 5, <= 1 min */
+    int64_t step_ms;            /* windows end on its multiples; 0: <= window / 5, divides 1 min */
     int64_t settle_ms;          /* a step's end waits this for late frames; 0: step / 2 */
 };
 

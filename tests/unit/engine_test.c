@@ -205,6 +205,12 @@ static void test_clock(void **state)
     assert_int_equal(st_engine_clock(en, T0 + 8999), T0);
     st_engine_free(en);
 
+    o.window_ms = 2 * MIN; /* a fifth is 24 s: step 20 s, a divisor of a minute */
+    assert_int_equal(st_engine_new(st, &o, NULL, NULL, NULL, &en, &err), ST_OK);
+    assert_int_equal(st_engine_clock(en, T0 + 9999), T0 - 20000);
+    assert_int_equal(st_engine_clock(en, T0 + 10000), T0);
+    st_engine_free(en);
+
     o.step_ms = 10000;
     o.settle_ms = 1;
     assert_int_equal(st_engine_new(st, &o, NULL, NULL, NULL, &en, &err), ST_OK);
@@ -477,6 +483,29 @@ static void test_verdict_waits_for_windows_past_the_fix(void **state)
     st_engine_free(en);
 }
 
+/* A target missed in one window does not start a campaign, however many
+ * runs of one step judge that window; missed again over the next step's
+ * windows, it does. */
+static void test_target_missed_in_one_window_starts_no_campaign(void **state)
+{
+    st_engine *en;
+    (void)state;
+    history(T0 - 70 * MIN, T0 + 10 * MIN, 0.05, 300, 0);
+    app_minute(T0 - 2 * MIN, 5.0, 300, 0); /* one bad minute, another frame of it */
+    en = engine(10);
+    st_engine_run(en, T0 - 2 * MIN + 30000); /* windows [T0-7m, T0-2m): healthy */
+    assert_string_equal(status_of(en), "PERFORMANCE_OPTIMIZED");
+    st_engine_run(en, T0 + 30000); /* [T0-5m, T0): p95 past the target */
+    assert_true(measured_p95(en) > 0.5);
+    assert_string_equal(status_of(en), "PERFORMANCE_OPTIMIZED");
+    st_engine_run(en, T0 + 40000); /* the same windows again */
+    assert_string_equal(status_of(en), "PERFORMANCE_OPTIMIZED");
+    st_engine_run(en, T0 + 90000); /* [T0-4m, T0+1m): missed again */
+    assert_true(measured_p95(en) > 0.5);
+    assert_string_equal(status_of(en), "OPTIMIZING");
+    st_engine_free(en);
+}
+
 static void test_callbacks_refuse_bad_transitions(void **state)
 {
     st_engine *en;
@@ -631,6 +660,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs_within_a_step_see_late_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verdict_waits_for_windows_past_the_fix, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_target_missed_in_one_window_starts_no_campaign, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_latency_regression_against_pinned_baseline, setup,
                                         teardown),
