@@ -101,14 +101,27 @@ int st_eng_new(st_store *st, int64_t now_ms, st_eng **out)
     return ST_OK;
 }
 
+/* Keeps the folds keep says to, in order, and frees the others (NULL:
+ * frees all). */
+static void sift_folds(st_eng *e, bool (*keep)(st_eng *e, const struct shared_fold *f))
+{
+    size_t n = 0;
+    for (size_t i = 0; i < e->nfolds; i++) {
+        if (keep != NULL && keep(e, &e->folds[i])) {
+            e->folds[n++] = e->folds[i];
+        } else {
+            free(e->folds[i].key);
+            free(e->folds[i].range);
+            st_query_fold_free(e->folds[i].fold);
+        }
+    }
+    e->nfolds = n;
+}
+
 /* Forgets every answer and fold kept. */
 static void drop_kept(st_eng *e)
 {
-    for (size_t i = 0; i < e->nfolds; i++) {
-        free(e->folds[i].key);
-        free(e->folds[i].range);
-        st_query_fold_free(e->folds[i].fold);
-    }
+    sift_folds(e, NULL);
     free(e->folds);
     json_decref(e->answers);
     e->folds = NULL;
@@ -168,13 +181,23 @@ static bool kept_holds(st_eng *e, const char *key)
            !st_store_series_added_since(e->st, metric, e->kept_gen);
 }
 
+static bool fold_holds(st_eng *e, const struct shared_fold *f)
+{
+    return kept_holds(e, f->key);
+}
+
+static bool fold_walked(st_eng *e, const struct shared_fold *f)
+{
+    (void)e;
+    return f->walked;
+}
+
 /* Keeps what the last run found that this one would find again. */
 static void sift_kept(st_eng *e)
 {
     const char *k;
     json_t *v;
     void *tmp;
-    size_t n = 0;
     if (!e->kept || e->kept_now != e->now) {
         drop_kept(e);
         return;
@@ -185,16 +208,7 @@ static void sift_kept(st_eng *e)
             json_object_del(e->answers, k);
         }
     }
-    for (size_t i = 0; i < e->nfolds; i++) {
-        if (kept_holds(e, e->folds[i].key)) {
-            e->folds[n++] = e->folds[i];
-        } else {
-            free(e->folds[i].key);
-            free(e->folds[i].range);
-            st_query_fold_free(e->folds[i].fold);
-        }
-    }
-    e->nfolds = n;
+    sift_folds(e, fold_holds);
 }
 
 void st_eng_share_begin(st_eng *e)
@@ -208,20 +222,10 @@ void st_eng_share_begin(st_eng *e)
 
 void st_eng_share_end(st_eng *e)
 {
-    size_t n = 0;
     /* A fold asked for answers has given every one the run asked, and
      * those are kept; only the folds walked group by group must stay
      * (at fleet size the others' sketches take over 100 MiB). */
-    for (size_t i = 0; i < e->nfolds; i++) {
-        if (e->folds[i].walked) {
-            e->folds[n++] = e->folds[i];
-        } else {
-            free(e->folds[i].key);
-            free(e->folds[i].range);
-            st_query_fold_free(e->folds[i].fold);
-        }
-    }
-    e->nfolds = n;
+    sift_folds(e, fold_walked);
     if (e->sharing) {
         e->kept = true;
         e->kept_now = e->now;
