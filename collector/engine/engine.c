@@ -478,12 +478,6 @@ static bool decide(st_engine *en, int64_t now)
     return work;
 }
 
-/* The clock a run's windows end at: now less the settle, down to a
- * multiple of the step. Frames of the last seconds are still on their
- * way (agents ship every few seconds, drain spools after an outage), so
- * a window ending at now would judge a partial last bucket; and runs
- * within one step ask the same questions over the same windows, which
- * the rule context then answers from the first run's answers (eng.c). */
 /* engine.step, or by default the longest whole-second divisor of a
  * minute up to a fifth of the window: windows then end on minutes (or on
  * parts of one), where rollups and the step questions' buckets align. */
@@ -502,13 +496,16 @@ static int64_t step_of(const st_engine *en)
     return 1000;
 }
 
+/* The clock a run's windows end at: now less the settle, down to a
+ * multiple of the step. Frames of the last seconds are still on their
+ * way (agents ship every few seconds, drain spools after an outage), so
+ * a window ending at now would judge a partial last bucket; and runs
+ * within one step ask the same questions over the same windows, which
+ * the rule context then answers from the first run's answers (eng.c). */
 int64_t st_engine_clock(const st_engine *en, int64_t now)
 {
     int64_t step = step_of(en);
-    int64_t settle;
-    int64_t t;
-    settle = en->o.settle_ms > 0 ? en->o.settle_ms : step / 2;
-    t = now - settle;
+    int64_t t = now - (en->o.settle_ms > 0 ? en->o.settle_ms : step / 2);
     return t - ((t % step) + step) % step;
 }
 
