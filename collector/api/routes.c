@@ -183,6 +183,12 @@ static void metrics_engine(st_buf *b, st_engine *en)
               st_engine_run_bucket_le, ST_ENGINE_RUN_BUCKETS, es.bucket, es.seconds_sum);
     gauge(b, "strata_engine_last_run_cpu_seconds", "CPU time of the last completed engine run.",
           es.last_cpu_seconds);
+    /* runs within a step reuse its first run's answers: the two costs differ */
+    counter(b, "strata_engine_step_runs_total",
+            "Completed engine runs whose windows had moved (a step's first run).", es.steps);
+    gauge(b, "strata_engine_windows_end_seconds",
+          "Unix time where the windows of the last completed engine run end.",
+          (double)es.windows_end_ms / 1000.0);
     st_buf_printf(b, "# HELP strata_engine_phase_seconds Wall time of each rule and phase of the "
                      "last completed engine run.\n"
                      "# TYPE strata_engine_phase_seconds gauge\n");

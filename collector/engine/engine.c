@@ -105,6 +105,7 @@ static double thread_cpu_s(void)
 static void stats_run_done(st_engine *en, double wall_s, double cpu_s)
 {
     struct st_engine_stats *st = &en->stats;
+    int64_t clock = st_eng_now(en->eng);
     size_t b = 0;
     while (b < ST_ENGINE_RUN_BUCKETS && wall_s > st_engine_run_bucket_le[b]) {
         b++;
@@ -115,6 +116,8 @@ static void stats_run_done(st_engine *en, double wall_s, double cpu_s)
     st->seconds_sum += wall_s;
     st->last_seconds = wall_s;
     st->last_cpu_seconds = cpu_s;
+    st->steps += clock != st->windows_end_ms;
+    st->windows_end_ms = clock;
     st->nphase = ST_MIN(phase_of_tail(ST_ARRAY_LEN(tail_phases)), (size_t)ST_ENGINE_PHASES_MAX);
     for (size_t i = 0, r = rule_count(); i < st->nphase; i++) {
         st->phase[i] = i < r ? st_rules[i].id : tail_phases[i - r];

@@ -88,6 +88,8 @@ struct st_engine_stats {
     double seconds_sum;
     double last_seconds;     /* wall */
     double last_cpu_seconds; /* the engine thread's CPU */
+    uint64_t steps;          /* completed runs whose windows had moved (a step's first) */
+    int64_t windows_end_ms;  /* the last completed run's clock (st_engine_clock); 0: none */
     size_t nphase;
     const char *phase[ST_ENGINE_PHASES_MAX]; /* static names */
     double phase_seconds[ST_ENGINE_PHASES_MAX];

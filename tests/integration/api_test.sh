@@ -159,6 +159,12 @@ engine_ran() { (($(metric strata_engine_runs_total) >= 1)); }
 wait_for 60 "an engine run on /metrics" engine_ran
 assert_eq "$(metric strata_engine_runs_total)" "$(metric strata_engine_run_seconds_count)" \
     "engine runs counted and timed"
+steps=$(metric strata_engine_step_runs_total)
+assert_gt "$steps" 0 "strata_engine_step_runs_total"
+(($(metric strata_engine_runs_total) >= steps)) || fail "more step runs ($steps) than runs"
+ends=$(metric strata_engine_windows_end_seconds)
+(($(printf '%.0f' "$ends") > $(date +%s) - 600)) ||
+    fail "strata_engine_windows_end_seconds $ends is not within the last 10 minutes"
 curl -fsS --max-time 5 "http://$HTTP_ADDR/metrics" >"$T/metrics2.out"
 for phase in database.seq_scan_index function.memory_leak regressions targets commit; do
     grep -q "^strata_engine_phase_seconds{phase=\"$phase\"} [0-9.]*$" "$T/metrics2.out" ||

@@ -249,6 +249,12 @@ static void test_runs_within_a_step_see_late_frames(void **state)
     st_engine_run(en, T0); /* windows end at T0 - 1 min */
     assert_true(measured_p95(en) < 0.1);
     {
+        struct st_engine_stats es;
+        st_engine_stats(en, &es);
+        assert_int_equal(es.steps, 1);
+        assert_int_equal(es.windows_end_ms, T0 - MIN);
+    }
+    {
         json_t *s = st_engine_status(en);
         assert_int_equal(json_integer_value(json_object_get(s, "windows_end_unix_ms")), T0 - MIN);
         json_decref(s);
@@ -259,6 +265,13 @@ static void test_runs_within_a_step_see_late_frames(void **state)
     app_minute(T0 - 2 * MIN, 3.0, 300, 0); /* late, inside it */
     st_engine_run(en, T0 + 2000);
     assert_true(measured_p95(en) > 1.0);
+    st_engine_run(en, T0 + MIN);
+    {
+        struct st_engine_stats es;
+        st_engine_stats(en, &es);
+        assert_int_equal(es.runs, 4);
+        assert_int_equal(es.steps, 2); /* the first, and the one at T0 + 1 min */
+    }
     st_engine_free(en);
 }
 
