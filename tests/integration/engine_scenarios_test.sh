@@ -46,6 +46,10 @@ else
     PEAK_MIB=64
 fi
 LEAK_CAP=$((768 * MiB))
+# The leaking process' name, this run's own: the agent's proc sampler
+# matches by name, and another run of this test on the host (a second
+# checkout) must not add its process' RSS to this one's (comm: 15 bytes).
+LEAKY="strata-leaky$((RANDOM % 1000))"
 SEQ_THRESHOLD=0.005 # s: database.seq_scan_index (default 0.2)
 
 NGINX_BIN=$(command -v nginx || true)
@@ -128,12 +132,12 @@ log "nginx up (edge :$FRONT_PORT, origin :$ORIGIN_PORT)"
 
 # ---- the leaking process -------------------------------------------------------------------
 
-spawn strata-leaky "$T/leaky.out" bash -c 'exec -a strata-leaky "$0" "$@"' "$PYTHON" "$LOAD" \
-    leak "$LEAK_RATE" "$LEAK_CAP" 1500
+spawn "$LEAKY" "$T/leaky.out" bash -c 'exec -a "$0" "$@"' "$LEAKY" "$PYTHON" "$LOAD" \
+    leak "$LEAK_RATE" "$LEAK_CAP" 1500 "$LEAKY"
 LEAKY_PID=$ST_PID
-leaky_named() { [[ "$(tr '\0' ' ' <"/proc/$LEAKY_PID/cmdline" 2>/dev/null)" == strata-leaky* ]]; }
-wait_for 10 "the leaking process to run as strata-leaky" leaky_named
-log "strata-leaky (pid $LEAKY_PID) grows its RSS by $((LEAK_RATE / 1024)) KiB/s up to $((LEAK_CAP / MiB)) MiB"
+leaky_named() { [[ "$(tr '\0' ' ' <"/proc/$LEAKY_PID/cmdline" 2>/dev/null)" == "$LEAKY"* ]]; }
+wait_for 10 "the leaking process to run as $LEAKY" leaky_named
+log "$LEAKY (pid $LEAKY_PID) grows its RSS by $((LEAK_RATE / 1024)) KiB/s up to $((LEAK_CAP / MiB)) MiB"
 
 # ---- collector and agents ------------------------------------------------------------------
 
@@ -188,7 +192,7 @@ write_agent 2 edge-1 edge "  nginx:
     access_log: $NGLOG"
 write_agent 3 app-1 app "  proc:
     match:
-      - name: strata-leaky"
+      - name: $LEAKY"
 for i in 1 2 3; do agent_start "$i"; done
 wait_for 30 "all three agents to reach the collector" all_agents_seen 2
 
@@ -312,15 +316,15 @@ print("%.0f %d %.0f" % (sum((x - mt) * (y - mv) for x, y in zip(t, v)) / sxx if 
 }
 rss_points() {
     curl -fsS --max-time 10 -H "Authorization: Bearer $TOKEN" -G "$API/v1/query" --data-urlencode metric=mem.rss \
-        --data-urlencode match=host=app-1 --data-urlencode match=process=strata-leaky \
+        --data-urlencode match=host=app-1 --data-urlencode match=process=$LEAKY \
         --data-urlencode from=-40s --data-urlencode to=now
 }
 enough_rss() { rss_points | jq -e '.series[0].points | length >= 15' >/dev/null; }
-wait_for 60 "15 points of mem.rss{process=strata-leaky}" enough_rss
+wait_for 60 "15 points of mem.rss{process=$LEAKY}" enough_rss
 read -r rss_slope rss_n rss_last < <(slope_of "$(rss_points)")
-log "mem.rss{process=strata-leaky}: $rss_n points, slope $((rss_slope / 1024)) KiB/s, now $((rss_last / MiB)) MiB"
+log "mem.rss{process=$LEAKY}: $rss_n points, slope $((rss_slope / 1024)) KiB/s, now $((rss_last / MiB)) MiB"
 ((rss_slope > LEAK_RATE / 2 && rss_slope < LEAK_RATE * 3 / 2)) ||
-    soft_fail "mem.rss slope of strata-leaky: $rss_slope B/s, the process grows by $LEAK_RATE B/s"
+    soft_fail "mem.rss slope of $LEAKY: $rss_slope B/s, the process grows by $LEAK_RATE B/s"
 
 # ---- status and targets ---------------------------------------------------------------------
 
@@ -328,7 +332,7 @@ has_peak_value() {
     http /v1/status | jq -e '.targets[] | select(.name == "memory_peak" and .scope == "fleet")
         | .value > '"$PEAK_MIB"' * 1048576' >/dev/null
 }
-wait_for 60 "the memory_peak target to measure strata-leaky past $PEAK_MIB MiB" has_peak_value
+wait_for 60 "the memory_peak target to measure $LEAKY past $PEAK_MIB MiB" has_peak_value
 S=$(http /v1/status)
 check "/v1/status: loop state" '(.status | IN("OPTIMIZING", "MAX_ITERATIONS_REACHED"))
     and (.iteration | type) == "number" and .max_iterations == 50' "$S"
@@ -433,26 +437,26 @@ if [[ $LEAK_WAIT == 1 ]]; then
     reap "$PG_LOAD_PID" 20
     reap "$HTTP_LOAD_PID" 20
     log "waiting for function.memory_leak (engine.leak_window 40s of mem.rss are needed)"
-    wait_for 120 "a function.memory_leak finding on strata-leaky" \
-        has_finding function.memory_leak '.labels.process == "strata-leaky"'
-    F=$(finding_of function.memory_leak '.labels.process == "strata-leaky"')
+    wait_for 120 "a function.memory_leak finding on $LEAKY" \
+        has_finding function.memory_leak '.labels.process == "'"$LEAKY"'"'
+    F=$(finding_of function.memory_leak '.labels.process == "'"$LEAKY"'"')
     log "memory_leak: $(jq -r .summary <<<"$F")"
     per_h=$((LEAK_RATE * 3600))
-    check "memory_leak finding: MEMORY_LEAK_FIX naming strata-leaky on app-1" \
+    check "memory_leak finding: MEMORY_LEAK_FIX naming $LEAKY on app-1" \
         '.layer == "function" and .optimization.type == "MEMORY_LEAK_FIX"
-        and .labels.host == "app-1" and (.summary | contains("strata-leaky"))' "$F"
+        and .labels.host == "app-1" and (.summary | contains("'"$LEAKY"'"))' "$F"
     check "memory_leak implementation: slope near $per_h B/h, ETA, steps" \
-        '.optimization.implementation | .process == "strata-leaky" and .host == "app-1"
+        '.optimization.implementation | .process == "'"$LEAKY"'" and .host == "app-1"
         and .slope_bytes_per_hour > '"$per_h"' * 0.6 and .slope_bytes_per_hour < '"$per_h"' * 1.4
         and (.eta_hours | type) == "number" and (.steps | length) >= 2
-        and (.steps[0] | contains("pidof strata-leaky")) and (.mitigation | contains("MemoryMax"))' "$F"
+        and (.steps[0] | contains("pidof '"$LEAKY"'")) and (.mitigation | contains("MemoryMax"))' "$F"
     check "memory_leak evidence: R² and the RSS past the $PEAK_MIB MiB peak (ETA 0, CRITICAL)" \
         '.evidence.values | .r2 > 0.9 and .rss_bytes > '"$PEAK_MIB"' * 1048576 and .eta_hours == 0
         and .memory_peak_bytes == '"$PEAK_MIB"' * 1048576' "$F"
     check "memory_leak severity" '.severity == "CRITICAL"' "$F"
 else
-    if has_finding function.memory_leak '.labels.process == "strata-leaky"'; then
-        log "function.memory_leak appeared already: $(finding_of function.memory_leak '.labels.process == "strata-leaky"' | jq -r .summary)"
+    if has_finding function.memory_leak '.labels.process == "'"$LEAKY"'"'; then
+        log "function.memory_leak appeared already: $(finding_of function.memory_leak '.labels.process == "'"$LEAKY"'"' | jq -r .summary)"
     else
         log "NOTE: no function.memory_leak yet, as expected: the rule needs 10 points of 60 s (LEAK_STEP_MS, ST_LEAK_MIN_POINTS) over leak_window_ms, which collector.yaml cannot set; ST_SCEN_LEAK_WAIT=1 waits for it"
     fi

@@ -4,7 +4,7 @@
   scen_load.py leak RATE CAP MAX_SECONDS
       grows this process' RSS by RATE bytes/s (one chunk every 100 ms, every
       page written, so it is resident) until it holds CAP bytes, then holds
-      them; names itself strata-leaky (comm); exits after MAX_SECONDS or when
+      them; names itself NAME (comm); exits after MAX_SECONDS or when
       its parent is gone, so it never outlives the test.
   scen_load.py http BASE_URL RPS COUNTS_FILE
       requests a fixed mix of routes through the nginx edge at about RPS
@@ -32,11 +32,11 @@ def stop(*_):
     raise SystemExit(0)
 
 
-def leak(rate, cap, max_s):
+def leak(rate, cap, max_s, name):
     try:
         import ctypes
 
-        ctypes.CDLL(None).prctl(15, b"strata-leaky", 0, 0, 0)  # PR_SET_NAME
+        ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
     except Exception:
         pass
     parent = os.getppid()
@@ -124,7 +124,7 @@ def main():
     signal.signal(signal.SIGINT, stop)
     cmd = sys.argv[1]
     if cmd == "leak":
-        leak(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+        leak(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])
     elif cmd == "http":
         http_load(sys.argv[2], float(sys.argv[3]), sys.argv[4])
     elif cmd == "pg":
