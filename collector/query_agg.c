@@ -1512,11 +1512,14 @@ static bool slide_fits(const st_query *q)
 
 /* Forgets what changed since the buckets were read. A series added
  * since is a group of the full answer even when none of its points falls
- * in what the slide reads next: the slide starts over. */
-static void slide_invalidate(st_store *st, st_query_slide *c, const char *metric)
+ * in the window; a scan of the new range meets every series and finds it,
+ * but with no new range to read (asked again up to the same time) the
+ * slide starts over. */
+static void slide_invalidate(st_store *st, st_query_slide *c, const st_query *q)
 {
+    const char *metric = q->metric;
     int64_t ch;
-    if (c->gen == 0 || st_store_series_added_since(st, metric, c->gen)) {
+    if (c->gen == 0 || (q->to_ms <= c->hi && st_store_series_added_since(st, metric, c->gen))) {
         slide_reset(c);
         return;
     }
@@ -1743,7 +1746,7 @@ int st_query_slide_fold(st_store *st, st_query_slide *c, const st_query *q, st_q
         slide_reset(c);
         c->kind = kind;
     }
-    slide_invalidate(st, c, q->metric);
+    slide_invalidate(st, c, q);
     rv = slide_fill(st, c, q, x, xq, &nx, &a, &b);
     if (rv == ST_OK && c->ng * c->cap > SLIDE_MAX_CELLS) {
         c->too_big = true;

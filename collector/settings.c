@@ -77,11 +77,11 @@ static const st_cfg_map engine_rows[] = {
     {ST_CFG_DURATION, "step", "0s", F(engine_step_ms),
      "windows end on multiples of this; runs within one step reuse its answers (0s: the "
      "longest divisor of 1m up to a fifth of the window)",
-     NULL, 0, 0},
+     NULL, 0, 3600000},
     {ST_CFG_DURATION, "settle", "0s", F(engine_settle_ms),
      "how long a step's end waits for late frames before windows take it in (0s: half the "
      "step; 1ms: almost none)",
-     NULL, 0, 0},
+     NULL, 0, 3600000},
     {ST_CFG_STR, NULL, NULL, 0, NULL, NULL, 0, 0},
 };
 

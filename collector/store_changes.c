@@ -84,9 +84,13 @@ void st_changes_free(struct st_changes *c)
     free(c);
 }
 
+/* The set of a transaction that could not have one: publishing it counts
+ * everything as changed (never freed, never written). */
+static struct st_change_set set_lost = {.overflow = true};
+
 void st_change_set_free(struct st_change_set *s)
 {
-    if (s == NULL) {
+    if (s == NULL || s == &set_lost) {
         return;
     }
     for (size_t i = 0; i < s->cap; i++) {
@@ -130,9 +134,13 @@ static struct set_ent *set_entry(struct st_change_set **sp, const char *metric)
     struct st_change_set *s = *sp;
     size_t k;
     if (s == NULL && (s = *sp = calloc(1, sizeof(*s))) == NULL) {
-        return NULL; /* the commit then counts everything as changed (st_changes_publish) */
+        *sp = &set_lost; /* the commit then counts everything as changed (st_changes_publish) */
+        return NULL;
     }
-    if (s->overflow || (2 * (s->n + 1) > s->cap && set_grow(s) != ST_OK)) {
+    if (s->overflow) {
+        return NULL;
+    }
+    if (2 * (s->n + 1) > s->cap && set_grow(s) != ST_OK) {
         s->overflow = true;
         return NULL;
     }
