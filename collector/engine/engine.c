@@ -231,14 +231,29 @@ static double measure_one(st_engine *en, const json_t *m, const json_t *matches)
     return v;
 }
 
+/* The value rule r finds for entity now; NaN when it finds none. */
+static double entity_value(st_engine *en, const st_rule *r, const char *entity)
+{
+    st_candidates c = {0};
+    double v = NAN;
+    if (r->check(en->eng, r, &c) == ST_OK) {
+        for (size_t i = 0; i < c.n; i++) {
+            if (strcmp(c.v[i].entity, entity) == 0) {
+                v = c.v[i].value;
+            }
+        }
+    }
+    st_candidates_free(&c);
+    return v;
+}
+
 static double measure_again(st_engine *en, const json_t *f)
 {
     const json_t *m = json_object_get(f, "measure");
     const char *rule = json_string_value(json_object_get(f, "rule"));
     const char *entity = json_string_value(json_object_get(f, "entity"));
     const st_rule *r = rule != NULL ? st_rule_find(rule) : NULL;
-    st_candidates c = {0};
-    double v = NAN;
+    double v;
     double saved;
     if (m != NULL) {
         const json_t *per = json_object_get(m, "per");
@@ -251,16 +266,13 @@ static double measure_again(st_engine *en, const json_t *f)
     }
     saved = st_eng_threshold(en->eng, r);
     st_eng_set(en->eng, r->id, json_is_true(json_object_get(f, "below")) ? 1e300 : 0);
-    if (r->check(en->eng, r, &c) == ST_OK) {
-        for (size_t i = 0; i < c.n; i++) {
-            if (strcmp(c.v[i].entity, entity) == 0) {
-                v = c.v[i].value;
-            }
-        }
-    }
-    st_candidates_free(&c);
+    v = entity_value(en, r, entity);
     st_eng_set(en->eng, r->id, saved); /* the configured threshold, not the default */
-    return v;
+    /* A rule whose threshold also bounds what it reads (the cold-table
+     * rule's days: 0 turns it off) measures nothing with it lifted; past
+     * its own threshold the entity is still a candidate, and its value
+     * still counts. */
+    return isnan(v) ? entity_value(en, r, entity) : v;
 }
 
 static void verdict(st_engine *en, json_t *f, int64_t now)

@@ -519,6 +519,59 @@ static void test_target_missed_in_one_window_starts_no_campaign(void **state)
     st_engine_free(en);
 }
 
+static void set_gauge(Strata__V1__Series *s, double v)
+{
+    s->values = malloc(sizeof(double));
+    s->values[0] = v;
+    s->n_values = 1;
+}
+
+/* A minute of a database table not read for idle_days (pg_stat's
+ * last read, as the postgres sampler reports it). */
+static void table_minute(int64_t t, double idle_days)
+{
+    Strata__V1__Series *ss[2];
+    ss[0] = series("db.table.live_tup", STRATA__V1__KIND__GAUGE, t, "table", "audit_log",
+                   "database", "shop");
+    set_gauge(ss[0], 5000);
+    ss[1] = series("db.table.last_read_unix", STRATA__V1__KIND__GAUGE, t, "table", "audit_log",
+                   "database", "shop");
+    set_gauge(ss[1], (double)T0 / 1000 - idle_days * 86400);
+    apply(2, "db1", STRATA__V1__ROLE__DB, ss, 2);
+}
+
+/* The verdict on a fix measures its finding's entity again with the
+ * rule's threshold lifted; the cold-table rule's threshold is also its
+ * span of days, so without it the rule measured nothing, and every
+ * archive counted as done. A table still cold is judged ineffective. */
+static void test_verdict_on_a_cold_table_still_cold(void **state)
+{
+    st_engine *en;
+    json_t *f;
+    char id[32];
+    (void)state;
+    for (int64_t t = T0 - 10 * MIN; t < T0 + 10 * MIN; t += MIN) {
+        table_minute(t, 120);
+    }
+    en = engine(10);
+    st_engine_run(en, T0);
+    f = find_rule(en, "database.cold_table");
+    assert_non_null(f);
+    snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(f, "id")));
+    json_decref(f);
+    assert_string_equal(finding_status(en, id), "dispatched");
+    assert_int_equal(st_engine_callback(en, id, "applied", "archived"), ST_OK);
+    st_engine_run(en, T0 + 1000);
+    assert_string_equal(finding_status(en, id), "validating");
+    st_engine_run(en, T0 + 3 * MIN);
+    assert_string_equal(finding_status(en, id), "ineffective");
+    f = st_engine_finding(en, id);
+    assert_true(json_number_value(json_object_get(json_object_get(f, "validation"), "after")) >
+                119);
+    json_decref(f);
+    st_engine_free(en);
+}
+
 static void test_callbacks_refuse_bad_transitions(void **state)
 {
     st_engine *en;
@@ -676,6 +729,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_target_missed_in_one_window_starts_no_campaign, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_verdict_on_a_cold_table_still_cold, setup, teardown),
         cmocka_unit_test_setup_teardown(test_latency_regression_against_pinned_baseline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_error_regression_is_critical, setup, teardown),
