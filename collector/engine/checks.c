@@ -331,19 +331,12 @@ static void add_regression(st_engine *en, const st_rule *r, const struct group_v
 }
 
 /* A regression must hold in two runs in a row, over two different
- * windows, before it opens, so one noisy window does not flap: the runs
- * within one engine step judge the same windows and confirm nothing.
- * Pending entries carry the clock they were first seen at. */
+ * windows, before it opens, so one noisy window does not flap. */
 static bool confirmed(st_engine *en, json_t *now_pending, const char *rule, const char *entity)
 {
     char id[17];
-    int64_t clock = st_eng_now(en->eng);
-    const json_t *was;
     st_finding_id(rule, entity, id);
-    was = json_object_get(en->pending, id);
-    json_object_set_new(now_pending, id,
-                        json_integer(was != NULL ? json_integer_value(was) : clock));
-    return was != NULL && json_integer_value(was) != clock; /* a clock set back counts too */
+    return st_seen_again(en, now_pending, id, json_integer_value(json_object_get(en->pending, id)));
 }
 
 /* The two regression checks differ only in what they measure: a value per

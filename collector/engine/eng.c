@@ -79,8 +79,8 @@ struct st_eng {
     /* The answers and folds outlive their run: the next run at the same
      * clock asks the same questions over the same windows, and takes
      * those of the metrics no commit has written to before the clock
-     * since kept_gen (st_eng_share_begin). */
-    bool kept;
+     * since kept_gen (st_eng_share_begin; 0, never a generation: none
+     * kept). */
     int64_t kept_now;
     uint64_t kept_gen;
     uint64_t run_gen;          /* the store's generation as the run began */
@@ -127,7 +127,7 @@ static void drop_kept(st_eng *e)
     e->folds = NULL;
     e->nfolds = e->capfolds = 0;
     e->answers = NULL;
-    e->kept = false;
+    e->kept_gen = 0;
 }
 
 void st_eng_free(st_eng *e)
@@ -198,7 +198,7 @@ static void sift_kept(st_eng *e)
     const char *k;
     json_t *v;
     void *tmp;
-    if (!e->kept || e->kept_now != e->now) {
+    if (e->kept_gen == 0 || e->kept_now != e->now) {
         drop_kept(e);
         return;
     }
@@ -227,7 +227,6 @@ void st_eng_share_end(st_eng *e)
      * (at fleet size the others' sketches take over 100 MiB). */
     sift_folds(e, fold_walked);
     if (e->sharing) {
-        e->kept = true;
         e->kept_now = e->now;
         e->kept_gen = e->run_gen;
     }

@@ -416,12 +416,9 @@ static bool step(st_engine *en, json_t *state, json_t *all, int64_t now)
         regressions == 0) {
         /* A target that dips once on noisy data does not start a campaign;
          * one missed in two runs in a row over different windows (or any
-         * finding) does: the runs within one step judge the same ones. */
-        int64_t clock = st_eng_now(en->eng);
-        json_int_t since = json_integer_value(json_object_get(state, "missed_since_unix_ms"));
-        if (since <= 0 || since == clock) {
-            json_object_set_new(state, "missed_since_unix_ms",
-                                json_integer(since > 0 ? since : clock));
+         * finding) does. */
+        if (!st_seen_again(en, state, "missed_since_unix_ms",
+                           json_integer_value(json_object_get(state, "missed_since_unix_ms")))) {
             return false;
         }
     }
@@ -492,6 +489,13 @@ static bool decide(st_engine *en, int64_t now)
     json_decref(state);
     json_decref(all);
     return work;
+}
+
+bool st_seen_again(st_engine *en, json_t *into, const char *key, json_int_t since)
+{
+    int64_t clock = st_eng_now(en->eng);
+    json_object_set_new(into, key, json_integer(since > 0 ? since : clock));
+    return since > 0 && since != clock;
 }
 
 /* engine.step, or by default the longest whole-second divisor of a

@@ -53,6 +53,11 @@ json_t *st_finding_upsert(st_engine *en, const st_rule *r, const char *layer, co
 json_t *st_findings_all(st_engine *en);
 /* Scores and links active findings, in place (the run writes them). */
 void st_findings_rank(st_engine *en, json_t *all);
+/* A condition that must hold over two different windows (the runs within
+ * one step judge the same ones): records in into[key] the clock it was
+ * first seen at (since, or this run's clock when since is 0) and says
+ * whether this run's clock is another one (a clock set back counts). */
+bool st_seen_again(st_engine *en, json_t *into, const char *key, json_int_t since);
 
 /* records.c: a run's records, held until it commits. Only the run (under
  * mu) uses them; outside a run, and for the API, the store is the truth. */

@@ -465,6 +465,21 @@ static const char *finding_status(st_engine *en, const char *id)
     return buf;
 }
 
+/* Runs the engine at at, takes the finding of rule into id (it must be
+ * dispatched) and reports its fix applied. */
+static void apply_fix(st_engine *en, int64_t at, const char *rule, const char *note, char *id,
+                      size_t cap)
+{
+    json_t *f;
+    st_engine_run(en, at);
+    f = find_rule(en, rule);
+    assert_non_null(f);
+    snprintf(id, cap, "%s", json_string_value(json_object_get(f, "id")));
+    json_decref(f);
+    assert_string_equal(finding_status(en, id), "dispatched");
+    assert_int_equal(st_engine_callback(en, id, "applied", note), ST_OK);
+}
+
 /* A fix is judged once the windows, which end behind the run's time,
  * have moved validation_window past the start of its validation: with a
  * 1 min validation, not at start + 70 s (windows end at start + 0 s), but
@@ -472,7 +487,6 @@ static const char *finding_status(st_engine *en, const char *id)
 static void test_verdict_waits_for_windows_past_the_fix(void **state)
 {
     st_engine *en;
-    json_t *f;
     char id[32];
     (void)state;
     history(T0 - 70 * MIN, T0 + 10 * MIN, 0.05, 300, 0);
@@ -480,13 +494,7 @@ static void test_verdict_waits_for_windows_past_the_fix(void **state)
         edge_minute(t, 300, 700);
     }
     en = engine(10);
-    st_engine_run(en, T0 - 2 * MIN);
-    f = find_rule(en, "infrastructure.cdn_cache");
-    assert_non_null(f);
-    snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(f, "id")));
-    json_decref(f);
-    assert_string_equal(finding_status(en, id), "dispatched");
-    assert_int_equal(st_engine_callback(en, id, "applied", "ttl raised"), ST_OK);
+    apply_fix(en, T0 - 2 * MIN, "infrastructure.cdn_cache", "ttl raised", id, sizeof(id));
     st_engine_run(en, T0);
     assert_string_equal(finding_status(en, id), "validating");
     st_engine_run(en, T0 + 70 * 1000);
@@ -554,13 +562,7 @@ static void test_verdict_on_a_cold_table_still_cold(void **state)
         table_minute(t, 120);
     }
     en = engine(10);
-    st_engine_run(en, T0);
-    f = find_rule(en, "database.cold_table");
-    assert_non_null(f);
-    snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(f, "id")));
-    json_decref(f);
-    assert_string_equal(finding_status(en, id), "dispatched");
-    assert_int_equal(st_engine_callback(en, id, "applied", "archived"), ST_OK);
+    apply_fix(en, T0, "database.cold_table", "archived", id, sizeof(id));
     st_engine_run(en, T0 + 1000);
     assert_string_equal(finding_status(en, id), "validating");
     st_engine_run(en, T0 + 3 * MIN);
