@@ -951,11 +951,108 @@ void st_blocks_close(struct st_blocks *b)
     b->n = 0;
 }
 
+/* A varint at *p (at most 10 bytes, before end); false when cut short. */
+static bool wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    uint64_t x = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t c = *(*p)++;
+        x |= (uint64_t)(c & 0x7f) << shift;
+        if ((c & 0x80) == 0) {
+            *out = x;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The varints in [p, end), every one of them whole. */
+static bool wire_count_varints(const uint8_t *p, const uint8_t *end, size_t *n)
+{
+    uint64_t x;
+    while (p < end) {
+        if (!wire_varint(&p, end, &x)) {
+            return false;
+        }
+        (*n)++;
+    }
+    return true;
+}
+
+/* Field 6 and 7 and the point counts of a fresh entry's Series, read off
+ * its wire bytes. A seek asks for the end of every entry it steps over and
+ * the blockset of every entry it reads, and unpacking a whole block (its
+ * sketches too) for two numbers was most of a short window's scan. False
+ * on anything it does not read (groups, a cut field): the caller unpacks. */
+static bool fresh_end(const uint8_t *p, size_t len, int64_t *out)
+{
+    const uint8_t *end = p + len;
+    uint64_t start = 0;
+    uint64_t interval = 0;
+    size_t ni = 0;
+    size_t nv = 0;
+    size_t ns = 0;
+    while (p < end) {
+        uint64_t tag;
+        uint64_t x;
+        if (!wire_varint(&p, end, &tag) || (tag >> 3) == 0) {
+            return false;
+        }
+        switch (tag & 7) {
+        case 0: /* varint */
+            if (!wire_varint(&p, end, &x)) {
+                return false;
+            }
+            start = (tag >> 3) == 6 ? x : start;
+            interval = (tag >> 3) == 7 ? (uint32_t)x : interval;
+            ni += (tag >> 3) == 8;
+            break;
+        case 1: /* 64-bit */
+            if ((size_t)(end - p) < 8) {
+                return false;
+            }
+            p += 8;
+            nv += (tag >> 3) == 10;
+            break;
+        case 2: /* length-delimited: a packed column, a sketch, a string */
+            if (!wire_varint(&p, end, &x) || x > (uint64_t)(end - p)) {
+                return false;
+            }
+            if ((tag >> 3) == 8 && !wire_count_varints(p, p + x, &ni)) {
+                return false;
+            }
+            if ((tag >> 3) == 10) {
+                if (x % 8 != 0) {
+                    return false;
+                }
+                nv += x / 8;
+            }
+            ns += (tag >> 3) == 13;
+            p += x;
+            break;
+        case 5: /* 32-bit */
+            if ((size_t)(end - p) < 4) {
+                return false;
+            }
+            p += 4;
+            break;
+        default:
+            return false;
+        }
+    }
+    /* st_store_block_end's count: the column that holds the points */
+    *out = (int64_t)start + (int64_t)interval * (int64_t)(ni > 0 ? ni : (nv > 0 ? nv : ns));
+    return true;
+}
+
 int64_t st_store_entry_end(const MDB_val *v)
 {
     int64_t end = INT64_MIN;
     if (st_codec_is_raw(v->mv_data, v->mv_size)) {
         return st_codec_raw_end(v->mv_data, v->mv_size, &end) == ST_OK ? end : INT64_MIN;
+    }
+    if (fresh_end(v->mv_data, v->mv_size, &end)) {
+        return end;
     }
     Strata__V1__Series *b = strata__v1__series__unpack(NULL, v->mv_size, v->mv_data);
     if (b != NULL) {

@@ -1,7 +1,8 @@
 /* The store's column codec: random raw blocks and rollup blocks survive
  * encode and decode bit for bit (edge values, negative deltas, irregular
  * timestamps, gaps, sketches), columns take their smallest mode, and
- * corrupt values are refused. */
+ * corrupt values are refused. A fresh entry's end read off its wire bytes
+ * is the end of the block it unpacks into. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 #include "err.h"
 #include "frame.h"
 #include "store_codec.h"
+#include "store_internal.h"
 
 #include <float.h>
 #include <math.h>
@@ -899,6 +901,100 @@ static void test_raw_columns_property(void **state)
     free(plain);
 }
 
+/* The end of a fresh entry (a packed Series) as the seek reads it, off its
+ * wire bytes, against the end of the block protobuf-c unpacks: random
+ * blocks of every column, with the fields a seek skips, then the same
+ * bytes damaged (where protobuf-c still unpacks them, the two agree). */
+static void test_fresh_entry_end(void **state)
+{
+    enum { N = 64 };
+    int64_t iv[N];
+    double dv[N];
+    Strata__V1__Sketch sk[N];
+    Strata__V1__Sketch *skp[N];
+    uint64_t counts[3] = {1, 2, 3};
+    Strata__V1__Label lab = STRATA__V1__LABEL__INIT;
+    Strata__V1__Label *labp = &lab;
+    uint8_t *buf = malloc(1u << 16);
+    uint8_t *m = malloc(1u << 16);
+    size_t agreed = 0;
+    (void)state;
+    assert_true(buf && m);
+    lab.key = "host";
+    lab.value = "db-1";
+    for (int i = 0; i < N; i++) {
+        strata__v1__sketch__init(&sk[i]);
+        sk[i].alpha = 0.01;
+        sk[i].count = 6;
+        sk[i].n_counts = 3;
+        sk[i].counts = counts;
+        skp[i] = &sk[i];
+    }
+    for (int iter = 0; iter < 3000; iter++) {
+        Strata__V1__Series s = STRATA__V1__SERIES__INIT;
+        Strata__V1__Series *u;
+        size_t n = rnd() % (N + 1);
+        size_t len;
+        MDB_val v;
+        for (size_t i = 0; i < n; i++) {
+            iv[i] = (int64_t)(rnd() % 2000001) - 1000000;
+            dv[i] = rnd_double();
+        }
+        s.start_unix_ms = (int64_t)(rnd() % 4000000000000ULL) - 1000000000000LL;
+        s.interval_ms = rnd() % 4 ? (uint32_t)(rnd() % 60001) : (uint32_t)rnd();
+        if (rnd() % 2) { /* the fields fresh entries may carry and a seek skips */
+            s.name = "http.server.duration";
+            s.unit = "s";
+            s.n_labels = 1;
+            s.labels = &labp;
+            s.scale = (int32_t)(rnd() % 7) - 3;
+            s.kind = STRATA__V1__KIND__GAUGE;
+        }
+        switch (rnd() % 4) {
+        case 0:
+            s.n_ivalues = n;
+            s.ivalues = iv;
+            break;
+        case 1:
+            s.n_values = s.n_mins = s.n_maxs = n;
+            s.values = s.mins = s.maxs = dv;
+            break;
+        case 2:
+            s.n_sketches = n;
+            s.sketches = skp;
+            break;
+        default: /* two columns: the integer one counts */
+            s.n_ivalues = n;
+            s.ivalues = iv;
+            s.n_values = n / 2;
+            s.values = dv;
+            break;
+        }
+        len = strata__v1__series__pack(&s, buf);
+        v = (MDB_val){len, buf};
+        u = strata__v1__series__unpack(NULL, len, buf);
+        assert_non_null(u);
+        assert_int_equal(st_store_entry_end(&v), st_store_block_end(u));
+        strata__v1__series__free_unpacked(u, NULL);
+        for (int t = 0; len > 0 && t < 8; t++) {
+            size_t ml = rnd() % 3 ? len : rnd() % len;
+            int64_t end;
+            memcpy(m, buf, len);
+            m[rnd() % len] ^= (uint8_t)(1u << (rnd() % 8));
+            v = (MDB_val){ml, m};
+            end = st_store_entry_end(&v); /* never reads past ml (ASan) */
+            if ((u = strata__v1__series__unpack(NULL, ml, m)) != NULL) {
+                assert_int_equal(end, st_store_block_end(u));
+                strata__v1__series__free_unpacked(u, NULL);
+                agreed++;
+            }
+        }
+    }
+    assert_true(agreed > 1000); /* the damaged bytes tried that still unpack */
+    free(buf);
+    free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -906,6 +1002,7 @@ int main(void)
         cmocka_unit_test(test_rollup_roundtrip),  cmocka_unit_test(test_columns_pack),
         cmocka_unit_test(test_near_decimal_sums), cmocka_unit_test(test_corrupt_refused),
         cmocka_unit_test(test_columns_property),  cmocka_unit_test(test_raw_columns_property),
+        cmocka_unit_test(test_fresh_entry_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
