@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "answer.h"
 #include "store.h"
 
 #define ST_QUERY_MAX_MATCHERS 16
@@ -89,9 +90,6 @@ int st_query_fold_run(st_store *st, const st_query *q, st_query_fold **out, char
                       size_t errlen);
 /* Whether the fold can answer agg. */
 bool st_query_fold_serves(const st_query_fold *f, enum st_agg agg);
-/* The answer of the fold's query with agg (new ref); ST_EINVAL when the
- * fold does not serve agg, ST_ENOMEM. */
-int st_query_fold_answer(st_query_fold *f, enum st_agg agg, json_t **out);
 /* Whether the fold can tell, exactly, the answer of its question asked
  * without by and with the equality matchers m (label=value on labels of
  * its by): its own question read every series (no matchers), and agg's
@@ -99,12 +97,17 @@ int st_query_fold_answer(st_query_fold *f, enum st_agg agg, json_t **out);
  * counts and extremes of sketches; counters' and gauges' sums when every
  * value was an integer). */
 bool st_query_fold_merges(const st_query_fold *f, enum st_agg agg, const st_matcher *m, size_t nm);
-/* That answer (new ref): one series with labels {} merging the groups m
- * selects, or none when it selects none. ST_EINVAL when the fold does
- * not merge so, ST_ENOMEM. */
-int st_query_fold_merged(st_query_fold *f, enum st_agg agg, const st_matcher *m, size_t nm,
-                         json_t **out);
-/* The answer of st_query_fold_answer, group by group in its order, without
+/* The answer of the fold's query with agg, as arrays (answer.h): the
+ * groups of st_query_run_agg's answer in its order with the same points.
+ * ST_EINVAL when the fold does not serve agg or ranks its groups (top),
+ * ST_ENOMEM. */
+int st_query_fold_rows(st_query_fold *f, enum st_agg agg, st_answer **out);
+/* The merged answer st_query_fold_merges tells of, as arrays: one group
+ * with labels {} merging the groups m selects, or none when it selects
+ * none. ST_EINVAL when the fold does not merge so, ST_ENOMEM. */
+int st_query_fold_merged_rows(st_query_fold *f, enum st_agg agg, const st_matcher *m, size_t nm,
+                              st_answer **out);
+/* The answer of st_query_fold_rows, group by group in its order, without
  * building it: fn gets each group's labels (borrowed) and its points (times
  * in ms and values; non-finite values left out, as the answer leaves them).
  * For callers that only read an answer of many points (thousands of groups

@@ -987,28 +987,19 @@ bool st_query_fold_serves(const st_query_fold *f, enum st_agg agg)
     return !is_quantile(agg) && !is_quantile(own);
 }
 
-int st_query_fold_answer(st_query_fold *f, enum st_agg agg, json_t **out)
+/* A group's points with agg's values, as emit writes them (non-finite
+ * values left out), into t and v (r->nb long); their count. */
+static size_t group_points(const struct agg_run *r, const struct group *g, int64_t *t, double *v)
 {
-    json_t *ans;
-    json_t *arr;
-    int rv;
-    if (!st_query_fold_serves(f, agg)) {
-        return ST_EINVAL;
+    size_t n = 0;
+    for (size_t k = 0; k < r->nb; k++) {
+        double x = acc_result(r, &g->b[k], r->step);
+        if (isfinite(x)) {
+            t[n] = r->from + (int64_t)k * r->step;
+            v[n++] = x;
+        }
     }
-    if ((ans = json_copy(f->r.meta)) == NULL || (arr = json_array()) == NULL) {
-        json_decref(ans);
-        return ST_ENOMEM;
-    }
-    json_object_set_new(ans, "agg", json_string(agg ? st_agg_name(agg) : ""));
-    f->r.agg = agg;
-    rv = emit(&f->r, arr);
-    json_object_set_new(ans, "series", arr);
-    if (rv != ST_OK) {
-        json_decref(ans);
-        return rv;
-    }
-    *out = ans;
-    return ST_OK;
+    return n;
 }
 
 int st_query_fold_each(st_query_fold *f, enum st_agg agg, st_query_group_fn fn, void *arg)
@@ -1032,19 +1023,44 @@ int st_query_fold_each(st_query_fold *f, enum st_agg agg, st_query_group_fn fn, 
     r->agg = agg;
     /* emit's order: the table's, as group_json would write them */
     while (rv == ST_OK && (g = tab_next(r, &slot)) != NULL) {
-        size_t n = 0;
-        for (size_t k = 0; k < r->nb; k++) {
-            double x = acc_result(r, &g->b[k], r->step);
-            if (isfinite(x)) {
-                t[n] = r->from + (int64_t)k * r->step;
-                v[n++] = x;
-            }
-        }
-        rv = fn(arg, g->labels, t, v, n);
+        rv = fn(arg, g->labels, t, v, group_points(r, g, t, v));
     }
     free(t);
     free(v);
     return rv;
+}
+
+int st_query_fold_rows(st_query_fold *f, enum st_agg agg, st_answer **out)
+{
+    struct agg_run *r = &f->r;
+    st_answer *a = NULL;
+    int64_t *t;
+    double *v;
+    size_t slot = 0;
+    struct group *g;
+    int rv;
+    if (!st_query_fold_serves(f, agg) || f->q.top > 0) {
+        return ST_EINVAL;
+    }
+    t = malloc((r->nb + 1) * sizeof(*t));
+    v = malloc((r->nb + 1) * sizeof(*v));
+    rv = t != NULL && v != NULL ? st_answer_new(&a) : ST_ENOMEM;
+    r->agg = agg;
+    if (rv == ST_OK) {
+        a->from = r->from;
+    }
+    while (rv == ST_OK && (g = tab_next(r, &slot)) != NULL) {
+        rv = st_answer_add(a, g->labels, t, v, group_points(r, g, t, v));
+    }
+    free(t);
+    free(v);
+    if (rv != ST_OK) {
+        st_answer_unref(a);
+        return rv;
+    }
+    st_answer_seal(a);
+    *out = a;
+    return ST_OK;
 }
 
 /* Aggs whose value of merged groups equals the value of the groups
@@ -1147,12 +1163,13 @@ static int merge_groups(struct agg_run *r, const st_matcher *m, size_t nm, struc
     return rv;
 }
 
-int st_query_fold_merged(st_query_fold *f, enum st_agg agg, const st_matcher *m, size_t nm,
-                         json_t **out)
+int st_query_fold_merged_rows(st_query_fold *f, enum st_agg agg, const st_matcher *m, size_t nm,
+                              st_answer **out)
 {
     struct group g;
-    json_t *ans = NULL;
-    json_t *arr = NULL;
+    st_answer *a = NULL;
+    int64_t *t = NULL;
+    double *v = NULL;
     bool found = false;
     int rv;
     if (!st_query_fold_merges(f, agg, m, nm)) {
@@ -1160,29 +1177,34 @@ int st_query_fold_merged(st_query_fold *f, enum st_agg agg, const st_matcher *m,
     }
     memset(&g, 0, sizeof(g));
     if ((g.b = calloc(f->r.nb ? f->r.nb : 1, sizeof(*g.b))) == NULL ||
-        (g.labels = json_object()) == NULL || (ans = json_copy(f->r.meta)) == NULL ||
-        (arr = json_array()) == NULL) {
+        (g.labels = json_object()) == NULL || (t = malloc((f->r.nb + 1) * sizeof(*t))) == NULL ||
+        (v = malloc((f->r.nb + 1) * sizeof(*v))) == NULL) {
         rv = ST_ENOMEM;
         goto out;
     }
-    json_object_set_new(ans, "agg", json_string(st_agg_name(agg)));
     f->r.agg = agg;
     rv = merge_groups(&f->r, m, nm, &g, &found);
+    rv = rv == ST_OK ? st_answer_new(&a) : rv;
+    if (rv == ST_OK) {
+        a->from = f->r.from;
+    }
     if (rv == ST_OK && found) {
-        rv = json_array_append_new(arr, group_json(&f->r, &g)) == 0 ? ST_OK : ST_ENOMEM;
+        rv = st_answer_add(a, g.labels, t, v, group_points(&f->r, &g, t, v));
     }
     if (rv == ST_OK) {
-        json_object_set(ans, "series", arr);
-        *out = json_incref(ans);
+        st_answer_seal(a);
+        *out = a;
+        a = NULL;
     }
 out:
     for (size_t k = 0; g.b != NULL && k < f->r.nb; k++) {
         st_sketch_free(g.b[k].sk);
     }
+    st_answer_unref(a);
     free(g.b);
+    free(t);
+    free(v);
     json_decref(g.labels);
-    json_decref(arr);
-    json_decref(ans);
     return rv;
 }
 

@@ -61,10 +61,8 @@ static double measure(st_engine *en, const struct target *t, const char *role)
 {
     const char *m[2];
     size_t nm = 0;
-    json_t *out = NULL;
+    st_answer *out = NULL;
     double v = NAN;
-    size_t i;
-    json_t *s;
     char rm[32];
     if (t->match != NULL) {
         m[nm++] = t->match;
@@ -77,14 +75,13 @@ static double measure(st_engine *en, const struct target *t, const char *role)
         ST_OK) {
         return NAN;
     }
-    json_array_foreach(json_object_get(out, "series"), i, s)
-    {
-        double x = st_eng_value(s);
+    for (size_t i = 0; i < out->n; i++) {
+        double x = st_ans_value(&out->rows[i]);
         if (isfinite(x) && (isnan(v) || x > v)) {
             v = x;
         }
     }
-    json_decref(out);
+    st_answer_unref(out);
     return v;
 }
 
@@ -233,7 +230,7 @@ struct group_vals {
 
 /* Values per (role, route) of one query, by entity. */
 static int per_group(st_engine *en, const char *metric, const char *agg, int64_t end,
-                     int64_t window, json_t **out)
+                     int64_t window, st_answer **out)
 {
     int64_t now = st_eng_now(en->eng);
     int rv;
@@ -243,17 +240,15 @@ static int per_group(st_engine *en, const char *metric, const char *agg, int64_t
     return rv;
 }
 
-static double lookup_group(const json_t *ans, const char *role, const char *route)
+/* A few dozen groups (roles times routes): read in turn. */
+static double lookup_group(const st_answer *ans, const char *role, const char *route)
 {
-    size_t i;
-    json_t *s;
-    json_array_foreach(json_object_get(ans, "series"), i, s)
-    {
-        const json_t *l = json_object_get(s, "labels");
+    for (size_t i = 0; ans != NULL && i < ans->n; i++) {
+        const json_t *l = ans->rows[i].labels;
         const char *r1 = json_string_value(json_object_get(l, "role"));
         const char *r2 = json_string_value(json_object_get(l, "route"));
         if (r1 != NULL && r2 != NULL && strcmp(r1, role) == 0 && strcmp(r2, route) == 0) {
-            return st_eng_value(s);
+            return st_ans_value(&ans->rows[i]);
         }
     }
     return NAN;
@@ -362,7 +357,7 @@ static const struct regression_kind kinds[] = {
      "http.server.errors", "sum", "http.server.requests", "sum", true, 0.001},
 };
 
-static void value_of(const struct regression_kind *k, const json_t *val, const json_t *cnt,
+static void value_of(const struct regression_kind *k, const st_answer *val, const st_answer *cnt,
                      const char *role, const char *route, double *v, double *n)
 {
     double x = lookup_group(val, role, route);
@@ -395,20 +390,14 @@ static int regressions(st_engine *en, const struct regression_kind *k, json_t *p
     int64_t now = st_eng_now(en->eng);
     int64_t w = st_eng_window(en->eng);
     int64_t bw = (int64_t)st_eng_setting(en->eng, "baseline_window_ms");
-    json_t *v = NULL, *n = NULL, *bv = NULL, *bn = NULL;
-    size_t i;
-    json_t *s;
+    st_answer *v = NULL, *n = NULL, *bv = NULL, *bn = NULL;
     int rv = per_group(en, k->value_metric, k->value_agg, now, w, &v);
     rv = rv == ST_OK ? per_group(en, k->count_metric, k->count_agg, now, w, &n) : rv;
     rv = rv == ST_OK ? per_group(en, k->value_metric, k->value_agg, now - w, bw, &bv) : rv;
     rv = rv == ST_OK ? per_group(en, k->count_metric, k->count_agg, now - w, bw, &bn) : rv;
-    json_array_foreach(json_object_get(n, "series"), i, s)
-    {
+    for (size_t i = 0; rv == ST_OK && i < n->n; i++) {
         struct group_vals g;
-        const json_t *l = json_object_get(s, "labels");
-        if (rv != ST_OK) {
-            break;
-        }
+        const json_t *l = n->rows[i].labels;
         memset(&g, 0, sizeof(g));
         snprintf(g.role, sizeof(g.role), "%s", json_string_value(json_object_get(l, "role")) ?: "");
         snprintf(g.route, sizeof(g.route), "%s",
@@ -418,10 +407,10 @@ static int regressions(st_engine *en, const struct regression_kind *k, json_t *p
         value_of(k, bv, bn, g.role, g.route, &g.base, &g.base_n);
         check_group(en, k, pend, &g, out);
     }
-    json_decref(v);
-    json_decref(n);
-    json_decref(bv);
-    json_decref(bn);
+    st_answer_unref(v);
+    st_answer_unref(n);
+    st_answer_unref(bv);
+    st_answer_unref(bn);
     return rv;
 }
 

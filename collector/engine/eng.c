@@ -57,6 +57,13 @@ struct shared_fold {
     bool walked; /* read group by group (st_eng_query_steps_each), not as answers */
 };
 
+/* An answer kept for the run's later questions (and the next run's). */
+struct kept_answer {
+    char *key; /* the question with its agg */
+    uint64_t hash;
+    st_answer *a;
+};
+
 /* A window question kept across runs (st_query_slide). */
 struct kept_slide {
     char *key; /* the question without its agg and range */
@@ -72,7 +79,9 @@ struct st_eng {
     size_t nov;
     bool sharing;
     size_t max_series; /* 0: ENG_MAX_SERIES (tests lower it) */
-    json_t *answers;   /* the question with its agg -> its answer */
+    struct kept_answer *answers;
+    size_t nanswers;
+    size_t capanswers;
     struct shared_fold *folds;
     size_t nfolds;
     size_t capfolds;
@@ -118,15 +127,33 @@ static void sift_folds(st_eng *e, bool (*keep)(st_eng *e, const struct shared_fo
     e->nfolds = n;
 }
 
+/* Keeps the answers keep says to, in order, and frees the others (NULL:
+ * frees all). */
+static void sift_answers(st_eng *e, bool (*keep)(st_eng *e, const char *key))
+{
+    size_t n = 0;
+    for (size_t i = 0; i < e->nanswers; i++) {
+        if (keep != NULL && keep(e, e->answers[i].key)) {
+            e->answers[n++] = e->answers[i];
+        } else {
+            free(e->answers[i].key);
+            st_answer_unref(e->answers[i].a);
+        }
+    }
+    e->nanswers = n;
+}
+
 /* Forgets every answer and fold kept. */
 static void drop_kept(st_eng *e)
 {
     sift_folds(e, NULL);
     free(e->folds);
-    json_decref(e->answers);
+    sift_answers(e, NULL);
+    free(e->answers);
     e->folds = NULL;
     e->nfolds = e->capfolds = 0;
     e->answers = NULL;
+    e->nanswers = e->capanswers = 0;
     e->kept_gen = 0;
 }
 
@@ -195,19 +222,11 @@ static bool fold_walked(st_eng *e, const struct shared_fold *f)
 /* Keeps what the last run found that this one would find again. */
 static void sift_kept(st_eng *e)
 {
-    const char *k;
-    json_t *v;
-    void *tmp;
     if (e->kept_gen == 0 || e->kept_now != e->now) {
         drop_kept(e);
         return;
     }
-    json_object_foreach_safe(e->answers, tmp, k, v)
-    {
-        if (!kept_holds(e, k)) {
-            json_object_del(e->answers, k);
-        }
-    }
+    sift_answers(e, kept_holds);
     sift_folds(e, fold_holds);
 }
 
@@ -379,12 +398,42 @@ static int keep_fold(st_eng *e, const char *key, const char *range, st_query_fol
     return ST_OK;
 }
 
-static void keep_answer(st_eng *e, const char *akey, json_t *ans)
+static uint64_t key_hash(const char *key)
 {
-    if (e->answers == NULL) {
-        e->answers = json_object();
+    return st_fnv1a(ST_FNV_SEED, key, strlen(key));
+}
+
+/* The answer kept for akey, or NULL. The run asks about a hundred
+ * questions, a few hundred times: a scan with the hash compared first. */
+static st_answer *kept_answer(const st_eng *e, const char *akey)
+{
+    uint64_t h = key_hash(akey);
+    for (size_t i = 0; i < e->nanswers; i++) {
+        if (e->answers[i].hash == h && strcmp(e->answers[i].key, akey) == 0) {
+            return e->answers[i].a;
+        }
     }
-    json_object_set(e->answers, akey, ans);
+    return NULL;
+}
+
+/* Keeps a reference to ans under akey; without memory it is simply not
+ * kept (asked again, it is folded again). */
+static void keep_answer(st_eng *e, const char *akey, st_answer *ans)
+{
+    char *k;
+    if (e->nanswers == e->capanswers) {
+        size_t cap = e->capanswers ? 2 * e->capanswers : 64;
+        struct kept_answer *na = realloc(e->answers, cap * sizeof(*na));
+        if (na == NULL) {
+            return;
+        }
+        e->answers = na;
+        e->capanswers = cap;
+    }
+    if ((k = strdup(akey)) == NULL) {
+        return;
+    }
+    e->answers[e->nanswers++] = (struct kept_answer){k, key_hash(akey), st_answer_ref(ans)};
 }
 
 /* A fold of the same metric and range grouped by labels q matches on,
@@ -477,20 +526,20 @@ static int new_shared_fold(st_eng *e, const st_query *q, const char *key, const 
 }
 
 static int run_shared(st_eng *e, const st_query *q, const char *key, const char *range,
-                      const char *skey, json_t **out)
+                      const char *skey, st_answer **out)
 {
     char akey[QUESTION_KEY_MAX + 16];
     st_query_fold *f = NULL;
-    json_t *ans;
+    st_answer *ans;
     int rv;
     snprintf(akey, sizeof(akey), "%sagg=%s", key, st_agg_name(q->agg));
-    if ((ans = json_object_get(e->answers, akey)) != NULL) {
-        *out = json_incref(ans);
+    if ((ans = kept_answer(e, akey)) != NULL) {
+        *out = st_answer_ref(ans);
         return ST_OK;
     }
     f = shared_fold(e, key, q->agg);
     if (f == NULL && (f = merging_fold(e, q, range)) != NULL) {
-        if ((rv = st_query_fold_merged(f, q->agg, q->m, q->nm, &ans)) != ST_OK) {
+        if ((rv = st_query_fold_merged_rows(f, q->agg, q->m, q->nm, &ans)) != ST_OK) {
             return rv;
         }
         keep_answer(e, akey, ans);
@@ -500,7 +549,7 @@ static int run_shared(st_eng *e, const st_query *q, const char *key, const char 
     if (f == NULL && (rv = new_shared_fold(e, q, key, range, skey, &f)) != ST_OK) {
         return rv;
     }
-    if ((rv = st_query_fold_answer(f, q->agg, &ans)) != ST_OK) {
+    if ((rv = st_query_fold_rows(f, q->agg, &ans)) != ST_OK) {
         return rv;
     }
     keep_answer(e, akey, ans);
@@ -570,12 +619,24 @@ static int ask(st_eng *e, struct asked *a, const char *metric, const char *agg, 
     return ST_OK;
 }
 
+/* An unshared question: its own scan, answered and dropped. */
+static int run_alone(st_eng *e, const st_query *q, st_answer **out)
+{
+    char err[256];
+    st_query_fold *f = NULL;
+    int rv = st_query_fold_run(e->st, q, &f, err, sizeof(err));
+    if (rv == ST_OK) {
+        rv = st_query_fold_rows(f, q->agg, out);
+    }
+    st_query_fold_free(f);
+    return rv;
+}
+
 static int run(st_eng *e, const char *metric, const char *agg, const char *by,
                const char *const *match, size_t nmatch, int64_t window_ms, const char *step,
-               json_t **out)
+               st_answer **out)
 {
     struct asked a;
-    char err[256];
     int rv;
     *out = NULL;
     if ((rv = ask(e, &a, metric, agg, by, match, nmatch, window_ms, step)) != ST_OK) {
@@ -584,37 +645,18 @@ static int run(st_eng *e, const char *metric, const char *agg, const char *by,
     if (a.shared) {
         rv = run_shared(e, &a.q, a.key, a.range, a.skey, out);
     } else {
-        rv = st_query_run(e->st, &a.q, out, err, sizeof(err));
+        rv = run_alone(e, &a.q, out);
     }
     st_query_release(&a.q);
     return rv;
 }
 
-int st_eng_answer_each(const json_t *ans, st_query_group_fn fn, void *arg)
+int st_eng_answer_each(const st_answer *ans, st_query_group_fn fn, void *arg)
 {
-    const json_t *arr = json_object_get(ans, "series");
     int rv = ST_OK;
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(arr); i++) {
-        json_t *item = json_array_get(arr, i);
-        const json_t *pts = json_object_get(item, "points");
-        size_t np = json_array_size(pts);
-        int64_t *t = malloc((np + 1) * sizeof(*t));
-        double *v = malloc((np + 1) * sizeof(*v));
-        size_t n = 0;
-        if (t == NULL || v == NULL) {
-            rv = ST_ENOMEM;
-        }
-        for (size_t k = 0; rv == ST_OK && k < np; k++) {
-            const json_t *pt = json_array_get(pts, k);
-            t[n] = (int64_t)json_integer_value(json_array_get(pt, 0));
-            v[n] = json_number_value(json_array_get(pt, 1));
-            n += isfinite(v[n]);
-        }
-        if (rv == ST_OK) {
-            rv = fn(arg, json_object_get(item, "labels"), t, v, n);
-        }
-        free(t);
-        free(v);
+    for (size_t i = 0; ans != NULL && rv == ST_OK && i < ans->n; i++) {
+        const st_ans_row *r = &ans->rows[i];
+        rv = fn(arg, r->labels, r->t, r->v, r->n);
     }
     return rv;
 }
@@ -629,7 +671,7 @@ int st_eng_query_steps_each(st_eng *e, const char *metric, const char *agg, cons
     struct asked a;
     st_query_fold *f = NULL;
     bool own = false;
-    const json_t *ans;
+    const st_answer *ans;
     int rv;
     snprintf(step, sizeof(step), "%llds", (long long)(step_ms / 1000));
     if ((rv = ask(e, &a, metric, agg, by, match, nmatch, window_ms, step)) != ST_OK) {
@@ -639,7 +681,7 @@ int st_eng_query_steps_each(st_eng *e, const char *metric, const char *agg, cons
         /* The run's shared answer or fold when one is there; else a new
          * fold, kept for the others, as run_shared would keep it. */
         snprintf(akey, sizeof(akey), "%sagg=%s", a.key, st_agg_name(a.q.agg));
-        if ((ans = json_object_get(e->answers, akey)) != NULL) {
+        if ((ans = kept_answer(e, akey)) != NULL) {
             rv = st_eng_answer_each(ans, fn, arg);
             st_query_release(&a.q);
             return rv;
@@ -665,30 +707,18 @@ int st_eng_query_steps_each(st_eng *e, const char *metric, const char *agg, cons
 }
 
 int st_eng_query(st_eng *e, const char *metric, const char *agg, const char *by,
-                 const char *const *match, size_t nmatch, int64_t window_ms, json_t **out)
+                 const char *const *match, size_t nmatch, int64_t window_ms, st_answer **out)
 {
     return run(e, metric, agg, by, match, nmatch, window_ms, NULL, out);
 }
 
 int st_eng_query_steps(st_eng *e, const char *metric, const char *agg, const char *by,
                        const char *const *match, size_t nmatch, int64_t window_ms, int64_t step_ms,
-                       json_t **out)
+                       st_answer **out)
 {
     char step[32];
     snprintf(step, sizeof(step), "%llds", (long long)(step_ms / 1000));
     return run(e, metric, agg, by, match, nmatch, window_ms, step, out);
-}
-
-double st_eng_value(const json_t *item)
-{
-    const json_t *pts = json_object_get(item, "points");
-    size_t n = json_array_size(pts);
-    const json_t *v;
-    if (n == 0) {
-        return NAN;
-    }
-    v = json_array_get(json_array_get(pts, n - 1), 1);
-    return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
 void st_candidate_init(st_candidate *c)

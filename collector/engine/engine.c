@@ -214,7 +214,7 @@ static double measure_one(st_engine *en, const json_t *m, const json_t *matches)
     size_t n = 0;
     size_t i;
     json_t *x;
-    json_t *out = NULL;
+    st_answer *out = NULL;
     double v = NAN;
     json_array_foreach(matches, i, x)
     {
@@ -225,9 +225,9 @@ static double measure_one(st_engine *en, const json_t *m, const json_t *matches)
     if (st_eng_query(en->eng, json_string_value(json_object_get(m, "metric")),
                      json_string_value(json_object_get(m, "agg")), NULL, match, n,
                      st_eng_window(en->eng), &out) == ST_OK) {
-        v = st_eng_value(json_array_get(json_object_get(out, "series"), 0));
+        v = out->n > 0 ? st_ans_value(&out->rows[0]) : NAN;
     }
-    json_decref(out);
+    st_answer_unref(out);
     return v;
 }
 

@@ -71,18 +71,19 @@ const st_rule *st_rule_find(const char *id);
 /* ---- what rules may call ---- */
 
 /* Runs a query over [now - window_ms, now) with one value per group (no
- * step): returns the /v1/query JSON ({"series": [{"labels", "points":
- * [[t, v]], "value"?}]}). by and match may be NULL; match holds nmatch
- * "k=v" / "k!=v" / "k=~re" strings. The caller frees *out (json_decref).
+ * step): returns the groups of the /v1/query answer as arrays (answer.h:
+ * rows with labels and points; st_ans_value is a row's one value). by and
+ * match may be NULL; match holds nmatch "k=v" / "k!=v" / "k=~re" strings.
+ * The caller drops *out (st_answer_unref).
  * ST_ENOENT (with *out an empty answer) never: a metric without data
  * simply has no series. ST_ECANCELED (no answer) once the run is being
  * abandoned (st_eng_set_cancel); rules pass it on. */
 int st_eng_query(st_eng *e, const char *metric, const char *agg, const char *by,
-                 const char *const *match, size_t nmatch, int64_t window_ms, json_t **out);
+                 const char *const *match, size_t nmatch, int64_t window_ms, st_answer **out);
 /* The same with a step: series of points over the window. */
 int st_eng_query_steps(st_eng *e, const char *metric, const char *agg, const char *by,
                        const char *const *match, size_t nmatch, int64_t window_ms, int64_t step_ms,
-                       json_t **out);
+                       st_answer **out);
 /* st_eng_query_steps's answer group by group, without building it (see
  * st_query_fold_each): for rules that read thousands of groups of tens of
  * points each. It shares the run's folds and answers of the same question
@@ -93,9 +94,7 @@ int st_eng_query_steps_each(st_eng *e, const char *metric, const char *agg, cons
                             const char *const *match, size_t nmatch, int64_t window_ms,
                             int64_t step_ms, st_query_group_fn fn, void *arg);
 /* An answer already built (st_eng_query_steps), walked the same way. */
-int st_eng_answer_each(const json_t *ans, st_query_group_fn fn, void *arg);
-/* The one value of a group in a st_eng_query answer; NAN when absent. */
-double st_eng_value(const json_t *series_item);
+int st_eng_answer_each(const st_answer *ans, st_query_group_fn fn, void *arg);
 /* The effective threshold of a rule (configuration or default). */
 double st_eng_threshold(st_eng *e, const st_rule *r);
 /* A named engine setting (targets and windows), e.g. "memory_peak_bytes". */
@@ -130,7 +129,7 @@ bool st_eng_cancelled(st_eng *e);
  * Answers then show the store as of the first asking, which within a run
  * is what the run should judge. Outside, every question reads the store.
  * Answers are shared: callers must not change them (the lookup index
- * st_rules_find keeps in an answer is the same for everyone).
+ * st_answer_find keeps in an answer is the same for everyone).
  * The answers (and the folds walked group by group) outlive the run: the
  * next st_eng_share_begin at the same clock keeps those of the metrics no
  * commit since wrote a point before the clock to, so runs within one

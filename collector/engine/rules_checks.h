@@ -72,28 +72,27 @@ void st_rbuf_ident(st_rbuf *b, const char *name);
  * as long as one host stays under the limit. */
 int st_rules_query(st_eng *e, const char *metric, const char *agg, const char *by,
                    const char *const *match, size_t nmatch, int64_t window_ms, int64_t step_ms,
-                   json_t **out);
+                   st_answer **out);
 /* That answer host by host straight away, for a caller that already knows
  * the whole one is over the limit. */
 int st_rules_query_per_host(st_eng *e, const char *metric, const char *agg, const char *by,
                             const char *const *match, size_t nmatch, int64_t window_ms,
-                            int64_t step_ms, json_t **out);
+                            int64_t step_ms, st_answer **out);
 
-/* A label of a series item of an answer; "" when absent. */
-const char *st_rules_label(const json_t *item, const char *key);
-/* The series array of an answer (never NULL for a valid answer). */
-const json_t *st_rules_series(const json_t *ans);
-/* The item of ans whose labels equal item's on every key of the comma
- * separated list keys (a missing label equals ""); NULL when none. */
-const json_t *st_rules_find(const json_t *ans, const json_t *item, const char *keys);
-/* st_eng_value of st_rules_find, NAN when absent. */
-double st_rules_lookup(const json_t *ans, const json_t *item, const char *keys);
-/* The sum of the finite values of all items. */
-double st_rules_total(const json_t *ans);
+/* A label of a row of an answer; "" when absent. */
+const char *st_rules_label(const st_ans_row *item, const char *key);
+/* The row of ans whose labels equal item's on every key of the comma
+ * separated list keys (a missing label equals ""); NULL when none
+ * (st_answer_find). */
+const st_ans_row *st_rules_find(st_answer *ans, const st_ans_row *item, const char *keys);
+/* st_ans_value of st_rules_find, NAN when absent. */
+double st_rules_lookup(st_answer *ans, const st_ans_row *item, const char *keys);
+/* The sum of the finite values of all rows. */
+double st_rules_total(const st_answer *ans);
 /* A gauge's latest value per group: average per minute over the window, the
- * last minute with data answers (st_eng_value of each item). */
+ * last minute with data answers (st_ans_value of each row). */
 int st_rules_last(st_eng *e, const char *metric, const char *by, const char *const *match,
-                  size_t nmatch, int64_t window_ms, json_t **out);
+                  size_t nmatch, int64_t window_ms, st_answer **out);
 
 /* ---- building candidates ---- */
 
@@ -110,7 +109,7 @@ void st_rules_verdict(st_candidate *c, const st_rule *r, double value, double th
                       bool below);
 /* entity "k=v k=v" and labels from item's labels on keys (comma separated),
  * skipping empty values. */
-void st_rules_entity(st_candidate *c, const json_t *item, const char *keys);
+void st_rules_entity(st_candidate *c, const st_ans_row *item, const char *keys);
 /* st_candidates_add, refusing (ST_ENOMEM) a candidate whose JSON could not
  * be built: json_pack answers NULL on allocation failure. */
 int st_rules_add(st_candidates *out, st_candidate *c);
@@ -122,7 +121,7 @@ void st_rules_evidence(st_eng *e, st_candidate *c, const char *const *series, si
                        json_t *values, double threshold, int64_t window_ms, json_t *hosts);
 /* The distinct non-empty values of label key in ans, as a JSON array; only
  * of the items whose label fkey equals fval when fkey is not NULL. */
-json_t *st_rules_hosts(const json_t *ans, const char *key, const char *fkey, const char *fval);
+json_t *st_rules_hosts(const st_answer *ans, const char *key, const char *fkey, const char *fval);
 
 /* ---- SQL of normalized statements (rules_sql.c) ---- */
 

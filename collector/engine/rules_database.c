@@ -27,20 +27,20 @@
 
 /* The window's statement and table counters, summed per group. */
 typedef struct dbq {
-    json_t *calls;
-    json_t *time;
-    json_t *rows;
-    json_t *seq;
-    json_t *seq_tup;
-    json_t *idx;
-    json_t *idx_tup;
+    st_answer *calls;
+    st_answer *time;
+    st_answer *rows;
+    st_answer *seq;
+    st_answer *seq_tup;
+    st_answer *idx;
+    st_answer *idx_tup;
     int64_t window;
     double secs;
 } dbq;
 
 /* One statement of the window with its table's counters. */
 typedef struct stmt {
-    const json_t *item;
+    const st_ans_row *item;
     const char *query;
     const char *table;
     double calls;
@@ -56,13 +56,13 @@ typedef struct stmt {
 
 static void dbq_free(dbq *q)
 {
-    json_decref(q->calls);
-    json_decref(q->time);
-    json_decref(q->rows);
-    json_decref(q->seq);
-    json_decref(q->seq_tup);
-    json_decref(q->idx);
-    json_decref(q->idx_tup);
+    st_answer_unref(q->calls);
+    st_answer_unref(q->time);
+    st_answer_unref(q->rows);
+    st_answer_unref(q->seq);
+    st_answer_unref(q->seq_tup);
+    st_answer_unref(q->idx);
+    st_answer_unref(q->idx_tup);
     memset(q, 0, sizeof(*q));
 }
 
@@ -93,13 +93,13 @@ static double zero_nan(double v)
     return isfinite(v) ? v : 0;
 }
 
-static void stmt_fill(const dbq *q, const json_t *item, stmt *s)
+static void stmt_fill(const dbq *q, const st_ans_row *item, stmt *s)
 {
     memset(s, 0, sizeof(*s));
     s->item = item;
     s->query = st_rules_label(item, "query");
     s->table = st_rules_label(item, "table");
-    s->calls = zero_nan(st_eng_value(item));
+    s->calls = zero_nan(st_ans_value(item));
     s->time = zero_nan(st_rules_lookup(q->time, item, STMT_BY));
     s->rows = zero_nan(st_rules_lookup(q->rows, item, STMT_BY));
     s->mean = s->calls > 0 ? s->time / s->calls : NAN;
@@ -215,11 +215,11 @@ int st_check_seq_scan_index(st_eng *e, const st_rule *r, st_candidates *out)
     dbq q;
     double thr = st_eng_threshold(e, r);
     int rv = dbq_load(e, &q);
-    const json_t *arr = st_rules_series(q.calls);
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(arr); i++) {
+    const st_answer *arr = q.calls;
+    for (size_t i = 0; rv == ST_OK && i < arr->n; i++) {
         stmt s;
         st_sql_columns cols;
-        stmt_fill(&q, json_array_get(arr, i), &s);
+        stmt_fill(&q, &arr->rows[i], &s);
         if (s.calls > 0 && s.mean > thr && s.table[0] != '\0' && index_applies(&s, &cols)) {
             rv = add_index_candidate(e, r, &q, &s, &cols, out);
         }
@@ -327,12 +327,12 @@ int st_check_inefficient_query(st_eng *e, const st_rule *r, st_candidates *out)
     dbq q;
     double thr = st_eng_threshold(e, r);
     int rv = dbq_load(e, &q);
-    const json_t *arr = st_rules_series(q.calls);
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(arr); i++) {
+    const st_answer *arr = q.calls;
+    for (size_t i = 0; rv == ST_OK && i < arr->n; i++) {
         stmt s;
         st_sql_columns cols;
         double per_row;
-        stmt_fill(&q, json_array_get(arr, i), &s);
+        stmt_fill(&q, &arr->rows[i], &s);
         if (!(s.calls > 0 && s.mean > thr && s.table[0] != '\0' && s.idx > 0)) {
             continue;
         }
@@ -380,15 +380,15 @@ int st_check_wide_join(st_eng *e, const st_rule *r, st_candidates *out)
     dbq q;
     double thr = st_eng_threshold(e, r);
     int rv = dbq_load(e, &q);
-    const json_t *arr = st_rules_series(q.calls);
+    const st_answer *arr = q.calls;
     double total = st_rules_total(q.calls);
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(arr); i++) {
+    for (size_t i = 0; rv == ST_OK && i < arr->n; i++) {
         static const char *const series[] = {"db.statement.calls", "db.statement.time"};
         stmt s;
         st_sql_tables t;
         st_candidate c;
         json_t *values;
-        stmt_fill(&q, json_array_get(arr, i), &s);
+        stmt_fill(&q, &arr->rows[i], &s);
         st_sql_tables_of(s.query, &t);
         if ((double)t.joins <= thr || s.calls / q.secs <= ST_HOT_CALLS_PER_S) {
             continue;
@@ -414,22 +414,22 @@ int st_check_wide_join(st_eng *e, const st_rule *r, st_candidates *out)
 
 /* Tables with rows, and how a cold one is known. */
 typedef struct coldq {
-    json_t *live;      /* live_tup, max over the window */
-    json_t *last_read; /* last_read_unix (PostgreSQL 16+), max over the window */
-    json_t *seq;       /* per day over days + 1, for tables without last_read */
-    json_t *idx;
-    json_t *live_days;
+    st_answer *live;      /* live_tup, max over the window */
+    st_answer *last_read; /* last_read_unix (PostgreSQL 16+), max over the window */
+    st_answer *seq;       /* per day over days + 1, for tables without last_read */
+    st_answer *idx;
+    st_answer *live_days;
     double days;
     int64_t span_ms;
 } coldq;
 
 static void coldq_free(coldq *q)
 {
-    json_decref(q->live);
-    json_decref(q->last_read);
-    json_decref(q->seq);
-    json_decref(q->idx);
-    json_decref(q->live_days);
+    st_answer_unref(q->live);
+    st_answer_unref(q->last_read);
+    st_answer_unref(q->seq);
+    st_answer_unref(q->idx);
+    st_answer_unref(q->live_days);
 }
 
 static int coldq_days(st_eng *e, coldq *q)
@@ -448,12 +448,11 @@ static int coldq_days(st_eng *e, coldq *q)
                           &q->live_days);
 }
 
-static double points_sum(const json_t *item)
+static double points_sum(const st_ans_row *item)
 {
-    const json_t *pts = json_object_get(item, "points");
     double sum = 0;
-    for (size_t i = 0; i < json_array_size(pts); i++) {
-        sum += zero_nan(json_number_value(json_array_get(json_array_get(pts, i), 1)));
+    for (size_t i = 0; item != NULL && i < item->n; i++) {
+        sum += zero_nan(item->v[i]);
     }
     return sum;
 }
@@ -461,14 +460,13 @@ static double points_sum(const json_t *item)
 /* Days without a read from the daily counters: the table must have been
  * seen in the first day of the range (so the data covers more than the
  * threshold) and no scan of either kind counted since. NAN: unknown. */
-static double days_from_counters(st_eng *e, const coldq *q, const json_t *item)
+static double days_from_counters(st_eng *e, const coldq *q, const st_ans_row *item)
 {
-    const json_t *lv = st_rules_find(q->live_days, item, TABLE_BY);
-    const json_t *first = json_array_get(json_object_get(lv, "points"), 0);
-    json_int_t from = json_integer_value(json_object_get(q->live_days, "from"));
-    const json_t *seq = st_rules_find(q->seq, item, TABLE_BY);
-    const json_t *idx = st_rules_find(q->idx, item, TABLE_BY);
-    if (first == NULL || json_integer_value(json_array_get(first, 0)) != from || seq == NULL) {
+    const st_ans_row *lv = st_rules_find(q->live_days, item, TABLE_BY);
+    int64_t from = q->live_days->from;
+    const st_ans_row *seq = st_rules_find(q->seq, item, TABLE_BY);
+    const st_ans_row *idx = st_rules_find(q->idx, item, TABLE_BY);
+    if (lv == NULL || lv->n == 0 || lv->t[0] != from || seq == NULL) {
         return NAN;
     }
     if (points_sum(seq) + points_sum(idx) > 0) {
@@ -477,13 +475,13 @@ static double days_from_counters(st_eng *e, const coldq *q, const json_t *item)
     return (double)(st_eng_now(e) - from) / (double)DAY_MS;
 }
 
-static int cold_candidate(st_eng *e, const st_rule *r, const coldq *q, const json_t *item,
+static int cold_candidate(st_eng *e, const st_rule *r, const coldq *q, const st_ans_row *item,
                           double idle, const char *source, st_candidates *out)
 {
     static const char *const series[] = {"db.table.last_read_unix", "db.table.seq_scan",
                                          "db.table.idx_scan", "db.table.live_tup"};
     const char *t = st_rules_label(item, "table");
-    double live = st_eng_value(item);
+    double live = st_ans_value(item);
     double total = st_rules_total(q->live);
     char sql[SQL_MAX];
     char arch[2 * ST_SQL_IDENT_MAX + 16];
@@ -530,12 +528,13 @@ static int cold_candidate(st_eng *e, const st_rule *r, const coldq *q, const jso
 }
 
 /* One table: last_read_unix when the server reports it, else the counters. */
-static int cold_one(st_eng *e, const st_rule *r, coldq *q, const json_t *item, st_candidates *out)
+static int cold_one(st_eng *e, const st_rule *r, coldq *q, const st_ans_row *item,
+                    st_candidates *out)
 {
     double last = st_rules_lookup(q->last_read, item, TABLE_BY);
     double idle;
     int rv;
-    if (!(st_eng_value(item) > 0)) {
+    if (!(st_ans_value(item) > 0)) {
         return ST_OK;
     }
     if (isfinite(last) && last > 0) {
@@ -572,8 +571,8 @@ int st_check_cold_table(st_eng *e, const st_rule *r, st_candidates *out)
         rv = st_rules_query(e, "db.table.last_read_unix", "max", TABLE_BY, NULL, 0, w, 0,
                             &q.last_read);
     }
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(st_rules_series(q.live)); i++) {
-        rv = cold_one(e, r, &q, json_array_get(st_rules_series(q.live), i), out);
+    for (size_t i = 0; rv == ST_OK && i < q.live->n; i++) {
+        rv = cold_one(e, r, &q, &q.live->rows[i], out);
     }
     coldq_free(&q);
     return rv;

@@ -17,7 +17,7 @@
 /* ---- shared ---- */
 
 typedef struct ranked {
-    const json_t *item;
+    const st_ans_row *item;
     double v;
 } ranked;
 
@@ -28,17 +28,16 @@ static int by_value_desc(const void *a, const void *b)
     return x->v < y->v ? 1 : (x->v > y->v ? -1 : 0);
 }
 
-static bool host_is(const json_t *item, const char *host)
+static bool host_is(const st_ans_row *item, const char *host)
 {
     return host == NULL || strcmp(st_rules_label(item, "host"), host) == 0;
 }
 
 /* The top n items of ans (of host, when given) by value as
  * [{key: label, bytes: v}], largest first. */
-static json_t *top_items(const json_t *ans, const char *key, const char *host, size_t n)
+static json_t *top_items(const st_answer *ans, const char *key, const char *host, size_t n)
 {
-    const json_t *arr = st_rules_series(ans);
-    size_t cnt = json_array_size(arr);
+    size_t cnt = ans != NULL ? ans->n : 0;
     ranked *rk = calloc(cnt + 1, sizeof(*rk));
     size_t k = 0;
     json_t *out = json_array();
@@ -46,8 +45,8 @@ static json_t *top_items(const json_t *ans, const char *key, const char *host, s
         return out;
     }
     for (size_t i = 0; i < cnt; i++) {
-        const json_t *item = json_array_get(arr, i);
-        double v = st_eng_value(item);
+        const st_ans_row *item = &ans->rows[i];
+        double v = st_ans_value(item);
         if (isfinite(v) && v > 0 && host_is(item, host)) {
             rk[k++] = (ranked){item, v};
         }
@@ -75,13 +74,12 @@ static void names_of(const json_t *top, const char *key, char *buf, size_t cap)
 }
 
 /* The sum of the values of host's items. */
-static double host_sum(const json_t *ans, const char *host)
+static double host_sum(const st_answer *ans, const char *host)
 {
-    const json_t *arr = st_rules_series(ans);
     double sum = 0;
-    for (size_t i = 0; i < json_array_size(arr); i++) {
-        double v = st_eng_value(json_array_get(arr, i));
-        sum += isfinite(v) && host_is(json_array_get(arr, i), host) ? v : 0;
+    for (size_t i = 0; ans != NULL && i < ans->n; i++) {
+        double v = st_ans_value(&ans->rows[i]);
+        sum += isfinite(v) && host_is(&ans->rows[i], host) ? v : 0;
     }
     return sum;
 }
@@ -109,7 +107,7 @@ static json_t *split_impl(const char *chunk, bool entry, double bytes, double li
         "if (id.includes('node_modules')) return 'vendor'; } } } }");
 }
 
-static int chunk_candidate(st_eng *e, const st_rule *r, const json_t *item, double bytes,
+static int chunk_candidate(st_eng *e, const st_rule *r, const st_ans_row *item, double bytes,
                            double limit, double chunk_limit, double total, st_candidates *out)
 {
     static const char *const series[] = {"frontend.bundle.gzip_bytes"};
@@ -132,7 +130,7 @@ static int chunk_candidate(st_eng *e, const st_rule *r, const json_t *item, doub
 }
 
 static int total_candidate(st_eng *e, const st_rule *r, const char *host, double total,
-                           double limit, double chunk_limit, const json_t *chunks,
+                           double limit, double chunk_limit, const st_answer *chunks,
                            st_candidates *out)
 {
     static const char *const series[] = {"frontend.bundle.total_gzip_bytes",
@@ -159,25 +157,25 @@ static int total_candidate(st_eng *e, const st_rule *r, const char *host, double
 }
 
 /* Totals per host: the scanner's own total, else the sum of its chunks. */
-static int totals_check(st_eng *e, const st_rule *r, const json_t *chunks, double chunk_limit,
+static int totals_check(st_eng *e, const st_rule *r, const st_answer *chunks, double chunk_limit,
                         st_candidates *out)
 {
     double limit = st_eng_setting(e, "bundle_total_bytes");
     json_t *hosts = st_rules_hosts(chunks, "host", NULL, NULL);
-    json_t *tot = NULL;
+    st_answer *tot = NULL;
     int rv = st_rules_last(e, "frontend.bundle.total_gzip_bytes", "host", NULL, 0, st_eng_window(e),
                            &tot);
     for (size_t i = 0; rv == ST_OK && i < json_array_size(hosts); i++) {
         const char *h = json_string_value(json_array_get(hosts, i));
-        json_t *key = json_pack("{s:{s:s}}", "labels", "host", h);
-        double total = st_rules_lookup(tot, key, "host");
-        json_decref(key);
+        st_ans_row key = {.labels = json_pack("{s:s}", "host", h)};
+        double total = st_rules_lookup(tot, &key, "host");
+        json_decref(key.labels);
         total = isfinite(total) ? total : host_sum(chunks, h);
         if (total > limit) {
             rv = total_candidate(e, r, h, total, limit, chunk_limit, chunks, out);
         }
     }
-    json_decref(tot);
+    st_answer_unref(tot);
     json_decref(hosts);
     return rv;
 }
@@ -186,15 +184,14 @@ int st_check_bundle_size(st_eng *e, const st_rule *r, st_candidates *out)
 {
     double main_limit = st_rules_threshold(e, r, "bundle_main_bytes");
     double chunk_limit = st_eng_setting(e, "bundle_chunk_bytes");
-    json_t *chunks = NULL;
+    st_answer *chunks = NULL;
     int rv = st_rules_last(e, "frontend.bundle.gzip_bytes", "chunk,entry,host", NULL, 0,
                            st_eng_window(e), &chunks);
-    const json_t *arr = st_rules_series(chunks);
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(arr); i++) {
-        const json_t *item = json_array_get(arr, i);
+    for (size_t i = 0; rv == ST_OK && i < chunks->n; i++) {
+        const st_ans_row *item = &chunks->rows[i];
         bool entry = strcmp(st_rules_label(item, "entry"), "true") == 0;
         double limit = entry ? main_limit : chunk_limit;
-        double bytes = st_eng_value(item);
+        double bytes = st_ans_value(item);
         if (bytes > limit) {
             rv = chunk_candidate(e, r, item, bytes, limit, chunk_limit,
                                  host_sum(chunks, st_rules_label(item, "host")), out);
@@ -203,7 +200,7 @@ int st_check_bundle_size(st_eng *e, const st_rule *r, st_candidates *out)
     if (rv == ST_OK) {
         rv = totals_check(e, r, chunks, chunk_limit, out);
     }
-    json_decref(chunks);
+    st_answer_unref(chunks);
     return rv;
 }
 
@@ -282,7 +279,7 @@ static json_t *dedupe_impl(double bytes, json_t *chunks, json_t *modules)
 }
 
 static int waste_candidate(st_eng *e, const st_rule *r, const waste *w, const char *host,
-                           double bytes, const json_t *chunks, const json_t *modules,
+                           double bytes, const st_answer *chunks, const st_answer *modules,
                            st_candidates *out)
 {
     const char *series[] = {w->metric, w->chunks, w->modules};
@@ -311,9 +308,9 @@ static int waste_check(st_eng *e, const st_rule *r, const waste *w, st_candidate
 {
     int64_t win = st_eng_window(e);
     double thr = st_eng_threshold(e, r);
-    json_t *tot = NULL;
-    json_t *chunks = NULL;
-    json_t *mods = NULL;
+    st_answer *tot = NULL;
+    st_answer *chunks = NULL;
+    st_answer *mods = NULL;
     int rv = st_rules_last(e, w->metric, "host", NULL, 0, win, &tot);
     if (rv == ST_OK) {
         rv = st_rules_last(e, w->chunks, "chunk,host", NULL, 0, win, &chunks);
@@ -321,16 +318,16 @@ static int waste_check(st_eng *e, const st_rule *r, const waste *w, st_candidate
     if (rv == ST_OK && w->modules != NULL) {
         rv = st_rules_last(e, w->modules, "module,host", NULL, 0, win, &mods);
     }
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(st_rules_series(tot)); i++) {
-        const json_t *item = json_array_get(st_rules_series(tot), i);
-        double bytes = st_eng_value(item);
+    for (size_t i = 0; rv == ST_OK && i < tot->n; i++) {
+        const st_ans_row *item = &tot->rows[i];
+        double bytes = st_ans_value(item);
         if (bytes > thr) {
             rv = waste_candidate(e, r, w, st_rules_label(item, "host"), bytes, chunks, mods, out);
         }
     }
-    json_decref(tot);
-    json_decref(chunks);
-    json_decref(mods);
+    st_answer_unref(tot);
+    st_answer_unref(chunks);
+    st_answer_unref(mods);
     return rv;
 }
 
@@ -375,18 +372,18 @@ int st_check_slow_component(st_eng *e, const st_rule *r, st_candidates *out)
     double thr = st_eng_threshold(e, r);
     double min = st_eng_setting(e, "min_samples");
     int64_t w = st_eng_window(e);
-    json_t *p95 = NULL;
-    json_t *cnt = NULL;
+    st_answer *p95 = NULL;
+    st_answer *cnt = NULL;
     int rv = st_eng_query(e, "frontend.component.render", "p95", "component", NULL, 0, w, &p95);
     double total;
     if (rv == ST_OK) {
         rv = st_eng_query(e, "frontend.component.render", "count", "component", NULL, 0, w, &cnt);
     }
     total = st_rules_total(cnt);
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(st_rules_series(p95)); i++) {
-        const json_t *item = json_array_get(st_rules_series(p95), i);
+    for (size_t i = 0; rv == ST_OK && i < p95->n; i++) {
+        const st_ans_row *item = &p95->rows[i];
         const char *name = st_rules_label(item, "component");
-        double v = st_eng_value(item);
+        double v = st_ans_value(item);
         double n = st_rules_lookup(cnt, item, "component");
         st_candidate c;
         if (!(v > thr) || !(n >= min)) {
@@ -405,7 +402,7 @@ int st_check_slow_component(st_eng *e, const st_rule *r, st_candidates *out)
         c.implementation = component_impl(name, v);
         rv = st_rules_add(out, &c);
     }
-    json_decref(p95);
-    json_decref(cnt);
+    st_answer_unref(p95);
+    st_answer_unref(cnt);
     return rv;
 }

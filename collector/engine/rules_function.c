@@ -32,12 +32,12 @@
 
 /* The window's function and statement data. */
 typedef struct fnq {
-    json_t *p95;
-    json_t *count;
-    json_t *bytes;
-    json_t *calls;
-    json_t *time;
-    json_t *rows;
+    st_answer *p95;
+    st_answer *count;
+    st_answer *bytes;
+    st_answer *calls;
+    st_answer *time;
+    st_answer *rows;
     json_t *host_stmts; /* host -> indices into calls, ascending */
     int64_t window;
     double min_samples;
@@ -46,7 +46,7 @@ typedef struct fnq {
 
 /* A slow function and the statements of its host. */
 typedef struct fnctx {
-    const json_t *item;
+    const st_ans_row *item;
     const char *function;
     const char *host;
     double p95;
@@ -56,7 +56,7 @@ typedef struct fnctx {
 
 /* The statement picked as the explanation, with per-call figures. */
 typedef struct pick {
-    const json_t *item;
+    const st_ans_row *item;
     double calls;
     double mean;
     double rows;
@@ -66,12 +66,12 @@ typedef struct pick {
 
 static void fnq_free(fnq *q)
 {
-    json_decref(q->p95);
-    json_decref(q->count);
-    json_decref(q->bytes);
-    json_decref(q->calls);
-    json_decref(q->time);
-    json_decref(q->rows);
+    st_answer_unref(q->p95);
+    st_answer_unref(q->count);
+    st_answer_unref(q->bytes);
+    st_answer_unref(q->calls);
+    st_answer_unref(q->time);
+    st_answer_unref(q->rows);
     json_decref(q->host_stmts);
     memset(q, 0, sizeof(*q));
 }
@@ -81,14 +81,14 @@ static void fnq_free(fnq *q)
  * every statement of the fleet for every slow function. */
 static int index_hosts(fnq *q)
 {
-    const json_t *calls = st_rules_series(q->calls);
+    const st_answer *calls = q->calls;
     q->host_stmts = json_object();
     if (q->host_stmts == NULL) {
         fnq_free(q);
         return ST_ENOMEM;
     }
-    for (size_t j = 0; j < json_array_size(calls); j++) {
-        const char *h = st_rules_label(json_array_get(calls, j), "host");
+    for (size_t j = 0; j < calls->n; j++) {
+        const char *h = st_rules_label(&calls->rows[j], "host");
         json_t *list = json_object_get(q->host_stmts, h);
         if (list == NULL && json_object_set_new(q->host_stmts, h, list = json_array()) != 0) {
             fnq_free(q);
@@ -133,13 +133,13 @@ static const json_t *stmts_of(const fnq *q, const char *host)
 /* The i-th function when it is slow (p95 over thr with enough calls). */
 static bool slow_function(const fnq *q, size_t i, double thr, fnctx *f)
 {
-    const json_t *item = json_array_get(st_rules_series(q->p95), i);
+    const st_ans_row *item = &q->p95->rows[i];
     double total = q->calls_total;
     memset(f, 0, sizeof(*f));
     f->item = item;
     f->function = st_rules_label(item, "function");
     f->host = st_rules_label(item, "host");
-    f->p95 = st_eng_value(item);
+    f->p95 = st_ans_value(item);
     f->count = st_rules_lookup(q->count, item, FN_BY);
     f->share = total > 0 && isfinite(f->count) ? f->count / total : 0;
     return f->p95 > thr && f->count > 0 && !(f->count < q->min_samples);
@@ -154,13 +154,13 @@ static double num_or_zero(double v)
  * another host. */
 static bool stmt_per_call(const fnq *q, const fnctx *f, size_t j, pick *p)
 {
-    const json_t *item = json_array_get(st_rules_series(q->calls), j);
+    const st_ans_row *item = &q->calls->rows[j];
     double time;
     if (strcmp(st_rules_label(item, "host"), f->host) != 0) {
         return false;
     }
     p->item = item;
-    p->calls = num_or_zero(st_eng_value(item));
+    p->calls = num_or_zero(st_ans_value(item));
     time = num_or_zero(st_rules_lookup(q->time, item, STMT_BY));
     p->rows = num_or_zero(st_rules_lookup(q->rows, item, STMT_BY));
     p->mean = p->calls > 0 ? time / p->calls : NAN;
@@ -208,7 +208,7 @@ static int each_slow_function(st_eng *e, const st_rule *r, fn_check check, st_ca
     fnq q;
     double thr = st_eng_threshold(e, r);
     int rv = fnq_load(e, &q);
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(st_rules_series(q.p95)); i++) {
+    for (size_t i = 0; rv == ST_OK && i < q.p95->n; i++) {
         fnctx f;
         if (slow_function(&q, i, thr, &f)) {
             rv = check(e, r, &q, &f, out);
@@ -370,12 +370,11 @@ int st_check_large_objects(st_eng *e, const st_rule *r, st_candidates *out)
     static const char *const by = "process,function,host";
     double thr = st_eng_threshold(e, r);
     int64_t w = st_eng_window(e);
-    json_t *ans;
+    st_answer *ans = NULL;
     int rv = st_rules_query(e, "app.memory.largest_object", "max", by, NULL, 0, w, 0, &ans);
-    const json_t *arr = st_rules_series(ans);
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(arr); i++) {
-        const json_t *item = json_array_get(arr, i);
-        double v = st_eng_value(item);
+    for (size_t i = 0; rv == ST_OK && i < ans->n; i++) {
+        const st_ans_row *item = &ans->rows[i];
+        double v = st_ans_value(item);
         const char *where = st_rules_label(item, "function");
         st_candidate c;
         if (!(v > thr)) {
@@ -385,7 +384,7 @@ int st_check_large_objects(st_eng *e, const st_rule *r, st_candidates *out)
         st_candidate_init(&c);
         st_rules_entity(&c, item, by);
         st_rules_verdict(&c, r, v, thr, false);
-        c.traffic_share = 1.0 / (double)json_array_size(arr);
+        c.traffic_share = 1.0 / (double)ans->n;
         st_rules_summary(&c, "%s holds a %.1f MiB object (over %.0f MiB)", where, v / 1048576.0,
                          thr / 1048576.0);
         st_rules_evidence(e, &c, series, 1, json_pack("{s:f}", "largest_object_bytes", v), thr, w,
@@ -401,7 +400,7 @@ int st_check_large_objects(st_eng *e, const st_rule *r, st_candidates *out)
             "serialized document");
         rv = st_rules_add(out, &c);
     }
-    json_decref(ans);
+    st_answer_unref(ans);
     return rv;
 }
 
@@ -460,8 +459,8 @@ static json_t *leak_impl(const char *process, const char *host, const st_leak_fi
                      "mitigation", mitigation);
 }
 
-static int leak_candidate(st_eng *e, const st_rule *r, const json_t *item, const st_leak_fit *fit,
-                          size_t nhosts, st_candidates *out)
+static int leak_candidate(st_eng *e, const st_rule *r, const st_ans_row *item,
+                          const st_leak_fit *fit, size_t nhosts, st_candidates *out)
 {
     static const char *const series[] = {"mem.rss"};
     const char *process = st_rules_label(item, "process");
@@ -557,7 +556,7 @@ int st_check_memory_leak(st_eng *e, const st_rule *r, st_candidates *out)
                                      leak_group, &lw);
     }
     if (rv == ST_ETOOBIG) {
-        json_t *ans = NULL;
+        st_answer *ans = NULL;
         for (size_t i = 0; i < lw.n; i++) {
             json_decref(lw.v[i].labels);
         }
@@ -565,15 +564,12 @@ int st_check_memory_leak(st_eng *e, const st_rule *r, st_candidates *out)
         json_object_clear(lw.hosts);
         rv = st_rules_query_per_host(e, "mem.rss", "avg", "host,process", NULL, 0, w, step, &ans);
         rv = rv == ST_OK ? st_eng_answer_each(ans, leak_group, &lw) : rv;
-        json_decref(ans);
+        st_answer_unref(ans);
     }
     for (size_t i = 0; i < lw.n; i++) {
         if (rv == ST_OK) {
-            json_t *item = json_pack("{s:O}", "labels", lw.v[i].labels);
-            rv = item != NULL
-                     ? leak_candidate(e, r, item, &lw.v[i].fit, json_object_size(lw.hosts), out)
-                     : ST_ENOMEM;
-            json_decref(item);
+            st_ans_row item = {.labels = lw.v[i].labels};
+            rv = leak_candidate(e, r, &item, &lw.v[i].fit, json_object_size(lw.hosts), out);
         }
         json_decref(lw.v[i].labels);
     }

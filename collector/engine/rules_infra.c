@@ -61,7 +61,7 @@ typedef struct group {
 } group;
 
 typedef struct route {
-    const json_t *item;
+    const st_ans_row *item;
     double ratio;
     double requests;
 } route;
@@ -92,8 +92,8 @@ static int worst_routes(st_eng *e, const char *cache, double total, json_t **out
 {
     char m[MATCH_MAX];
     const char *match[2] = {m, "result=hit"};
-    json_t *ratio = NULL;
-    json_t *sum = NULL;
+    st_answer *ratio = NULL;
+    st_answer *sum = NULL;
     route *rt = NULL;
     size_t n = 0;
     int64_t w = st_eng_window(e);
@@ -102,15 +102,14 @@ static int worst_routes(st_eng *e, const char *cache, double total, json_t **out
     *out = json_array();
     rv = st_eng_query(e, "cache.requests", "ratio", "route", match, 2, w, &ratio);
     rv = rv ? rv : st_eng_query(e, "cache.requests", "sum", "route", match, 1, w, &sum);
-    if (rv == ST_OK &&
-        (rt = calloc(json_array_size(st_rules_series(sum)) + 1, sizeof(*rt))) == NULL) {
+    if (rv == ST_OK && (rt = calloc(sum->n + 1, sizeof(*rt))) == NULL) {
         rv = ST_ENOMEM;
     }
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(st_rules_series(sum)); i++) {
-        const json_t *item = json_array_get(st_rules_series(sum), i);
+    for (size_t i = 0; rv == ST_OK && i < sum->n; i++) {
+        const st_ans_row *item = &sum->rows[i];
         double v = st_rules_lookup(ratio, item, "route");
         if (st_rules_label(item, "route")[0] != '\0') {
-            rt[n++] = (route){item, isfinite(v) ? v : 0, st_eng_value(item)};
+            rt[n++] = (route){item, isfinite(v) ? v : 0, st_ans_value(item)};
         }
     }
     if (n > 1) {
@@ -123,8 +122,8 @@ static int worst_routes(st_eng *e, const char *cache, double total, json_t **out
                             total > 0 ? rt[i].requests / total : 0));
     }
     free(rt);
-    json_decref(ratio);
-    json_decref(sum);
+    st_answer_unref(ratio);
+    st_answer_unref(sum);
     return rv;
 }
 
@@ -168,22 +167,22 @@ static json_t *cache_impl(const st_rule *r, const char *cache, json_t *routes, d
 
 /* The window's numbers per cache of the group. */
 typedef struct cacheq {
-    json_t *ratio;
-    json_t *sum;
-    json_t *hosts;
-    json_t *evict;
-    json_t *used;
+    st_answer *ratio;
+    st_answer *sum;
+    st_answer *hosts;
+    st_answer *evict;
+    st_answer *used;
     double total;
     double min;
     int64_t window;
 } cacheq;
 
 static int cache_candidate(st_eng *e, const st_rule *r, const group *g, const cacheq *q,
-                           const json_t *item, double ratio, st_candidates *out)
+                           const st_ans_row *item, double ratio, st_candidates *out)
 {
     static const char *const series[] = {"cache.requests", "cache.evictions", "cache.memory.used"};
     const char *cache = st_rules_label(item, "cache");
-    double n = st_eng_value(item);
+    double n = st_ans_value(item);
     double thr = st_eng_threshold(e, r);
     double evict = st_rules_lookup(q->evict, item, "cache");
     double used = st_rules_lookup(q->used, item, "cache");
@@ -214,11 +213,11 @@ static int cache_candidate(st_eng *e, const st_rule *r, const group *g, const ca
 
 static void cacheq_free(cacheq *q)
 {
-    json_decref(q->ratio);
-    json_decref(q->sum);
-    json_decref(q->hosts);
-    json_decref(q->evict);
-    json_decref(q->used);
+    st_answer_unref(q->ratio);
+    st_answer_unref(q->sum);
+    st_answer_unref(q->hosts);
+    st_answer_unref(q->evict);
+    st_answer_unref(q->used);
 }
 
 static int cache_rule(st_eng *e, const st_rule *r, const group *g, st_candidates *out)
@@ -238,11 +237,11 @@ static int cache_rule(st_eng *e, const st_rule *r, const group *g, st_candidates
         rv ? rv : st_eng_query(e, "cache.evictions", "rate", "cache", match, 1, q.window, &q.evict);
     rv = rv ? rv : st_rules_last(e, "cache.memory.used", "cache", match, 1, q.window, &q.used);
     q.total = st_rules_total(q.sum);
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(st_rules_series(q.sum)); i++) {
-        const json_t *item = json_array_get(st_rules_series(q.sum), i);
+    for (size_t i = 0; rv == ST_OK && i < q.sum->n; i++) {
+        const st_ans_row *item = &q.sum->rows[i];
         double v = st_rules_lookup(q.ratio, item, "cache");
         v = isfinite(v) ? v : 0;
-        if (st_eng_value(item) >= q.min && v < thr) {
+        if (st_ans_value(item) >= q.min && v < thr) {
             rv = cache_candidate(e, r, g, &q, item, v, out);
         }
     }

@@ -29,13 +29,12 @@ static const char *const backoff_code =
     "connect();";
 
 /* The sum per channel of a per-host gauge's latest values. */
-static double channel_sum(const json_t *ans, const char *channel)
+static double channel_sum(const st_answer *ans, const char *channel)
 {
-    const json_t *arr = st_rules_series(ans);
     double sum = 0;
-    for (size_t i = 0; i < json_array_size(arr); i++) {
-        const json_t *item = json_array_get(arr, i);
-        double v = st_eng_value(item);
+    for (size_t i = 0; ans != NULL && i < ans->n; i++) {
+        const st_ans_row *item = &ans->rows[i];
+        double v = st_ans_value(item);
         if (isfinite(v) && strcmp(st_rules_label(item, "channel"), channel) == 0) {
             sum += v;
         }
@@ -71,17 +70,17 @@ int st_check_update_rate(st_eng *e, const st_rule *r, st_candidates *out)
     static const char *const series[] = {"realtime.updates", "realtime.subscriptions"};
     double thr = st_eng_threshold(e, r);
     int64_t w = st_eng_window(e);
-    json_t *rate = NULL;
-    json_t *subs = NULL;
+    st_answer *rate = NULL;
+    st_answer *subs = NULL;
     int rv = st_eng_query(e, "realtime.updates", "rate", "channel", NULL, 0, w, &rate);
     double total = st_rules_total(rate);
     if (rv == ST_OK) {
         rv = st_rules_last(e, "realtime.subscriptions", "channel,host", NULL, 0, w, &subs);
     }
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(st_rules_series(rate)); i++) {
-        const json_t *item = json_array_get(st_rules_series(rate), i);
+    for (size_t i = 0; rv == ST_OK && i < rate->n; i++) {
+        const st_ans_row *item = &rate->rows[i];
         const char *ch = st_rules_label(item, "channel");
-        double ups = st_eng_value(item);
+        double ups = st_ans_value(item);
         double n = channel_sum(subs, ch);
         double per_sub = ups / fmax(n, 1);
         st_candidate c;
@@ -103,8 +102,8 @@ int st_check_update_rate(st_eng *e, const st_rule *r, st_candidates *out)
         c.implementation = throttle_impl(ch, per_sub, thr);
         rv = st_rules_add(out, &c);
     }
-    json_decref(rate);
-    json_decref(subs);
+    st_answer_unref(rate);
+    st_answer_unref(subs);
     return rv;
 }
 
@@ -128,9 +127,9 @@ int st_check_bandwidth(st_eng *e, const st_rule *r, st_candidates *out)
     static const char *const series[] = {"realtime.bytes", "realtime.updates"};
     double thr = st_eng_threshold(e, r);
     int64_t w = st_eng_window(e);
-    json_t *bytes = NULL;
-    json_t *ups = NULL;
-    json_t *hosts = NULL;
+    st_answer *bytes = NULL;
+    st_answer *ups = NULL;
+    st_answer *hosts = NULL;
     int rv = st_eng_query(e, "realtime.bytes", "rate", "channel", NULL, 0, w, &bytes);
     double total = st_rules_total(bytes);
     if (rv == ST_OK) {
@@ -139,10 +138,10 @@ int st_check_bandwidth(st_eng *e, const st_rule *r, st_candidates *out)
     if (rv == ST_OK) {
         rv = st_eng_query(e, "realtime.bytes", "rate", "channel,host", NULL, 0, w, &hosts);
     }
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(st_rules_series(bytes)); i++) {
-        const json_t *item = json_array_get(st_rules_series(bytes), i);
+    for (size_t i = 0; rv == ST_OK && i < bytes->n; i++) {
+        const st_ans_row *item = &bytes->rows[i];
         const char *ch = st_rules_label(item, "channel");
-        double bps = st_eng_value(item);
+        double bps = st_ans_value(item);
         double u = st_rules_lookup(ups, item, "channel");
         st_candidate c;
         if (!(bps > thr)) {
@@ -162,9 +161,9 @@ int st_check_bandwidth(st_eng *e, const st_rule *r, st_candidates *out)
         c.implementation = compress_impl(ch, bps);
         rv = st_rules_add(out, &c);
     }
-    json_decref(bytes);
-    json_decref(ups);
-    json_decref(hosts);
+    st_answer_unref(bytes);
+    st_answer_unref(ups);
+    st_answer_unref(hosts);
     return rv;
 }
 
@@ -178,9 +177,9 @@ typedef struct stab_src {
 
 /* The TCP counters of the hosts, for the evidence. */
 typedef struct tcpq {
-    json_t *retrans;
-    json_t *outs;
-    json_t *resets;
+    st_answer *retrans;
+    st_answer *outs;
+    st_answer *resets;
 } tcpq;
 
 static int tcpq_load(st_eng *e, int64_t w, tcpq *t)
@@ -196,21 +195,20 @@ static int tcpq_load(st_eng *e, int64_t w, tcpq *t)
 
 static void tcpq_free(tcpq *t)
 {
-    json_decref(t->retrans);
-    json_decref(t->outs);
-    json_decref(t->resets);
+    st_answer_unref(t->retrans);
+    st_answer_unref(t->outs);
+    st_answer_unref(t->resets);
 }
 
 /* [{host, retrans_ratio, estab_resets_per_s}] for the hosts of key=name;
  * *worst the highest retransmission ratio. */
-static json_t *tcp_evidence(const tcpq *t, const json_t *hosts, const char *key, const char *name,
-                            double *worst)
+static json_t *tcp_evidence(const tcpq *t, const st_answer *hosts, const char *key,
+                            const char *name, double *worst)
 {
-    const json_t *arr = st_rules_series(hosts);
     json_t *out = json_array();
     *worst = 0;
-    for (size_t i = 0; i < json_array_size(arr); i++) {
-        const json_t *item = json_array_get(arr, i);
+    for (size_t i = 0; hosts != NULL && i < hosts->n; i++) {
+        const st_ans_row *item = &hosts->rows[i];
         double re;
         double os;
         if (strcmp(st_rules_label(item, key), name) != 0) {
@@ -249,7 +247,7 @@ static json_t *resilience_impl(const stab_src *s, const char *name, double ratio
     return impl;
 }
 
-static int stab_candidate(st_eng *e, const st_rule *r, const stab_src *s, const json_t *item,
+static int stab_candidate(st_eng *e, const st_rule *r, const stab_src *s, const st_ans_row *item,
                           double ratio, double n, double share, json_t *tcp, double worst,
                           st_candidates *out)
 {
@@ -284,14 +282,14 @@ static int stability_of(st_eng *e, const st_rule *r, const stab_src *s, const tc
     int64_t w = st_eng_window(e);
     double thr = st_eng_threshold(e, r);
     double min = st_eng_setting(e, "min_samples");
-    json_t *ratio = NULL, *sum = NULL, *hosts = NULL;
+    st_answer *ratio = NULL, *sum = NULL, *hosts = NULL;
     int rv = st_eng_query(e, s->metric, "ratio", s->key, ok, 1, w, &ratio);
     snprintf(by, sizeof(by), "%s,host", s->key);
     rv = rv ? rv : st_eng_query(e, s->metric, "sum", s->key, NULL, 0, w, &sum);
     rv = rv ? rv : st_eng_query(e, s->metric, "sum", by, NULL, 0, w, &hosts);
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(st_rules_series(sum)); i++) {
-        const json_t *item = json_array_get(st_rules_series(sum), i);
-        double n = st_eng_value(item);
+    for (size_t i = 0; rv == ST_OK && i < sum->n; i++) {
+        const st_ans_row *item = &sum->rows[i];
+        double n = st_ans_value(item);
         double v = st_rules_lookup(ratio, item, s->key);
         double worst;
         v = isfinite(v) ? v : 0; /* no ok at all */
@@ -300,9 +298,9 @@ static int stability_of(st_eng *e, const st_rule *r, const stab_src *s, const tc
             rv = stab_candidate(e, r, s, item, v, n, n / st_rules_total(sum), tcp, worst, out);
         }
     }
-    json_decref(ratio);
-    json_decref(sum);
-    json_decref(hosts);
+    st_answer_unref(ratio);
+    st_answer_unref(sum);
+    st_answer_unref(hosts);
     return rv;
 }
 

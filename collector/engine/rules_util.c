@@ -150,146 +150,27 @@ void st_rbuf_ident(st_rbuf *b, const char *name)
 
 /* ---- reading answers ---- */
 
-const char *st_rules_label(const json_t *item, const char *key)
+const char *st_rules_label(const st_ans_row *item, const char *key)
 {
-    const char *v = json_string_value(json_object_get(json_object_get(item, "labels"), key));
-    return v != NULL ? v : "";
+    return st_ans_label(item, key);
 }
 
-const json_t *st_rules_series(const json_t *ans)
+const st_ans_row *st_rules_find(st_answer *ans, const st_ans_row *item, const char *keys)
 {
-    return json_object_get(ans, "series");
+    return st_answer_find(ans, item, keys);
 }
 
-/* Whether a and b agree on every key of the comma-separated list. */
-static bool same_keys(const json_t *a, const json_t *b, const char *keys)
+double st_rules_lookup(st_answer *ans, const st_ans_row *item, const char *keys)
 {
-    const char *p = keys;
-    while (*p != '\0') {
-        char key[KEY_MAX];
-        size_t n = strcspn(p, ",");
-        if (n >= sizeof(key)) {
-            return false;
-        }
-        memcpy(key, p, n);
-        key[n] = '\0';
-        if (strcmp(st_rules_label(a, key), st_rules_label(b, key)) != 0) {
-            return false;
-        }
-        p += n + (p[n] == ',');
-    }
-    return true;
+    const st_ans_row *x = st_answer_find(ans, item, keys);
+    return x != NULL ? st_ans_value(x) : NAN;
 }
 
-/* item's values of the comma-separated keys, joined by US (0x1f); false
- * when they do not fit. */
-static bool key_string(const json_t *item, const char *keys, char *out, size_t cap)
+double st_rules_total(const st_answer *ans)
 {
-    const char *p = keys;
-    size_t len = 0;
-    while (*p != '\0') {
-        char key[KEY_MAX];
-        size_t n = strcspn(p, ",");
-        const char *v;
-        size_t vl;
-        if (n >= sizeof(key)) {
-            return false;
-        }
-        memcpy(key, p, n);
-        key[n] = '\0';
-        v = st_rules_label(item, key);
-        vl = strlen(v);
-        if (len + vl + 2 > cap) {
-            return false;
-        }
-        memcpy(out + len, v, vl);
-        len += vl;
-        out[len++] = '\x1f';
-        p += n + (p[n] == ',');
-    }
-    out[len] = '\0';
-    return true;
-}
-
-/* Rules look items of one answer up in another, for every item: past this
- * many series a hash index (kept in the answer, built once per key list)
- * replaces the linear search, which is quadratic at fleet size. */
-#define FIND_INDEX_MIN 32
-#define FIND_KEY_MAX 1024
-
-/* 1: *out is the series of item's keys; 0: there is none; -1: the index
- * cannot tell (a value too long to index), search linearly. */
-static int find_indexed(const json_t *ans, const json_t *arr, const json_t *item, const char *keys,
-                        const json_t **out)
-{
-    char name[KEY_MAX + 8];
-    char k[FIND_KEY_MAX];
-    json_t *idx;
-    const json_t *at;
-    if ((size_t)snprintf(name, sizeof(name), "\x1fidx:%s", keys) >= sizeof(name)) {
-        return -1;
-    }
-    if ((idx = json_object_get(ans, name)) == NULL) {
-        if ((idx = json_object()) == NULL) {
-            return -1;
-        }
-        for (size_t i = json_array_size(arr); i-- > 0;) { /* the first of equals wins */
-            if (!key_string(json_array_get(arr, i), keys, k, sizeof(k))) {
-                json_object_set_new(idx, "", json_true()); /* partial: never a key_string */
-            } else {
-                json_object_set_new(idx, k, json_integer((json_int_t)i));
-            }
-        }
-        /* Answers are read by the engine thread only; shared within a
-         * run, they keep one index per key list, built by the first
-         * lookup and valid for every rule since no one changes an answer
-         * (the per-host fallback builds a new one). */
-        if (json_object_set_new((json_t *)ans, name, idx) != 0) {
-            return -1;
-        }
-    }
-    if (!key_string(item, keys, k, sizeof(k))) {
-        return -1;
-    }
-    if ((at = json_object_get(idx, k)) != NULL) {
-        *out = json_array_get(arr, (size_t)json_integer_value(at));
-        return *out != NULL ? 1 : -1;
-    }
-    return json_object_get(idx, "") != NULL ? -1 : 0;
-}
-
-const json_t *st_rules_find(const json_t *ans, const json_t *item, const char *keys)
-{
-    const json_t *arr = st_rules_series(ans);
-    const json_t *x = NULL;
-    int found = -1;
-    if (json_array_size(arr) >= FIND_INDEX_MIN && keys[0] != '\0' && strlen(keys) < KEY_MAX) {
-        found = find_indexed(ans, arr, item, keys, &x);
-    }
-    if (found >= 0) {
-        return x;
-    }
-    for (size_t i = 0; i < json_array_size(arr); i++) {
-        const json_t *y = json_array_get(arr, i);
-        if (same_keys(y, item, keys)) {
-            return y;
-        }
-    }
-    return NULL;
-}
-
-double st_rules_lookup(const json_t *ans, const json_t *item, const char *keys)
-{
-    const json_t *x = st_rules_find(ans, item, keys);
-    return x != NULL ? st_eng_value(x) : NAN;
-}
-
-double st_rules_total(const json_t *ans)
-{
-    const json_t *arr = st_rules_series(ans);
     double sum = 0;
-    for (size_t i = 0; i < json_array_size(arr); i++) {
-        double v = st_eng_value(json_array_get(arr, i));
+    for (size_t i = 0; ans != NULL && i < ans->n; i++) {
+        double v = st_ans_value(&ans->rows[i]);
         sum += isfinite(v) ? v : 0;
     }
     return sum;
@@ -297,7 +178,7 @@ double st_rules_total(const json_t *ans)
 
 static int query_one(st_eng *e, const char *metric, const char *agg, const char *by,
                      const char *const *match, size_t nmatch, int64_t window_ms, int64_t step_ms,
-                     json_t **out)
+                     st_answer **out)
 {
     if (step_ms > 0) {
         return st_eng_query_steps(e, metric, agg, by, match, nmatch, window_ms, step_ms, out);
@@ -321,71 +202,56 @@ static bool has_host(const char *by)
 /* The answer of one query per host, their series concatenated. */
 int st_rules_query_per_host(st_eng *e, const char *metric, const char *agg, const char *by,
                             const char *const *match, size_t nmatch, int64_t window_ms,
-                            int64_t step_ms, json_t **out)
+                            int64_t step_ms, st_answer **out)
 {
     const char *m[MATCH_MAX + 1];
     char hm[HOST_MATCH_MAX];
-    json_t *hosts = NULL;
-    json_t *series = json_array();
+    st_answer *hosts = NULL;
+    st_answer *all = NULL;
     int rv = st_eng_query(e, metric, "count", "host", match, nmatch, window_ms, &hosts);
-    const json_t *arr = st_rules_series(hosts);
+    *out = NULL;
     for (size_t i = 0; i < nmatch; i++) {
         m[i] = match[i];
     }
     m[nmatch] = hm;
-    for (size_t i = 0; rv == ST_OK && i < json_array_size(arr); i++) {
-        json_t *part = NULL;
-        if (snprintf(hm, sizeof(hm), "host=%s", st_rules_label(json_array_get(arr, i), "host")) >=
+    /* A new answer: the parts are answers shared with other rules, so
+     * none may be changed, and a part's lookup index would not cover the
+     * other hosts' series. */
+    rv = rv == ST_OK ? st_answer_new(&all) : rv;
+    for (size_t i = 0; rv == ST_OK && i < hosts->n; i++) {
+        st_answer *part = NULL;
+        if (snprintf(hm, sizeof(hm), "host=%s", st_rules_label(&hosts->rows[i], "host")) >=
             (int)sizeof(hm)) {
             continue;
         }
         rv = query_one(e, metric, agg, by, m, nmatch + 1, window_ms, step_ms, &part);
         if (rv == ST_OK) {
-            json_array_extend(series, json_object_get(part, "series"));
-            if (*out == NULL && (*out = json_object()) != NULL) {
-                /* A new answer with the first part's fields: within a run
-                 * the parts are answers shared with other rules, so none
-                 * may be changed, and a part's lookup index (a "\x1f" key)
-                 * would not cover the other hosts' series. */
-                const char *k;
-                json_t *v;
-                json_object_foreach(part, k, v)
-                {
-                    if (k[0] != '\x1f' && strcmp(k, "series") != 0) {
-                        json_object_set(*out, k, v);
-                    }
-                }
-            }
+            all->from = all->n == 0 ? part->from : all->from;
+            rv = st_answer_append(all, part);
         }
-        json_decref(part);
+        st_answer_unref(part);
     }
-    json_decref(hosts);
-    if (rv == ST_OK && *out == NULL) {
-        *out = json_object();
+    st_answer_unref(hosts);
+    if (rv != ST_OK) {
+        st_answer_unref(all);
+        return rv;
     }
-    if (rv == ST_OK) {
-        json_object_set(*out, "series", series);
-    }
-    json_decref(series);
-    return rv;
+    st_answer_seal(all);
+    *out = all;
+    return ST_OK;
 }
 
 int st_rules_query(st_eng *e, const char *metric, const char *agg, const char *by,
                    const char *const *match, size_t nmatch, int64_t window_ms, int64_t step_ms,
-                   json_t **out)
+                   st_answer **out)
 {
     int rv = query_one(e, metric, agg, by, match, nmatch, window_ms, step_ms, out);
     if (rv != ST_ETOOBIG || !has_host(by) || nmatch > MATCH_MAX) {
         return rv;
     }
-    json_decref(*out);
+    st_answer_unref(*out);
     *out = NULL;
-    rv = st_rules_query_per_host(e, metric, agg, by, match, nmatch, window_ms, step_ms, out);
-    if (rv != ST_OK) {
-        json_decref(*out);
-        *out = NULL;
-    }
-    return rv;
+    return st_rules_query_per_host(e, metric, agg, by, match, nmatch, window_ms, step_ms, out);
 }
 
 int st_rules_add(st_candidates *out, st_candidate *c)
@@ -409,7 +275,7 @@ int st_rules_add(st_candidates *out, st_candidate *c)
 }
 
 int st_rules_last(st_eng *e, const char *metric, const char *by, const char *const *match,
-                  size_t nmatch, int64_t window_ms, json_t **out)
+                  size_t nmatch, int64_t window_ms, st_answer **out)
 {
     int64_t step = window_ms < LAST_STEP_MS ? 1000 : LAST_STEP_MS;
     return st_eng_query_steps(e, metric, "avg", by, match, nmatch, window_ms, step, out);
@@ -450,7 +316,7 @@ void st_rules_verdict(st_candidate *c, const st_rule *r, double value, double th
     }
 }
 
-void st_rules_entity(st_candidate *c, const json_t *item, const char *keys)
+void st_rules_entity(st_candidate *c, const st_ans_row *item, const char *keys)
 {
     st_rbuf b;
     const char *p = keys;
@@ -501,13 +367,12 @@ void st_rules_evidence(st_eng *e, st_candidate *c, const char *const *series, si
     json_object_set_new(c->evidence, "hosts", hosts != NULL ? hosts : json_array());
 }
 
-json_t *st_rules_hosts(const json_t *ans, const char *key, const char *fkey, const char *fval)
+json_t *st_rules_hosts(const st_answer *ans, const char *key, const char *fkey, const char *fval)
 {
-    const json_t *arr = st_rules_series(ans);
     json_t *out = json_array();
     json_t *seen = json_object(); /* a set: 650 hosts' series by process were 2 M compares */
-    for (size_t i = 0; out != NULL && seen != NULL && i < json_array_size(arr); i++) {
-        const json_t *item = json_array_get(arr, i);
+    for (size_t i = 0; ans != NULL && out != NULL && seen != NULL && i < ans->n; i++) {
+        const st_ans_row *item = &ans->rows[i];
         const char *h = st_rules_label(item, key);
         if (h[0] == '\0' || (fkey != NULL && strcmp(st_rules_label(item, fkey), fval) != 0) ||
             json_object_get(seen, h) != NULL) {

@@ -226,11 +226,16 @@ static void parse(const struct question *qs, int64_t now, st_query *q)
     q->max_points = 1000000;
 }
 
-static void expect_equal(json_t *full, json_t *slid, const struct question *qs, int run)
+static void expect_equal(const st_answer *full, const st_answer *slid, const struct question *qs,
+                         int run)
 {
-    if (!json_equal(full, slid)) {
-        char *a = json_dumps(full, JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
-        char *b = json_dumps(slid, JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+    if (!st_answer_equal(full, slid)) {
+        json_t *ja = st_answer_json(full);
+        json_t *jb = st_answer_json(slid);
+        char *a = json_dumps(ja, JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+        char *b = json_dumps(jb, JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+        json_decref(ja);
+        json_decref(jb);
         print_error("run %d, %s %s by %s:\n full  %s\n slide %s\n", run, metrics[qs->metric].name,
                     qs->agg, qs->by, a, b);
         free(a);
@@ -246,8 +251,8 @@ static void ask(st_store *st, st_query_slide *sl, const struct question *qs, int
     st_query q;
     st_query_fold *full = NULL;
     st_query_fold *slid = NULL;
-    json_t *a = NULL;
-    json_t *b = NULL;
+    st_answer *a = NULL;
+    st_answer *b = NULL;
     char err[256];
     enum st_agg agg;
     parse(qs, now, &q);
@@ -264,22 +269,22 @@ static void ask(st_store *st, st_query_slide *sl, const struct question *qs, int
     }
     st_query_release(&q);
     if (slid != NULL) {
-        assert_int_equal(st_query_fold_answer(full, agg, &a), ST_OK);
-        assert_int_equal(st_query_fold_answer(slid, agg, &b), ST_OK);
+        assert_int_equal(st_query_fold_rows(full, agg, &a), ST_OK);
+        assert_int_equal(st_query_fold_rows(slid, agg, &b), ST_OK);
         expect_equal(a, b, qs, run);
-        json_decref(a);
-        json_decref(b);
+        st_answer_unref(a);
+        st_answer_unref(b);
         /* what the targets take from the groups by role and route */
         if (strcmp(qs->by, "role,route") == 0) {
             st_matcher m = {.key = "role", .value = "edge", .op = ST_MATCH_EQ};
             assert_int_equal(st_query_fold_merges(full, agg, &m, 1),
                              st_query_fold_merges(slid, agg, &m, 1));
             if (st_query_fold_merges(full, agg, &m, 1)) {
-                assert_int_equal(st_query_fold_merged(full, agg, &m, 1, &a), ST_OK);
-                assert_int_equal(st_query_fold_merged(slid, agg, &m, 1, &b), ST_OK);
+                assert_int_equal(st_query_fold_merged_rows(full, agg, &m, 1, &a), ST_OK);
+                assert_int_equal(st_query_fold_merged_rows(slid, agg, &m, 1, &b), ST_OK);
                 expect_equal(a, b, qs, run);
-                json_decref(a);
-                json_decref(b);
+                st_answer_unref(a);
+                st_answer_unref(b);
             }
         }
     }

@@ -1038,12 +1038,12 @@ static void test_memory_leak_shared_and_host_by_host(void **state)
             st_eng_set_max_series(e, 5); /* 6 series; app1 has 5 */
         }
         if (mode == 3) { /* the rule's own question (30 min in 60 s steps), asked before */
-            json_t *pre = NULL;
+            st_answer *pre = NULL;
             assert_int_equal(st_eng_query_steps(e, "mem.rss", "avg", "host,process", NULL, 0,
                                                 30 * 60000, 60000, &pre),
                              ST_OK);
-            assert_int_equal(json_array_size(st_rules_series(pre)), 6);
-            json_decref(pre);
+            assert_int_equal(pre->n, 6);
+            st_answer_unref(pre);
         }
         assert_int_equal(r->check(e, r, &c), ST_OK);
         assert_int_equal(c.n, 3);
@@ -1248,36 +1248,47 @@ static void test_bandwidth_at_fleet_size(void **state)
  * long to index. */
 static void test_find_indexed(void **state)
 {
-    json_t *series = json_array();
-    json_t *ans = json_pack("{s:o}", "series", series);
+    st_answer *ans = NULL;
     char longv[2000];
     char h[16];
+    int64_t t = 0;
     (void)state;
+    assert_int_equal(st_answer_new(&ans), ST_OK);
     memset(longv, 'x', sizeof(longv) - 1);
     longv[sizeof(longv) - 1] = '\0';
     for (int i = 0; i < 200; i++) {
+        double v = i;
+        json_t *l;
         snprintf(h, sizeof(h), "h%d", i % 100); /* each host twice: first wins */
-        json_array_append_new(series, json_pack("{s:{s:s,s:s},s:i}", "labels", "host", h, "fn",
-                                                i < 100 ? "a" : "b", "value", i));
+        l = json_pack("{s:s,s:s}", "host", h, "fn", i < 100 ? "a" : "b");
+        assert_int_equal(st_answer_add(ans, l, &t, &v, 1), ST_OK);
+        json_decref(l);
     }
-    json_array_append_new(
-        series, json_pack("{s:{s:s,s:s},s:i}", "labels", "host", longv, "fn", "a", "value", 999));
+    {
+        double v = 999;
+        json_t *l = json_pack("{s:s,s:s}", "host", longv, "fn", "a");
+        assert_int_equal(st_answer_add(ans, l, &t, &v, 1), ST_OK);
+        json_decref(l);
+    }
+    st_answer_seal(ans);
     for (int round = 0; round < 2; round++) { /* building the index, then using it */
-        json_t *q = json_pack("{s:{s:s,s:s}}", "labels", "host", "h42", "fn", "b");
-        json_t *absent = json_pack("{s:{s:s,s:s}}", "labels", "host", "h420", "fn", "a");
-        json_t *lq = json_pack("{s:{s:s,s:s}}", "labels", "host", longv, "fn", "a");
-        assert_int_equal(
-            json_integer_value(json_object_get(st_rules_find(ans, q, "host,fn"), "value")), 142);
-        assert_int_equal(
-            json_integer_value(json_object_get(st_rules_find(ans, q, "host"), "value")), 42);
-        assert_null(st_rules_find(ans, absent, "host,fn"));
-        assert_int_equal(
-            json_integer_value(json_object_get(st_rules_find(ans, lq, "host"), "value")), 999);
-        json_decref(q);
-        json_decref(absent);
-        json_decref(lq);
+        st_ans_row q = {.labels = json_pack("{s:s,s:s}", "host", "h42", "fn", "b")};
+        st_ans_row absent = {.labels = json_pack("{s:s,s:s}", "host", "h420", "fn", "a")};
+        st_ans_row lq = {.labels = json_pack("{s:s,s:s}", "host", longv, "fn", "a")};
+        st_ans_row nofn = {.labels = json_pack("{s:s}", "host", "h42")};
+        near(st_ans_value(st_rules_find(ans, &q, "host,fn")), 142, 0);
+        near(st_ans_value(st_rules_find(ans, &q, "host")), 42, 0);
+        assert_null(st_rules_find(ans, &absent, "host,fn"));
+        near(st_ans_value(st_rules_find(ans, &lq, "host")), 999, 0);
+        /* a missing label equals "": no row lacks fn */
+        assert_null(st_rules_find(ans, &nofn, "host,fn"));
+        near(st_rules_lookup(ans, &q, "fn,host"), 142, 0);
+        json_decref(q.labels);
+        json_decref(absent.labels);
+        json_decref(lq.labels);
+        json_decref(nofn.labels);
     }
-    json_decref(ans);
+    st_answer_unref(ans);
 }
 
 static void test_stability(void **state)
@@ -1425,9 +1436,9 @@ static void test_shared_answers(void **state)
     const char *m = "http.server.requests";
     const char *d = "http.server.duration";
     int64_t w = 5 * 60 * 1000;
-    json_t *alone[4];
-    json_t *shared[4];
-    json_t *again;
+    st_answer *alone[4];
+    st_answer *shared[4];
+    st_answer *again;
     st_eng *e;
     counter(x, m, L("role", "edge", "route", "/a", "host", "e1"), 100);
     counter(x, m, L("role", "app", "route", "/b", "host", "a1"), 50);
@@ -1443,24 +1454,24 @@ static void test_shared_answers(void **state)
     assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &shared[0]), ST_OK);
     assert_int_equal(st_eng_query(e, m, "rate", NULL, edge, 1, w, &shared[1]), ST_OK);
     assert_int_equal(st_eng_query(e, d, "count", "role,route", NULL, 0, w, &again), ST_OK);
-    json_decref(again);
+    st_answer_unref(again);
     assert_int_equal(st_eng_query(e, d, "p99", "role,route", NULL, 0, w, &shared[2]), ST_OK);
     assert_int_equal(st_eng_query(e, d, "p50", NULL, NULL, 0, w, &shared[3]), ST_OK);
     for (int i = 0; i < 4; i++) {
-        assert_true(json_equal(alone[i], shared[i]));
+        assert_true(st_answer_equal(alone[i], shared[i]));
     }
     counter(x, m, L("role", "edge", "route", "/a", "host", "e2"), 7);
     flush(x);
     assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
     assert_ptr_equal(again, shared[0]); /* the kept answer */
-    json_decref(again);
+    st_answer_unref(again);
     st_eng_share_end(e);
     assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
-    assert_false(json_equal(again, alone[0]));
-    json_decref(again);
+    assert_false(st_answer_equal(again, alone[0]));
+    st_answer_unref(again);
     for (int i = 0; i < 4; i++) {
-        json_decref(alone[i]);
-        json_decref(shared[i]);
+        st_answer_unref(alone[i]);
+        st_answer_unref(shared[i]);
     }
     st_eng_free(e);
 }
@@ -1476,9 +1487,9 @@ static void test_per_host_fallback_keeps_shared_parts(void **state)
     const char *h1[] = {"host=h1"};
     const char *hosts[] = {"h1", "h2", "h3"};
     int64_t w = 5 * 60 * 1000;
-    json_t *first;
-    json_t *second;
-    json_t *own;
+    st_answer *first;
+    st_answer *second;
+    st_answer *own;
     st_eng *e;
     for (int i = 0; i < 3; i++) {
         counter(x, m, L("role", "edge", "route", "/a", "host", hosts[i]), 10 + i);
@@ -1490,18 +1501,18 @@ static void test_per_host_fallback_keeps_shared_parts(void **state)
     st_eng_set_max_series(e, 4);
     st_eng_share_begin(e);
     assert_int_equal(st_rules_query(e, m, "sum", "host,route", NULL, 0, w, 0, &first), ST_OK);
-    assert_int_equal(json_array_size(st_rules_series(first)), 6);
+    assert_int_equal(first->n, 6);
     assert_int_equal(st_rules_query(e, m, "sum", "host,route", NULL, 0, w, 0, &second), ST_OK);
-    assert_int_equal(json_array_size(st_rules_series(second)), 6);
-    assert_true(json_equal(first, second));
+    assert_int_equal(second->n, 6);
+    assert_true(st_answer_equal(first, second));
     assert_int_equal(st_rules_query(e, m, "sum", "host,route", h1, 1, w, 0, &own), ST_OK);
-    assert_int_equal(json_array_size(st_rules_series(own)), 2);
+    assert_int_equal(own->n, 2);
     for (size_t i = 0; i < 2; i++) {
-        assert_string_equal(st_rules_label(json_array_get(st_rules_series(own), i), "host"), "h1");
+        assert_string_equal(st_rules_label(&own->rows[i], "host"), "h1");
     }
-    json_decref(first);
-    json_decref(second);
-    json_decref(own);
+    st_answer_unref(first);
+    st_answer_unref(second);
+    st_answer_unref(own);
     st_eng_share_end(e);
     st_eng_free(e);
 }
@@ -1538,8 +1549,8 @@ static void test_answers_kept_for_the_next_run_at_one_clock(void **state)
     int64_t w = 5 * 60 * 1000;
     double late = 7;
     double after = 1000;
-    json_t *first;
-    json_t *again;
+    st_answer *first;
+    st_answer *again;
     st_eng *e;
     counter(x, m, a, 100);
     flush(x);
@@ -1553,7 +1564,7 @@ static void test_answers_kept_for_the_next_run_at_one_clock(void **state)
     st_eng_share_begin(e);
     assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
     assert_ptr_equal(again, first);
-    json_decref(again);
+    st_answer_unref(again);
     st_eng_share_end(e);
 
     /* a point at the clock or later is outside every window: still kept */
@@ -1562,7 +1573,7 @@ static void test_answers_kept_for_the_next_run_at_one_clock(void **state)
     st_eng_share_begin(e);
     assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
     assert_ptr_equal(again, first);
-    json_decref(again);
+    st_answer_unref(again);
     near(walked_sum(e, m), 100, 0);
     st_eng_share_end(e);
 
@@ -1572,23 +1583,23 @@ static void test_answers_kept_for_the_next_run_at_one_clock(void **state)
     st_eng_share_begin(e);
     assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
     assert_ptr_not_equal(again, first);
-    near(st_eng_value(json_array_get(st_rules_series(again), 0)), 107, 0);
+    near(st_ans_value(&again->rows[0]), 107, 0);
     near(walked_sum(e, m), 107, 0);
-    json_decref(again);
+    st_answer_unref(again);
     st_eng_share_end(e);
 
     /* a later clock: its window takes the point at NOW */
     st_eng_set_now(e, NOW + 60000);
     st_eng_share_begin(e);
     assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
-    near(st_eng_value(json_array_get(st_rules_series(again), 0)), 1107, 0);
+    near(st_ans_value(&again->rows[0]), 1107, 0);
     near(walked_sum(e, m), 1107, 0);
-    json_decref(again);
+    st_answer_unref(again);
     st_eng_share_end(e);
 
     /* a threshold changed (the engine's validation does so during a run):
      * no question changes, the answer is kept */
-    json_decref(first);
+    st_answer_unref(first);
     st_eng_share_begin(e);
     assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &first), ST_OK);
     st_eng_share_end(e);
@@ -1596,7 +1607,7 @@ static void test_answers_kept_for_the_next_run_at_one_clock(void **state)
     st_eng_share_begin(e);
     assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
     assert_ptr_equal(again, first);
-    json_decref(again);
+    st_answer_unref(again);
     st_eng_share_end(e);
 
     /* the series limit changed: nothing kept is taken */
@@ -1604,9 +1615,9 @@ static void test_answers_kept_for_the_next_run_at_one_clock(void **state)
     st_eng_share_begin(e);
     assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &again), ST_OK);
     assert_ptr_not_equal(again, first);
-    json_decref(again);
+    st_answer_unref(again);
     st_eng_share_end(e);
-    json_decref(first);
+    st_answer_unref(first);
     st_eng_free(e);
 }
 
@@ -1618,9 +1629,9 @@ static void test_kept_answer_dropped_for_a_new_series(void **state)
     const char *m = "http.server.requests";
     int64_t w = 5 * 60 * 1000;
     double after = 5;
-    json_t *kept;
-    json_t *again;
-    json_t *fresh;
+    st_answer *kept;
+    st_answer *again;
+    st_answer *fresh;
     st_eng *e;
     counter(x, m, L("role", "edge", "route", "/a", "host", "e1"), 100);
     flush(x);
@@ -1636,12 +1647,12 @@ static void test_kept_answer_dropped_for_a_new_series(void **state)
     st_eng_share_end(e);
     assert_ptr_not_equal(again, kept);
     assert_int_equal(st_eng_query(e, m, "sum", "host", NULL, 0, w, &fresh), ST_OK);
-    /* the same groups (the slide reports raw, the scan the rollups it read) */
-    assert_true(json_equal(st_rules_series(again), st_rules_series(fresh)));
-    assert_int_equal(json_array_size(st_rules_series(again)), 2);
-    json_decref(kept);
-    json_decref(again);
-    json_decref(fresh);
+    /* the same groups with the same points */
+    assert_true(st_answer_equal(again, fresh));
+    assert_int_equal(again->n, 2);
+    st_answer_unref(kept);
+    st_answer_unref(again);
+    st_answer_unref(fresh);
     st_eng_free(e);
 }
 
