@@ -708,6 +708,21 @@ static void test_runs_write_each_record_once_and_only_changes(void **state)
     assert_string_equal(json_string_value(json_object_get(f, "status")), "resolved");
     json_decref(f);
     st_engine_free(en);
+    /* A new engine reads the findings' texts back: unchanged, they are
+     * known as such (their hash is the one of the JSON they were printed
+     * from) and not written again; a changed one is. */
+    en = engine(10);
+    assert_true(st_engine_run(en, T0 + 21 * MIN) >= 0);
+    assert_int_equal(en->run_finding_writes, 0);
+    for (int64_t t = T0 + 30 * MIN; t < T0 + 40 * MIN; t += MIN) {
+        edge_minute(t, 300, 700); /* the edge misses again */
+    }
+    assert_true(st_engine_run(en, T0 + 40 * MIN) >= 0);
+    assert_true(en->run_finding_writes >= 1);
+    f = find_rule(en, "infrastructure.cdn_cache");
+    assert_string_not_equal(json_string_value(json_object_get(f, "status")), "resolved");
+    json_decref(f);
+    st_engine_free(en);
 }
 
 static void test_stop_requested_before_a_run(void **state)
