@@ -24,7 +24,8 @@
  * reads in time order with one cursor (the export path relies on that):
  * frames append fresh blocks (durable at commit, dedup by (agent, seq)), and
  * the background maintenance compacts each series' closed hours once their
- * rollups are built, in bounded slices, one transaction replacing the fresh
+ * rollups are built and ten minutes more have passed (the newest minutes
+ * are read often), in bounded slices, one transaction replacing the fresh
  * entries with the compacted one. Readers decode both forms and hand back
  * the same points and rows; late blocks for a compacted hour are read with
  * it in time order until the next pass folds them in. 10 s rows are stored

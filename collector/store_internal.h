@@ -57,6 +57,8 @@ struct st_maint_index {
     int64_t fresh_acc[4];
     bool compacted[4]; /* compacted entries may exist (level 1 merges) */
     int64_t cmp_prev;  /* the limit of the compaction pass before the one under way */
+    int64_t raw_lim;   /* the lagged phases' limit of that pass (compact_limit) */
+    int64_t raw_prev;  /* and of the pass before */
 };
 
 /* Rows of closed minutes built off the writer thread (store_rollup.c): the

@@ -1165,6 +1165,32 @@ static int compact_series(struct work *w, int phase, uint32_t id, int64_t limit)
     return rv;
 }
 
+/* A closed hour of raw points, 10 s rows or 1 m rows stays in its fresh
+ * entries this long past the minute watermark before it is compacted.
+ * Reading a minute out of a compacted hour inflates the whole hour (zstd,
+ * every column), and the engine reads the newest minutes of every series
+ * each step: its 5-minute windows and the edge of its one-hour baselines
+ * lie within the last 7 minutes. Compacted as soon as the hour watermark
+ * passed, the closed hour was read so in the first minutes of each hour
+ * (at 1,000 hosts a step's first run took 0.96 s instead of 0.69 s). Ten
+ * minutes more of fresh entries cost a sixth of an hour's on disk. */
+#define RECENT_LAG_MS (10 * MINUTE)
+
+/* Whether phase compacts hours (raw points, 10 s and 1 m rows), which
+ * wait RECENT_LAG_MS; 1 h rows compact by the day. */
+static bool lagged(int phase)
+{
+    return phase <= ST_RES_1M;
+}
+
+/* The limit below which a compaction pass compacts phase: the hour
+ * watermark, and for hours RECENT_LAG_MS behind the minute one. */
+static int64_t compact_limit(const st_store *st, int phase)
+{
+    const struct st_rollup_state *rs = &st->rs;
+    return lagged(phase) ? ST_MIN(rs->wm_1h, rs->wm_1m - RECENT_LAG_MS) : rs->wm_1h;
+}
+
 /* Whether phase may hold work for a compaction pass to limit: a fresh
  * entry in a unit that closed, or a level 1 unit that closed since the last
  * pass (prev) while compacted entries may exist. */
@@ -1185,7 +1211,8 @@ static bool compact_due(const st_store *st, int phase, int64_t prev, int64_t lim
 static bool compact_phase_start(struct work *w, int phase, int64_t prev)
 {
     st_store *st = w->t->st;
-    if (!compact_due(st, phase, prev, st->rs.wm_1h)) {
+    int64_t limit = lagged(phase) ? st->mi.raw_lim : st->rs.wm_1h;
+    if (!compact_due(st, phase, lagged(phase) ? st->mi.raw_prev : prev, limit)) {
         return false;
     }
     st->mi.fresh_acc[phase] = INT64_MAX;
@@ -1200,27 +1227,36 @@ static void compact_phase_end(st_store *st, int phase, int64_t limit)
     mi->fresh_min[phase] = ST_MIN(mi->fresh_acc[phase], floor_to(limit, level_unit(phase, 0)));
 }
 
-/* One pass over every series each time the hour watermark moves, phases
- * with nothing due skipped. */
+/* One pass over every series each time the hour watermark moves, and
+ * each time the lagged limit passes an hour's end, phases with nothing
+ * due skipped. */
 static int do_compact(struct work *w, bool *more)
 {
     struct st_rollup_state *rs = &w->t->st->rs;
+    struct st_maint_index *mi = &w->t->st->mi;
+    int64_t raw = compact_limit(w->t->st, 0);
     int rv = ST_OK;
-    if (rs->wm_1h == 0 || (rs->cmp_phase > ST_RES_1H && rs->cmp_wm == rs->wm_1h)) {
+    if (rs->wm_1h == 0 || (rs->cmp_phase > ST_RES_1H && rs->cmp_wm == rs->wm_1h &&
+                           floor_to(raw, HOUR) == floor_to(mi->raw_lim, HOUR))) {
         return ST_OK;
     }
     if (rs->cmp_phase > ST_RES_1H || rs->cmp_wm == 0) {
         /* cmp_wm keeps the last pass's limit until each phase has started */
-        w->t->st->mi.cmp_prev = rs->cmp_wm;
+        mi->cmp_prev = rs->cmp_wm;
+        mi->raw_prev = mi->raw_lim;
+        mi->raw_lim = raw;
         rs->cmp_wm = rs->wm_1h;
         rs->cmp_phase = 0;
         rs->cmp_sid = 0;
         w->items++; /* commit the pass even when every phase is skipped */
+    } else if (mi->raw_lim == 0) {
+        mi->raw_lim = raw; /* a pass resumed after a restart */
     }
     while (rv == ST_OK && rs->cmp_phase <= ST_RES_1H) {
         MDB_cursor *cur = rs->cmp_phase == 0 ? w->pc : w->rc;
-        /* the watermark may move during a pass: later series get more */
-        int64_t limit = rs->wm_1h;
+        /* the hour watermark may move during a pass: later series get
+         * more; lagged phases keep the pass's limit (compact_phase_end) */
+        int64_t limit = lagged(rs->cmp_phase) ? mi->raw_lim : rs->wm_1h;
         uint32_t id;
         if (out_of_budget(w)) {
             *more = true;
@@ -1232,7 +1268,8 @@ static int do_compact(struct work *w, bool *more)
             continue;
         }
         if (rs->cmp_sid == UINT32_MAX || !next_series(cur, rs->cmp_phase, rs->cmp_sid, 0, &id)) {
-            compact_phase_end(w->t->st, rs->cmp_phase, rs->cmp_wm);
+            compact_phase_end(w->t->st, rs->cmp_phase,
+                              lagged(rs->cmp_phase) ? mi->raw_lim : rs->cmp_wm);
             rs->cmp_phase++;
             rs->cmp_sid = 0;
             w->t->rs_dirty = true;
@@ -1245,7 +1282,8 @@ static int do_compact(struct work *w, bool *more)
         w->items++;
         w->t->rs_dirty = true;
     }
-    if (rs->cmp_wm != rs->wm_1h) {
+    if (rs->cmp_wm != rs->wm_1h ||
+        floor_to(compact_limit(w->t->st, 0), HOUR) != floor_to(mi->raw_lim, HOUR)) {
         *more = true; /* the next pass is due */
     }
     return rv;

@@ -131,8 +131,10 @@ static inline void report_entries(const struct sizes *z)
 }
 
 /* How long data of a resolution may stay fresh before it is compacted:
- * an hour (a day of 1 h rows). */
-static const int64_t fresh_window[4] = {HOUR_MS, HOUR_MS, HOUR_MS, DAY_MS};
+ * an hour and ten minutes (the store keeps the last closed hour fresh
+ * while the engine reads its newest minutes), a day of 1 h rows. */
+static const int64_t fresh_window[4] = {HOUR_MS + 10 * 60000LL, HOUR_MS + 10 * 60000LL,
+                                        HOUR_MS + 10 * 60000LL, DAY_MS};
 
 /* Bytes per series per day of resolution r for kind m, compacted ([1])
  * and fresh ([0]), over the time the entries of each form cover. */

@@ -578,6 +578,36 @@ static void test_late_frames_race_builder(void **state)
     st_store_close(st);
 }
 
+/* Entries of one resolution that overlap [from, to), fresh and compacted. */
+struct entry_count {
+    enum st_res res;
+    int64_t from;
+    int64_t to;
+    int fresh;
+    int compacted;
+};
+
+static int count_entries(void *arg, enum st_res res, bool compacted, int64_t start_ms,
+                         int64_t end_ms, size_t klen, size_t vlen)
+{
+    struct entry_count *c = arg;
+    (void)klen;
+    (void)vlen;
+    if (res == c->res && start_ms < c->to && end_ms > c->from) {
+        *(compacted ? &c->compacted : &c->fresh) += 1;
+    }
+    return 0;
+}
+
+/* Whether the hour's 1 m rows of m.1 are all compacted. */
+static bool hour_rows_compacted(st_store *st, int64_t hour)
+{
+    struct entry_count c = {ST_RES_1M, hour, hour + HOUR_MS, 0, 0};
+    assert_int_equal(st_store_walk_entries(st, "m.1", count_entries, &c), ST_OK);
+    assert_true(c.fresh + c.compacted > 0);
+    return c.fresh == 0;
+}
+
 /* Three hours of 10-point frames (one late frame in the first hour after
  * it was compacted): the raw points and the rollups read the same before
  * and after compaction, and the hour's blocks became one entry. */
@@ -605,9 +635,23 @@ static void test_compaction_keeps_points(void **state)
     assert_int_equal(before.n, 3 * 3600 - 10);
     maintain_all(st, CT0 + 3 * HOUR_MS + 60000);
     assert_int_equal(st_store_stats(st, &stats), ST_OK);
-    /* three closed hours: one entry per series and hour, but the first two
-     * close a 6-hour unit (CT0 is 4 h into one) and merge */
+    /* the last closed hour keeps its fresh blocks for ten minutes more (a
+     * read of its newest minutes does not inflate the whole hour); the two
+     * before close a 6-hour unit (CT0 is 4 h into one) and merge */
+    assert_int_equal(stats.point_blocks, 2 * 1 + 2 * 360);
+    /* its rollup rows too; the hour before is compacted */
+    assert_false(hour_rows_compacted(st, CT0 + 2 * HOUR_MS));
+    assert_true(hour_rows_compacted(st, CT0 + HOUR_MS));
+    maintain_all(st, CT0 + 3 * HOUR_MS + 60000 + 9 * 60000);
+    assert_int_equal(st_store_stats(st, &stats), ST_OK);
+    assert_int_equal(stats.point_blocks, 2 * 1 + 2 * 360);
+    assert_false(hour_rows_compacted(st, CT0 + 2 * HOUR_MS));
+    /* past the ten minutes: three closed hours, one entry per series and
+     * hour but the merged two */
+    maintain_all(st, CT0 + 3 * HOUR_MS + 60000 + 11 * 60000);
+    assert_int_equal(st_store_stats(st, &stats), ST_OK);
     assert_int_equal(stats.point_blocks, 2 * 2);
+    assert_true(hour_rows_compacted(st, CT0 + 2 * HOUR_MS));
     scan_points(st, "m.1", 0, INT64_MAX, &after);
     assert_int_equal(after.n, before.n);
     assert_memory_equal(after.t, before.t, before.n * sizeof(int64_t));
