@@ -37,7 +37,11 @@
 #define FUTURE_MS (5 * 60 * 1000)   /* ingest's default skew ahead, */
 #define AGE_MS (48LL * 3600 * 1000) /* and back, of the frame's sent time */
 #define COPY_CHUNK 65536
-#define AFTER_END_MS 5000 /* the builder's clock: a little past the last point */
+/* The builder's clock at the end: past the last point by the ten minutes
+ * the store keeps a closed hour fresh, so that every closed hour is
+ * compacted, as it is at steady state (the projection charges the longer
+ * fresh window itself). */
+#define AFTER_END_MS (10 * 60000 + 5000)
 
 /* ---- metric names seen in the frames ---- */
 
