@@ -979,11 +979,42 @@ static bool wire_count_varints(const uint8_t *p, const uint8_t *end, size_t *n)
     return true;
 }
 
+/* Whether wire type wt is one protobuf-c accepts for field of Series
+ * (strata.proto): varints, fixed 64-bit doubles packed or not, the
+ * length-delimited strings and messages; unknown fields any. */
+static bool series_wire_ok(uint64_t field, unsigned wt)
+{
+    switch (field) {
+    case 1:
+    case 2:
+    case 4:
+    case 13: /* name, labels, unit, sketches */
+        return wt == 2;
+    case 3:
+    case 5:
+    case 6:
+    case 7:
+    case 9: /* layer, kind, start, interval, scale */
+        return wt == 0;
+    case 8: /* ivalues, packed or not */
+        return wt == 0 || wt == 2;
+    case 10:
+    case 11:
+    case 12: /* values, mins, maxs */
+        return wt == 1 || wt == 2;
+    default:
+        return true;
+    }
+}
+
 /* Field 6 and 7 and the point counts of a fresh entry's Series, read off
  * its wire bytes. A seek asks for the end of every entry it steps over and
  * the blockset of every entry it reads, and unpacking a whole block (its
  * sketches too) for two numbers was most of a short window's scan. False
- * on anything it does not read (groups, a cut field): the caller unpacks. */
+ * on anything it does not read (groups, a cut field, a known field of the
+ * wrong wire type): the caller unpacks. Strings and embedded messages are
+ * not looked into: a block whose sketch is malformed gets an end here and
+ * is refused when read (st_blockset_read skips it with a warning). */
 static bool fresh_end(const uint8_t *p, size_t len, int64_t *out)
 {
     const uint8_t *end = p + len;
@@ -995,7 +1026,8 @@ static bool fresh_end(const uint8_t *p, size_t len, int64_t *out)
     while (p < end) {
         uint64_t tag;
         uint64_t x;
-        if (!wire_varint(&p, end, &tag) || (tag >> 3) == 0) {
+        if (!wire_varint(&p, end, &tag) || (tag >> 3) == 0 ||
+            !series_wire_ok(tag >> 3, (unsigned)(tag & 7))) {
             return false;
         }
         switch (tag & 7) {

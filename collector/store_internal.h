@@ -42,6 +42,12 @@ struct st_rollup_state {
     uint32_t cmp_sid;    /* compaction pass position */
     uint8_t cmp_phase;   /* 0 raw, 1..3 rollups of that resolution, 4 done */
     bool loaded;
+    /* Memory only (st_rollup_save leaves them out), but here so that an
+     * aborted transaction puts them back with the rest: the lagged phases'
+     * limit of the pass under way or last run (compact_limit; 0 after a
+     * load), and of the pass before. */
+    int64_t raw_lim;
+    int64_t raw_prev;
 };
 
 /* What the retention and compaction passes would find, kept in memory so
@@ -57,8 +63,6 @@ struct st_maint_index {
     int64_t fresh_acc[4];
     bool compacted[4]; /* compacted entries may exist (level 1 merges) */
     int64_t cmp_prev;  /* the limit of the compaction pass before the one under way */
-    int64_t raw_lim;   /* the lagged phases' limit of that pass (compact_limit) */
-    int64_t raw_prev;  /* and of the pass before */
 };
 
 /* Rows of closed minutes built off the writer thread (store_rollup.c): the

@@ -9,6 +9,7 @@
 #include "err.h"
 #include "frame.h"
 #include "store.h"
+#include "store_internal.h" /* the compaction pass's position */
 #include "util.h"
 #include "tmpdir.h"
 
@@ -865,6 +866,53 @@ static void test_kill_during_compaction(void **state)
     st_store_close(st);
 }
 
+/* A compaction pass cut short by a restart, resumed after the lagged
+ * limit crossed an hour: the series done before the restart used a limit
+ * that left the last closed hour fresh (its ten minutes had not passed),
+ * and another pass must follow to compact theirs without waiting for the
+ * next hour. Late frames in the first, compacted hour give the pass work
+ * on every series, so that the restart comes part-way through them. */
+static void test_compaction_resumed_after_a_restart(void **state)
+{
+    enum { N = 100 };
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
+    struct st_store_stats stats;
+    st_store *st;
+    uint64_t seq = 1;
+    bool more = true;
+    bool dup;
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    for (int64_t t = CT0; t < CT0 + 2 * HOUR_MS; t += 10000) {
+        st_frame *f = make_frame(agent_a, seq++, N, 10, t, (t / 7000) % 101 - 50);
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        st_frame_free(f);
+    }
+    /* the first hour compacted, its ten minutes past */
+    maintain_all(st, CT0 + HOUR_MS + 12 * 60000);
+    {
+        st_frame *f = make_frame(agent_a, seq++, N, 1, CT0 + 600000, 7);
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        st_frame_free(f);
+    }
+    /* a minute past the second hour, in 1 ms slices: its hour watermark
+     * starts a pass that folds the late points in and leaves the second
+     * hour fresh; stopped part-way through the raw points */
+    while (more && !(st->rs.cmp_wm == CT0 + 2 * HOUR_MS && st->rs.cmp_phase == ST_RES_RAW &&
+                     st->rs.cmp_sid > 0)) {
+        assert_int_equal(st_store_maintain(st, CT0 + 2 * HOUR_MS + 60000, 1, &more), ST_OK);
+    }
+    assert_true(more);
+    st_store_close(st);
+    /* twelve minutes past it, after a restart: every series compacted, the
+     * two hours merged (their 6-hour unit closed; CT0 is 4 h into one) */
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    maintain_all(st, CT0 + 2 * HOUR_MS + 12 * 60000);
+    assert_int_equal(st_store_stats(st, &stats), ST_OK);
+    assert_int_equal(stats.point_blocks, N);
+    st_store_close(st);
+}
+
 /* Sum and count of the rows of res over [from, to) of m.<i>. */
 static struct rsum rollup_total(st_store *st, int i, enum st_res res, int64_t from, int64_t to)
 {
@@ -1092,6 +1140,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_compaction_keeps_points, setup, teardown),
         cmocka_unit_test_setup_teardown(test_counter_hour_rebuilt_from_sums, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_during_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_resumed_after_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_levels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_long_levels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seek_across_compaction, setup, teardown),
