@@ -141,7 +141,7 @@ int st_store_open(const struct st_store_opts *opts, st_store **out)
     st->cache_size = CACHE_INIT;
     st->cache = calloc(st->cache_size, sizeof(*st->cache));
     if (st->cache == NULL || st_zctx_new(&st->z) != ST_OK ||
-        st_changes_new(&st->changes) != ST_OK) {
+        st_changes_new(&st->changes) != ST_OK || st_meta_new(&st->smeta) != ST_OK) {
         rv = ST_ENOMEM;
         goto fail;
     }
@@ -215,6 +215,7 @@ void st_store_close(st_store *st)
     }
     st_zctx_free(st->z);
     st_changes_free(st->changes);
+    st_meta_free(st->smeta);
     pthread_rwlock_destroy(&st->resize);
     free(st);
 }
@@ -1332,6 +1333,55 @@ Strata__V1__SeriesRecord *st_store_series_record(MDB_txn *txn, st_store *st, uin
     return series_record_in(txn, st, id, NULL);
 }
 
+/* The record of a series as its dictionary key k (name and labels, each
+ * ended by NUL, as encode_key writes them) and the kept kind and unit say
+ * it, in a's memory; labels point into k. NULL when the kind and unit are
+ * not kept yet, or the key does not read as name and pairs. */
+static Strata__V1__SeriesRecord *series_record_view(st_store *st, const MDB_val *k, uint32_t id,
+                                                    struct st_pb_arena *a)
+{
+    const char *p = k->mv_data;
+    const char *end = p + k->mv_size;
+    const char *unit;
+    Strata__V1__SeriesRecord *rec;
+    size_t n = 0;
+    int kind;
+    if (k->mv_size == 0 || end[-1] != '\0' || !st_meta_get(st->smeta, id, &kind, &unit)) {
+        return NULL;
+    }
+    for (const char *q = p; q < end; q += strlen(q) + 1) {
+        n++;
+    }
+    if (n % 2 != 1 || (n - 1) / 2 > ST_STORE_MAX_LABELS ||
+        (rec = pb_arena_alloc(a, sizeof(*rec))) == NULL) {
+        return NULL;
+    }
+    strata__v1__series_record__init(rec);
+    rec->id = id;
+    rec->name = (char *)p;
+    rec->unit = (char *)unit;
+    rec->kind = (Strata__V1__Kind)kind;
+    rec->n_labels = (n - 1) / 2;
+    if (rec->n_labels > 0 &&
+        (rec->labels = pb_arena_alloc(a, rec->n_labels * sizeof(*rec->labels))) == NULL) {
+        return NULL;
+    }
+    p += strlen(p) + 1;
+    for (size_t i = 0; i < rec->n_labels; i++) {
+        Strata__V1__Label *l = pb_arena_alloc(a, sizeof(*l));
+        if (l == NULL) {
+            return NULL;
+        }
+        strata__v1__label__init(l);
+        l->key = (char *)p;
+        p += strlen(p) + 1;
+        l->value = (char *)p;
+        p += strlen(p) + 1;
+        rec->labels[i] = l;
+    }
+    return rec;
+}
+
 static int scan_series(st_store *st, MDB_txn *txn, const char *metric, const st_matcher *m,
                        size_t nm, int64_t from_ms, int64_t to_ms, const st_scan_cb *cb)
 {
@@ -1361,8 +1411,11 @@ static int scan_series(st_store *st, MDB_txn *txn, const char *metric, const st_
         }
         ss.id = v.mv_size == 4 ? st_be32(v.mv_data) : 0;
         pb_arena_reset(&recs, true);
-        if ((rec = series_record_in(txn, st, ss.id, &recs)) == NULL) {
-            continue;
+        if ((rec = series_record_view(st, &k, ss.id, &recs)) == NULL) {
+            if ((rec = series_record_in(txn, st, ss.id, &recs)) == NULL) {
+                continue;
+            }
+            st_meta_note(st->smeta, ss.id, (int)rec->kind, rec->unit);
         }
         ss.rec = rec;
         if (st_store_labels_match(rec, m, nm) && (rv = cb->series(cb->arg, &ss)) == 1) {

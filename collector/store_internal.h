@@ -109,6 +109,14 @@ struct st_builder {
     bool idle; /* the last maintain had nothing to do */
 };
 
+/* Kind and unit of series by id, for scans (store_meta.c). */
+struct st_meta;
+int st_meta_new(struct st_meta **out);
+void st_meta_free(struct st_meta *m);
+/* False when id's are not known yet: read its record and st_meta_note. */
+bool st_meta_get(struct st_meta *m, uint32_t id, int *kind, const char **unit);
+void st_meta_note(struct st_meta *m, uint32_t id, int kind, const char *unit);
+
 struct st_store {
     MDB_env *env;
     MDB_dbi meta, agents, series, series_id, points, rollups, dirty, kv;
@@ -127,7 +135,8 @@ struct st_store {
     struct st_rollup_state rs;
     struct st_maint_index mi;
     struct st_builder bld;
-    st_zctx *z; /* compaction's zstd context */
+    st_zctx *z;            /* compaction's zstd context */
+    struct st_meta *smeta; /* kinds and units of series, for scans; any thread */
     /* Watermarks readers may use (updated after commits). */
     _Atomic int64_t pub_wm_1m;
     _Atomic int64_t pub_wm_1h;

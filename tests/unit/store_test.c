@@ -866,6 +866,87 @@ static void test_kill_during_compaction(void **state)
     st_store_close(st);
 }
 
+/* What a scan's series callback was given, in order: kind, unit and the
+ * labels as "k=v,k=v". */
+struct seen_series {
+    int n;
+    int kind[400];
+    char unit[400][80];
+    char labels[400][200];
+};
+
+static int seen_series_fn(void *arg, const st_scan_series *s)
+{
+    struct seen_series *x = arg;
+    size_t len = 0;
+    if (x->n >= 400) {
+        return 0;
+    }
+    x->kind[x->n] = (int)s->rec->kind;
+    snprintf(x->unit[x->n], sizeof(x->unit[0]), "%s", s->rec->unit);
+    x->labels[x->n][0] = '\0';
+    for (size_t i = 0; i < s->rec->n_labels && len < sizeof(x->labels[0]); i++) {
+        len += (size_t)snprintf(x->labels[x->n] + len, sizeof(x->labels[0]) - len, "%s=%s,",
+                                s->rec->labels[i]->key, s->rec->labels[i]->value);
+    }
+    x->n++;
+    return 0;
+}
+
+static void scan_seen(st_store *st, const char *metric, struct seen_series *x)
+{
+    st_scan_cb cb = {seen_series_fn, pts_block, x, NULL};
+    memset(x, 0, sizeof(*x));
+    assert_int_equal(st_store_scan(st, metric, NULL, 0, 0, INT64_MAX, &cb), ST_OK);
+}
+
+/* A scan reads a series' labels off its dictionary key and its kind and
+ * unit from what earlier scans kept: the second scan of a metric gives
+ * every series as the first (records read), a metric name reused with
+ * another kind keeps each series' own, and past the units kept a series
+ * still gets its own (its record is read every time). */
+static void test_scan_series_as_recorded(void **state)
+{
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
+    static struct seen_series first;
+    static struct seen_series again;
+    st_store *st;
+    uint64_t seq = 1;
+    bool dup;
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    for (int i = 0; i < 300; i++) { /* 300 units: more than are kept */
+        st_frame *f = make_frame(agent_a, seq++, 1, 1, CT0 + i * 1000, i);
+        char v[32];
+        free(f->series[0]->unit);
+        snprintf(v, sizeof(v), "u%d", i);
+        f->series[0]->unit = strdup(v);
+        free(f->series[0]->labels[0]->value);
+        snprintf(v, sizeof(v), "s%03d", i);
+        f->series[0]->labels[0]->value = strdup(v);
+        f->series[0]->kind = i % 3 == 0 ? STRATA__V1__KIND__COUNTER : STRATA__V1__KIND__GAUGE;
+        assert_int_equal(apply_one(st, f, &dup), ST_OK);
+        st_frame_free(f);
+    }
+    scan_seen(st, "m.0", &first);
+    assert_int_equal(first.n, 300);
+    for (int round = 0; round < 2; round++) {
+        scan_seen(st, "m.0", &again);
+        assert_int_equal(again.n, first.n);
+        for (int i = 0; i < first.n; i++) {
+            assert_int_equal(again.kind[i], first.kind[i]);
+            assert_string_equal(again.unit[i], first.unit[i]);
+            assert_string_equal(again.labels[i], first.labels[i]);
+        }
+    }
+    /* in dictionary order: the labels sort the series */
+    assert_string_equal(first.labels[7], "host=h1,k=s007,role=edge,");
+    assert_string_equal(first.unit[7], "u7");
+    assert_int_equal(first.kind[7], STRATA__V1__KIND__GAUGE);
+    assert_int_equal(first.kind[9], STRATA__V1__KIND__COUNTER);
+    st_store_close(st);
+}
+
 /* A compaction pass cut short by a restart, resumed after the lagged
  * limit crossed an hour: the series done before the restart used a limit
  * that left the last closed hour fresh (its ten minutes had not passed),
@@ -1141,6 +1222,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_counter_hour_rebuilt_from_sums, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_during_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_resumed_after_a_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan_series_as_recorded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_levels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_long_levels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seek_across_compaction, setup, teardown),
