@@ -275,6 +275,7 @@ int st_store_begin(st_store *st, st_store_txn **out)
         return rc;
     }
     t->rs_saved = st->rs;
+    t->mi_saved = st->mi;
     *out = t;
     return ST_OK;
 }
@@ -303,6 +304,9 @@ void st_store_abort(st_store_txn *t)
         cache_clear(t->st);
     }
     t->st->rs = t->rs_saved;
+    /* A pass's bounds on what is left to compact or prune were raised
+     * for work the abort undid. */
+    t->st->mi = t->mi_saved;
     txn_release(t);
 }
 
@@ -327,6 +331,7 @@ int st_store_commit(st_store_txn *t)
     if (rv != ST_OK) {
         cache_clear(st);
         st->rs = t->rs_saved;
+        st->mi = t->mi_saved;
     } else {
         atomic_store(&st->pub_wm_1m, st->rs.wm_1m);
         atomic_store(&st->pub_wm_1h, st->rs.wm_1h);

@@ -130,6 +130,8 @@ typedef struct st_matcher {
 /* One series during a scan: its record, then its blocks in time order. */
 typedef struct st_scan_series {
     uint32_t id;
+    /* Name, labels, kind and unit; valid during the callback only (its
+     * strings may lie in the map). st_store_scan leaves layer 0. */
     const Strata__V1__SeriesRecord *rec;
 } st_scan_series;
 

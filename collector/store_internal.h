@@ -153,7 +153,8 @@ struct st_store_txn {
     struct st_built *applied; /* built rows put in this txn, freed at commit */
     bool built_inline;        /* the writer built a run itself in this txn */
     struct st_rollup_state rs_saved;
-    struct st_change_set *changed; /* metrics this txn wrote points of; NULL: none */
+    struct st_maint_index mi_saved; /* put back with rs when the txn aborts */
+    struct st_change_set *changed;  /* metrics this txn wrote points of; NULL: none */
 };
 
 /* store_changes.c: per-commit change notes for st_store_generation and

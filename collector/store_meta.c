@@ -28,9 +28,9 @@
 /* An entry: 0 unknown, else kind << 8 | (unit index + 1). */
 struct st_meta {
     _Atomic(_Atomic uint16_t *) page[NPAGES];
-    pthread_mutex_t mu;
+    pthread_mutex_t mu; /* adding a unit */
     char *units[UNITS_MAX];
-    size_t nunits; /* under mu */
+    _Atomic size_t nunits; /* units[0..nunits) are set for good */
 };
 
 int st_meta_new(struct st_meta **out)
@@ -52,7 +52,7 @@ void st_meta_free(struct st_meta *m)
     for (size_t i = 0; i < NPAGES; i++) {
         free((void *)atomic_load(&m->page[i]));
     }
-    for (size_t i = 0; i < m->nunits; i++) {
+    for (size_t i = 0; i < atomic_load(&m->nunits); i++) {
         free(m->units[i]);
     }
     pthread_mutex_destroy(&m->mu);
@@ -75,20 +75,37 @@ bool st_meta_get(struct st_meta *m, uint32_t id, int *kind, const char **unit)
     return true;
 }
 
+/* The index of unit among units[from, n); -1 when absent. */
+static int unit_find(const struct st_meta *m, const char *unit, size_t from, size_t n)
+{
+    for (size_t i = from; i < n; i++) {
+        if (strcmp(m->units[i], unit) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
 /* The index of unit among the kept ones, added when new; -1 when there is
- * no room (or it is too long to be a unit worth keeping). */
+ * no room (or it is too long to be a unit worth keeping). Units come from
+ * agents: once the table is full, a series with a new one costs a search
+ * without the lock each time it is scanned, no more. */
 static int unit_index(struct st_meta *m, const char *unit)
 {
-    int idx = -1;
+    size_t n = atomic_load_explicit(&m->nunits, memory_order_acquire);
+    int idx;
     if (strlen(unit) > UNIT_LEN_MAX) {
         return -1;
     }
-    pthread_mutex_lock(&m->mu);
-    for (size_t i = 0; i < m->nunits && idx < 0; i++) {
-        idx = strcmp(m->units[i], unit) == 0 ? (int)i : -1;
+    if ((idx = unit_find(m, unit, 0, n)) >= 0 || n == UNITS_MAX) {
+        return idx;
     }
-    if (idx < 0 && m->nunits < UNITS_MAX && (m->units[m->nunits] = strdup(unit)) != NULL) {
-        idx = (int)m->nunits++;
+    pthread_mutex_lock(&m->mu);
+    idx = unit_find(m, unit, n, atomic_load(&m->nunits));
+    n = atomic_load(&m->nunits);
+    if (idx < 0 && n < UNITS_MAX && (m->units[n] = strdup(unit)) != NULL) {
+        idx = (int)n;
+        atomic_store_explicit(&m->nunits, n + 1, memory_order_release);
     }
     pthread_mutex_unlock(&m->mu);
     return idx;

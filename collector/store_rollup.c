@@ -1255,6 +1255,8 @@ static int do_compact(struct work *w, bool *more)
          * that another pass follows it (*more) and compacts every series
          * to the current limit. */
         rs->raw_lim = floor_to(raw, HOUR) - 1;
+        w->items++; /* committed even if the pass has nothing left: else
+                     * the abort puts the limit back and this repeats */
     }
     while (rv == ST_OK && rs->cmp_phase <= ST_RES_1H) {
         MDB_cursor *cur = rs->cmp_phase == 0 ? w->pc : w->rc;
