@@ -58,6 +58,10 @@ static int reserve_points(st_answer *a, size_t n)
     }
     a->v = v;
     a->pcap = cap;
+    for (size_t i = 0; i < a->n; i++) { /* the rows' points moved */
+        a->rows[i].t = a->t + a->rows[i].off;
+        a->rows[i].v = a->v + a->rows[i].off;
+    }
     return ST_OK;
 }
 
@@ -82,6 +86,8 @@ int st_answer_add(st_answer *a, json_t *labels, const int64_t *t, const double *
     r->labels = json_incref(labels);
     r->n = n;
     r->off = a->np;
+    r->t = n > 0 ? a->t + r->off : NULL;
+    r->v = n > 0 ? a->v + r->off : NULL;
     if (n > 0) {
         memcpy(a->t + a->np, t, n * sizeof(*t));
         memcpy(a->v + a->np, v, n * sizeof(*v));
@@ -95,17 +101,9 @@ int st_answer_append(st_answer *a, const st_answer *b)
     int rv = ST_OK;
     for (size_t i = 0; rv == ST_OK && i < b->n; i++) {
         const st_ans_row *r = &b->rows[i];
-        rv = st_answer_add(a, r->labels, b->t + r->off, b->v + r->off, r->n);
+        rv = st_answer_add(a, r->labels, r->t, r->v, r->n);
     }
     return rv;
-}
-
-void st_answer_seal(st_answer *a)
-{
-    for (size_t i = 0; i < a->n; i++) {
-        a->rows[i].t = a->t + a->rows[i].off;
-        a->rows[i].v = a->v + a->rows[i].off;
-    }
 }
 
 st_answer *st_answer_ref(st_answer *a)
@@ -261,7 +259,7 @@ static struct ans_keys_index *index_on(st_answer *a, const char *keys)
     if ((k->slot = calloc(size, sizeof(*k->slot))) == NULL) {
         return NULL;
     }
-    strcpy(k->keys, keys);
+    memcpy(k->keys, keys, strlen(keys) + 1); /* fits: checked on entry */
     k->size = size;
     for (size_t i = 0; i < a->n; i++) {
         size_t s = hash_on(&a->rows[i], k->names, k->nnames) & (size - 1);

@@ -5,7 +5,7 @@
  * was over a million values built, walked and freed per engine step, a
  * quarter of a run. GET /v1/query still answers JSON (query.h).
  *
- * An answer is built (st_answer_add, then st_answer_seal), then only read:
+ * An answer is built (st_answer_add), then only read:
  * it is shared by reference (the engine keeps its answers across runs) and
  * used by one thread at a time. */
 #ifndef ST_ANSWER_H
@@ -47,8 +47,6 @@ int st_answer_new(st_answer **out);
 int st_answer_add(st_answer *a, json_t *labels, const int64_t *t, const double *v, size_t n);
 /* Appends every group of b. */
 int st_answer_append(st_answer *a, const st_answer *b);
-/* Makes the rows' point pointers valid; call once the groups are in. */
-void st_answer_seal(st_answer *a);
 st_answer *st_answer_ref(st_answer *a);
 void st_answer_unref(st_answer *a); /* NULL-safe */
 

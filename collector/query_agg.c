@@ -1030,35 +1030,23 @@ int st_query_fold_each(st_query_fold *f, enum st_agg agg, st_query_group_fn fn, 
     return rv;
 }
 
+static int add_row(void *arg, json_t *labels, const int64_t *t, const double *v, size_t n)
+{
+    return st_answer_add(arg, labels, t, v, n);
+}
+
 int st_query_fold_rows(st_query_fold *f, enum st_agg agg, st_answer **out)
 {
-    struct agg_run *r = &f->r;
     st_answer *a = NULL;
-    int64_t *t;
-    double *v;
-    size_t slot = 0;
-    struct group *g;
-    int rv;
-    if (!st_query_fold_serves(f, agg) || f->q.top > 0) {
-        return ST_EINVAL;
-    }
-    t = malloc((r->nb + 1) * sizeof(*t));
-    v = malloc((r->nb + 1) * sizeof(*v));
-    rv = t != NULL && v != NULL ? st_answer_new(&a) : ST_ENOMEM;
-    r->agg = agg;
+    int rv = st_answer_new(&a);
     if (rv == ST_OK) {
-        a->from = r->from;
+        a->from = f->r.from;
+        rv = st_query_fold_each(f, agg, add_row, a);
     }
-    while (rv == ST_OK && (g = tab_next(r, &slot)) != NULL) {
-        rv = st_answer_add(a, g->labels, t, v, group_points(r, g, t, v));
-    }
-    free(t);
-    free(v);
     if (rv != ST_OK) {
         st_answer_unref(a);
         return rv;
     }
-    st_answer_seal(a);
     *out = a;
     return ST_OK;
 }
@@ -1192,7 +1180,6 @@ int st_query_fold_merged_rows(st_query_fold *f, enum st_agg agg, const st_matche
         rv = st_answer_add(a, g.labels, t, v, group_points(&f->r, &g, t, v));
     }
     if (rv == ST_OK) {
-        st_answer_seal(a);
         *out = a;
         a = NULL;
     }

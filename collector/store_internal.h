@@ -46,8 +46,8 @@ struct st_rollup_state {
      * aborted transaction puts them back with the rest: the lagged phases'
      * limit of the pass under way or last run (compact_limit; 0 after a
      * load), and of the pass before. */
-    int64_t raw_lim;
-    int64_t raw_prev;
+    int64_t lag_lim;
+    int64_t lag_prev;
 };
 
 /* What the retention and compaction passes would find, kept in memory so

@@ -1211,8 +1211,8 @@ static bool compact_due(const st_store *st, int phase, int64_t prev, int64_t lim
 static bool compact_phase_start(struct work *w, int phase, int64_t prev)
 {
     st_store *st = w->t->st;
-    int64_t limit = lagged(phase) ? st->rs.raw_lim : st->rs.wm_1h;
-    if (!compact_due(st, phase, lagged(phase) ? st->rs.raw_prev : prev, limit)) {
+    int64_t limit = lagged(phase) ? st->rs.lag_lim : st->rs.wm_1h;
+    if (!compact_due(st, phase, lagged(phase) ? st->rs.lag_prev : prev, limit)) {
         return false;
     }
     st->mi.fresh_acc[phase] = INT64_MAX;
@@ -1237,24 +1237,24 @@ static int do_compact(struct work *w, bool *more)
     int64_t raw = compact_limit(w->t->st, 0);
     int rv = ST_OK;
     if (rs->wm_1h == 0 || (rs->cmp_phase > ST_RES_1H && rs->cmp_wm == rs->wm_1h &&
-                           floor_to(raw, HOUR) == floor_to(rs->raw_lim, HOUR))) {
+                           floor_to(raw, HOUR) == floor_to(rs->lag_lim, HOUR))) {
         return ST_OK;
     }
     if (rs->cmp_phase > ST_RES_1H || rs->cmp_wm == 0) {
         /* cmp_wm keeps the last pass's limit until each phase has started */
         mi->cmp_prev = rs->cmp_wm;
-        rs->raw_prev = rs->raw_lim;
-        rs->raw_lim = raw;
+        rs->lag_prev = rs->lag_lim;
+        rs->lag_lim = raw;
         rs->cmp_wm = rs->wm_1h;
         rs->cmp_phase = 0;
         rs->cmp_sid = 0;
         w->items++; /* commit the pass even when every phase is skipped */
-    } else if (rs->raw_lim == 0) {
+    } else if (rs->lag_lim == 0) {
         /* A pass resumed after a restart: what it did before used a limit
          * not kept, maybe an hour lower. Just below the current one, so
          * that another pass follows it (*more) and compacts every series
          * to the current limit. */
-        rs->raw_lim = floor_to(raw, HOUR) - 1;
+        rs->lag_lim = floor_to(raw, HOUR) - 1;
         w->items++; /* committed even if the pass has nothing left: else
                      * the abort puts the limit back and this repeats */
     }
@@ -1262,7 +1262,7 @@ static int do_compact(struct work *w, bool *more)
         MDB_cursor *cur = rs->cmp_phase == 0 ? w->pc : w->rc;
         /* the hour watermark may move during a pass: later series get
          * more; lagged phases keep the pass's limit (compact_phase_end) */
-        int64_t limit = lagged(rs->cmp_phase) ? rs->raw_lim : rs->wm_1h;
+        int64_t limit = lagged(rs->cmp_phase) ? rs->lag_lim : rs->wm_1h;
         uint32_t id;
         if (out_of_budget(w)) {
             *more = true;
@@ -1275,7 +1275,7 @@ static int do_compact(struct work *w, bool *more)
         }
         if (rs->cmp_sid == UINT32_MAX || !next_series(cur, rs->cmp_phase, rs->cmp_sid, 0, &id)) {
             compact_phase_end(w->t->st, rs->cmp_phase,
-                              lagged(rs->cmp_phase) ? rs->raw_lim : rs->cmp_wm);
+                              lagged(rs->cmp_phase) ? rs->lag_lim : rs->cmp_wm);
             rs->cmp_phase++;
             rs->cmp_sid = 0;
             w->t->rs_dirty = true;
@@ -1289,7 +1289,7 @@ static int do_compact(struct work *w, bool *more)
         w->t->rs_dirty = true;
     }
     if (rs->cmp_wm != rs->wm_1h ||
-        floor_to(compact_limit(w->t->st, 0), HOUR) != floor_to(rs->raw_lim, HOUR)) {
+        floor_to(compact_limit(w->t->st, 0), HOUR) != floor_to(rs->lag_lim, HOUR)) {
         *more = true; /* the next pass is due */
     }
     return rv;

@@ -79,13 +79,9 @@ int st_rules_query_per_host(st_eng *e, const char *metric, const char *agg, cons
                             const char *const *match, size_t nmatch, int64_t window_ms,
                             int64_t step_ms, st_answer **out);
 
-/* A label of a row of an answer; "" when absent. */
-const char *st_rules_label(const st_ans_row *item, const char *key);
-/* The row of ans whose labels equal item's on every key of the comma
- * separated list keys (a missing label equals ""); NULL when none
- * (st_answer_find). */
-const st_ans_row *st_rules_find(st_answer *ans, const st_ans_row *item, const char *keys);
-/* st_ans_value of st_rules_find, NAN when absent. */
+/* Rows are read with st_ans_label, st_ans_value and st_answer_find
+ * (answer.h). */
+/* st_ans_value of st_answer_find, NAN when absent. */
 double st_rules_lookup(st_answer *ans, const st_ans_row *item, const char *keys);
 /* The sum of the finite values of all rows. */
 double st_rules_total(const st_answer *ans);

@@ -97,8 +97,8 @@ static void stmt_fill(const dbq *q, const st_ans_row *item, stmt *s)
 {
     memset(s, 0, sizeof(*s));
     s->item = item;
-    s->query = st_rules_label(item, "query");
-    s->table = st_rules_label(item, "table");
+    s->query = st_ans_label(item, "query");
+    s->table = st_ans_label(item, "table");
     s->calls = zero_nan(st_ans_value(item));
     s->time = zero_nan(st_rules_lookup(q->time, item, STMT_BY));
     s->rows = zero_nan(st_rules_lookup(q->rows, item, STMT_BY));
@@ -122,7 +122,7 @@ static json_t *stmt_values(const dbq *q, const stmt *s)
 {
     json_t *v = json_object();
     json_object_set_new(v, "statement", json_string(s->query));
-    json_object_set_new(v, "queryid", json_string(st_rules_label(s->item, "queryid")));
+    json_object_set_new(v, "queryid", json_string(st_ans_label(s->item, "queryid")));
     st_rules_set_num(v, "mean_time_s", s->mean);
     st_rules_set_num(v, "calls", s->calls);
     st_rules_set_num(v, "calls_per_s", s->calls / q->secs);
@@ -141,7 +141,7 @@ static void stmt_evidence(st_eng *e, const dbq *q, const stmt *s, st_candidate *
         "db.statement.calls",    "db.statement.time", "db.statement.rows",     "db.table.seq_scan",
         "db.table.seq_tup_read", "db.table.idx_scan", "db.table.idx_tup_fetch"};
     st_rules_evidence(e, c, series, ST_ARRAY_LEN(series), stmt_values(q, s), thr, q->window,
-                      json_pack("[s]", st_rules_label(s->item, "host")));
+                      json_pack("[s]", st_ans_label(s->item, "host")));
 }
 
 static json_t *columns_json(const st_sql_columns *cols)
@@ -171,9 +171,9 @@ static json_t *statement_measure(const stmt *s)
     char m1[160];
     char m2[160];
     char m3[160];
-    snprintf(m1, sizeof(m1), "queryid=%s", st_rules_label(s->item, "queryid"));
-    snprintf(m2, sizeof(m2), "host=%s", st_rules_label(s->item, "host"));
-    snprintf(m3, sizeof(m3), "database=%s", st_rules_label(s->item, "database"));
+    snprintf(m1, sizeof(m1), "queryid=%s", st_ans_label(s->item, "queryid"));
+    snprintf(m2, sizeof(m2), "host=%s", st_ans_label(s->item, "host"));
+    snprintf(m3, sizeof(m3), "database=%s", st_ans_label(s->item, "database"));
     return json_pack("{s:s,s:s,s:{s:s,s:s},s:[s,s,s]}", "metric", "db.statement.time", "agg", "sum",
                      "per", "metric", "db.statement.calls", "agg", "sum", "match", m1, m2, m3);
 }
@@ -205,7 +205,7 @@ static int add_index_candidate(st_eng *e, const st_rule *r, const dbq *q, const 
     stmt_evidence(e, q, s, &c, thr);
     c.implementation = json_pack("{s:s,s:s,s:o,s:s,s:s}", "sql", sql, "table", s->table, "columns",
                                  columns_json(cols), "statement", s->query, "database",
-                                 st_rules_label(s->item, "database"));
+                                 st_ans_label(s->item, "database"));
     c.measure = statement_measure(s);
     return st_rules_add(out, &c);
 }
@@ -317,7 +317,7 @@ static int optimize_candidate(st_eng *e, const st_rule *r, const dbq *q, const s
         s->table, s->mean * 1000, s->calls, per_row, st_rules_cut(s->query, 80), s->query);
     st_rules_set_num(values, "rows_read_per_row", per_row);
     st_rules_evidence(e, &c, series, ST_ARRAY_LEN(series), values, thr, q->window,
-                      json_pack("[s]", st_rules_label(s->item, "host")));
+                      json_pack("[s]", st_ans_label(s->item, "host")));
     c.implementation = optimize_impl(s, where, per_row);
     return st_rules_add(out, &c);
 }
@@ -402,7 +402,7 @@ int st_check_wide_join(st_eng *e, const st_rule *r, st_candidates *out)
         values = stmt_values(&q, &s);
         json_object_set_new(values, "joins", json_integer((json_int_t)t.joins));
         st_rules_evidence(e, &c, series, ST_ARRAY_LEN(series), values, thr, q.window,
-                          json_pack("[s]", st_rules_label(s.item, "host")));
+                          json_pack("[s]", st_ans_label(s.item, "host")));
         c.implementation = denorm_impl(&s, &t);
         rv = st_rules_add(out, &c);
     }
@@ -462,10 +462,10 @@ static double points_sum(const st_ans_row *item)
  * threshold) and no scan of either kind counted since. NAN: unknown. */
 static double days_from_counters(st_eng *e, const coldq *q, const st_ans_row *item)
 {
-    const st_ans_row *lv = st_rules_find(q->live_days, item, TABLE_BY);
+    const st_ans_row *lv = st_answer_find(q->live_days, item, TABLE_BY);
     int64_t from = q->live_days->from;
-    const st_ans_row *seq = st_rules_find(q->seq, item, TABLE_BY);
-    const st_ans_row *idx = st_rules_find(q->idx, item, TABLE_BY);
+    const st_ans_row *seq = st_answer_find(q->seq, item, TABLE_BY);
+    const st_ans_row *idx = st_answer_find(q->idx, item, TABLE_BY);
     if (lv == NULL || lv->n == 0 || lv->t[0] != from || seq == NULL) {
         return NAN;
     }
@@ -480,7 +480,7 @@ static int cold_candidate(st_eng *e, const st_rule *r, const coldq *q, const st_
 {
     static const char *const series[] = {"db.table.last_read_unix", "db.table.seq_scan",
                                          "db.table.idx_scan", "db.table.live_tup"};
-    const char *t = st_rules_label(item, "table");
+    const char *t = st_ans_label(item, "table");
     double live = st_ans_value(item);
     double total = st_rules_total(q->live);
     char sql[SQL_MAX];
@@ -516,14 +516,14 @@ static int cold_candidate(st_eng *e, const st_rule *r, const coldq *q, const st_
     st_rules_evidence(
         e, &c, series, ST_ARRAY_LEN(series),
         json_pack("{s:f,s:f,s:s}", "days_without_reads", idle, "live_tup", live, "source", source),
-        q->days, q->span_ms, json_pack("[s]", st_rules_label(item, "host")));
+        q->days, q->span_ms, json_pack("[s]", st_ans_label(item, "host")));
     c.implementation = json_pack(
         "{s:s,s:s,s:s,s:s,s:f,s:[s,s++++++]}", "table", t, "archive_table", arch, "database",
-        st_rules_label(item, "database"), "sql", sql, "days_without_reads", idle, "steps",
+        st_ans_label(item, "database"), "sql", sql, "days_without_reads", idle, "steps",
         "run sql in the table's database; TRUNCATE fails, leaving everything in place, while "
         "other tables still reference rows by foreign key",
         "keep a copy outside the database too: pg_dump --data-only --table=", t, " ",
-        st_rules_label(item, "database"), " | zstd > ", t, ".sql.zst");
+        st_ans_label(item, "database"), " | zstd > ", t, ".sql.zst");
     return st_rules_add(out, &c);
 }
 

@@ -30,7 +30,7 @@ static int by_value_desc(const void *a, const void *b)
 
 static bool host_is(const st_ans_row *item, const char *host)
 {
-    return host == NULL || strcmp(st_rules_label(item, "host"), host) == 0;
+    return host == NULL || strcmp(st_ans_label(item, "host"), host) == 0;
 }
 
 /* The top n items of ans (of host, when given) by value as
@@ -54,7 +54,7 @@ static json_t *top_items(const st_answer *ans, const char *key, const char *host
     qsort(rk, k, sizeof(*rk), by_value_desc);
     for (size_t i = 0; i < k && i < n; i++) {
         json_array_append_new(
-            out, json_pack("{s:s,s:f}", key, st_rules_label(rk[i].item, key), "bytes", rk[i].v));
+            out, json_pack("{s:s,s:f}", key, st_ans_label(rk[i].item, key), "bytes", rk[i].v));
     }
     free(rk);
     return out;
@@ -111,8 +111,8 @@ static int chunk_candidate(st_eng *e, const st_rule *r, const st_ans_row *item, 
                            double limit, double chunk_limit, double total, st_candidates *out)
 {
     static const char *const series[] = {"frontend.bundle.gzip_bytes"};
-    const char *chunk = st_rules_label(item, "chunk");
-    bool entry = strcmp(st_rules_label(item, "entry"), "true") == 0;
+    const char *chunk = st_ans_label(item, "chunk");
+    bool entry = strcmp(st_ans_label(item, "entry"), "true") == 0;
     int64_t w = st_eng_window(e);
     st_candidate c;
     st_candidate_init(&c);
@@ -124,7 +124,7 @@ static int chunk_candidate(st_eng *e, const st_rule *r, const st_ans_row *item, 
     st_rules_evidence(e, &c, series, 1,
                       json_pack("{s:s,s:b,s:f,s:f}", "chunk", chunk, "entry", entry, "gzip_bytes",
                                 bytes, "total_gzip_bytes", total),
-                      limit, w, json_pack("[s]", st_rules_label(item, "host")));
+                      limit, w, json_pack("[s]", st_ans_label(item, "host")));
     c.implementation = split_impl(chunk, entry, bytes, limit, chunk_limit);
     return st_rules_add(out, &c);
 }
@@ -189,12 +189,12 @@ int st_check_bundle_size(st_eng *e, const st_rule *r, st_candidates *out)
                            st_eng_window(e), &chunks);
     for (size_t i = 0; rv == ST_OK && i < chunks->n; i++) {
         const st_ans_row *item = &chunks->rows[i];
-        bool entry = strcmp(st_rules_label(item, "entry"), "true") == 0;
+        bool entry = strcmp(st_ans_label(item, "entry"), "true") == 0;
         double limit = entry ? main_limit : chunk_limit;
         double bytes = st_ans_value(item);
         if (bytes > limit) {
             rv = chunk_candidate(e, r, item, bytes, limit, chunk_limit,
-                                 host_sum(chunks, st_rules_label(item, "host")), out);
+                                 host_sum(chunks, st_ans_label(item, "host")), out);
         }
     }
     if (rv == ST_OK) {
@@ -322,7 +322,7 @@ static int waste_check(st_eng *e, const st_rule *r, const waste *w, st_candidate
         const st_ans_row *item = &tot->rows[i];
         double bytes = st_ans_value(item);
         if (bytes > thr) {
-            rv = waste_candidate(e, r, w, st_rules_label(item, "host"), bytes, chunks, mods, out);
+            rv = waste_candidate(e, r, w, st_ans_label(item, "host"), bytes, chunks, mods, out);
         }
     }
     st_answer_unref(tot);
@@ -382,7 +382,7 @@ int st_check_slow_component(st_eng *e, const st_rule *r, st_candidates *out)
     total = st_rules_total(cnt);
     for (size_t i = 0; rv == ST_OK && i < p95->n; i++) {
         const st_ans_row *item = &p95->rows[i];
-        const char *name = st_rules_label(item, "component");
+        const char *name = st_ans_label(item, "component");
         double v = st_ans_value(item);
         double n = st_rules_lookup(cnt, item, "component");
         st_candidate c;

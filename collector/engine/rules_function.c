@@ -88,7 +88,7 @@ static int index_hosts(fnq *q)
         return ST_ENOMEM;
     }
     for (size_t j = 0; j < calls->n; j++) {
-        const char *h = st_rules_label(&calls->rows[j], "host");
+        const char *h = st_ans_label(&calls->rows[j], "host");
         json_t *list = json_object_get(q->host_stmts, h);
         if (list == NULL && json_object_set_new(q->host_stmts, h, list = json_array()) != 0) {
             fnq_free(q);
@@ -137,8 +137,8 @@ static bool slow_function(const fnq *q, size_t i, double thr, fnctx *f)
     double total = q->calls_total;
     memset(f, 0, sizeof(*f));
     f->item = item;
-    f->function = st_rules_label(item, "function");
-    f->host = st_rules_label(item, "host");
+    f->function = st_ans_label(item, "function");
+    f->host = st_ans_label(item, "host");
     f->p95 = st_ans_value(item);
     f->count = st_rules_lookup(q->count, item, FN_BY);
     f->share = total > 0 && isfinite(f->count) ? f->count / total : 0;
@@ -156,7 +156,7 @@ static bool stmt_per_call(const fnq *q, const fnctx *f, size_t j, pick *p)
 {
     const st_ans_row *item = &q->calls->rows[j];
     double time;
-    if (strcmp(st_rules_label(item, "host"), f->host) != 0) {
+    if (strcmp(st_ans_label(item, "host"), f->host) != 0) {
         return false;
     }
     p->item = item;
@@ -175,8 +175,8 @@ static json_t *fn_values(const fnctx *f, const pick *p)
     st_rules_set_num(v, "p95_s", f->p95);
     st_rules_set_num(v, "function_calls", f->count);
     if (p != NULL && p->item != NULL) {
-        json_object_set_new(v, "statement", json_string(st_rules_label(p->item, "query")));
-        json_object_set_new(v, "queryid", json_string(st_rules_label(p->item, "queryid")));
+        json_object_set_new(v, "statement", json_string(st_ans_label(p->item, "query")));
+        json_object_set_new(v, "queryid", json_string(st_ans_label(p->item, "queryid")));
         st_rules_set_num(v, "statement_calls", p->calls);
         st_rules_set_num(v, "statement_mean_s", p->mean);
         st_rules_set_num(v, "statements_per_call", p->per_call);
@@ -238,7 +238,7 @@ static int n_plus_one(st_eng *e, const st_rule *r, const fnq *q, const fnctx *f,
     if (best.item == NULL) {
         return ST_OK;
     }
-    query = st_rules_label(best.item, "query");
+    query = st_ans_label(best.item, "query");
     fn_candidate(e, r, q, f, fn_values(f, &best), &c);
     st_rules_summary(&c, "%s: p95 %.0f ms, %.1f statements per call (%.1f ms each): %.*s",
                      f->function, f->p95 * 1000, best.per_call, best.mean * 1000,
@@ -290,12 +290,12 @@ static int large_result(st_eng *e, const st_rule *r, const fnq *q, const fnctx *
                      f->function, f->p95 * 1000, rows, num_or_zero(bytes) / 1024);
     sql[0] = '\0';
     if (best.item != NULL &&
-        st_sql_keyset_rewrite(st_rules_label(best.item, "query"), sql, sizeof(sql)) != ST_OK) {
+        st_sql_keyset_rewrite(st_ans_label(best.item, "query"), sql, sizeof(sql)) != ST_OK) {
         sql[0] = '\0';
     }
     c.implementation = json_pack(
         "{s:s,s:o,s:o,s:i,s:s}", "function", f->function, "statement",
-        best.item != NULL ? json_string(st_rules_label(best.item, "query")) : json_null(), "sql",
+        best.item != NULL ? json_string(st_ans_label(best.item, "query")) : json_null(), "sql",
         sql[0] != '\0' ? json_string(sql) : json_null(), "page_size", ST_PAGE_SIZE, "api",
         "return one page per call: {items, next_cursor}; the client passes next_cursor back "
         "as the last key seen and the statement reads only the next page");
@@ -312,7 +312,7 @@ int st_check_large_result(st_eng *e, const st_rule *r, st_candidates *out)
 static json_t *cache_impl(const fnctx *f, const pick *p)
 {
     char snippet[SNIPPET_MAX];
-    const char *qid = st_rules_label(p->item, "queryid");
+    const char *qid = st_ans_label(p->item, "queryid");
     snprintf(snippet, sizeof(snippet),
              "const key = `%s:q%s:${JSON.stringify(params)}`;\n"
              "let rows = await redis.get(key);\n"
@@ -323,10 +323,9 @@ static json_t *cache_impl(const fnctx *f, const pick *p)
              "return JSON.parse(rows);",
              f->function, qid, ST_CACHE_TTL_S);
     return json_pack("{s:s,s:s,s:s,s:i,s:s++,s:s,s:s+}", "function", f->function, "statement",
-                     st_rules_label(p->item, "query"), "pattern", "cache-aside", "ttl_s",
+                     st_ans_label(p->item, "query"), "pattern", "cache-aside", "ttl_s",
                      ST_CACHE_TTL_S, "key", f->function, ":q", qid, "snippet", snippet,
-                     "invalidate", "delete the keys on writes to ",
-                     st_rules_label(p->item, "table"));
+                     "invalidate", "delete the keys on writes to ", st_ans_label(p->item, "table"));
 }
 
 static int repeated_work(st_eng *e, const st_rule *r, const fnq *q, const fnctx *f,
@@ -351,8 +350,8 @@ static int repeated_work(st_eng *e, const st_rule *r, const fnq *q, const fnctx 
                      "%s: p95 %.0f ms runs the same %.0f ms statement %.1f times per call: "
                      "%.*s",
                      f->function, f->p95 * 1000, best.mean * 1000, best.per_call,
-                     st_rules_cut(st_rules_label(best.item, "query"), 100),
-                     st_rules_label(best.item, "query"));
+                     st_rules_cut(st_ans_label(best.item, "query"), 100),
+                     st_ans_label(best.item, "query"));
     c.implementation = cache_impl(f, &best);
     return st_rules_add(out, &c);
 }
@@ -375,12 +374,12 @@ int st_check_large_objects(st_eng *e, const st_rule *r, st_candidates *out)
     for (size_t i = 0; rv == ST_OK && i < ans->n; i++) {
         const st_ans_row *item = &ans->rows[i];
         double v = st_ans_value(item);
-        const char *where = st_rules_label(item, "function");
+        const char *where = st_ans_label(item, "function");
         st_candidate c;
         if (!(v > thr)) {
             continue;
         }
-        where = where[0] != '\0' ? where : st_rules_label(item, "process");
+        where = where[0] != '\0' ? where : st_ans_label(item, "process");
         st_candidate_init(&c);
         st_rules_entity(&c, item, by);
         st_rules_verdict(&c, r, v, thr, false);
@@ -388,7 +387,7 @@ int st_check_large_objects(st_eng *e, const st_rule *r, st_candidates *out)
         st_rules_summary(&c, "%s holds a %.1f MiB object (over %.0f MiB)", where, v / 1048576.0,
                          thr / 1048576.0);
         st_rules_evidence(e, &c, series, 1, json_pack("{s:f}", "largest_object_bytes", v), thr, w,
-                          json_pack("[s]", st_rules_label(item, "host")));
+                          json_pack("[s]", st_ans_label(item, "host")));
         c.implementation = json_pack(
             "{s:s,s:f,s:i,s:[s,s,s]}", "target", where, "largest_object_bytes", v, "chunk_bytes",
             1024 * 1024, "steps",
@@ -463,7 +462,7 @@ static int leak_candidate(st_eng *e, const st_rule *r, const st_ans_row *item,
                           const st_leak_fit *fit, size_t nhosts, st_candidates *out)
 {
     static const char *const series[] = {"mem.rss"};
-    const char *process = st_rules_label(item, "process");
+    const char *process = st_ans_label(item, "process");
     int64_t w = (int64_t)st_eng_setting(e, "leak_window_ms");
     double peak = st_eng_setting(e, "memory_peak_bytes");
     double thr = st_eng_threshold(e, r);
@@ -476,15 +475,15 @@ static int leak_candidate(st_eng *e, const st_rule *r, const st_ans_row *item,
     c.traffic_share = nhosts > 0 ? 1.0 / (double)nhosts : 1.0;
     st_rules_summary(&c,
                      "%s on %s: RSS grows %.1f MiB/h (R² %.2f), %.0f MiB now, %.1f h to %.0f MiB",
-                     process, st_rules_label(item, "host"), fit->slope / 1048576.0, fit->r2,
+                     process, st_ans_label(item, "host"), fit->slope / 1048576.0, fit->r2,
                      fit->last / 1048576.0, eta, peak / 1048576.0);
     st_rules_evidence(e, &c, series, 1,
                       json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "slope_bytes_per_hour", fit->slope,
                                 "r2", fit->r2, "tail_slope_bytes_per_hour", fit->tail_slope,
                                 "rss_bytes", fit->last, "memory_peak_bytes", peak, "eta_hours",
                                 eta),
-                      thr, w, json_pack("[s]", st_rules_label(item, "host")));
-    c.implementation = leak_impl(process, st_rules_label(item, "host"), fit, eta, peak);
+                      thr, w, json_pack("[s]", st_ans_label(item, "host")));
+    c.implementation = leak_impl(process, st_ans_label(item, "host"), fit, eta, peak);
     return st_rules_add(out, &c);
 }
 

@@ -108,7 +108,7 @@ static int worst_routes(st_eng *e, const char *cache, double total, json_t **out
     for (size_t i = 0; rv == ST_OK && i < sum->n; i++) {
         const st_ans_row *item = &sum->rows[i];
         double v = st_rules_lookup(ratio, item, "route");
-        if (st_rules_label(item, "route")[0] != '\0') {
+        if (st_ans_label(item, "route")[0] != '\0') {
             rt[n++] = (route){item, isfinite(v) ? v : 0, st_ans_value(item)};
         }
     }
@@ -117,7 +117,7 @@ static int worst_routes(st_eng *e, const char *cache, double total, json_t **out
     }
     for (size_t i = 0; i < n && i < TOP_ROUTES; i++) {
         json_array_append_new(
-            *out, json_pack("{s:s,s:f,s:f,s:f}", "route", st_rules_label(rt[i].item, "route"),
+            *out, json_pack("{s:s,s:f,s:f,s:f}", "route", st_ans_label(rt[i].item, "route"),
                             "hit_ratio", rt[i].ratio, "requests", rt[i].requests, "traffic_share",
                             total > 0 ? rt[i].requests / total : 0));
     }
@@ -181,7 +181,7 @@ static int cache_candidate(st_eng *e, const st_rule *r, const group *g, const ca
                            const st_ans_row *item, double ratio, st_candidates *out)
 {
     static const char *const series[] = {"cache.requests", "cache.evictions", "cache.memory.used"};
-    const char *cache = st_rules_label(item, "cache");
+    const char *cache = st_ans_label(item, "cache");
     double n = st_ans_value(item);
     double thr = st_eng_threshold(e, r);
     double evict = st_rules_lookup(q->evict, item, "cache");

@@ -35,7 +35,7 @@ static double channel_sum(const st_answer *ans, const char *channel)
     for (size_t i = 0; ans != NULL && i < ans->n; i++) {
         const st_ans_row *item = &ans->rows[i];
         double v = st_ans_value(item);
-        if (isfinite(v) && strcmp(st_rules_label(item, "channel"), channel) == 0) {
+        if (isfinite(v) && strcmp(st_ans_label(item, "channel"), channel) == 0) {
             sum += v;
         }
     }
@@ -79,7 +79,7 @@ int st_check_update_rate(st_eng *e, const st_rule *r, st_candidates *out)
     }
     for (size_t i = 0; rv == ST_OK && i < rate->n; i++) {
         const st_ans_row *item = &rate->rows[i];
-        const char *ch = st_rules_label(item, "channel");
+        const char *ch = st_ans_label(item, "channel");
         double ups = st_ans_value(item);
         double n = channel_sum(subs, ch);
         double per_sub = ups / fmax(n, 1);
@@ -140,7 +140,7 @@ int st_check_bandwidth(st_eng *e, const st_rule *r, st_candidates *out)
     }
     for (size_t i = 0; rv == ST_OK && i < bytes->n; i++) {
         const st_ans_row *item = &bytes->rows[i];
-        const char *ch = st_rules_label(item, "channel");
+        const char *ch = st_ans_label(item, "channel");
         double bps = st_ans_value(item);
         double u = st_rules_lookup(ups, item, "channel");
         st_candidate c;
@@ -211,7 +211,7 @@ static json_t *tcp_evidence(const tcpq *t, const st_answer *hosts, const char *k
         const st_ans_row *item = &hosts->rows[i];
         double re;
         double os;
-        if (strcmp(st_rules_label(item, key), name) != 0) {
+        if (strcmp(st_ans_label(item, key), name) != 0) {
             continue;
         }
         re = st_rules_lookup(t->retrans, item, "host");
@@ -219,7 +219,7 @@ static json_t *tcp_evidence(const tcpq *t, const st_answer *hosts, const char *k
         re = os > 0 ? re / os : NAN;
         *worst = isfinite(re) ? fmax(*worst, re) : *worst;
         json_array_append_new(out,
-                              json_pack("{s:s,s:o,s:o}", "host", st_rules_label(item, "host"),
+                              json_pack("{s:s,s:o,s:o}", "host", st_ans_label(item, "host"),
                                         "retrans_ratio", st_rules_num(re), "estab_resets_per_s",
                                         st_rules_num(st_rules_lookup(t->resets, item, "host"))));
     }
@@ -252,7 +252,7 @@ static int stab_candidate(st_eng *e, const st_rule *r, const stab_src *s, const 
                           st_candidates *out)
 {
     const char *series[] = {s->metric, "tcp.retrans_segs", "tcp.out_segs", "tcp.estab_resets"};
-    const char *name = st_rules_label(item, s->key);
+    const char *name = st_ans_label(item, s->key);
     double thr = st_eng_threshold(e, r);
     json_t *hosts = json_array();
     st_candidate c;
@@ -294,7 +294,7 @@ static int stability_of(st_eng *e, const st_rule *r, const stab_src *s, const tc
         double worst;
         v = isfinite(v) ? v : 0; /* no ok at all */
         if (n >= min && v < thr) {
-            json_t *tcp = tcp_evidence(t, hosts, s->key, st_rules_label(item, s->key), &worst);
+            json_t *tcp = tcp_evidence(t, hosts, s->key, st_ans_label(item, s->key), &worst);
             rv = stab_candidate(e, r, s, item, v, n, n / st_rules_total(sum), tcp, worst, out);
         }
     }

@@ -150,16 +150,6 @@ void st_rbuf_ident(st_rbuf *b, const char *name)
 
 /* ---- reading answers ---- */
 
-const char *st_rules_label(const st_ans_row *item, const char *key)
-{
-    return st_ans_label(item, key);
-}
-
-const st_ans_row *st_rules_find(st_answer *ans, const st_ans_row *item, const char *keys)
-{
-    return st_answer_find(ans, item, keys);
-}
-
 double st_rules_lookup(st_answer *ans, const st_ans_row *item, const char *keys)
 {
     const st_ans_row *x = st_answer_find(ans, item, keys);
@@ -220,7 +210,7 @@ int st_rules_query_per_host(st_eng *e, const char *metric, const char *agg, cons
     rv = rv == ST_OK ? st_answer_new(&all) : rv;
     for (size_t i = 0; rv == ST_OK && i < hosts->n; i++) {
         st_answer *part = NULL;
-        if (snprintf(hm, sizeof(hm), "host=%s", st_rules_label(&hosts->rows[i], "host")) >=
+        if (snprintf(hm, sizeof(hm), "host=%s", st_ans_label(&hosts->rows[i], "host")) >=
             (int)sizeof(hm)) {
             continue;
         }
@@ -236,7 +226,6 @@ int st_rules_query_per_host(st_eng *e, const char *metric, const char *agg, cons
         st_answer_unref(all);
         return rv;
     }
-    st_answer_seal(all);
     *out = all;
     return ST_OK;
 }
@@ -328,7 +317,7 @@ void st_rules_entity(st_candidate *c, const st_ans_row *item, const char *keys)
         if (n < sizeof(key)) {
             memcpy(key, p, n);
             key[n] = '\0';
-            v = st_rules_label(item, key);
+            v = st_ans_label(item, key);
             if (v[0] != '\0') {
                 st_rbuf_addf(&b, "%s%s=%s", b.len > 0 ? " " : "", key, v);
                 json_object_set_new(c->labels, key, json_string(v));
@@ -373,8 +362,8 @@ json_t *st_rules_hosts(const st_answer *ans, const char *key, const char *fkey, 
     json_t *seen = json_object(); /* a set: 650 hosts' series by process were 2 M compares */
     for (size_t i = 0; ans != NULL && out != NULL && seen != NULL && i < ans->n; i++) {
         const st_ans_row *item = &ans->rows[i];
-        const char *h = st_rules_label(item, key);
-        if (h[0] == '\0' || (fkey != NULL && strcmp(st_rules_label(item, fkey), fval) != 0) ||
+        const char *h = st_ans_label(item, key);
+        if (h[0] == '\0' || (fkey != NULL && strcmp(st_ans_label(item, fkey), fval) != 0) ||
             json_object_get(seen, h) != NULL) {
             continue;
         }

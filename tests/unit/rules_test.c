@@ -1243,7 +1243,7 @@ static void test_bandwidth_at_fleet_size(void **state)
     st_candidates_free(&c);
 }
 
-/* st_rules_find over a large answer (the hash index) agrees with a
+/* st_answer_find over a large answer (the hash index) agrees with a
  * linear search: found, absent, duplicates (the first wins) and values too
  * long to index. */
 static void test_find_indexed(void **state)
@@ -1270,18 +1270,17 @@ static void test_find_indexed(void **state)
         assert_int_equal(st_answer_add(ans, l, &t, &v, 1), ST_OK);
         json_decref(l);
     }
-    st_answer_seal(ans);
     for (int round = 0; round < 2; round++) { /* building the index, then using it */
         st_ans_row q = {.labels = json_pack("{s:s,s:s}", "host", "h42", "fn", "b")};
         st_ans_row absent = {.labels = json_pack("{s:s,s:s}", "host", "h420", "fn", "a")};
         st_ans_row lq = {.labels = json_pack("{s:s,s:s}", "host", longv, "fn", "a")};
         st_ans_row nofn = {.labels = json_pack("{s:s}", "host", "h42")};
-        near(st_ans_value(st_rules_find(ans, &q, "host,fn")), 142, 0);
-        near(st_ans_value(st_rules_find(ans, &q, "host")), 42, 0);
-        assert_null(st_rules_find(ans, &absent, "host,fn"));
-        near(st_ans_value(st_rules_find(ans, &lq, "host")), 999, 0);
+        near(st_ans_value(st_answer_find(ans, &q, "host,fn")), 142, 0);
+        near(st_ans_value(st_answer_find(ans, &q, "host")), 42, 0);
+        assert_null(st_answer_find(ans, &absent, "host,fn"));
+        near(st_ans_value(st_answer_find(ans, &lq, "host")), 999, 0);
         /* a missing label equals "": no row lacks fn */
-        assert_null(st_rules_find(ans, &nofn, "host,fn"));
+        assert_null(st_answer_find(ans, &nofn, "host,fn"));
         near(st_rules_lookup(ans, &q, "fn,host"), 142, 0);
         json_decref(q.labels);
         json_decref(absent.labels);
@@ -1508,7 +1507,7 @@ static void test_per_host_fallback_keeps_shared_parts(void **state)
     assert_int_equal(st_rules_query(e, m, "sum", "host,route", h1, 1, w, 0, &own), ST_OK);
     assert_int_equal(own->n, 2);
     for (size_t i = 0; i < 2; i++) {
-        assert_string_equal(st_rules_label(&own->rows[i], "host"), "h1");
+        assert_string_equal(st_ans_label(&own->rows[i], "host"), "h1");
     }
     st_answer_unref(first);
     st_answer_unref(second);
