@@ -150,8 +150,8 @@ bool st_answer_equal(const st_answer *a, const st_answer *b)
         const st_ans_row *x = &a->rows[i];
         const st_ans_row *y = &b->rows[i];
         if (x->n != y->n || !json_equal(x->labels, y->labels) ||
-            memcmp(x->t, y->t, x->n * sizeof(*x->t)) != 0 ||
-            memcmp(x->v, y->v, x->n * sizeof(*x->v)) != 0) {
+            (x->n > 0 && (memcmp(x->t, y->t, x->n * sizeof(*x->t)) != 0 ||
+                          memcmp(x->v, y->v, x->n * sizeof(*x->v)) != 0))) {
             return false;
         }
     }

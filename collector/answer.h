@@ -17,7 +17,8 @@
 #include <stdint.h>
 
 /* One group: its labels (an object of strings) and its points in time
- * order, every value finite (a bucket without one is left out). */
+ * order, every value finite (a bucket without one is left out); t and v
+ * are NULL when it has none. */
 typedef struct st_ans_row {
     json_t *labels;
     size_t n;
