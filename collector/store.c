@@ -128,6 +128,7 @@ int st_store_open(const struct st_store_opts *opts, st_store **out)
         return ST_ENOMEM;
     }
     pthread_rwlock_init(&st->resize, NULL);
+    pthread_mutex_init(&st->tap_mu, NULL);
     snprintf(st->path, sizeof(st->path), "%s", opts->dir);
     st->map_size = opts->map_size ? opts->map_size : DEFAULT_MAP;
     st->max_map_size = opts->max_map_size ? opts->max_map_size : DEFAULT_MAX_MAP;
@@ -217,6 +218,7 @@ void st_store_close(st_store *st)
     st_changes_free(st->changes);
     st_meta_free(st->smeta);
     pthread_rwlock_destroy(&st->resize);
+    pthread_mutex_destroy(&st->tap_mu);
     free(st);
 }
 
@@ -276,6 +278,9 @@ int st_store_begin(st_store *st, st_store_txn **out)
     }
     t->rs_saved = st->rs;
     t->mi_saved = st->mi;
+    pthread_mutex_lock(&st->tap_mu);
+    t->tapping = st->tap != NULL;
+    pthread_mutex_unlock(&st->tap_mu);
     *out = t;
     return ST_OK;
 }
@@ -283,6 +288,7 @@ int st_store_begin(st_store *st, st_store_txn **out)
 static void txn_release(st_store_txn *t)
 {
     st_change_set_free(t->changed);
+    free(t->tapped);
     pthread_rwlock_unlock(&t->st->resize);
     /* no transaction of the writer's is open: the builder may go on */
     st_rollup_builder_allow(t->st);
@@ -310,9 +316,54 @@ void st_store_abort(st_store_txn *t)
     txn_release(t);
 }
 
+int st_store_tap_set(st_store *st, st_store_tap_fn fn, void *arg)
+{
+    int rv = ST_EEXIST;
+    pthread_mutex_lock(&st->tap_mu);
+    if (st->tap == NULL) {
+        st->tap = fn;
+        st->tap_arg = arg;
+        rv = ST_OK;
+    }
+    pthread_mutex_unlock(&st->tap_mu);
+    return rv;
+}
+
+void st_store_tap_clear(st_store *st, void *arg)
+{
+    pthread_mutex_lock(&st->tap_mu);
+    if (st->tap != NULL && st->tap_arg == arg) {
+        st->tap = NULL;
+        st->tap_arg = NULL;
+    }
+    pthread_mutex_unlock(&st->tap_mu);
+}
+
+/* Keeps a block for the tap; out of memory the commit tells the tap it
+ * lost one (an empty hand-over with txn 0). */
+static void tap_note(st_store_txn *t, uint32_t id, const Strata__V1__Series *s)
+{
+    if (!t->tapping || t->tap_lost) {
+        return;
+    }
+    if (t->ntapped == t->captapped) {
+        size_t cap = t->captapped ? 2 * t->captapped : 1024;
+        st_tap_block *nb = realloc(t->tapped, cap * sizeof(*nb));
+        if (nb == NULL) {
+            t->tap_lost = true;
+            return;
+        }
+        t->tapped = nb;
+        t->captapped = cap;
+    }
+    t->tapped[t->ntapped++] = (st_tap_block){id, s};
+}
+
 int st_store_commit(st_store_txn *t)
 {
     st_store *st = t->st;
+    /* the id this commit will have; readers see it once it is committed */
+    uint64_t txn_id = (uint64_t)mdb_txn_id(t->txn);
     /* rows the builder thread made ride along with the batch: no
      * transaction (and no fsync) of their own */
     int rv = st_rollup_apply_built(t);
@@ -337,6 +388,16 @@ int st_store_commit(st_store_txn *t)
         atomic_store(&st->pub_wm_1h, st->rs.wm_1h);
         /* After the commit: a reader that saw this generation sees its points. */
         st_changes_publish(st->changes, t->changed);
+        if (t->changed != NULL) {
+            /* A transaction begun before the tap was set kept no blocks:
+             * the tap is told it lost them. */
+            bool lost = t->tap_lost || !t->tapping;
+            pthread_mutex_lock(&st->tap_mu);
+            if (st->tap != NULL) {
+                st->tap(st->tap_arg, lost ? 0 : txn_id, t->tapped, lost ? 0 : t->ntapped);
+            }
+            pthread_mutex_unlock(&st->tap_mu);
+        }
     }
     txn_release(t);
     return rv;
@@ -623,6 +684,7 @@ static int put_block(st_store_txn *t, uint32_t id, const Strata__V1__Series *s, 
     }
     strata__v1__series__pack(&blk, v.mv_data);
     st_change_set_note(&t->changed, s->name, s->start_unix_ms);
+    tap_note(t, id, s);
     return t->st->no_rollups ? ST_OK : st_rollup_note_block(t, id, s);
 }
 
@@ -1438,6 +1500,12 @@ out:
 int st_store_scan(st_store *st, const char *metric, const st_matcher *m, size_t nm, int64_t from_ms,
                   int64_t to_ms, const st_scan_cb *cb)
 {
+    return st_store_scan_snap(st, metric, m, nm, from_ms, to_ms, cb, NULL);
+}
+
+int st_store_scan_snap(st_store *st, const char *metric, const st_matcher *m, size_t nm,
+                       int64_t from_ms, int64_t to_ms, const st_scan_cb *cb, uint64_t *snapshot)
+{
     MDB_txn *txn;
     int rv;
     if (metric == NULL || metric[0] == '\0' || strlen(metric) > ST_FRAME_MAX_NAME) {
@@ -1445,6 +1513,9 @@ int st_store_scan(st_store *st, const char *metric, const st_matcher *m, size_t 
     }
     if ((rv = st_store_read_begin(st, &txn)) != ST_OK) {
         return rv;
+    }
+    if (snapshot != NULL) {
+        *snapshot = (uint64_t)mdb_txn_id(txn);
     }
     rv = scan_series(st, txn, metric, m, nm, from_ms, to_ms, cb);
     st_store_read_end(st, txn);

@@ -149,6 +149,10 @@ typedef struct st_scan_cb {
  * their blocks overlapping [from_ms, to_ms). */
 int st_store_scan(st_store *st, const char *metric, const st_matcher *m, size_t nm, int64_t from_ms,
                   int64_t to_ms, const st_scan_cb *cb);
+/* The same, telling its snapshot: the LMDB id of the last commit it saw
+ * (st_store_tap_fn's txn ids compare with it). */
+int st_store_scan_snap(st_store *st, const char *metric, const st_matcher *m, size_t nm,
+                       int64_t from_ms, int64_t to_ms, const st_scan_cb *cb, uint64_t *snapshot);
 /* The same over the rollups of one resolution: cb->rollup gets every
  * rollup block overlapping [from_ms, to_ms). */
 int st_store_scan_rollups(st_store *st, const char *metric, const st_matcher *m, size_t nm,
@@ -177,6 +181,27 @@ int64_t st_store_changed_since(st_store *st, const char *metric, uint64_t gen);
  * store cannot tell, as above): an answer lists every matching series,
  * those without points in its range too. Any thread. */
 bool st_store_series_added_since(st_store *st, const char *metric, uint64_t gen);
+
+/* The tap: every block of points a commit wrote, handed over once the
+ * commit is durable, for a reader that folds points as they arrive rather
+ * than reads them back (the engine's kept windows). txn is the commit's
+ * LMDB id: a scan whose snapshot (st_store_scan_snap) is txn or later saw
+ * the blocks, an earlier one did not. Called on the writer thread after
+ * each such commit, in commit order, with the frames' series (labels
+ * without the agent's; use id); it must be quick and must not call into the
+ * store's writer. Aborted transactions are never handed over. When the
+ * store could not keep a commit's blocks (out of memory), the tap gets txn
+ * 0 and none: what it folded misses points. */
+typedef struct st_tap_block {
+    uint32_t id;
+    const Strata__V1__Series *s;
+} st_tap_block;
+typedef void (*st_store_tap_fn)(void *arg, uint64_t txn, const st_tap_block *b, size_t n);
+/* Sets the tap; ST_EEXIST when another one is set. Any thread: a call
+ * under way finishes first. */
+int st_store_tap_set(st_store *st, st_store_tap_fn fn, void *arg);
+/* Removes the tap set with arg (none else); no call is under way after. */
+void st_store_tap_clear(st_store *st, void *arg);
 
 /* True when the labels of rec satisfy every matcher. */
 bool st_store_labels_match(const Strata__V1__SeriesRecord *rec, const st_matcher *m, size_t nm);

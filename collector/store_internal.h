@@ -141,6 +141,9 @@ struct st_store {
     _Atomic int64_t pub_wm_1m;
     _Atomic int64_t pub_wm_1h;
     struct st_changes *changes; /* what commits wrote (store_changes.c) */
+    pthread_mutex_t tap_mu;     /* held around each call of the tap */
+    st_store_tap_fn tap;
+    void *tap_arg;
 };
 
 struct st_store_txn {
@@ -155,6 +158,11 @@ struct st_store_txn {
     struct st_rollup_state rs_saved;
     struct st_maint_index mi_saved; /* put back with rs when the txn aborts */
     struct st_change_set *changed;  /* metrics this txn wrote points of; NULL: none */
+    st_tap_block *tapped;           /* its blocks, for the tap after the commit */
+    size_t ntapped;
+    size_t captapped;
+    bool tapping;  /* a tap was set when it began: its blocks are kept */
+    bool tap_lost; /* one could not be kept: the tap is told it lost them */
 };
 
 /* store_changes.c: per-commit change notes for st_store_generation and

@@ -114,6 +114,100 @@ static int agent_cb(void *arg, const st_agent_info *a)
     return ST_OK;
 }
 
+/* ---- the tap ---- */
+
+struct tapped {
+    int calls;
+    uint64_t txn;
+    size_t blocks;
+    uint64_t points;
+};
+
+static void tap_fn(void *arg, uint64_t txn, const st_tap_block *b, size_t n)
+{
+    struct tapped *x = arg;
+    x->calls++;
+    x->txn = txn;
+    x->blocks += n;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(b[i].s->name[0] == 'm');
+        x->points += st_series_npoints(b[i].s);
+    }
+}
+
+static int snap_series(void *arg, const st_scan_series *s)
+{
+    (void)arg;
+    (void)s;
+    return 0;
+}
+
+/* The tap gets each commit's blocks once, with the id a scan's snapshot
+ * compares with; an aborted transaction's never; a duplicate frame's
+ * never; a second tap is refused; one begun before the tap was set says it
+ * lost them. */
+static void test_tap_hands_over_commits(void **state)
+{
+    struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
+    st_scan_cb cb = {snap_series, NULL, NULL, NULL};
+    struct tapped x = {0};
+    struct tapped y = {0};
+    st_store *st;
+    st_store_txn *t;
+    st_frame *f;
+    uint64_t snap = 0;
+    bool dup = true;
+    (void)state;
+    assert_int_equal(st_store_open(&o, &st), ST_OK);
+    /* begun before the tap: the commit is "lost" to it (txn 0) */
+    assert_int_equal(st_store_begin(st, &t), ST_OK);
+    assert_int_equal(st_store_tap_set(st, tap_fn, &x), ST_OK);
+    assert_int_equal(st_store_tap_set(st, tap_fn, &y), ST_EEXIST);
+    f = make_frame(agent_a, 1, 3, 4, 1000, 10);
+    assert_int_equal(st_store_apply(t, f, 1000, &dup), ST_OK);
+    assert_int_equal(st_store_commit(t), ST_OK);
+    st_frame_free(f);
+    assert_int_equal(x.calls, 1);
+    assert_int_equal(x.txn, 0);
+    assert_int_equal(x.blocks, 0);
+    /* aborted: nothing */
+    assert_int_equal(st_store_begin(st, &t), ST_OK);
+    f = make_frame(agent_a, 2, 3, 4, 5000, 10);
+    assert_int_equal(st_store_apply(t, f, 1000, &dup), ST_OK);
+    st_store_abort(t);
+    st_frame_free(f);
+    assert_int_equal(x.calls, 1);
+    /* committed: three blocks of four points, the commit a scan after sees */
+    f = make_frame(agent_a, 2, 3, 4, 5000, 10);
+    assert_int_equal(apply_one(st, f, &dup), ST_OK);
+    st_frame_free(f);
+    assert_int_equal(x.calls, 2);
+    assert_int_equal(x.blocks, 3);
+    assert_int_equal(x.points, 12);
+    assert_int_equal(st_store_scan_snap(st, "m.0", NULL, 0, 0, INT64_MAX, &cb, &snap), ST_OK);
+    assert_true(x.txn > 0);
+    assert_int_equal(snap, x.txn);
+    /* a duplicate writes nothing and hands nothing over */
+    f = make_frame(agent_a, 2, 3, 4, 5000, 10);
+    assert_int_equal(apply_one(st, f, &dup), ST_OK);
+    assert_true(dup);
+    st_frame_free(f);
+    assert_int_equal(x.calls, 2);
+    /* cleared by another's arg: still set; by its own: gone */
+    st_store_tap_clear(st, &y);
+    f = make_frame(agent_a, 3, 1, 2, 9000, 10);
+    assert_int_equal(apply_one(st, f, &dup), ST_OK);
+    st_frame_free(f);
+    assert_int_equal(x.calls, 3);
+    assert_true(x.txn > snap);
+    st_store_tap_clear(st, &x);
+    f = make_frame(agent_a, 4, 1, 2, 11000, 10);
+    assert_int_equal(apply_one(st, f, &dup), ST_OK);
+    st_frame_free(f);
+    assert_int_equal(x.calls, 3);
+    st_store_close(st);
+}
+
 static void test_dedup_window(void **state)
 {
     struct st_store_opts o = {.dir = tmpdir, .no_sync = true};
@@ -1228,6 +1322,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seek_across_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_bounds_follow_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_frames_race_builder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tap_hands_over_commits, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
