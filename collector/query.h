@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "answer.h"
+#include "sketch.h"
 #include "store.h"
 
 #define ST_QUERY_MAX_MATCHERS 16
@@ -139,5 +140,32 @@ int st_query_slide_new(st_query_slide **out);
 void st_query_slide_learn(st_query_slide *c, const st_query_fold *f);
 int st_query_slide_fold(st_store *st, st_query_slide *c, const st_query *q, st_query_fold **out);
 void st_query_slide_free(st_query_slide *c);
+
+/* A fed slide (st_query_slide_set_fed, before its first use) reads the
+ * store once, when first asked, and from then on takes the points of
+ * every later commit from st_query_slide_feed, as the store's tap hands
+ * them over (st_store_set_tap): moving its window reads nothing. Its
+ * buckets reach past the window for the points that arrive early, and it
+ * reads the store again when the window goes back past them, when a
+ * series of its metric is added, or after st_query_slide_forget. Windows
+ * on whole minutes are kept in minutes. */
+typedef struct st_fed_block {
+    uint32_t id; /* the series */
+    int64_t start_ms;
+    int64_t interval_ms;
+    size_t n;
+    const double *v;      /* n values (not read for distributions) */
+    const double *lo;     /* n minimums, or NULL: the values */
+    const double *hi;     /* n maximums, or NULL: the values */
+    st_sketch *const *sk; /* distributions: n sketches (NULL: none), or NULL */
+} st_fed_block;
+void st_query_slide_set_fed(st_query_slide *c);
+/* Folds a block that commit txn wrote, unless the slide's fill saw that
+ * commit or its series is not one of the slide's. After the last block of
+ * a commit, st_query_slide_fed_upto(c, txn). ST_ENOMEM forgets the buckets. */
+int st_query_slide_feed(st_query_slide *c, uint64_t txn, const st_fed_block *b);
+void st_query_slide_fed_upto(st_query_slide *c, uint64_t txn);
+/* Forgets the buckets (the tap lost commits): read again when asked. */
+void st_query_slide_forget(st_query_slide *c);
 
 #endif

@@ -99,6 +99,16 @@ struct agg_run {
     double abs_sum;
     int64_t lo; /* the part of the range the current scan fills */
     int64_t hi;
+    /* A fed slide's scans: each series met and its group, and the oldest
+     * point past the range (st_query_slide_feed). */
+    bool track;
+    struct idg {
+        uint32_t id;
+        struct group *g;
+    } * idg;
+    size_t nidg;
+    size_t capidg;
+    int64_t beyond;
     const char *res_used;
     json_t *meta;
     double *vals;
@@ -173,11 +183,11 @@ static void acc_init(struct acc *a)
     a->last_t = INT64_MIN;
 }
 
-static int acc_value(struct agg_run *r, struct acc *a, int64_t t, double v, double lo, double hi)
+/* A point's value into a (sketch aside); num takes it when counted. */
+static void acc_point(struct acc *a, int64_t t, double v, double lo, double hi, bool num)
 {
-    int rv;
     a->sum += v;
-    a->num += r->cur_num ? v : 0;
+    a->num += num ? v : 0;
     a->count++;
     a->min = fmin(a->min, lo);
     a->max = fmax(a->max, hi);
@@ -189,6 +199,12 @@ static int acc_value(struct agg_run *r, struct acc *a, int64_t t, double v, doub
         a->last_t = t;
         a->last = v;
     }
+}
+
+static int acc_value(struct agg_run *r, struct acc *a, int64_t t, double v, double lo, double hi)
+{
+    int rv;
+    acc_point(a, t, v, lo, hi, r->cur_num);
     if (!r->want_sketch) {
         return ST_OK;
     }
@@ -484,6 +500,18 @@ static int on_series(void *arg, const st_scan_series *s)
     if ((rv = find_group(r, s->rec, &r->cur)) != ST_OK) {
         return rv;
     }
+    if (r->track) {
+        if (r->nidg == r->capidg) {
+            size_t cap = r->capidg ? 2 * r->capidg : 256;
+            struct idg *n = realloc(r->idg, cap * sizeof(*n));
+            if (n == NULL) {
+                return ST_ENOMEM;
+            }
+            r->idg = n;
+            r->capidg = cap;
+        }
+        r->idg[r->nidg++] = (struct idg){s->id, r->cur};
+    }
     /* A slide's scans keep no per-series state: it only serves the
      * deltas, which slides do not answer. */
     if (r->bs == NULL && (rv = sstate_get(r, s->id, &r->cur_ss)) != ST_OK) {
@@ -560,6 +588,9 @@ static int on_block(void *arg, const st_scan_series *s, const Strata__V1__Series
     }
     for (size_t i = 0; i < n; i++) {
         int64_t t = b->start_unix_ms + (int64_t)i * b->interval_ms;
+        if (r->track && t >= end) {
+            r->beyond = ST_MIN(r->beyond, t);
+        }
         if (t < r->from || t >= end || t < r->lo || t >= r->hi) {
             continue;
         }
@@ -1224,6 +1255,24 @@ void st_query_fold_free(st_query_fold *f)
  * ran slower than this bound, which keeps 18 MiB, mostly the one-hour
  * baselines by role and route. */
 #define SLIDE_MAX_CELLS 20000
+/* A fed slide reads nothing when its window moves, so one of many groups
+ * (5 minutes by host) pays: kept in minutes, 5,200 function-host sketches
+ * over its window and what arrives ahead of it are about 120,000 cells. */
+#define SLIDE_FED_MAX_CELLS 400000
+#define FED_BUCKET_MS 60000LL
+/* A fed slide's buckets reach at most this far past their oldest: a
+ * point further ahead (a clock far off, past ingest's limits) starts the
+ * slide over rather than allocate buckets up to it. */
+#define FED_MAX_REACH_MS (6 * 3600000LL)
+/* How far past the window a fill reads: points past it, committed before
+ * the fill, make the slide read again once the window reaches them. */
+#define FED_AHEAD_MS (10 * 60000LL)
+/* Kept behind the reach of the windows asked: a window asked before a
+ * newer one in the same step reaches back further than it counted (by a
+ * step, and the baselines end minutes before the current windows; two
+ * minutes were measured too few at fleet size, every step reading the
+ * hour-long baselines again). */
+#define FED_MARGIN_MS (10 * 60000LL)
 
 struct slide_group {
     char *key;
@@ -1250,7 +1299,32 @@ struct st_query_slide {
     uint64_t gen; /* the store generation the buckets are valid as of; 0: none */
     bool sized;   /* st_query_slide_learn told how many groups there are */
     bool too_big; /* grouped too finely to keep: asked whole */
+    int64_t bw;   /* bucket width */
+    /* Fed (st_query_slide_feed): the buckets hold every point of its
+     * series that commits up to txn wrote in [lo, hi) (0: not filled),
+     * and those commits wrote none at or past hi but far_t's. */
+    bool fed;
+    uint64_t txn;
+    int64_t far_t; /* the oldest point past hi when filled; INT64_MAX: none */
+    int64_t end;   /* the newest window's end bucket's end */
+    struct sid {
+        uint32_t id;
+        uint32_t g; /* 1 + index into g; 0: empty slot */
+    } * ids;        /* the series met, by id (open addressing) */
+    size_t nids;
+    size_t idtab;
 };
+
+/* The cells (groups times buckets) a slide of span keeps per group. */
+static size_t slide_cells(const st_query_slide *c, int64_t span)
+{
+    return (size_t)((span + (c->fed ? FED_AHEAD_MS + FED_MARGIN_MS : 0)) / c->bw + SLIDE_SLACK);
+}
+
+static size_t slide_max_cells(const st_query_slide *c)
+{
+    return c->fed ? SLIDE_FED_MAX_CELLS : SLIDE_MAX_CELLS;
+}
 
 static bool slide_agg_ok(int kind, enum st_agg agg, bool exact_sums)
 {
@@ -1270,18 +1344,20 @@ int st_query_slide_new(st_query_slide **out)
     if (c == NULL) {
         return ST_ENOMEM;
     }
+    c->bw = SLIDE_MS;
+    c->far_t = INT64_MAX;
     *out = c;
     return ST_OK;
 }
 
-static int64_t slide_floor(int64_t t)
+static int64_t slide_floor(const st_query_slide *c, int64_t t)
 {
-    return t - (((t % SLIDE_MS) + SLIDE_MS) % SLIDE_MS);
+    return t - (((t % c->bw) + c->bw) % c->bw);
 }
 
 static size_t slot_of(const st_query_slide *c, int64_t t)
 {
-    return (size_t)((t - c->base) / SLIDE_MS);
+    return (size_t)((t - c->base) / c->bw);
 }
 
 static void bstat_init(struct bstat *s)
@@ -1296,7 +1372,7 @@ static void slide_drop(st_query_slide *c, int64_t from, int64_t to)
 {
     from = ST_MAX(from, c->lo);
     to = ST_MIN(to, c->hi);
-    for (int64_t t = from; t < to; t += SLIDE_MS) {
+    for (int64_t t = from; t < to; t += c->bw) {
         size_t k = slot_of(c, t);
         for (size_t i = 0; i < c->ng; i++) {
             st_sketch_free(c->g[i]->b[k].sk);
@@ -1311,6 +1387,13 @@ static void slide_reset(st_query_slide *c)
     slide_drop(c, c->lo, c->hi);
     c->lo = c->hi = 0;
     c->gen = 0;
+    c->txn = 0;
+    c->far_t = INT64_MAX;
+    c->end = 0;
+    c->nids = 0;
+    if (c->ids != NULL) {
+        memset(c->ids, 0, c->idtab * sizeof(*c->ids));
+    }
 }
 
 static struct acc *accs_new(size_t n)
@@ -1327,9 +1410,9 @@ static int slide_reserve(st_query_slide *c, int64_t lo, int64_t hi)
 {
     int64_t nlo = c->lo < c->hi ? ST_MIN(lo, c->lo) : lo;
     int64_t nhi = c->lo < c->hi ? ST_MAX(hi, c->hi) : hi;
-    size_t cap = (size_t)((nhi - nlo) / SLIDE_MS) + SLIDE_SLACK;
+    size_t cap = (size_t)((nhi - nlo) / c->bw) + SLIDE_SLACK;
     struct bstat *bs;
-    if (c->bs != NULL && nlo >= c->base && nhi <= c->base + (int64_t)c->cap * SLIDE_MS) {
+    if (c->bs != NULL && nlo >= c->base && nhi <= c->base + (int64_t)c->cap * c->bw) {
         return ST_OK;
     }
     if ((bs = malloc(cap * sizeof(*bs))) == NULL) {
@@ -1344,14 +1427,14 @@ static int slide_reserve(st_query_slide *c, int64_t lo, int64_t hi)
             free(bs);
             return ST_ENOMEM; /* the groups moved so far are whole: reset by the caller */
         }
-        for (int64_t t = c->lo; t < c->hi; t += SLIDE_MS) {
-            b[(t - nlo) / SLIDE_MS] = c->g[i]->b[slot_of(c, t)];
+        for (int64_t t = c->lo; t < c->hi; t += c->bw) {
+            b[(t - nlo) / c->bw] = c->g[i]->b[slot_of(c, t)];
         }
         free(c->g[i]->b);
         c->g[i]->b = b;
     }
-    for (int64_t t = c->lo; t < c->hi; t += SLIDE_MS) {
-        bs[(t - nlo) / SLIDE_MS] = c->bs[slot_of(c, t)];
+    for (int64_t t = c->lo; t < c->hi; t += c->bw) {
+        bs[(t - nlo) / c->bw] = c->bs[slot_of(c, t)];
     }
     free(c->bs);
     c->bs = bs;
@@ -1428,6 +1511,69 @@ static int slide_group_of(st_query_slide *c, const struct group *g, struct slide
     return ST_OK;
 }
 
+/* ---- fed slides: the series met, by id ---- */
+
+static size_t sid_slot(const st_query_slide *c, uint32_t id)
+{
+    return (size_t)(((uint64_t)id * 0x9E3779B97F4A7C15ull) >> 32) & (c->idtab - 1);
+}
+
+static int sid_grow(st_query_slide *c)
+{
+    size_t n = c->idtab ? 2 * c->idtab : 1024;
+    struct sid *old = c->ids;
+    size_t oldn = c->idtab;
+    if ((c->ids = calloc(n, sizeof(*c->ids))) == NULL) {
+        c->ids = old;
+        return ST_ENOMEM;
+    }
+    c->idtab = n;
+    for (size_t i = 0; i < oldn; i++) {
+        if (old[i].g != 0) {
+            size_t k = sid_slot(c, old[i].id);
+            while (c->ids[k].g != 0) {
+                k = (k + 1) & (n - 1);
+            }
+            c->ids[k] = old[i];
+        }
+    }
+    free(old);
+    return ST_OK;
+}
+
+/* The group of series id, or NULL when the slide's scans never met it
+ * (not one of its series: another kind, or matchers it fails). */
+static struct slide_group *sid_group(const st_query_slide *c, uint32_t id)
+{
+    if (c->idtab == 0) {
+        return NULL;
+    }
+    for (size_t k = sid_slot(c, id); c->ids[k].g != 0; k = (k + 1) & (c->idtab - 1)) {
+        if (c->ids[k].id == id) {
+            return c->g[c->ids[k].g - 1];
+        }
+    }
+    return NULL;
+}
+
+static int sid_put(st_query_slide *c, uint32_t id, size_t gi)
+{
+    size_t k;
+    int rv;
+    if (2 * (c->nids + 1) > c->idtab && (rv = sid_grow(c)) != ST_OK) {
+        return rv;
+    }
+    for (k = sid_slot(c, id); c->ids[k].g != 0; k = (k + 1) & (c->idtab - 1)) {
+        if (c->ids[k].id == id) {
+            c->ids[k].g = (uint32_t)gi + 1;
+            return ST_OK;
+        }
+    }
+    c->ids[k] = (struct sid){id, (uint32_t)gi + 1};
+    c->nids++;
+    return ST_OK;
+}
+
 /* One scan of the points of [lo_t, hi_t) into a run bucketed like the
  * kept buckets; qq holds the run's question. */
 static int slide_scan(st_store *st, const st_query_slide *c, const st_query *q, int64_t lo_t,
@@ -1436,9 +1582,9 @@ static int slide_scan(st_store *st, const st_query_slide *c, const st_query *q, 
     st_scan_cb cb = {on_series, on_block, r, on_rollup};
     int rv;
     *qq = *q;
-    qq->from_ms = slide_floor(lo_t);
+    qq->from_ms = slide_floor(c, lo_t);
     qq->to_ms = hi_t;
-    qq->step_ms = SLIDE_MS;
+    qq->step_ms = c->bw;
     memset(r, 0, sizeof(*r));
     if ((rv = setup(r, qq)) != ST_OK) {
         return rv;
@@ -1457,6 +1603,7 @@ static void run_free(struct agg_run *r)
 {
     free_groups(r);
     free(r->bs);
+    free(r->idg);
     json_decref(r->meta);
     memset(r, 0, sizeof(*r));
 }
@@ -1479,7 +1626,7 @@ static int slide_absorb(st_query_slide *c, struct agg_run *r, int64_t lo, int64_
         }
         cg->seq = g->seq;
         for (size_t k = 0; k < r->nb; k++) {
-            int64_t t = r->from + (int64_t)k * SLIDE_MS;
+            int64_t t = r->from + (int64_t)k * c->bw;
             if (t >= lo && t < hi) {
                 cg->b[slot_of(c, t)] = g->b[k];
                 acc_init(&g->b[k]);
@@ -1487,9 +1634,15 @@ static int slide_absorb(st_query_slide *c, struct agg_run *r, int64_t lo, int64_
         }
     }
     for (size_t k = 0; k < r->nb; k++) {
-        int64_t t = r->from + (int64_t)k * SLIDE_MS;
+        int64_t t = r->from + (int64_t)k * c->bw;
         if (t >= lo && t < hi) {
             c->bs[slot_of(c, t)] = r->bs[k];
+        }
+    }
+    for (size_t j = 0; j < r->nidg; j++) {
+        size_t k = gslot(c, r->idg[j].g->key, r->idg[j].g->keylen);
+        if (c->gidx[k] != 0 && (rv = sid_put(c, r->idg[j].id, c->gidx[k] - 1)) != ST_OK) {
+            return rv;
         }
     }
     return ST_OK;
@@ -1501,7 +1654,7 @@ static int slide_absorb(st_query_slide *c, struct agg_run *r, int64_t lo, int64_
 static int slide_read(st_store *st, st_query_slide *c, const st_query *q, int64_t lo_t,
                       int64_t hi_t, int64_t keep_hi, struct agg_run *x, st_query *xq)
 {
-    int64_t keep_lo = slide_floor(lo_t);
+    int64_t keep_lo = slide_floor(c, lo_t);
     int rv = slide_scan(st, c, q, lo_t, hi_t, x, xq);
     if (rv == ST_OK && keep_lo < keep_hi) {
         rv = slide_reserve(c, keep_lo, keep_hi);
@@ -1536,8 +1689,8 @@ static void slide_invalidate(st_store *st, st_query_slide *c, const st_query *q)
     if (ch == INT64_MIN || ch <= c->lo) {
         slide_reset(c);
     } else if (ch < c->hi) {
-        slide_drop(c, slide_floor(ch), c->hi);
-        c->hi = slide_floor(ch);
+        slide_drop(c, slide_floor(c, ch), c->hi);
+        c->hi = slide_floor(c, ch);
     }
 }
 
@@ -1601,7 +1754,7 @@ static int slide_merge(st_query_slide *c, struct agg_run *r, int64_t a, int64_t 
         memcpy(order, c->g, c->ng * sizeof(*order));
         qsort(order, c->ng, sizeof(*order), seq_cmp);
     }
-    for (int64_t t = a; t < b; t += SLIDE_MS) {
+    for (int64_t t = a; t < b; t += c->bw) {
         abs += c->bs[slot_of(c, t)].abs;
         r->exact_sums = r->exact_sums && !c->bs[slot_of(c, t)].inexact;
     }
@@ -1611,7 +1764,7 @@ static int slide_merge(st_query_slide *c, struct agg_run *r, int64_t a, int64_t 
             break;
         }
         g = group_by_key(r, order[i]->key, order[i]->keylen);
-        for (int64_t t = a; rv == ST_OK && t < b; t += SLIDE_MS) {
+        for (int64_t t = a; rv == ST_OK && t < b; t += c->bw) {
             rv = acc_merge(&g->b[0], &order[i]->b[slot_of(c, t)]);
         }
     }
@@ -1675,6 +1828,37 @@ static int slide_answer(st_query_slide *c, const st_query *q, int64_t a, int64_t
     return ST_OK;
 }
 
+/* The window's partial last bucket [B, to): whole when all its points
+ * are before the edge (*b moves past it), else read unless none is. */
+static int edge_end(st_store *st, st_query_slide *c, const st_query *q, struct agg_run *x,
+                    st_query *xq, size_t *nx, int64_t B, int64_t *b)
+{
+    const struct bstat *s = &c->bs[slot_of(c, B)];
+    int rv = ST_OK;
+    if (s->tmax < q->to_ms) {
+        *b = B + c->bw; /* every point of it is before the edge */
+    } else if (s->tmin < q->to_ms) {
+        rv = slide_read(st, c, q, B, q->to_ms, B, &x[*nx], &xq[*nx]);
+        (*nx)++;
+    }
+    return rv;
+}
+
+/* The window's partial first bucket [from, A + bw): whole when all its
+ * points are in the window, else read unless none is (*a after it). */
+static int edge_start(st_store *st, st_query_slide *c, const st_query *q, struct agg_run *x,
+                      st_query *xq, size_t *nx, int64_t A, int64_t *a)
+{
+    const struct bstat *s = &c->bs[slot_of(c, A)];
+    int rv = ST_OK;
+    *a = s->tmin >= q->from_ms ? A : A + c->bw;
+    if (s->tmin < q->from_ms && s->tmax >= q->from_ms) {
+        rv = slide_read(st, c, q, q->from_ms, A + c->bw, A, &x[*nx], &xq[*nx]);
+        (*nx)++;
+    }
+    return rv;
+}
+
 /* Reads what the kept buckets lack for [from, to): older buckets, newer
  * ones with the partial last bucket, and the partial edge buckets whose
  * points straddle the window's edge. Sets [*a, *b), the whole buckets the
@@ -1684,8 +1868,8 @@ static int slide_fill(st_store *st, st_query_slide *c, const st_query *q, struct
 {
     int64_t from = q->from_ms;
     int64_t to = q->to_ms;
-    int64_t A = slide_floor(from);
-    int64_t B = slide_floor(to);
+    int64_t A = slide_floor(c, from);
+    int64_t B = slide_floor(c, to);
     int rv = ST_OK;
     if (c->lo == c->hi || A > c->hi || B < c->lo) {
         slide_reset(c);
@@ -1702,22 +1886,165 @@ static int slide_fill(st_store *st, st_query_slide *c, const st_query *q, struct
         (*nx)++;
         c->hi = rv == ST_OK ? B : c->hi;
     } else if (rv == ST_OK && to > B) {
-        const struct bstat *s = &c->bs[slot_of(c, B)];
-        if (s->tmax < to) {
-            *b = B + SLIDE_MS; /* every point of it is before the edge */
-        } else if (s->tmin < to) {
-            rv = slide_read(st, c, q, B, to, B, &x[*nx], &xq[*nx]);
-            (*nx)++;
-        }
+        rv = edge_end(st, c, q, x, xq, nx, B, b);
     }
     *a = A;
     if (rv == ST_OK && from > A) {
-        const struct bstat *s = &c->bs[slot_of(c, A)];
-        *a = s->tmin >= from ? A : A + SLIDE_MS;
-        if (s->tmin < from && s->tmax >= from) {
-            rv = slide_read(st, c, q, from, A + SLIDE_MS, A, &x[*nx], &xq[*nx]);
-            (*nx)++;
+        rv = edge_start(st, c, q, x, xq, nx, A, a);
+    }
+    return rv;
+}
+
+/* Fills a fed slide with every point of [lo_t, hi_t): its buckets then
+ * hold what the scan's snapshot holds, and the series it met are known by
+ * id. Points at or past hi_t are only noted (far_t). */
+static int fed_read(st_store *st, st_query_slide *c, const st_query *q, int64_t lo_t, int64_t hi_t)
+{
+    struct agg_run r;
+    st_query qq = *q;
+    uint64_t snap = 0;
+    st_scan_cb cb = {on_series, on_block, &r, on_rollup};
+    int rv;
+    qq.from_ms = lo_t;
+    qq.to_ms = hi_t;
+    qq.step_ms = c->bw;
+    memset(&r, 0, sizeof(r));
+    if ((rv = setup(&r, &qq)) == ST_OK) {
+        r.kind = c->kind;
+        r.track = true;
+        r.beyond = INT64_MAX;
+        r.lo = lo_t;
+        r.hi = hi_t;
+        rv = (r.bs = malloc(r.nb * sizeof(*r.bs))) == NULL ? ST_ENOMEM : ST_OK;
+    }
+    for (size_t k = 0; rv == ST_OK && k < r.nb; k++) {
+        bstat_init(&r.bs[k]);
+    }
+    /* Blocks past hi_t are read too, for far_t: they are few (the newest
+     * minutes) and the scan reaches them anyway. */
+    if (rv == ST_OK) {
+        rv = st_store_scan_snap(st, q->metric, r.scan_m, r.n_scan, lo_t, INT64_MAX, &cb, &snap);
+    }
+    if (rv == ST_OK) {
+        if (c->unit == NULL && json_object_get(r.meta, "unit") != NULL) {
+            c->unit = json_incref(json_object_get(r.meta, "unit"));
         }
+        rv = slide_reserve(c, lo_t, hi_t);
+    }
+    if (rv == ST_OK && (rv = slide_absorb(c, &r, lo_t, hi_t)) == ST_OK) {
+        c->lo = lo_t;
+        c->hi = hi_t;
+        c->txn = snap;
+        c->far_t = r.beyond;
+    }
+    for (size_t i = 0; i < ST_QUERY_MAX_MATCHERS; i++) {
+        r.scan_m[i].re = NULL;
+        r.num_m[i].re = NULL;
+    }
+    run_free(&r);
+    return rv;
+}
+
+void st_query_slide_set_fed(st_query_slide *c)
+{
+    c->fed = true;
+}
+
+int st_query_slide_feed(st_query_slide *c, uint64_t txn, const st_fed_block *b)
+{
+    bool dist = c->kind == STRATA__V1__KIND__DISTRIBUTION;
+    struct slide_group *g;
+    int rv;
+    if (!c->fed || c->txn == 0 || txn <= c->txn || (g = sid_group(c, b->id)) == NULL) {
+        return ST_OK;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        int64_t t = b->start_ms + (int64_t)i * b->interval_ms;
+        size_t k;
+        if (t < c->lo) {
+            continue; /* older than any window kept */
+        }
+        if (t >= c->hi) {
+            int64_t nhi = slide_floor(c, t) + c->bw;
+            if (nhi - c->lo > FED_MAX_REACH_MS) {
+                slide_reset(c); /* read again when next asked */
+                return ST_OK;
+            }
+            if ((rv = slide_reserve(c, c->lo, nhi)) != ST_OK) {
+                slide_reset(c);
+                return rv;
+            }
+            c->hi = nhi;
+        }
+        k = slot_of(c, t);
+        bstat_add(&c->bs[k], t, dist ? 0 : b->v[i], dist);
+        if (!dist) {
+            acc_point(&g->b[k], t, b->v[i], b->lo != NULL ? b->lo[i] : b->v[i],
+                      b->hi != NULL ? b->hi[i] : b->v[i], true);
+            continue;
+        }
+        if (b->sk == NULL || b->sk[i] == NULL) {
+            continue;
+        }
+        if ((g->b[k].sk == NULL &&
+             (rv = st_sketch_new(st_sketch_alpha(b->sk[i]), &g->b[k].sk)) != ST_OK) ||
+            (rv = st_sketch_merge(g->b[k].sk, b->sk[i])) != ST_OK) {
+            slide_reset(c);
+            return rv;
+        }
+    }
+    return ST_OK;
+}
+
+void st_query_slide_fed_upto(st_query_slide *c, uint64_t txn)
+{
+    if (c->fed && c->txn != 0 && txn > c->txn) {
+        c->txn = txn;
+    }
+}
+
+void st_query_slide_forget(st_query_slide *c)
+{
+    slide_reset(c);
+}
+
+/* A fed slide's buckets for [from, to): filled from the store when it has
+ * none, or the window went back past them, or reaches a point noted past
+ * them; else kept as the commits fed them, with new empty buckets as the
+ * window moves on. */
+static int fed_fill(st_store *st, st_query_slide *c, const st_query *q, struct agg_run *x,
+                    st_query *xq, size_t *nx, int64_t *a, int64_t *b)
+{
+    int64_t from = q->from_ms;
+    int64_t to = q->to_ms;
+    int64_t A = slide_floor(c, from);
+    int64_t B = slide_floor(c, to);
+    int rv = ST_OK;
+    if (c->txn != 0 &&
+        (A < c->lo || B + c->bw > c->far_t || st_store_series_added_since(st, q->metric, c->gen))) {
+        slide_reset(c);
+    }
+    if (c->txn == 0) {
+        slide_reset(c);
+        c->gen = st_store_generation(st);
+        if ((rv = fed_read(st, c, q, A, B + c->bw + FED_AHEAD_MS)) != ST_OK) {
+            return rv;
+        }
+    }
+    if (B + c->bw > c->hi) {
+        /* nothing fed reaches past hi: the buckets up to the edge are empty */
+        if ((rv = slide_reserve(c, c->lo, B + c->bw)) != ST_OK) {
+            return rv;
+        }
+        c->hi = B + c->bw;
+    }
+    *a = A;
+    *b = B;
+    if (to > B) {
+        rv = edge_end(st, c, q, x, xq, nx, B, b);
+    }
+    if (rv == ST_OK && from > A) {
+        rv = edge_start(st, c, q, x, xq, nx, A, a);
     }
     return rv;
 }
@@ -1728,7 +2055,13 @@ void st_query_slide_learn(st_query_slide *c, const st_query_fold *f)
     /* The first buckets a slide reads are its window's; later askings
      * over longer windows are checked again (st_query_slide_fold). */
     c->sized = true;
-    c->too_big = f->r.ng * (size_t)(span / SLIDE_MS + SLIDE_SLACK) > SLIDE_MAX_CELLS;
+    /* The engine's windows end on minutes: a fed slide keeps minutes,
+     * six times fewer buckets to keep and merge. */
+    if (c->fed && c->lo == c->hi && f->q.from_ms % FED_BUCKET_MS == 0 &&
+        f->q.to_ms % FED_BUCKET_MS == 0 && span >= 2 * FED_BUCKET_MS) {
+        c->bw = FED_BUCKET_MS;
+    }
+    c->too_big = f->r.ng * slide_cells(c, span) > slide_max_cells(c);
 }
 
 int st_query_slide_fold(st_store *st, st_query_slide *c, const st_query *q, st_query_fold **out)
@@ -1755,18 +2088,35 @@ int st_query_slide_fold(st_store *st, st_query_slide *c, const st_query *q, st_q
         slide_reset(c);
         c->kind = kind;
     }
-    slide_invalidate(st, c, q);
-    rv = slide_fill(st, c, q, x, xq, &nx, &a, &b);
-    if (rv == ST_OK && c->ng * c->cap > SLIDE_MAX_CELLS) {
+    if (c->fed) {
+        rv = fed_fill(st, c, q, x, xq, &nx, &a, &b);
+    } else {
+        slide_invalidate(st, c, q);
+        rv = slide_fill(st, c, q, x, xq, &nx, &a, &b);
+    }
+    if (rv == ST_OK && c->ng * c->cap > slide_max_cells(c)) {
         c->too_big = true;
         rv = ST_EUNSUPPORTED;
         slide_reset(c);
     }
     if (rv == ST_OK) {
-        c->span = ST_MAX(c->span, c->hi - slide_floor(q->from_ms));
-        if (c->hi - c->span > c->lo) {
-            slide_drop(c, c->lo, c->hi - c->span);
-            c->lo = c->hi - c->span;
+        /* What no window asked reaches back to goes. A fed slide's buckets
+         * reach past its windows' end, so the reach counts from the newest
+         * window's end; a window asked before the newer one in the same
+         * step (a baseline before the current window) reaches a step
+         * further back than it counted: a margin keeps it from reading
+         * all again. */
+        int64_t end = c->hi;
+        int64_t margin = 0;
+        if (c->fed) {
+            c->end = ST_MAX(c->end, slide_floor(c, q->to_ms) + c->bw);
+            end = c->end;
+            margin = FED_MARGIN_MS;
+        }
+        c->span = ST_MAX(c->span, end - slide_floor(c, q->from_ms));
+        if (end - c->span - margin > c->lo) {
+            slide_drop(c, c->lo, end - c->span - margin);
+            c->lo = end - c->span - margin;
         }
         c->gen = gen;
         rv = slide_answer(c, q, a, b, x, nx, out);
@@ -1795,6 +2145,7 @@ void st_query_slide_free(st_query_slide *c)
     }
     free(c->g);
     free(c->gidx);
+    free(c->ids);
     free(c->bs);
     json_decref(c->unit);
     free(c);

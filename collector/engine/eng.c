@@ -3,6 +3,7 @@
 #include "rules.h"
 
 #include "err.h"
+#include "feed.h"
 #include "query.h"
 #include "util.h"
 
@@ -68,6 +69,7 @@ struct kept_answer {
 struct kept_slide {
     char *key; /* the question without its agg and range */
     st_query_slide *slide;
+    int metric; /* its metric in the feed; -1: not fed */
 };
 
 struct st_eng {
@@ -96,6 +98,10 @@ struct st_eng {
     struct kept_slide *slides; /* across runs: a run reads what changed since the last */
     size_t nslides;
     size_t capslides;
+    /* The commits' points for the slides (NULL: another reader has the
+     * store's tap; the slides then read what changed) */
+    st_feed *feed;
+    bool feed_tried;
 };
 
 int st_eng_new(st_store *st, int64_t now_ms, st_eng **out)
@@ -164,6 +170,7 @@ void st_eng_free(st_eng *e)
     }
     st_eng_share_end(e);
     drop_kept(e);
+    st_feed_free(e->feed); /* no tap call is under way after it */
     for (size_t i = 0; i < e->nslides; i++) {
         free(e->slides[i].key);
         st_query_slide_free(e->slides[i].slide);
@@ -230,8 +237,55 @@ static void sift_kept(st_eng *e)
     sift_folds(e, fold_holds);
 }
 
+static int feed_block(void *arg, int metric, uint64_t txn, const st_fed_block *b)
+{
+    st_eng *e = arg;
+    for (size_t i = 0; i < e->nslides; i++) {
+        if (e->slides[i].metric == metric) {
+            /* out of memory the slide forgets its buckets itself */
+            (void)st_query_slide_feed(e->slides[i].slide, txn, b);
+        }
+    }
+    return ST_OK;
+}
+
+static void feed_commit(void *arg, uint64_t txn)
+{
+    st_eng *e = arg;
+    for (size_t i = 0; i < e->nslides; i++) {
+        if (e->slides[i].metric >= 0) {
+            st_query_slide_fed_upto(e->slides[i].slide, txn);
+        }
+    }
+}
+
+/* Folds what commits wrote since the last run into the fed slides. The
+ * tap is taken at the first run, when an engine reconfigured has let go
+ * of it; without it the slides read what changed. */
+static void feed_take(st_eng *e)
+{
+    bool lost = false;
+    if (!e->feed_tried) {
+        e->feed_tried = true;
+        if (st_feed_new(e->st, &e->feed) != ST_OK) {
+            e->feed = NULL;
+        }
+    }
+    if (e->feed == NULL) {
+        return;
+    }
+    if (st_feed_drain(e->feed, &lost, feed_block, feed_commit, e) != ST_OK || lost) {
+        for (size_t i = 0; i < e->nslides; i++) {
+            if (e->slides[i].metric >= 0) {
+                st_query_slide_forget(e->slides[i].slide);
+            }
+        }
+    }
+}
+
 void st_eng_share_begin(st_eng *e)
 {
+    feed_take(e);
     /* taken before the first question: a commit during the run counts
      * as after it, which can only drop more next time */
     e->run_gen = st_store_generation(e->st);
@@ -459,6 +513,7 @@ static st_query_fold *merging_fold(st_eng *e, const st_query *q, const char *ran
 /* The slide of a window question (created on first use), or NULL. */
 static st_query_slide *slide_for(st_eng *e, const char *skey)
 {
+    char metric[QUESTION_KEY_MAX];
     struct kept_slide *ks;
     for (size_t i = 0; i < e->nslides; i++) {
         if (strcmp(e->slides[i].key, skey) == 0) {
@@ -481,6 +536,15 @@ static st_query_slide *slide_for(st_eng *e, const char *skey)
     if (st_query_slide_new(&ks->slide) != ST_OK) {
         free(ks->key);
         return NULL;
+    }
+    ks->metric = -1;
+    /* subscribed before the slide's first read: every commit that read
+     * does not see is kept for it */
+    if (e->feed != NULL && key_metric(skey, metric, sizeof(metric)) &&
+        st_feed_subscribe(e->feed, metric, &ks->metric) == ST_OK) {
+        st_query_slide_set_fed(ks->slide);
+    } else {
+        ks->metric = -1;
     }
     return e->slides[e->nslides++].slide;
 }

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "err.h"
+#include "feed.h"
 #include "frame.h"
 #include "query.h"
 #include "sketch.h"
@@ -344,29 +345,140 @@ static size_t slide_of(size_t i)
     return i;
 }
 
-static void slides_match_full_scans(void **state)
+/* ---- fed slides: the commits' points from the store's tap ---- */
+
+struct fed {
+    st_feed *fd;
+    st_query_slide **sl;
+    int metric[NQ]; /* each slide's metric in the feed */
+    int blocks;     /* blocks the slides were handed */
+};
+
+static int fed_block(void *arg, int metric, uint64_t txn, const st_fed_block *b)
+{
+    struct fed *f = arg;
+    for (size_t i = 0; i < NQ; i++) {
+        if (f->sl[i] != NULL && f->metric[i] == metric) {
+            assert_int_equal(st_query_slide_feed(f->sl[i], txn, b), ST_OK);
+            f->blocks++;
+        }
+    }
+    return ST_OK;
+}
+
+static void fed_commit(void *arg, uint64_t txn)
+{
+    struct fed *f = arg;
+    for (size_t i = 0; i < NQ; i++) {
+        if (f->sl[i] != NULL) {
+            st_query_slide_fed_upto(f->sl[i], txn);
+        }
+    }
+}
+
+/* The engine's part: the feed's blocks into the slides before a run. */
+static void fed_take(struct fed *f)
+{
+    bool lost = true;
+    assert_int_equal(st_feed_drain(f->fd, &lost, fed_block, fed_commit, f), ST_OK);
+    assert_false(lost);
+}
+
+static void fed_attach(struct fed *f, st_store *st)
+{
+    assert_int_equal(st_feed_new(st, &f->fd), ST_OK);
+    for (size_t i = 0; i < NQ; i++) {
+        if (f->sl[i] != NULL) {
+            assert_int_equal(
+                st_feed_subscribe(f->fd, metrics[questions[i].metric].name, &f->metric[i]), ST_OK);
+        }
+    }
+}
+
+/* The runs, the slides plain or fed. Fed, the store's reopenings come
+ * with a new feed, and the slides forget what they hold, as the engine
+ * would. minutes: the clock moves a minute a run, on minutes (the
+ * engine's steps), and the slides keep minutes. */
+static void run_slides(bool fed, bool minutes)
 {
     st_query_slide *sl[NQ] = {NULL};
+    struct fed f = {.sl = sl};
     st_store *st = open_store();
-    (void)state;
     for (size_t i = 0; i < NQ; i++) {
         if (slide_of(i) == i) {
             assert_int_equal(st_query_slide_new(&sl[i]), ST_OK);
+            if (fed) {
+                st_query_slide_set_fed(sl[i]);
+            }
         }
+    }
+    if (fed) {
+        fed_attach(&f, st);
     }
     load(st, 80);
     for (int run = 0; run < RUNS; run++) {
-        /* the clock: 10 s a run, at an offset that splits buckets */
-        int64_t now = FIRST_NOW + (int64_t)run * 10 * SEC + 4321 + (run % 3) * 700;
+        /* the clock: 10 s a run, at an offset that splits buckets; or a
+         * minute a run, on minutes (only the first 15 minutes are late) */
+        int64_t now = minutes ? FIRST_NOW + (int64_t)(run / 2) * MIN
+                              : FIRST_NOW + (int64_t)run * 10 * SEC + 4321 + (run % 3) * 700;
+        bool reopens = run == 17 || run == 23;
+        if (fed && reopens) {
+            st_feed_free(f.fd);
+        }
         st = between_runs(st, run, now);
+        if (fed && reopens) {
+            for (size_t i = 0; i < NQ; i++) {
+                if (sl[i] != NULL) {
+                    st_query_slide_forget(sl[i]);
+                }
+            }
+            fed_attach(&f, st);
+        }
+        if (fed) {
+            fed_take(&f);
+        }
+        if (fed && run == 29) {
+            /* the slides read again, and the next minute's frames arrive
+             * early, before that read: it sees them, and the next run's
+             * feed hands them over again, to be left out */
+            for (size_t i = 0; i < NQ; i++) {
+                if (sl[i] != NULL) {
+                    st_query_slide_forget(sl[i]);
+                }
+            }
+            load(st, (int)((now - T0) / MIN) + 2);
+        }
         for (size_t i = 0; i < NQ; i++) {
             ask(st, sl[slide_of(i)], &questions[i], now, run);
         }
+    }
+    if (fed) {
+        /* the runs after the first took the minutes as they came */
+        assert_true(f.blocks > 0);
+        st_feed_free(f.fd);
     }
     for (size_t i = 0; i < NQ; i++) {
         st_query_slide_free(sl[i]);
     }
     st_store_close(st);
+}
+
+static void slides_match_full_scans(void **state)
+{
+    (void)state;
+    run_slides(false, false);
+}
+
+static void fed_slides_match_full_scans(void **state)
+{
+    (void)state;
+    run_slides(true, false);
+}
+
+static void fed_slides_in_minutes_match_full_scans(void **state)
+{
+    (void)state;
+    run_slides(true, true);
 }
 
 /* Asked again at the same time after a series was added whose points all
@@ -459,6 +571,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(changes_since_a_generation, setup, teardown),
         cmocka_unit_test_setup_teardown(slides_match_full_scans, setup, teardown),
+        cmocka_unit_test_setup_teardown(fed_slides_match_full_scans, setup, teardown),
+        cmocka_unit_test_setup_teardown(fed_slides_in_minutes_match_full_scans, setup, teardown),
         cmocka_unit_test_setup_teardown(slide_meets_a_series_added_past_its_window, setup,
                                         teardown),
     };
