@@ -215,6 +215,7 @@ struct opts {
     bool stop_probe;      /* time how fast a run returns once a stop is requested */
     const char *dump;     /* after each run, its findings and status as a JSON line */
     bool no_breakdown;    /* skip the per-rule breakdown (profiling the runs alone) */
+    bool no_feed;         /* the runs judge data already stored: none arrives meanwhile */
     double writer_s;      /* each writer phase */
     int writer_batch;     /* frames per commit */
     int writer_period_ms; /* between batches */
@@ -852,6 +853,46 @@ static void print_phases(const struct st_engine_stats *stats, const char *which)
  * filled from the whole window once), or a step's first once warm. */
 enum run_kind { RUN_COLD, RUN_WITHIN, RUN_WARMUP, RUN_STEP };
 
+/* The agents going on shipping while the runs go on: before each run,
+ * every minute that has ended by the run's wall-clock time arrives, each
+ * host's frame of it, through durable commits of writer_batch frames (the
+ * store's tap hands each commit to the engine's kept windows). */
+struct feeder {
+    st_store *st;
+    const struct opts *o;
+    struct tmpl **full;
+    uint64_t *seq;
+    int64_t t; /* data time of the next minute */
+    int minutes;
+    double cpu_ms; /* the commits' CPU, the tap included */
+};
+
+static int feed_upto(struct feeder *f, int64_t wall)
+{
+    int64_t span = 10 * SEC_MS * f->o->points;
+    int64_t c0 = cpu_ns();
+    int rv = ST_OK;
+    while (rv == ST_OK && f->t + span <= wall) {
+        for (int h0 = 0; rv == ST_OK && h0 < f->o->hosts; h0 += f->o->writer_batch) {
+            st_store_txn *t;
+            if ((rv = st_store_begin(f->st, &t)) != ST_OK) {
+                break;
+            }
+            for (int h = h0; rv == ST_OK && h < h0 + f->o->writer_batch && h < f->o->hosts; h++) {
+                struct tmpl *tp = f->full[role_of(h)];
+                bool dup = false;
+                tmpl_fill(tp, h, ++f->seq[h], f->t, 10 * SEC_MS, f->o->points);
+                rv = st_store_apply(t, &tp->f, f->t, &dup);
+            }
+            rv = rv == ST_OK ? st_store_commit(t) : (st_store_abort(t), rv);
+        }
+        f->t += span;
+        f->minutes++;
+    }
+    f->cpu_ms += (double)(cpu_ns() - c0) / 1e6;
+    return rv;
+}
+
 /* The median CPU of the runs of kind want. */
 static double kind_median(const double *cpu, const enum run_kind *kind, int n, enum run_kind want,
                           int *count)
@@ -867,7 +908,7 @@ static double kind_median(const double *cpu, const enum run_kind *kind, int n, e
     return pct(v, k, 0.5);
 }
 
-static int engine_runs(st_engine *en, const struct opts *o, int64_t now)
+static int engine_runs(st_engine *en, const struct opts *o, int64_t now, struct feeder *fd)
 {
     double wall[MAX_RUNS];
     double cpu[MAX_RUNS];
@@ -882,10 +923,17 @@ static int engine_runs(st_engine *en, const struct opts *o, int64_t now)
     }
     for (int i = 0; i < n; i++) {
         int64_t t = now + (int64_t)i * 10 * SEC_MS;
-        int64_t t0 = st_time_mono_ns();
-        int64_t c0 = cpu_ns();
+        int64_t t0;
+        int64_t c0;
+        int rv = fd != NULL ? feed_upto(fd, t) : ST_OK;
+        if (rv != ST_OK) {
+            fprintf(stderr, "engine_bench: feeding: %s\n", st_strerror(rv));
+            return rv;
+        }
+        t0 = st_time_mono_ns();
+        c0 = cpu_ns();
         /* 1: the loop has work (findings to dispatch); not an error */
-        int rv = st_engine_run(en, t);
+        rv = st_engine_run(en, t);
         cpu[i] = (double)(cpu_ns() - c0) / 1e6;
         wall[i] = (double)(st_time_mono_ns() - t0) / 1e6;
         if (rv < 0) {
@@ -1150,23 +1198,13 @@ static int bench_writer(const struct opts *o, st_store *st, st_engine *en, struc
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    static const struct option lo[] = {{"dir", 1, 0, 'd'},
-                                       {"hosts", 1, 0, 'h'},
-                                       {"series", 1, 0, 's'},
-                                       {"raw-minutes", 1, 0, 'm'},
-                                       {"points", 1, 0, 'p'},
-                                       {"history-hours", 1, 0, 'H'},
-                                       {"batch", 1, 0, 'b'},
-                                       {"runs", 1, 0, 'r'},
-                                       {"build-recent", 0, 0, 'R'},
-                                       {"reuse", 0, 0, 'U'},
-                                       {"stop-probe", 0, 0, 'S'},
-                                       {"writer-seconds", 1, 0, 'w'},
-                                       {"writer-batch", 1, 0, 'B'},
-                                       {"writer-period", 1, 0, 'P'},
-                                       {"dump", 1, 0, 'D'},
-                                       {"no-breakdown", 0, 0, 'N'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"dir", 1, 0, 'd'},          {"hosts", 1, 0, 'h'},         {"series", 1, 0, 's'},
+        {"raw-minutes", 1, 0, 'm'},  {"points", 1, 0, 'p'},        {"history-hours", 1, 0, 'H'},
+        {"batch", 1, 0, 'b'},        {"runs", 1, 0, 'r'},          {"build-recent", 0, 0, 'R'},
+        {"reuse", 0, 0, 'U'},        {"stop-probe", 0, 0, 'S'},    {"writer-seconds", 1, 0, 'w'},
+        {"writer-batch", 1, 0, 'B'}, {"writer-period", 1, 0, 'P'}, {"dump", 1, 0, 'D'},
+        {"no-breakdown", 0, 0, 'N'}, {"no-feed", 0, 0, 'F'},       {0, 0, 0, 0}};
     int c;
     int rv = ST_OK;
     while (rv == ST_OK && (c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1209,6 +1247,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
             break;
         case 'N':
             o->no_breakdown = true;
+            break;
+        case 'F':
+            o->no_feed = true;
             break;
         case 'w':
             rv = st_parse_double(optarg, &o->writer_s);
@@ -1286,8 +1327,9 @@ static int run_engine(const struct opts *o, struct tmpl **full, uint64_t *seq)
      * window they judge is full of data, as it is on a collector whose
      * agents keep shipping. Runs past the end judge windows that lack
      * their newest minutes, and a moved window then reads nothing new. */
-    int64_t back = (int64_t)((o->runs - 1 + 5) / 6) * MIN_MS;
+    int64_t back = o->no_feed ? (int64_t)((o->runs - 1 + 5) / 6) * MIN_MS : 0;
     int64_t now = T_DATA_END + NOW_OFFSET_MS - back;
+    struct feeder fd = {.o = o, .full = full, .seq = seq, .t = T_DATA_END};
     st_store_txn *t = NULL;
     int rv = open_store(o, false, false, &st);
     /* The store reads its rollup watermarks in its first write transaction
@@ -1302,11 +1344,27 @@ static int run_engine(const struct opts *o, struct tmpl **full, uint64_t *seq)
     if (rv == ST_OK && (rv = st_engine_new(st, &eo, NULL, NULL, NULL, &en, &err)) != ST_OK) {
         fprintf(stderr, "engine_bench: engine: %s\n", err.msg);
     }
-    if (rv == ST_OK) {
+    if (rv == ST_OK && o->no_feed) {
         printf("== engine runs from now = end of data - %lld s + %.1f s, +10 s per run (the engine "
-               "thread's interval), durable store, every rule and target at its default\n",
+               "thread's interval), durable store, every rule and target at its default; no "
+               "data arrives meanwhile\n",
                (long long)(back / SEC_MS), NOW_OFFSET_MS / 1000.0);
-        rv = engine_runs(en, o, now);
+        rv = engine_runs(en, o, now, NULL);
+    } else if (rv == ST_OK) {
+        struct st_engine_stats es;
+        fd.st = st;
+        printf("== engine runs from now = end of data + %.1f s, +10 s per run (the engine "
+               "thread's interval), durable store, every rule and target at its default; before "
+               "each run, every minute ended by then arrives (a frame per host, %d frames per "
+               "durable commit)\n",
+               NOW_OFFSET_MS / 1000.0, o->writer_batch);
+        rv = engine_runs(en, o, now, &fd);
+        st_engine_stats(en, &es);
+        printf("  fed %d minutes meanwhile: %.1f ms CPU per minute of %d frames (commits, the "
+               "tap's copies included)\n",
+               fd.minutes, fd.minutes > 0 ? fd.cpu_ms / fd.minutes : NAN, o->hosts);
+        printf("RESULT engine_feed minutes=%d ingest_cpu_ms_per_minute=%.2f\n", fd.minutes,
+               fd.minutes > 0 ? fd.cpu_ms / fd.minutes : NAN);
     }
     if (rv == ST_OK && !o->no_breakdown) {
         rv = rule_breakdown(st, now + (int64_t)(o->runs - 1) * 10 * SEC_MS);
@@ -1347,7 +1405,7 @@ int main(int argc, char **argv)
                 "usage: engine_bench [--dir DIR] [--hosts 1000] [--series 200] [--raw-minutes "
                 "70] [--points 6]\n  [--history-hours 24] [--batch 200] [--runs 28] "
                 "[--build-recent] [--writer-seconds 15]\n  [--writer-batch 50] [--writer-period "
-                "500] [--reuse] [--stop-probe] [--dump FILE]\n  [--no-breakdown]\n");
+                "500] [--reuse] [--stop-probe] [--dump FILE]\n  [--no-breakdown] [--no-feed]\n");
         return 2;
     }
     if (o.dir == NULL && (o.dir = mkdtemp(tmp)) == NULL) {
