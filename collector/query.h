@@ -124,12 +124,11 @@ void st_query_fold_free(st_query_fold *f);
  * clock, its points kept folded in 10 s buckets between askings: each
  * asking reads only what the store says changed since the last one
  * (st_store_changed_since) and the partial buckets at the window's edges.
- * One slide serves one metric, matchers and by, with any range and agg
- * the caller asks of it. The answer is the fold st_query_fold_run gives
- * (same groups, order and values), serving only the aggs whose merged
- * value is exact: ST_EUNSUPPORTED when this question or its data does not
- * qualify (ask st_query_fold_run instead), ST_ENOMEM. q's regexes are
- * used during the call only. Not thread-safe: one caller at a time.
+ * One slide serves one metric, matchers, by and step (steps of whole
+ * buckets), with any range and agg the caller asks of it. The answer is the fold st_query_fold_run
+ * gives (same groups, order and values), serving only the aggs whose merged value is exact:
+ * ST_EUNSUPPORTED when this question or its data does not qualify (ask st_query_fold_run instead),
+ * ST_ENOMEM. q's regexes are used during the call only. Not thread-safe: one caller at a time.
  * Retention pruning is no change the store reports: windows stay within
  * 3 h, far inside the raw retention (2 days by default). */
 typedef struct st_query_slide st_query_slide;
@@ -138,6 +137,8 @@ int st_query_slide_new(st_query_slide **out);
  * st_query_fold_run): until then it answers ST_EUNSUPPORTED, and a
  * question with too many groups to keep in buckets stays so. */
 void st_query_slide_learn(st_query_slide *c, const st_query_fold *f);
+/* Whether a slide could answer q at all (its range, step and agg). */
+bool st_query_slide_fits(const st_query *q);
 int st_query_slide_fold(st_store *st, st_query_slide *c, const st_query *q, st_query_fold **out);
 void st_query_slide_free(st_query_slide *c);
 

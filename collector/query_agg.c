@@ -1664,12 +1664,15 @@ static int slide_read(st_store *st, st_query_slide *c, const st_query *q, int64_
     return rv == ST_OK ? slide_absorb(c, x, keep_lo, keep_hi) : rv;
 }
 
+/* Step questions qualify when their steps are whole buckets (the
+ * engine's leak and per-minute windows; st_query_slide_fold checks the
+ * slide's own width). */
 static bool slide_fits(const st_query *q)
 {
     int64_t span = q->to_ms - q->from_ms;
-    return q->step_ms == 0 && q->top == 0 && q->agg != ST_AGG_DEFAULT && q->agg != ST_AGG_RATIO &&
-           q->agg != ST_AGG_DELTA && span >= 2 * SLIDE_MS && span <= SLIDE_MAX_SPAN_MS &&
-           q->from_ms > 0;
+    return q->step_ms % SLIDE_MS == 0 && q->top == 0 && q->agg != ST_AGG_DEFAULT &&
+           q->agg != ST_AGG_RATIO && q->agg != ST_AGG_DELTA && span >= 2 * SLIDE_MS &&
+           span <= SLIDE_MAX_SPAN_MS && q->from_ms > 0;
 }
 
 /* Forgets what changed since the buckets were read. A series added
@@ -1695,7 +1698,7 @@ static void slide_invalidate(st_store *st, st_query_slide *c, const st_query *q)
 }
 
 /* Puts a kept group into an answer's table the way find_group would. */
-static int insert_group(struct agg_run *r, const struct slide_group *cg)
+static int insert_group(struct agg_run *r, const struct slide_group *cg, struct group **out)
 {
     struct group *g;
     size_t i = hash_bytes(cg->key, cg->keylen) & (r->tabsize - 1);
@@ -1710,14 +1713,21 @@ static int insert_group(struct agg_run *r, const struct slide_group *cg)
         return ST_ENOMEM;
     }
     if ((g->key = malloc(cg->keylen)) == NULL || (g->b = accs_new(r->nb)) == NULL ||
-        (g->labels = json_copy(cg->labels)) == NULL) {
+        (g->labels = json_incref(cg->labels)) == NULL) {
         return ST_ENOMEM; /* freed with the table */
     }
     memcpy(g->key, cg->key, cg->keylen);
     g->keylen = cg->keylen;
     g->seq = r->ng++;
     acc_init(&g->total);
+    *out = g;
     return ST_OK;
+}
+
+/* The answer's bucket of the points at t (a step question's, or its one). */
+static size_t step_of_t(const struct agg_run *r, int64_t t)
+{
+    return r->q->step_ms > 0 && t >= r->from ? (size_t)((t - r->from) / r->step) : 0;
 }
 
 static struct group *group_by_key(const struct agg_run *r, const char *key, size_t len)
@@ -1760,12 +1770,11 @@ static int slide_merge(st_query_slide *c, struct agg_run *r, int64_t a, int64_t 
     }
     for (size_t i = 0; rv == ST_OK && i < c->ng; i++) {
         struct group *g;
-        if ((rv = insert_group(r, order[i])) != ST_OK) {
+        if ((rv = insert_group(r, order[i], &g)) != ST_OK) {
             break;
         }
-        g = group_by_key(r, order[i]->key, order[i]->keylen);
         for (int64_t t = a; rv == ST_OK && t < b; t += c->bw) {
-            rv = acc_merge(&g->b[0], &order[i]->b[slot_of(c, t)]);
+            rv = acc_merge(&g->b[step_of_t(r, t)], &order[i]->b[slot_of(c, t)]);
         }
     }
     for (size_t j = 0; rv == ST_OK && j < nx; j++) {
@@ -1776,7 +1785,7 @@ static int slide_merge(st_query_slide *c, struct agg_run *r, int64_t a, int64_t 
         while (rv == ST_OK && (xg = tab_next(&x[j], &i)) != NULL) {
             struct group *g = group_by_key(r, xg->key, xg->keylen);
             for (size_t k = 0; g != NULL && rv == ST_OK && k < x[j].nb; k++) {
-                rv = acc_merge(&g->b[0], &xg->b[k]);
+                rv = acc_merge(&g->b[step_of_t(r, x[j].from + (int64_t)k * x[j].step)], &xg->b[k]);
             }
         }
     }
@@ -2058,10 +2067,16 @@ void st_query_slide_learn(st_query_slide *c, const st_query_fold *f)
     /* The engine's windows end on minutes: a fed slide keeps minutes,
      * six times fewer buckets to keep and merge. */
     if (c->fed && c->lo == c->hi && f->q.from_ms % FED_BUCKET_MS == 0 &&
-        f->q.to_ms % FED_BUCKET_MS == 0 && span >= 2 * FED_BUCKET_MS) {
+        f->q.to_ms % FED_BUCKET_MS == 0 && f->q.step_ms % FED_BUCKET_MS == 0 &&
+        span >= 2 * FED_BUCKET_MS) {
         c->bw = FED_BUCKET_MS;
     }
     c->too_big = f->r.ng * slide_cells(c, span) > slide_max_cells(c);
+}
+
+bool st_query_slide_fits(const st_query *q)
+{
+    return slide_fits(q);
 }
 
 int st_query_slide_fold(st_store *st, st_query_slide *c, const st_query *q, st_query_fold **out)
@@ -2077,6 +2092,9 @@ int st_query_slide_fold(st_store *st, st_query_slide *c, const st_query *q, st_q
     if (!c->sized || c->too_big || !slide_fits(q) ||
         st_store_metric_kind(st, q->metric, &kind) != ST_OK || !slide_agg_ok(kind, q->agg, true)) {
         return ST_EUNSUPPORTED;
+    }
+    if (q->step_ms % c->bw != 0) {
+        return ST_EUNSUPPORTED; /* steps the slide's buckets do not tile */
     }
     if ((xq = malloc(3 * sizeof(*xq))) == NULL) {
         return ST_ENOMEM;

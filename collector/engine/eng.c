@@ -554,7 +554,7 @@ static st_query_slide *slide_for(st_eng *e, const char *skey)
 static int fold_new(st_eng *e, const st_query *q, const char *skey, st_query_fold **out)
 {
     char err[256];
-    st_query_slide *s = q->step_ms == 0 ? slide_for(e, skey) : NULL;
+    st_query_slide *s = st_query_slide_fits(q) ? slide_for(e, skey) : NULL;
     int rv;
     if (s != NULL && st_query_slide_fold(e->st, s, q, out) == ST_OK) {
         return ST_OK;

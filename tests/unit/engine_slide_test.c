@@ -186,22 +186,27 @@ struct question {
     int64_t window;
     int64_t end_back; /* the window ends this long before now */
     bool exact;       /* the slide must answer it */
+    const char *step; /* or NULL */
 };
 
 static const struct question questions[] = {
-    {M_LAT, "p95", "role,route", NULL, 60 * MIN, 5 * MIN, true},
-    {M_LAT, "count", "role,route", NULL, 60 * MIN, 5 * MIN, true},
-    {M_LAT, "p95", "role,route", NULL, 5 * MIN, 0, true},
-    {M_LAT, "max", "host", "role=edge", 5 * MIN, 0, true},
-    {M_LAT, "rate", "route", NULL, 17 * MIN + 3100, 0, true},
-    {M_REQ, "sum", "role,route", NULL, 60 * MIN, 5 * MIN, true},
-    {M_REQ, "sum", "role,route", NULL, 5 * MIN, 0, true},
-    {M_REQ, "rate", "route", NULL, 5 * MIN, 0, true},
-    {M_REQ, "count", "host", "route=b", 5 * MIN, 0, true},
-    {M_MEM, "avg", "host", NULL, 30 * MIN, 0, true},
-    {M_MEM, "min", "host,route", NULL, 5 * MIN, 0, true},
-    {M_TEMP, "avg", "host", NULL, 5 * MIN, 0, false},
-    {M_TEMP, "max", "host", NULL, 5 * MIN, 0, true},
+    {M_LAT, "p95", "role,route", NULL, 60 * MIN, 5 * MIN, true, NULL},
+    {M_LAT, "count", "role,route", NULL, 60 * MIN, 5 * MIN, true, NULL},
+    {M_LAT, "p95", "role,route", NULL, 5 * MIN, 0, true, NULL},
+    {M_LAT, "max", "host", "role=edge", 5 * MIN, 0, true, NULL},
+    {M_LAT, "rate", "route", NULL, 17 * MIN + 3100, 0, true, NULL},
+    {M_REQ, "sum", "role,route", NULL, 60 * MIN, 5 * MIN, true, NULL},
+    {M_REQ, "sum", "role,route", NULL, 5 * MIN, 0, true, NULL},
+    {M_REQ, "rate", "route", NULL, 5 * MIN, 0, true, NULL},
+    {M_REQ, "count", "host", "route=b", 5 * MIN, 0, true, NULL},
+    {M_MEM, "avg", "host", NULL, 30 * MIN, 0, true, NULL},
+    {M_MEM, "min", "host,route", NULL, 5 * MIN, 0, true, NULL},
+    {M_TEMP, "avg", "host", NULL, 5 * MIN, 0, false, NULL},
+    {M_TEMP, "max", "host", NULL, 5 * MIN, 0, true, NULL},
+    /* the leak rule's steps, and a counter's per minute */
+    {M_MEM, "avg", "host,route", NULL, 30 * MIN, 0, true, "60s"},
+    {M_REQ, "sum", "route", NULL, 5 * MIN, 0, true, "60s"},
+    {M_LAT, "p95", "host", NULL, 10 * MIN, 0, true, "120s"},
 };
 #define NQ (sizeof(questions) / sizeof(questions[0]))
 
@@ -210,7 +215,7 @@ static void parse(const struct question *qs, int64_t now, st_query *q)
     char from[32];
     char to[32];
     char err[256];
-    st_qparam p[6];
+    st_qparam p[7];
     size_t n = 0;
     snprintf(from, sizeof(from), "%lld", (long long)(now - qs->end_back - qs->window));
     snprintf(to, sizeof(to), "%lld", (long long)(now - qs->end_back));
@@ -221,6 +226,9 @@ static void parse(const struct question *qs, int64_t now, st_query *q)
     p[n++] = (st_qparam){"to", to};
     if (qs->match != NULL) {
         p[n++] = (st_qparam){"match", qs->match};
+    }
+    if (qs->step != NULL) {
+        p[n++] = (st_qparam){"step", qs->step};
     }
     assert_int_equal(st_query_parse(p, n, now, q, err, sizeof(err)), ST_OK);
     q->max_series = 100000;
@@ -337,7 +345,9 @@ static size_t slide_of(size_t i)
     for (size_t j = 0; j < i; j++) {
         const struct question *a = &questions[i];
         const struct question *b = &questions[j];
-        if (a->metric == b->metric && strcmp(a->by, b->by) == 0 &&
+        bool same_step =
+            a->step == b->step || (a->step && b->step && strcmp(a->step, b->step) == 0);
+        if (a->metric == b->metric && strcmp(a->by, b->by) == 0 && same_step &&
             (a->match == b->match || (a->match && b->match && strcmp(a->match, b->match) == 0))) {
             return j;
         }
@@ -486,7 +496,7 @@ static void fed_slides_in_minutes_match_full_scans(void **state)
  * has the series' group (without points), and so must the slide's. */
 static void slide_meets_a_series_added_past_its_window(void **state)
 {
-    const struct question qs = {M_REQ, "sum", "host,route", NULL, 5 * MIN, 0, true};
+    const struct question qs = {M_REQ, "sum", "host,route", NULL, 5 * MIN, 0, true, NULL};
     st_query_slide *sl = NULL;
     st_store *st = open_store();
     int64_t now = FIRST_NOW;
