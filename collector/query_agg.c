@@ -77,6 +77,7 @@ struct agg_run {
      * tabsize 512 k for one question, which mostly holds a few groups. The
      * slot order is the answer's order. */
     struct group ***tab;
+    uint64_t *occ; /* a bit per slot in use: walking 512 k slots per answer cost more than folding */
     size_t tabsize;
     size_t page; /* slots per page */
     size_t ng;
@@ -136,6 +137,7 @@ static int tab_put(struct agg_run *r, size_t i, struct group *g)
         return ST_ENOMEM;
     }
     (*pg)[i % r->page] = g;
+    r->occ[i / 64] |= 1ULL << (i % 64);
     return ST_OK;
 }
 
@@ -143,21 +145,22 @@ static int tab_put(struct agg_run *r, size_t i, struct group *g)
  * *i is left past it. */
 static struct group *tab_next(const struct agg_run *r, size_t *i)
 {
-    while (r->tab != NULL && *i < r->tabsize) {
-        struct group **pg = r->tab[*i / r->page];
-        if (pg == NULL) {
-            *i = (*i / r->page + 1) * r->page;
-            continue;
-        }
-        for (size_t k = *i % r->page; k < r->page; k++) {
-            if (pg[k] != NULL) {
-                *i = (*i / r->page) * r->page + k + 1;
-                return pg[k];
-            }
-        }
-        *i = (*i / r->page + 1) * r->page;
+    size_t nw = r->tabsize / 64;
+    size_t w = *i / 64;
+    uint64_t bits;
+    if (r->occ == NULL || *i >= r->tabsize) {
+        return NULL;
     }
-    return NULL;
+    bits = r->occ[w] & (~0ULL << (*i % 64));
+    while (bits == 0) {
+        if (++w >= nw) {
+            *i = r->tabsize;
+            return NULL;
+        }
+        bits = r->occ[w];
+    }
+    *i = w * 64 + (size_t)__builtin_ctzll(bits) + 1;
+    return tab_get(r, *i - 1);
 }
 
 static int fail(struct agg_run *r, int rv, const char *fmt, ...)
@@ -727,6 +730,7 @@ static void free_groups(struct agg_run *r)
         free(r->tab[p]);
     }
     free(r->tab);
+    free(r->occ);
     free(r->vals);
     for (size_t i = 0; i < r->nss; i++) {
         free(r->ss[i].b);
@@ -771,11 +775,12 @@ static int setup(struct agg_run *r, const st_query *q)
     r->tabsize = want;
     r->page = ST_MIN(want, (size_t)TAB_PAGE);
     r->tab = calloc(r->tabsize / r->page, sizeof(*r->tab));
+    r->occ = calloc(r->tabsize / 64, sizeof(*r->occ)); /* tabsize is 64 or more */
     r->meta = json_pack("{s:s,s:s,s:I,s:I,s:I}", "metric", q->metric, "agg",
                         q->agg ? st_agg_name(q->agg) : "", "from", (json_int_t)r->from, "to",
                         (json_int_t)q->to_ms, "step", (json_int_t)r->step);
     split_matchers(r);
-    return r->tab != NULL && r->meta != NULL ? ST_OK : ST_ENOMEM;
+    return r->tab != NULL && r->occ != NULL && r->meta != NULL ? ST_OK : ST_ENOMEM;
 }
 
 static int64_t ceil_to(int64_t t, int64_t unit)

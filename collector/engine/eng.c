@@ -63,6 +63,7 @@ struct kept_answer {
     char *key; /* the question with its agg */
     uint64_t hash;
     st_answer *a;
+    bool asked; /* in the last run: one not asked in a run goes at its end */
 };
 
 /* A window question kept across runs (st_query_slide). */
@@ -198,12 +199,20 @@ static bool key_metric(const char *key, char *out, size_t cap)
     return true;
 }
 
-/* Whether what was kept about the question key still holds: a commit
- * since the kept run that wrote a point of its metric starting before
- * the clock (where every window ends) changed it, as did one that added
- * a series of it (a group, even without points in the window); so does
- * one the store cannot account for. */
-static bool kept_holds(st_eng *e, const char *key)
+/* The end of a question key's window (its "to"), or INT64_MAX. */
+static int64_t key_to(const char *key)
+{
+    const char *p = strstr(key, "\x1fto=");
+    long long v;
+    return p != NULL && sscanf(p + 4, "%lld", &v) == 1 ? (int64_t)v : INT64_MAX;
+}
+
+/* Whether what was kept about the question key, of a window ending at
+ * end, still holds: a commit since the kept run that wrote a point of its
+ * metric starting before end changed it, as did one that added a series
+ * of it (a group, even without points in the window); so does one the
+ * store cannot account for. */
+static bool holds_until(st_eng *e, const char *key, int64_t end)
 {
     char metric[QUESTION_KEY_MAX];
     int64_t ch;
@@ -211,8 +220,23 @@ static bool kept_holds(st_eng *e, const char *key)
         return false;
     }
     ch = st_store_changed_since(e->st, metric, e->kept_gen);
-    return ch != INT64_MIN && ch >= e->now &&
-           !st_store_series_added_since(e->st, metric, e->kept_gen);
+    return ch != INT64_MIN && ch >= end && !st_store_series_added_since(e->st, metric, e->kept_gen);
+}
+
+/* Within a step every window ends at the clock. */
+static bool kept_holds(st_eng *e, const char *key)
+{
+    return holds_until(e, key, e->now);
+}
+
+/* Across steps: an answer of a window that ended before the last clock
+ * (the closed days of the cold-table counters) is asked again the same,
+ * and holds while nothing was written into it; one of a window that
+ * moved with the clock is never asked again. */
+static bool kept_across(st_eng *e, const char *key)
+{
+    int64_t to = key_to(key);
+    return to < e->kept_now && holds_until(e, key, to);
 }
 
 static bool fold_holds(st_eng *e, const struct shared_fold *f)
@@ -229,12 +253,36 @@ static bool fold_walked(st_eng *e, const struct shared_fold *f)
 /* Keeps what the last run found that this one would find again. */
 static void sift_kept(st_eng *e)
 {
-    if (e->kept_gen == 0 || e->kept_now != e->now) {
+    if (e->kept_gen == 0) {
         drop_kept(e);
         return;
     }
-    sift_answers(e, kept_holds);
-    sift_folds(e, fold_holds);
+    if (e->kept_now != e->now) {
+        sift_folds(e, NULL);
+        sift_answers(e, kept_across);
+    } else {
+        sift_answers(e, kept_holds);
+        sift_folds(e, fold_holds);
+    }
+    for (size_t i = 0; i < e->nanswers; i++) {
+        e->answers[i].asked = false;
+    }
+}
+
+/* Drops the answers the run did not ask for (kept across steps, but no
+ * longer asked: yesterday's closed days). */
+static void sift_unasked(st_eng *e)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < e->nanswers; i++) {
+        if (e->answers[i].asked) {
+            e->answers[n++] = e->answers[i];
+        } else {
+            free(e->answers[i].key);
+            st_answer_unref(e->answers[i].a);
+        }
+    }
+    e->nanswers = n;
 }
 
 static int feed_block(void *arg, int metric, uint64_t txn, const st_fed_block *b)
@@ -300,6 +348,7 @@ void st_eng_share_end(st_eng *e)
      * (at fleet size the others' sketches take over 100 MiB). */
     sift_folds(e, fold_walked);
     if (e->sharing) {
+        sift_unasked(e);
         e->kept_now = e->now;
         e->kept_gen = e->run_gen;
     }
@@ -459,11 +508,12 @@ static uint64_t key_hash(const char *key)
 
 /* The answer kept for akey, or NULL. The run asks about a hundred
  * questions, a few hundred times: a scan with the hash compared first. */
-static st_answer *kept_answer(const st_eng *e, const char *akey)
+static st_answer *kept_answer(st_eng *e, const char *akey)
 {
     uint64_t h = key_hash(akey);
     for (size_t i = 0; i < e->nanswers; i++) {
         if (e->answers[i].hash == h && strcmp(e->answers[i].key, akey) == 0) {
+            e->answers[i].asked = true;
             return e->answers[i].a;
         }
     }
@@ -487,7 +537,7 @@ static void keep_answer(st_eng *e, const char *akey, st_answer *ans)
     if ((k = strdup(akey)) == NULL) {
         return;
     }
-    e->answers[e->nanswers++] = (struct kept_answer){k, key_hash(akey), st_answer_ref(ans)};
+    e->answers[e->nanswers++] = (struct kept_answer){k, key_hash(akey), st_answer_ref(ans), true};
 }
 
 /* A fold of the same metric and range grouped by labels q matches on,

@@ -432,20 +432,62 @@ static void coldq_free(coldq *q)
     st_answer_unref(q->live_days);
 }
 
+/* The daily counters of the closed days, up to today's start: the same
+ * questions every step of a day, whose answers the engine keeps from step
+ * to step while nothing is written into them (today's points are not). */
 static int coldq_days(st_eng *e, coldq *q)
 {
+    int64_t now = st_eng_now(e);
+    int64_t today = now - ((now % DAY_MS) + DAY_MS) % DAY_MS;
+    int64_t span = q->span_ms - (now - today);
     int rv;
     if (q->seq != NULL) {
         return ST_OK;
     }
-    if ((rv = st_rules_query(e, "db.table.seq_scan", "sum", TABLE_BY, NULL, 0, q->span_ms, DAY_MS,
-                             &q->seq)) != ST_OK ||
-        (rv = st_rules_query(e, "db.table.idx_scan", "sum", TABLE_BY, NULL, 0, q->span_ms, DAY_MS,
-                             &q->idx)) != ST_OK) {
-        return rv;
+    st_eng_set_now(e, today);
+    if ((rv = st_rules_query(e, "db.table.seq_scan", "sum", TABLE_BY, NULL, 0, span, DAY_MS,
+                             &q->seq)) == ST_OK &&
+        (rv = st_rules_query(e, "db.table.idx_scan", "sum", TABLE_BY, NULL, 0, span, DAY_MS,
+                             &q->idx)) == ST_OK) {
+        rv = st_rules_query(e, "db.table.live_tup", "max", TABLE_BY, NULL, 0, span, DAY_MS,
+                            &q->live_days);
     }
-    return st_rules_query(e, "db.table.live_tup", "max", TABLE_BY, NULL, 0, q->span_ms, DAY_MS,
-                          &q->live_days);
+    st_eng_set_now(e, now);
+    return rv;
+}
+
+/* The scans of one table counted today, as of the clock (a table idle
+ * over the closed days is asked about alone). */
+static int scans_today(st_eng *e, const st_ans_row *item, double *out)
+{
+    static const char *const metrics[] = {"db.table.seq_scan", "db.table.idx_scan"};
+    static const char *const keys[] = {"table", "database", "host"};
+    char m[3][320]; /* a host name is up to 253 bytes */
+    const char *match[3];
+    int64_t now = st_eng_now(e);
+    int64_t since = ((now % DAY_MS) + DAY_MS) % DAY_MS;
+    *out = 0;
+    if (since == 0) {
+        return ST_OK;
+    }
+    for (size_t k = 0; k < 3; k++) {
+        if (snprintf(m[k], sizeof(m[k]), "%s=%s", keys[k], st_ans_label(item, keys[k])) >=
+            (int)sizeof(m[k])) {
+            *out = NAN; /* cannot be asked: unknown */
+            return ST_OK;
+        }
+        match[k] = m[k];
+    }
+    for (size_t i = 0; i < ST_ARRAY_LEN(metrics); i++) {
+        st_answer *a = NULL;
+        int rv = st_eng_query(e, metrics[i], "sum", TABLE_BY, match, 3, since, &a);
+        if (rv != ST_OK) {
+            return rv;
+        }
+        *out += st_rules_total(a);
+        st_answer_unref(a);
+    }
+    return ST_OK;
 }
 
 static double points_sum(const st_ans_row *item)
@@ -459,20 +501,31 @@ static double points_sum(const st_ans_row *item)
 
 /* Days without a read from the daily counters: the table must have been
  * seen in the first day of the range (so the data covers more than the
- * threshold) and no scan of either kind counted since. NAN: unknown. */
-static double days_from_counters(st_eng *e, const coldq *q, const st_ans_row *item)
+ * threshold) and no scan of either kind counted since, over the closed
+ * days nor today. NAN: unknown. */
+static int days_from_counters(st_eng *e, const coldq *q, const st_ans_row *item, double *days)
 {
     const st_ans_row *lv = st_answer_find(q->live_days, item, TABLE_BY);
     int64_t from = q->live_days->from;
     const st_ans_row *seq = st_answer_find(q->seq, item, TABLE_BY);
     const st_ans_row *idx = st_answer_find(q->idx, item, TABLE_BY);
+    double today = 0;
+    int rv;
+    *days = NAN;
     if (lv == NULL || lv->n == 0 || lv->t[0] != from || seq == NULL) {
-        return NAN;
+        return ST_OK;
     }
     if (points_sum(seq) + points_sum(idx) > 0) {
-        return 0;
+        *days = 0;
+        return ST_OK;
     }
-    return (double)(st_eng_now(e) - from) / (double)DAY_MS;
+    if ((rv = scans_today(e, item, &today)) != ST_OK) {
+        return rv;
+    }
+    *days = !isfinite(today) ? NAN
+            : today > 0      ? 0
+                             : (double)(st_eng_now(e) - from) / (double)DAY_MS;
+    return ST_OK;
 }
 
 static int cold_candidate(st_eng *e, const st_rule *r, const coldq *q, const st_ans_row *item,
@@ -544,7 +597,9 @@ static int cold_one(st_eng *e, const st_rule *r, coldq *q, const st_ans_row *ite
     if ((rv = coldq_days(e, q)) != ST_OK) {
         return rv;
     }
-    idle = days_from_counters(e, q, item);
+    if ((rv = days_from_counters(e, q, item, &idle)) != ST_OK) {
+        return rv;
+    }
     return idle > q->days ? cold_candidate(e, r, q, item, idle, "scan counters", out) : ST_OK;
 }
 

@@ -816,7 +816,12 @@ static void test_cold_table_counters(void **state)
     daily_table(x, "old_events", 92, -1); /* never read, seen for 92 days */
     daily_table(x, "recent", 92, 10);     /* read 10 days ago */
     daily_table(x, "young", 30, -1);      /* seen for 30 days only */
+    daily_table(x, "read_today", 92, -1); /* not read over the closed days... */
     flush(x);
+    /* ...but today (the closed days' answers are kept from step to step,
+     * today's scans asked apart) */
+    counter(x, "db.table.idx_scan", L("table", "read_today", "database", "shop", "host", "db1"), 3);
+    gauge(x, "db.table.live_tup", L("table", "read_today", "database", "shop", "host", "db1"), 100);
     gauge(x, "db.table.live_tup", L("table", "old_events", "database", "shop", "host", "db1"), 100);
     gauge(x, "db.table.live_tup", L("table", "recent", "database", "shop", "host", "db1"), 100);
     gauge(x, "db.table.live_tup", L("table", "young", "database", "shop", "host", "db1"), 100);
@@ -1475,6 +1480,53 @@ static void test_shared_answers(void **state)
     st_eng_free(e);
 }
 
+/* From step to step: the answer of a window that ended before the clock
+ * is kept while nothing is written into it, and asked again once a late
+ * point lands in it; one of the window ending at the clock is not kept. */
+static void test_closed_window_kept_across_steps(void **state)
+{
+    fx *x = *state;
+    const char *m = "http.server.requests";
+    const char *const *l = L("role", "edge", "route", "/a", "host", "e1");
+    int64_t w = 5 * 60 * 1000;
+    int64_t now = NOW;
+    st_answer *closed[3];
+    st_answer *open[2];
+    st_eng *e;
+    counter(x, m, l, 100); /* at MID: inside the closed window and the first open ones */
+    flush(x);
+    assert_int_equal(st_eng_new(x->st, now, &e), ST_OK);
+    for (int step = 0; step < 3; step++) {
+        st_eng_set_now(e, now + (step + 1) * 60000);
+        st_eng_share_begin(e);
+        /* the closed window: [NOW - w, NOW), asked as the cold-table rule does */
+        st_eng_set_now(e, now);
+        assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &closed[step]), ST_OK);
+        st_eng_set_now(e, now + (step + 1) * 60000);
+        if (step < 2) {
+            assert_int_equal(st_eng_query(e, m, "sum", "role,route", NULL, 0, w, &open[step]),
+                             ST_OK);
+        }
+        st_eng_share_end(e);
+        if (step == 1) {
+            /* late: a point inside the closed window, another host */
+            counter(x, m, L("role", "edge", "route", "/a", "host", "e9"), 5);
+            flush(x);
+        }
+    }
+    assert_ptr_equal(closed[1], closed[0]); /* kept across the step */
+    assert_ptr_not_equal(open[1], open[0]);
+    assert_ptr_not_equal(closed[2], closed[1]); /* written into: asked again */
+    near(st_ans_value(&closed[0]->rows[0]), 100, 0);
+    near(st_ans_value(&closed[2]->rows[0]), 105, 0);
+    for (int i = 0; i < 3; i++) {
+        st_answer_unref(closed[i]);
+    }
+    st_answer_unref(open[0]);
+    st_answer_unref(open[1]);
+    st_eng_free(e);
+}
+
 /* A question too large for one answer is asked host by host; within a run
  * those parts are answers other rules share, and the merged answer must
  * leave them as they were: asking twice gives the same fleet, and a
@@ -1705,6 +1757,7 @@ int main(void)
         T(test_cdn_cache),
         T(test_api_cache),
         T(test_shared_answers),
+        T(test_closed_window_kept_across_steps),
         T(test_per_host_fallback_keeps_shared_parts),
         T(test_empty_store),
     };
