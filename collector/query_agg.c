@@ -77,7 +77,12 @@ struct agg_run {
      * tabsize 512 k for one question, which mostly holds a few groups. The
      * slot order is the answer's order. */
     struct group ***tab;
-    uint64_t *occ; /* a bit per slot in use: walking 512 k slots per answer cost more than folding */
+    /* A slide's answer: its groups, keys and buckets in one allocation
+     * (thousands of groups an answer, every step) */
+    char *arena;
+    size_t arena_used;
+    uint64_t
+        *occ; /* a bit per slot in use: walking 512 k slots per answer cost more than folding */
     size_t tabsize;
     size_t page; /* slots per page */
     size_t ng;
@@ -362,6 +367,9 @@ static void group_free(const struct agg_run *r, struct group *g)
     }
     st_sketch_free(g->total.sk);
     json_decref(g->labels);
+    if (r->arena != NULL) {
+        return; /* freed with the arena */
+    }
     free(g->b);
     free(g->key);
     free(g);
@@ -730,6 +738,7 @@ static void free_groups(struct agg_run *r)
         free(r->tab[p]);
     }
     free(r->tab);
+    free(r->arena);
     free(r->occ);
     free(r->vals);
     for (size_t i = 0; i < r->nss; i++) {
@@ -1310,8 +1319,10 @@ struct st_query_slide {
      * and those commits wrote none at or past hi but far_t's. */
     bool fed;
     uint64_t txn;
-    int64_t far_t; /* the oldest point past hi when filled; INT64_MAX: none */
-    int64_t end;   /* the newest window's end bucket's end */
+    int64_t far_t;              /* the oldest point past hi when filled; INT64_MAX: none */
+    int64_t end;                /* the newest window's end bucket's end */
+    struct slide_group **order; /* the groups by seq, while ordered */
+    bool ordered;
     struct sid {
         uint32_t id;
         uint32_t g; /* 1 + index into g; 0: empty slot */
@@ -1511,6 +1522,7 @@ static int slide_group_of(st_query_slide *c, const struct group *g, struct slide
     n->keylen = g->keylen;
     n->labels = json_incref(g->labels);
     c->g[c->ng++] = n;
+    c->ordered = false;
     c->gidx[k] = c->ng;
     *out = n;
     return ST_OK;
@@ -1630,6 +1642,7 @@ static int slide_absorb(st_query_slide *c, struct agg_run *r, int64_t lo, int64_
             return rv;
         }
         cg->seq = g->seq;
+        c->ordered = false;
         for (size_t k = 0; k < r->nb; k++) {
             int64_t t = r->from + (int64_t)k * c->bw;
             if (t >= lo && t < hi) {
@@ -1702,6 +1715,25 @@ static void slide_invalidate(st_store *st, st_query_slide *c, const st_query *q)
     }
 }
 
+/* n bytes of the answer's arena, aligned for a double. */
+static void *arena_take(struct agg_run *r, size_t n)
+{
+    void *p = r->arena + r->arena_used;
+    r->arena_used += (n + 7) & ~(size_t)7;
+    return p;
+}
+
+/* Room for the groups of a slide's answer, sized before any is put. */
+static int arena_reserve(struct agg_run *r, const st_query_slide *c)
+{
+    size_t n = c->ng * (((sizeof(struct group) + 7) & ~(size_t)7) + r->nb * sizeof(struct acc));
+    for (size_t i = 0; i < c->ng; i++) {
+        n += (c->g[i]->keylen + 7) & ~(size_t)7;
+    }
+    r->arena_used = 0;
+    return (r->arena = malloc(n + 8)) != NULL ? ST_OK : ST_ENOMEM;
+}
+
 /* Puts a kept group into an answer's table the way find_group would. */
 static int insert_group(struct agg_run *r, const struct slide_group *cg, struct group **out)
 {
@@ -1710,16 +1742,17 @@ static int insert_group(struct agg_run *r, const struct slide_group *cg, struct 
     while (tab_get(r, i) != NULL) {
         i = (i + 1) & (r->tabsize - 1);
     }
-    if ((g = calloc(1, sizeof(*g))) == NULL) {
-        return ST_ENOMEM;
+    g = arena_take(r, sizeof(*g));
+    memset(g, 0, sizeof(*g));
+    g->key = arena_take(r, cg->keylen);
+    g->b = arena_take(r, r->nb * sizeof(*g->b));
+    for (size_t k = 0; k < r->nb; k++) {
+        acc_init(&g->b[k]);
     }
+    g->labels = json_incref(cg->labels);
     if (tab_put(r, i, g) != ST_OK) {
-        free(g);
+        json_decref(g->labels);
         return ST_ENOMEM;
-    }
-    if ((g->key = malloc(cg->keylen)) == NULL || (g->b = accs_new(r->nb)) == NULL ||
-        (g->labels = json_incref(cg->labels)) == NULL) {
-        return ST_ENOMEM; /* freed with the table */
     }
     memcpy(g->key, cg->key, cg->keylen);
     g->keylen = cg->keylen;
@@ -1759,15 +1792,25 @@ static int seq_cmp(const void *a, const void *b)
 static int slide_merge(st_query_slide *c, struct agg_run *r, int64_t a, int64_t b,
                        struct agg_run *x, size_t nx)
 {
-    struct slide_group **order = malloc((c->ng + 1) * sizeof(*order));
+    struct slide_group **order;
     double abs = 0;
     int rv = ST_OK;
-    if (order == NULL) {
-        return ST_ENOMEM;
+    if (!c->ordered) {
+        /* the full scan's group order, sorted again only when a scan told
+         * it anew */
+        free(c->order);
+        if ((c->order = malloc((c->ng + 1) * sizeof(*c->order))) == NULL) {
+            return ST_ENOMEM;
+        }
+        if (c->ng > 0) {
+            memcpy(c->order, c->g, c->ng * sizeof(*c->order));
+            qsort(c->order, c->ng, sizeof(*c->order), seq_cmp);
+        }
+        c->ordered = true;
     }
-    if (c->ng > 0) {
-        memcpy(order, c->g, c->ng * sizeof(*order));
-        qsort(order, c->ng, sizeof(*order), seq_cmp);
+    order = c->order;
+    if ((rv = arena_reserve(r, c)) != ST_OK) {
+        return rv;
     }
     for (int64_t t = a; t < b; t += c->bw) {
         abs += c->bs[slot_of(c, t)].abs;
@@ -1795,7 +1838,6 @@ static int slide_merge(st_query_slide *c, struct agg_run *r, int64_t a, int64_t 
         }
     }
     r->exact_sums = r->exact_sums && abs < EXACT_SUM_MAX;
-    free(order);
     return rv;
 }
 
@@ -2168,6 +2210,7 @@ void st_query_slide_free(st_query_slide *c)
     }
     free(c->g);
     free(c->gidx);
+    free(c->order);
     free(c->ids);
     free(c->bs);
     json_decref(c->unit);
