@@ -20,7 +20,8 @@ struct ans_keys_index {
     char names[KEYS_MAX][KEY_LEN];
     size_t nnames;
     uint32_t *slot;
-    size_t size; /* a power of two, at least twice the rows */
+    uint64_t *hash; /* each row's hash on the keys: probes compare it first */
+    size_t size;    /* a power of two, at least twice the rows */
 };
 
 struct st_ans_index {
@@ -121,6 +122,7 @@ static void index_free(struct st_ans_index *x)
     }
     for (size_t i = 0; i < x->n; i++) {
         free(x->v[i].slot);
+        free(x->v[i].hash);
     }
     free(x->v);
     free(x);
@@ -206,24 +208,27 @@ static bool split_keys(const char *keys, char names[][KEY_LEN], size_t *n)
     return true;
 }
 
-static bool same_on(const st_ans_row *x, const st_ans_row *y, char names[][KEY_LEN], size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(st_ans_label(x, names[i]), st_ans_label(y, names[i])) != 0) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static uint64_t hash_on(const st_ans_row *r, char names[][KEY_LEN], size_t n)
+/* The row's values on the keys (into vals) and their hash. */
+static uint64_t hash_on(const st_ans_row *r, char names[][KEY_LEN], size_t n, const char **vals)
 {
     uint64_t h = ST_FNV_SEED;
     for (size_t i = 0; i < n; i++) {
         const char *v = st_ans_label(r, names[i]);
         h = st_fnv1a(h, v, strlen(v) + 1); /* the NUL keeps "a","bc" from "ab","c" */
+        vals[i] = v;
     }
     return h;
+}
+
+/* Whether row r has the values vals on the keys. */
+static bool has_values(const st_ans_row *r, char names[][KEY_LEN], size_t n, const char **vals)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(st_ans_label(r, names[i]), vals[i]) != 0) {
+            return false;
+        }
+    }
+    return true;
 }
 
 /* The index of a's rows on keys, built when first asked; NULL when it
@@ -256,16 +261,22 @@ static struct ans_keys_index *index_on(st_answer *a, const char *keys)
     while (size < 2 * a->n) {
         size *= 2;
     }
-    if ((k->slot = calloc(size, sizeof(*k->slot))) == NULL) {
+    if ((k->slot = calloc(size, sizeof(*k->slot))) == NULL ||
+        (k->hash = malloc(a->n * sizeof(*k->hash))) == NULL) {
+        free(k->slot);
         return NULL;
     }
     memcpy(k->keys, keys, strlen(keys) + 1); /* fits: checked on entry */
     k->size = size;
     for (size_t i = 0; i < a->n; i++) {
-        size_t s = hash_on(&a->rows[i], k->names, k->nnames) & (size - 1);
+        const char *vals[KEYS_MAX];
+        uint64_t h = hash_on(&a->rows[i], k->names, k->nnames, vals);
+        size_t s = h & (size - 1);
         bool dup = false;
+        k->hash[i] = h;
         for (; k->slot[s] != 0; s = (s + 1) & (size - 1)) {
-            if (same_on(&a->rows[k->slot[s] - 1], &a->rows[i], k->names, k->nnames)) {
+            if (k->hash[k->slot[s] - 1] == h &&
+                has_values(&a->rows[k->slot[s] - 1], k->names, k->nnames, vals)) {
                 dup = true; /* the first of equals is the one found */
                 break;
             }
@@ -305,10 +316,13 @@ const st_ans_row *st_answer_find(st_answer *a, const st_ans_row *item, const cha
         return NULL;
     }
     if (a->n >= INDEX_MIN_ROWS && a->n < UINT32_MAX && (k = index_on(a, keys)) != NULL) {
-        for (size_t s = hash_on(item, k->names, k->nnames) & (k->size - 1); k->slot[s] != 0;
-             s = (s + 1) & (k->size - 1)) {
+        const char *vals[KEYS_MAX];
+        uint64_t h = hash_on(item, k->names, k->nnames, vals);
+        for (size_t s = h & (k->size - 1); k->slot[s] != 0; s = (s + 1) & (k->size - 1)) {
             const st_ans_row *r = &a->rows[k->slot[s] - 1];
-            if (same_on(r, item, k->names, k->nnames)) {
+            /* rows of one fold share their labels: the same object is equal */
+            if (k->hash[k->slot[s] - 1] == h &&
+                (r->labels == item->labels || has_values(r, k->names, k->nnames, vals))) {
                 return r;
             }
         }

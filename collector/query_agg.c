@@ -1280,13 +1280,11 @@ void st_query_fold_free(st_query_fold *f)
 #define FED_MAX_REACH_MS (6 * 3600000LL)
 /* How far past the window a fill reads: points past it, committed before
  * the fill, make the slide read again once the window reaches them. */
-#define FED_AHEAD_MS (10 * 60000LL)
+#define FED_AHEAD_MS (5 * 60000LL)
 /* Kept behind the reach of the windows asked: a window asked before a
- * newer one in the same step reaches back further than it counted (by a
- * step, and the baselines end minutes before the current windows; two
- * minutes were measured too few at fleet size, every step reading the
- * hour-long baselines again). */
-#define FED_MARGIN_MS (10 * 60000LL)
+ * newer one in the same step reaches back a step further than it counted
+ * (the reach counts from the newest end asked, kept across resets). */
+#define FED_MARGIN_MS (2 * 60000LL)
 
 struct slide_group {
     char *key;
@@ -1405,7 +1403,6 @@ static void slide_reset(st_query_slide *c)
     c->gen = 0;
     c->txn = 0;
     c->far_t = INT64_MAX;
-    c->end = 0;
     c->nids = 0;
     if (c->ids != NULL) {
         memset(c->ids, 0, c->idtab * sizeof(*c->ids));
