@@ -12,6 +12,9 @@
 #define ST_BASELINE_PREFIX "baseline/"
 #define ST_ENGINE_STATE_KEY "engine/state"
 #define ST_HISTORY_MAX 64
+/* The moving fields of the findings whose texts hold older ones
+ * (records.c): readers lay it over the texts with st_seen_patch. */
+#define ST_SEEN_KEY "engine/seen"
 
 struct st_engine {
     st_store *st;
@@ -81,6 +84,10 @@ int st_run_commit(st_engine *en);
 /* Drops the findings kept from the last run: the store's are about to
  * change outside a run (under mu). */
 void st_run_forget(st_engine *en);
+/* The seen record (NULL: none) and laying it over a finding read from
+ * the store. */
+json_t *st_seen_load(st_engine *en);
+void st_seen_patch(json_t *f, const json_t *seen);
 
 /* checks.c */
 /* Validates every target: array of {name, scope, target, value, met, unit}. */

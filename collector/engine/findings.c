@@ -34,6 +34,11 @@ json_t *st_finding_load(st_engine *en, const char *id)
     }
     f = json_loadb(val, len, 0, NULL);
     free(val);
+    if (f != NULL) {
+        json_t *seen = st_seen_load(en);
+        st_seen_patch(f, seen);
+        json_decref(seen);
+    }
     return f;
 }
 
@@ -164,8 +169,18 @@ static int collect_one(void *arg, const char *key, const char *val, size_t len)
 json_t *st_findings_all(st_engine *en)
 {
     struct collect c = {json_array()};
+    json_t *seen;
+    size_t i;
+    json_t *f;
     if (c.arr != NULL) {
         st_store_kv_scan(en->st, ST_FINDING_PREFIX, collect_one, &c);
+    }
+    if (c.arr != NULL && (seen = st_seen_load(en)) != NULL) {
+        json_array_foreach(c.arr, i, f)
+        {
+            st_seen_patch(f, seen);
+        }
+        json_decref(seen);
     }
     return c.arr;
 }

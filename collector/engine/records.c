@@ -20,8 +20,9 @@
 
 struct st_run {
     json_t *findings; /* id -> finding: all of them, as the run changes them */
-    json_t *loaded;   /* id -> the hash of the finding's text in the store (json_hash) */
+    json_t *loaded;   /* id -> what the store holds of it (stored_json) */
     json_t *other;    /* store key -> record: baselines, loop state */
+    uint64_t seen;    /* the hash of the seen record in the store; 0: unknown */
     bool committed;   /* every record written: findings and loaded are the store's */
 };
 
@@ -86,9 +87,104 @@ static uint64_t json_hash(const json_t *j, uint64_t h)
     }
 }
 
-static json_t *hash_json(const json_t *j)
+/* A finding's hash without the fields every run moves: the time it was
+ * last seen and its evidence window. */
+static uint64_t finding_hash(const json_t *f)
 {
-    return json_integer((json_int_t)json_hash(j, ST_FNV_SEED));
+    uint64_t h = ST_FNV_SEED;
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)f, k, v)
+    {
+        if (strcmp(k, "last_seen_unix_ms") == 0) {
+            continue;
+        }
+        h = st_fnv1a(h, k, strlen(k) + 1);
+        if (strcmp(k, "evidence") == 0 && json_is_object(v)) {
+            const char *ek;
+            const json_t *ev;
+            json_object_foreach((json_t *)v, ek, ev)
+            {
+                if (strcmp(ek, "window") != 0) {
+                    h = st_fnv1a(h, ek, strlen(ek) + 1);
+                    h = json_hash(ev, h);
+                }
+            }
+            h = st_fnv1a(h, "}", 1);
+        } else {
+            h = json_hash(v, h);
+        }
+    }
+    return h;
+}
+
+static json_int_t seen_of(const json_t *f)
+{
+    return json_integer_value(json_object_get(f, "last_seen_unix_ms"));
+}
+
+/* ---- the seen record ----
+ * Every step moves every open finding's last-seen time and evidence
+ * window, and nothing else of most of them; printing and writing 1,500
+ * findings for that was a sixth of a step's first run at fleet size. A
+ * finding's text is written when anything else changed; the moving fields
+ * of those whose text holds older ones go into one record, ST_SEEN_KEY:
+ * {id: [last_seen, window from, window to]}, which readers lay over the
+ * texts (st_seen_patch). */
+
+void st_seen_patch(json_t *f, const json_t *seen)
+{
+    const json_t *e = json_object_get(seen, json_string_value(json_object_get(f, "id")));
+    json_t *w = json_object_get(json_object_get(f, "evidence"), "window");
+    if (!json_is_array(e) || json_array_size(e) != 3 ||
+        json_integer_value(json_array_get(e, 0)) < seen_of(f)) {
+        return; /* none, or older than the text (a partial commit) */
+    }
+    json_object_set(f, "last_seen_unix_ms", json_array_get(e, 0));
+    if (json_is_object(w)) {
+        json_object_set(w, "from", json_array_get(e, 1));
+        json_object_set(w, "to", json_array_get(e, 2));
+    }
+}
+
+json_t *st_seen_load(st_engine *en)
+{
+    char *val = NULL;
+    size_t len = 0;
+    json_t *seen = NULL;
+    if (st_store_kv_get(en->st, ST_SEEN_KEY, &val, &len) == ST_OK) {
+        seen = json_loadb(val, len, 0, NULL);
+        free(val);
+    }
+    return seen;
+}
+
+/* The seen record of the run's findings whose texts in the store (loaded)
+ * hold older moving fields. */
+static json_t *seen_record(const struct st_run *run)
+{
+    json_t *rec = json_object();
+    const char *id;
+    json_t *f;
+    json_object_foreach(run->findings, id, f)
+    {
+        const json_t *was = json_object_get(run->loaded, id);
+        const json_t *w = json_object_get(json_object_get(f, "evidence"), "window");
+        if (was != NULL && json_integer_value(json_array_get(was, 1)) != seen_of(f)) {
+            json_object_set_new(rec, id,
+                                json_pack("[I,I,I]", seen_of(f),
+                                          json_integer_value(json_object_get(w, "from")),
+                                          json_integer_value(json_object_get(w, "to"))));
+        }
+    }
+    return rec;
+}
+
+/* What the store holds of a finding: [its hash (finding_hash), the time
+ * it was last seen when written]. */
+static json_t *stored_json(const json_t *f)
+{
+    return json_pack("[I,I]", (json_int_t)finding_hash(f), seen_of(f));
 }
 
 static int load_one(void *arg, const char *key, const char *val, size_t len)
@@ -98,7 +194,7 @@ static int load_one(void *arg, const char *key, const char *val, size_t len)
     json_t *f = json_loadb(val, len, 0, NULL);
     if (f != NULL) {
         json_object_set_new(run->findings, id, f);
-        json_object_set_new(run->loaded, id, hash_json(f));
+        json_object_set_new(run->loaded, id, stored_json(f));
     }
     return 0;
 }
@@ -106,6 +202,9 @@ static int load_one(void *arg, const char *key, const char *val, size_t len)
 int st_run_begin(st_engine *en)
 {
     struct st_run *run = en->kept;
+    json_t *seen;
+    const char *id;
+    json_t *f;
     int rv = ST_OK;
     en->kept = NULL;
     if (run != NULL) {
@@ -124,6 +223,15 @@ int st_run_begin(st_engine *en)
         rv = ST_ENOMEM;
     } else {
         rv = st_store_kv_scan(en->st, ST_FINDING_PREFIX, load_one, run);
+    }
+    /* loaded holds what the texts say; the findings, what readers see */
+    if (rv == ST_OK && (seen = st_seen_load(en)) != NULL) {
+        json_object_foreach(run->findings, id, f)
+        {
+            st_seen_patch(f, seen);
+        }
+        run->seen = json_hash(seen, ST_FNV_SEED);
+        json_decref(seen);
     }
     en->run = run;
     if (rv != ST_OK) {
@@ -227,20 +335,22 @@ static void flush_batch(st_engine *en, struct pending *p)
     p->bytes = 0;
 }
 
-/* Queues rec under key unless its text is the one in the store, by
- * hash (loaded[id]; loaded NULL: always), and records the new hash there:
- * loaded is the store's once the run commits whole, and is dropped with
- * the run if not. Takes the text and key it makes; freed after the batches
- * are written. */
+/* Queues rec under key unless the store holds it (loaded[id]; loaded
+ * NULL: always), and records what it will hold there: loaded is the
+ * store's once the run commits whole, and is dropped with the run if not.
+ * A finding whose only change is the moving fields is left to the seen
+ * record. Takes the text and key it makes; freed after the batches are
+ * written. */
 static int queue_text(st_engine *en, struct pending *p, const char *key, json_t *loaded,
                       const char *id, const json_t *rec, size_t *written)
 {
     const json_t *was = loaded != NULL ? json_object_get(loaded, id) : NULL;
-    uint64_t h = loaded != NULL ? json_hash(rec, ST_FNV_SEED) : 0;
+    uint64_t h = loaded != NULL ? finding_hash(rec) : 0;
+    json_int_t seen = loaded != NULL ? seen_of(rec) : 0;
     char *text;
     char *k;
     size_t len;
-    if (was != NULL && (uint64_t)json_integer_value(was) == h) {
+    if (was != NULL && (uint64_t)json_integer_value(json_array_get(was, 0)) == h) {
         return ST_OK;
     }
     text = json_dumps(rec, JSON_COMPACT);
@@ -262,7 +372,8 @@ static int queue_text(st_engine *en, struct pending *p, const char *key, json_t 
         p->items = items;
         p->cap = cap;
     }
-    if (loaded != NULL && json_object_set_new(loaded, id, json_integer((json_int_t)h)) != 0) {
+    if (loaded != NULL &&
+        json_object_set_new(loaded, id, json_pack("[I,I]", (json_int_t)h, seen)) != 0) {
         free(text);
         free(k);
         return ST_ENOMEM;
@@ -296,6 +407,16 @@ int st_run_commit(st_engine *en)
         if ((r = queue_text(en, &p, key, run->loaded, k, v, &findings)) != ST_OK) {
             rv = r;
         }
+    }
+    {
+        /* after the texts: the record names those left older */
+        json_t *seen = seen_record(run);
+        uint64_t h = seen != NULL ? json_hash(seen, ST_FNV_SEED) : 0;
+        if (seen != NULL && h != run->seen) {
+            json_object_set(run->other, ST_SEEN_KEY, seen);
+            run->seen = h;
+        }
+        json_decref(seen);
     }
     json_object_foreach(run->other, k, v)
     {

@@ -725,6 +725,63 @@ static void test_runs_write_each_record_once_and_only_changes(void **state)
     st_engine_free(en);
 }
 
+/* A finding seen again, unchanged but for when (its last-seen time and
+ * evidence window move every step), keeps its text in the store: the
+ * seen record carries the moving fields, readers see them laid over, and
+ * an engine started again reads them so. */
+static json_int_t stored_seen(const json_t *f)
+{
+    char key[256];
+    char *val = NULL;
+    size_t len = 0;
+    json_t *text;
+    json_int_t v;
+    snprintf(key, sizeof(key), "finding/%s", json_string_value(json_object_get(f, "id")));
+    assert_int_equal(st_store_kv_get(st, key, &val, &len), ST_OK);
+    text = json_loadb(val, len, 0, NULL);
+    assert_non_null(text);
+    v = json_integer_value(json_object_get(text, "last_seen_unix_ms"));
+    json_decref(text);
+    free(val);
+    return v;
+}
+
+static void test_a_finding_seen_again_keeps_its_text(void **state)
+{
+    st_engine *en;
+    json_t *f;
+    json_t *w;
+    int64_t clock;
+    (void)state;
+    history(T0 - 70 * MIN, T0 + 20 * MIN, 0.100, 300, 0);
+    for (int64_t t = T0 - 70 * MIN; t < T0 + 20 * MIN; t += MIN) {
+        edge_minute(t, 300, 700); /* the same every minute: the same figures */
+    }
+    en = engine(10);
+    assert_true(st_engine_run(en, T0) >= 0);
+    assert_true(en->run_finding_writes >= 1);
+    assert_true(st_engine_run(en, T0 + 3 * MIN) >= 0);
+    clock = st_engine_clock(en, T0 + 3 * MIN);
+    assert_int_equal(en->run_finding_writes, 0);
+    f = find_rule(en, "infrastructure.cdn_cache");
+    assert_non_null(f);
+    w = json_object_get(json_object_get(f, "evidence"), "window");
+    assert_int_equal(json_integer_value(json_object_get(f, "last_seen_unix_ms")), clock);
+    assert_int_equal(json_integer_value(json_object_get(w, "to")), clock);
+    assert_int_equal(json_integer_value(json_object_get(w, "from")), clock - 5 * MIN);
+    assert_true(stored_seen(f) < clock); /* the text is a step older */
+    json_decref(f);
+    st_engine_free(en);
+    /* started again: the findings read back with the record laid over */
+    en = engine(10);
+    assert_true(st_engine_run(en, T0 + 3 * MIN) >= 0);
+    assert_int_equal(en->run_finding_writes, 0);
+    f = find_rule(en, "infrastructure.cdn_cache");
+    assert_int_equal(json_integer_value(json_object_get(f, "last_seen_unix_ms")), clock);
+    json_decref(f);
+    st_engine_free(en);
+}
+
 static void test_stop_requested_before_a_run(void **state)
 {
     st_engine *en;
@@ -747,6 +804,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_target_missed_in_one_window_starts_no_campaign, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_verdict_on_a_cold_table_still_cold, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_finding_seen_again_keeps_its_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_latency_regression_against_pinned_baseline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_error_regression_is_critical, setup, teardown),
