@@ -160,7 +160,11 @@ typedef struct st_fed_block {
     const double *hi;     /* n maximums, or NULL: the values */
     st_sketch *const *sk; /* distributions: n sketches (NULL: none), or NULL */
 } st_fed_block;
-void st_query_slide_set_fed(st_query_slide *c);
+/* subscribe is called before the slide's first read of the store (and
+ * each read after a reset): from then on the blocks of its metric must be
+ * fed to it; non-zero leaves the slide unfilled (asked whole). */
+typedef int (*st_query_slide_subscribe_fn)(void *arg);
+void st_query_slide_set_fed(st_query_slide *c, st_query_slide_subscribe_fn subscribe, void *arg);
 /* Folds a block that commit txn wrote, unless the slide's fill saw that
  * commit or its series is not one of the slide's. After the last block of
  * a commit, st_query_slide_fed_upto(c, txn). ST_ENOMEM forgets the buckets. */

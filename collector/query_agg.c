@@ -1316,6 +1316,8 @@ struct st_query_slide {
      * series that commits up to txn wrote in [lo, hi) (0: not filled),
      * and those commits wrote none at or past hi but far_t's. */
     bool fed;
+    st_query_slide_subscribe_fn subscribe;
+    void *subscribe_arg;
     uint64_t txn;
     int64_t far_t;              /* the oldest point past hi when filled; INT64_MAX: none */
     int64_t end;                /* the newest window's end bucket's end */
@@ -1998,9 +2000,11 @@ static int fed_read(st_store *st, st_query_slide *c, const st_query *q, int64_t 
     return rv;
 }
 
-void st_query_slide_set_fed(st_query_slide *c)
+void st_query_slide_set_fed(st_query_slide *c, st_query_slide_subscribe_fn subscribe, void *arg)
 {
     c->fed = true;
+    c->subscribe = subscribe;
+    c->subscribe_arg = arg;
 }
 
 int st_query_slide_feed(st_query_slide *c, uint64_t txn, const st_fed_block *b)
@@ -2079,6 +2083,10 @@ static int fed_fill(st_store *st, st_query_slide *c, const st_query *q, struct a
     }
     if (c->txn == 0) {
         slide_reset(c);
+        /* before the read: every commit it does not see is fed */
+        if (c->subscribe != NULL && c->subscribe(c->subscribe_arg) != 0) {
+            return ST_EUNSUPPORTED;
+        }
         c->gen = st_store_generation(st);
         if ((rv = fed_read(st, c, q, A, B + c->bw + FED_AHEAD_MS)) != ST_OK) {
             return rv;

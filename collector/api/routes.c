@@ -186,6 +186,13 @@ static void metrics_engine(st_buf *b, st_engine *en)
     /* runs within a step reuse its first run's answers: the two costs differ */
     counter(b, "strata_engine_step_runs_total",
             "Completed engine runs whose windows had moved (a step's first run).", es.steps);
+    counter(b, "strata_engine_feed_blocks_total",
+            "Blocks of points the engine's kept windows took from commits.", es.feed_blocks);
+    counter(b, "strata_engine_feed_lost_total",
+            "Times the engine's kept windows lost commits and read the store again.", es.feed_lost);
+    gauge(b, "strata_engine_feed_bytes_peak",
+          "The most bytes of commits' points that waited for an engine run.",
+          (double)es.feed_bytes_peak);
     gauge(b, "strata_engine_windows_end_seconds",
           "Unix time where the windows of the last completed engine run end.",
           (double)es.windows_end_ms / 1000.0);

@@ -4,6 +4,7 @@
 
 #include "err.h"
 #include "feed.h"
+#include "frame.h"
 #include "query.h"
 #include "util.h"
 
@@ -70,7 +71,14 @@ struct kept_answer {
 struct kept_slide {
     char *key; /* the question without its agg and range */
     st_query_slide *slide;
-    int metric; /* its metric in the feed; -1: not fed */
+    int metric;            /* its metric in the feed once it first read the store; -1: none */
+    struct slide_sub *sub; /* the slide's subscribe argument (the array moves) */
+};
+
+struct slide_sub {
+    struct st_eng *e;
+    size_t i; /* the slide's index in e->slides */
+    char name[ST_FRAME_MAX_NAME + 1];
 };
 
 struct st_eng {
@@ -164,6 +172,15 @@ static void drop_kept(st_eng *e)
     e->kept_gen = 0;
 }
 
+bool st_eng_feed_stats(st_eng *e, struct st_feed_stats *out)
+{
+    if (e->feed == NULL) {
+        return false;
+    }
+    st_feed_stats(e->feed, out);
+    return true;
+}
+
 void st_eng_free(st_eng *e)
 {
     if (e == NULL) {
@@ -174,6 +191,7 @@ void st_eng_free(st_eng *e)
     st_feed_free(e->feed); /* no tap call is under way after it */
     for (size_t i = 0; i < e->nslides; i++) {
         free(e->slides[i].key);
+        free(e->slides[i].sub);
         st_query_slide_free(e->slides[i].slide);
     }
     free(e->slides);
@@ -283,6 +301,16 @@ static void sift_unasked(st_eng *e)
         }
     }
     e->nanswers = n;
+}
+
+/* A slide about to read the store for the first time: its metric's
+ * blocks are kept from now on (slides that never fill, grouped too finely
+ * to keep, cost the writer nothing). */
+static int slide_subscribe(void *arg)
+{
+    struct slide_sub *sub = arg;
+    struct kept_slide *ks = &sub->e->slides[sub->i];
+    return ks->metric >= 0 ? ST_OK : st_feed_subscribe(sub->e->feed, sub->name, &ks->metric);
 }
 
 static int feed_block(void *arg, int metric, uint64_t txn, const st_fed_block *b)
@@ -588,13 +616,13 @@ static st_query_slide *slide_for(st_eng *e, const char *skey)
         return NULL;
     }
     ks->metric = -1;
-    /* subscribed before the slide's first read: every commit that read
-     * does not see is kept for it */
+    ks->sub = NULL;
     if (e->feed != NULL && key_metric(skey, metric, sizeof(metric)) &&
-        st_feed_subscribe(e->feed, metric, &ks->metric) == ST_OK) {
-        st_query_slide_set_fed(ks->slide);
-    } else {
-        ks->metric = -1;
+        strlen(metric) < sizeof(ks->sub->name) && (ks->sub = calloc(1, sizeof(*ks->sub))) != NULL) {
+        ks->sub->e = e;
+        ks->sub->i = e->nslides;
+        memcpy(ks->sub->name, metric, strlen(metric) + 1);
+        st_query_slide_set_fed(ks->slide, slide_subscribe, ks->sub);
     }
     return e->slides[e->nslides++].slide;
 }

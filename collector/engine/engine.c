@@ -106,7 +106,9 @@ static void stats_run_done(st_engine *en, double wall_s, double cpu_s)
 {
     struct st_engine_stats *st = &en->stats;
     int64_t clock = st_eng_now(en->eng);
+    struct st_feed_stats fs = {0};
     size_t b = 0;
+    bool fed = st_eng_feed_stats(en->eng, &fs);
     while (b < ST_ENGINE_RUN_BUCKETS && wall_s > st_engine_run_bucket_le[b]) {
         b++;
     }
@@ -118,6 +120,14 @@ static void stats_run_done(st_engine *en, double wall_s, double cpu_s)
     st->last_cpu_seconds = cpu_s;
     st->steps += clock != st->windows_end_ms;
     st->windows_end_ms = clock;
+    if (fed) {
+        /* a reconfigured engine's feed counts from zero again */
+        bool fresh = fs.blocks < en->feed_prev.blocks || fs.lost < en->feed_prev.lost;
+        st->feed_blocks += fs.blocks - (fresh ? 0 : en->feed_prev.blocks);
+        st->feed_lost += fs.lost - (fresh ? 0 : en->feed_prev.lost);
+        st->feed_bytes_peak = ST_MAX(st->feed_bytes_peak, fs.bytes_peak);
+        en->feed_prev = fs;
+    }
     st->nphase = ST_MIN(phase_of_tail(ST_ARRAY_LEN(tail_phases)), (size_t)ST_ENGINE_PHASES_MAX);
     for (size_t i = 0, r = rule_count(); i < st->nphase; i++) {
         st->phase[i] = i < r ? st_rules[i].id : tail_phases[i - r];

@@ -90,6 +90,12 @@ struct st_engine_stats {
     double last_cpu_seconds; /* the engine thread's CPU */
     uint64_t steps;          /* completed runs whose windows had moved (a step's first) */
     int64_t windows_end_ms;  /* the last completed run's clock (st_engine_clock); 0: none */
+    /* The commits' points the kept windows took (feed.h): blocks, times
+     * commits were lost (the windows then read the store again), and the
+     * most bytes that waited between two runs. */
+    uint64_t feed_blocks;
+    uint64_t feed_lost;
+    uint64_t feed_bytes_peak;
     size_t nphase;
     const char *phase[ST_ENGINE_PHASES_MAX]; /* static names */
     double phase_seconds[ST_ENGINE_PHASES_MAX];

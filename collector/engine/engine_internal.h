@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 
 #include "engine.h"
+#include "feed.h"
 
 #define ST_FINDING_PREFIX "finding/"
 #define ST_BASELINE_PREFIX "baseline/"
@@ -19,6 +20,7 @@
 struct st_engine {
     st_store *st;
     st_eng *eng;
+    struct st_feed_stats feed_prev; /* its feed's figures at the last run (stats_run_done) */
     struct st_engine_opts o;
     pthread_mutex_t mu; /* one run or callback at a time: findings are read-modify-write */
     /* What /v1/status reads besides the store — targets and the options —

@@ -40,9 +40,14 @@ struct st_feed {
         uint64_t hash;
     } metrics[MAX_METRICS];
     int nmetrics;
+    /* by series id: 1 + its metric's index, -1 none, 0 not looked up yet
+     * (a series' name is hashed once, not on every commit) */
+    int32_t *by_id;
+    size_t nby_id;
     struct batch *head;
     struct batch *tail;
     size_t bytes;
+    size_t max_bytes;
     bool lost;
     struct st_feed_stats stats;
 };
@@ -81,6 +86,31 @@ static int metric_of(const st_feed *fd, const char *name)
         }
     }
     return -1;
+}
+
+/* The kept metric of block b (-1: none), by its series id when known. */
+static int metric_of_block(st_feed *fd, const st_tap_block *b)
+{
+    int m;
+    if (b->id >= fd->nby_id) {
+        size_t n = fd->nby_id ? fd->nby_id : 4096;
+        int32_t *nv;
+        while (n <= b->id) {
+            n *= 2;
+        }
+        if ((nv = realloc(fd->by_id, n * sizeof(*nv))) == NULL) {
+            return metric_of(fd, b->s->name); /* looked up each time */
+        }
+        memset(nv + fd->nby_id, 0, (n - fd->nby_id) * sizeof(*nv));
+        fd->by_id = nv;
+        fd->nby_id = n;
+    }
+    if (fd->by_id[b->id] != 0) {
+        return fd->by_id[b->id] > 0 ? fd->by_id[b->id] - 1 : -1;
+    }
+    m = metric_of(fd, b->s->name);
+    fd->by_id[b->id] = m >= 0 ? m + 1 : -1;
+    return m;
 }
 
 static bool is_dist(const Strata__V1__Series *s)
@@ -136,7 +166,9 @@ static void on_tap(void *arg, uint64_t txn, const st_tap_block *b, size_t n)
     struct batch *bt;
     char *p;
     pthread_mutex_lock(&fd->mu);
-    if (fd->nmetrics == 0) {
+    /* once lost, nothing is kept until the engine has taken the loss: its
+     * windows read the store again then */
+    if (fd->nmetrics == 0 || fd->lost) {
         goto out;
     }
     if (txn == 0) {
@@ -146,7 +178,7 @@ static void on_tap(void *arg, uint64_t txn, const st_tap_block *b, size_t n)
     est = 0;
     for (size_t i = 0; i < n; i++) {
         size_t np = st_series_npoints(b[i].s);
-        if (metric_of(fd, b[i].s->name) < 0) {
+        if (metric_of_block(fd, &b[i]) < 0) {
             continue;
         }
         nb++;
@@ -158,7 +190,7 @@ static void on_tap(void *arg, uint64_t txn, const st_tap_block *b, size_t n)
         goto out;
     }
     est += bytes;
-    if (fd->bytes + est > ST_FEED_MAX_BYTES || (bt = malloc(bytes)) == NULL) {
+    if (fd->bytes + est > fd->max_bytes || (bt = malloc(bytes)) == NULL) {
         lose(fd);
         goto out;
     }
@@ -169,7 +201,7 @@ static void on_tap(void *arg, uint64_t txn, const st_tap_block *b, size_t n)
     bt->blk = (struct staged *)(void *)(bt + 1);
     p = (char *)(bt->blk + nb);
     for (size_t i = 0; i < n; i++) {
-        int m = metric_of(fd, b[i].s->name);
+        int m = metric_of_block(fd, &b[i]);
         if (m >= 0) {
             stage(&bt->blk[bt->n++], m, b[i].id, b[i].s, &p);
         }
@@ -196,6 +228,7 @@ int st_feed_new(st_store *st, st_feed **out)
         return ST_ENOMEM;
     }
     fd->st = st;
+    fd->max_bytes = ST_FEED_MAX_BYTES;
     pthread_mutex_init(&fd->mu, NULL);
     if ((rv = st_store_tap_set(st, on_tap, fd)) != ST_OK) {
         pthread_mutex_destroy(&fd->mu);
@@ -204,6 +237,13 @@ int st_feed_new(st_store *st, st_feed **out)
     }
     *out = fd;
     return ST_OK;
+}
+
+void st_feed_set_max_bytes(st_feed *fd, size_t n)
+{
+    pthread_mutex_lock(&fd->mu);
+    fd->max_bytes = n;
+    pthread_mutex_unlock(&fd->mu);
 }
 
 void st_feed_free(st_feed *fd)
@@ -216,6 +256,7 @@ void st_feed_free(st_feed *fd)
     for (int i = 0; i < fd->nmetrics; i++) {
         free(fd->metrics[i].name);
     }
+    free(fd->by_id);
     pthread_mutex_destroy(&fd->mu);
     free(fd);
 }
@@ -232,6 +273,10 @@ int st_feed_subscribe(st_feed *fd, const char *metric, int *idx)
         } else {
             fd->metrics[fd->nmetrics].hash = st_fnv1a(ST_FNV_SEED, metric, strlen(metric));
             *idx = fd->nmetrics++;
+            /* series looked up as not kept may be of it */
+            for (size_t i = 0; i < fd->nby_id; i++) {
+                fd->by_id[i] = fd->by_id[i] < 0 ? 0 : fd->by_id[i];
+            }
         }
     }
     pthread_mutex_unlock(&fd->mu);

@@ -111,6 +111,10 @@ void st_candidate_init(st_candidate *c);
 /* For tests and benchmarks: a rule context over a store at a fixed time
  * with the default settings. Free with st_eng_free. */
 int st_eng_new(st_store *st, int64_t now_ms, st_eng **out);
+struct st_feed_stats;
+/* The feed's figures (feed.h); false when the engine has none (another
+ * reader holds the store's tap). */
+bool st_eng_feed_stats(st_eng *e, struct st_feed_stats *out);
 void st_eng_free(st_eng *e);
 /* Overrides a rule threshold (by rule id) or a setting by name. */
 int st_eng_set(st_eng *e, const char *name, double value);

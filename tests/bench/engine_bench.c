@@ -1363,8 +1363,15 @@ static int run_engine(const struct opts *o, struct tmpl **full, uint64_t *seq)
         printf("  fed %d minutes meanwhile: %.1f ms CPU per minute of %d frames (commits, the "
                "tap's copies included)\n",
                fd.minutes, fd.minutes > 0 ? fd.cpu_ms / fd.minutes : NAN, o->hosts);
-        printf("RESULT engine_feed minutes=%d ingest_cpu_ms_per_minute=%.2f\n", fd.minutes,
-               fd.minutes > 0 ? fd.cpu_ms / fd.minutes : NAN);
+        printf("  the kept windows took %llu blocks from the commits; most bytes waiting for a "
+               "run %.1f MiB; commits lost %llu times\n",
+               (unsigned long long)es.feed_blocks, (double)es.feed_bytes_peak / MIB,
+               (unsigned long long)es.feed_lost);
+        printf("RESULT engine_feed minutes=%d ingest_cpu_ms_per_minute=%.2f blocks=%llu "
+               "bytes_peak=%llu lost=%llu\n",
+               fd.minutes, fd.minutes > 0 ? fd.cpu_ms / fd.minutes : NAN,
+               (unsigned long long)es.feed_blocks, (unsigned long long)es.feed_bytes_peak,
+               (unsigned long long)es.feed_lost);
     }
     if (rv == ST_OK && !o->no_breakdown) {
         rv = rule_breakdown(st, now + (int64_t)(o->runs - 1) * 10 * SEC_MS);

@@ -165,6 +165,10 @@ assert_gt "$steps" 0 "strata_engine_step_runs_total"
 ends=$(metric strata_engine_windows_end_seconds)
 (($(printf '%.0f' "$ends") > $(date +%s) - 600)) ||
     fail "strata_engine_windows_end_seconds $ends is not within the last 10 minutes"
+# The kept windows take the agent's points from the commits (the store's
+# tap) rather than reading them back.
+engine_fed() { (($(metric strata_engine_feed_blocks_total) >= 1)); }
+wait_for 60 "the engine's kept windows fed by commits" engine_fed
 curl -fsS --max-time 5 "http://$HTTP_ADDR/metrics" >"$T/metrics2.out"
 for phase in database.seq_scan_index function.memory_leak regressions targets commit; do
     grep -q "^strata_engine_phase_seconds{phase=\"$phase\"} [0-9.]*$" "$T/metrics2.out" ||

@@ -362,6 +362,8 @@ struct fed {
     st_query_slide **sl;
     int metric[NQ]; /* each slide's metric in the feed */
     int blocks;     /* blocks the slides were handed */
+    size_t max;     /* the feed's bound (0: its default) */
+    int losses;     /* drains that said commits were lost */
 };
 
 static int fed_block(void *arg, int metric, uint64_t txn, const st_fed_block *b)
@@ -386,17 +388,29 @@ static void fed_commit(void *arg, uint64_t txn)
     }
 }
 
-/* The engine's part: the feed's blocks into the slides before a run. */
+/* The engine's part: the feed's blocks into the slides before a run; a
+ * loss makes them read the store again. */
 static void fed_take(struct fed *f)
 {
     bool lost = true;
     assert_int_equal(st_feed_drain(f->fd, &lost, fed_block, fed_commit, f), ST_OK);
-    assert_false(lost);
+    if (lost) {
+        assert_true(f->max > 0); /* only a bounded feed loses */
+        f->losses++;
+        for (size_t i = 0; i < NQ; i++) {
+            if (f->sl[i] != NULL) {
+                st_query_slide_forget(f->sl[i]);
+            }
+        }
+    }
 }
 
 static void fed_attach(struct fed *f, st_store *st)
 {
     assert_int_equal(st_feed_new(st, &f->fd), ST_OK);
+    if (f->max > 0) {
+        st_feed_set_max_bytes(f->fd, f->max);
+    }
     for (size_t i = 0; i < NQ; i++) {
         if (f->sl[i] != NULL) {
             assert_int_equal(
@@ -409,16 +423,16 @@ static void fed_attach(struct fed *f, st_store *st)
  * with a new feed, and the slides forget what they hold, as the engine
  * would. minutes: the clock moves a minute a run, on minutes (the
  * engine's steps), and the slides keep minutes. */
-static void run_slides(bool fed, bool minutes)
+static void run_slides(bool fed, bool minutes, size_t max)
 {
     st_query_slide *sl[NQ] = {NULL};
-    struct fed f = {.sl = sl};
+    struct fed f = {.sl = sl, .max = max};
     st_store *st = open_store();
     for (size_t i = 0; i < NQ; i++) {
         if (slide_of(i) == i) {
             assert_int_equal(st_query_slide_new(&sl[i]), ST_OK);
             if (fed) {
-                st_query_slide_set_fed(sl[i]);
+                st_query_slide_set_fed(sl[i], NULL, NULL);
             }
         }
     }
@@ -465,6 +479,8 @@ static void run_slides(bool fed, bool minutes)
     if (fed) {
         /* the runs after the first took the minutes as they came */
         assert_true(f.blocks > 0);
+        /* a feed bounded below a minute's frames lost some */
+        assert_true(max == 0 ? f.losses == 0 : f.losses > 0);
         st_feed_free(f.fd);
     }
     for (size_t i = 0; i < NQ; i++) {
@@ -476,19 +492,27 @@ static void run_slides(bool fed, bool minutes)
 static void slides_match_full_scans(void **state)
 {
     (void)state;
-    run_slides(false, false);
+    run_slides(false, false, 0);
 }
 
 static void fed_slides_match_full_scans(void **state)
 {
     (void)state;
-    run_slides(true, false);
+    run_slides(true, false, 0);
 }
 
 static void fed_slides_in_minutes_match_full_scans(void **state)
 {
     (void)state;
-    run_slides(true, true);
+    run_slides(true, true, 0);
+}
+
+/* Bounded below what a run's commits bring, the feed loses them, says
+ * so, and the slides read the store again: the answers stay exact. */
+static void fed_slides_read_again_after_a_loss(void **state)
+{
+    (void)state;
+    run_slides(true, true, 24 * 1024);
 }
 
 /* Asked again at the same time after a series was added whose points all
@@ -583,6 +607,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(slides_match_full_scans, setup, teardown),
         cmocka_unit_test_setup_teardown(fed_slides_match_full_scans, setup, teardown),
         cmocka_unit_test_setup_teardown(fed_slides_in_minutes_match_full_scans, setup, teardown),
+        cmocka_unit_test_setup_teardown(fed_slides_read_again_after_a_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(slide_meets_a_series_added_past_its_window, setup,
                                         teardown),
     };
