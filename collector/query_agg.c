@@ -110,6 +110,7 @@ struct agg_run {
     bool track;
     struct idg {
         uint32_t id;
+        bool num; /* a ratio's numerator series */
         struct group *g;
     } * idg;
     size_t nidg;
@@ -511,6 +512,7 @@ static int on_series(void *arg, const st_scan_series *s)
     if ((rv = find_group(r, s->rec, &r->cur)) != ST_OK) {
         return rv;
     }
+    r->cur_num = r->q->agg != ST_AGG_RATIO || st_store_labels_match(s->rec, r->num_m, r->n_num);
     if (r->track) {
         if (r->nidg == r->capidg) {
             size_t cap = r->capidg ? 2 * r->capidg : 256;
@@ -521,14 +523,13 @@ static int on_series(void *arg, const st_scan_series *s)
             r->idg = n;
             r->capidg = cap;
         }
-        r->idg[r->nidg++] = (struct idg){s->id, r->cur};
+        r->idg[r->nidg++] = (struct idg){s->id, r->cur_num, r->cur};
     }
     /* A slide's scans keep no per-series state: it only serves the
      * deltas, which slides do not answer. */
     if (r->bs == NULL && (rv = sstate_get(r, s->id, &r->cur_ss)) != ST_OK) {
         return rv;
     }
-    r->cur_num = r->q->agg != ST_AGG_RATIO || st_store_labels_match(s->rec, r->num_m, r->n_num);
     return 1;
 }
 
@@ -1326,6 +1327,7 @@ struct st_query_slide {
     struct sid {
         uint32_t id;
         uint32_t g; /* 1 + index into g; 0: empty slot */
+        bool num;   /* a ratio's numerator series */
     } * ids;        /* the series met, by id (open addressing) */
     size_t nids;
     size_t idtab;
@@ -1351,7 +1353,9 @@ static bool slide_agg_ok(int kind, enum st_agg agg, bool exact_sums)
     if (agg == ST_AGG_COUNT || agg == ST_AGG_MIN || agg == ST_AGG_MAX) {
         return true;
     }
-    return exact_sums && (agg == ST_AGG_SUM || agg == ST_AGG_AVG || agg == ST_AGG_RATE);
+    /* a ratio's numerator and denominator are sums: exact in any order */
+    return exact_sums && (agg == ST_AGG_SUM || agg == ST_AGG_AVG || agg == ST_AGG_RATE ||
+                          agg == ST_AGG_RATIO);
 }
 
 int st_query_slide_new(st_query_slide **out)
@@ -1559,20 +1563,21 @@ static int sid_grow(st_query_slide *c)
 
 /* The group of series id, or NULL when the slide's scans never met it
  * (not one of its series: another kind, or matchers it fails). */
-static struct slide_group *sid_group(const st_query_slide *c, uint32_t id)
+static struct slide_group *sid_group(const st_query_slide *c, uint32_t id, bool *num)
 {
     if (c->idtab == 0) {
         return NULL;
     }
     for (size_t k = sid_slot(c, id); c->ids[k].g != 0; k = (k + 1) & (c->idtab - 1)) {
         if (c->ids[k].id == id) {
+            *num = c->ids[k].num;
             return c->g[c->ids[k].g - 1];
         }
     }
     return NULL;
 }
 
-static int sid_put(st_query_slide *c, uint32_t id, size_t gi)
+static int sid_put(st_query_slide *c, uint32_t id, size_t gi, bool num)
 {
     size_t k;
     int rv;
@@ -1582,10 +1587,11 @@ static int sid_put(st_query_slide *c, uint32_t id, size_t gi)
     for (k = sid_slot(c, id); c->ids[k].g != 0; k = (k + 1) & (c->idtab - 1)) {
         if (c->ids[k].id == id) {
             c->ids[k].g = (uint32_t)gi + 1;
+            c->ids[k].num = num;
             return ST_OK;
         }
     }
-    c->ids[k] = (struct sid){id, (uint32_t)gi + 1};
+    c->ids[k] = (struct sid){id, (uint32_t)gi + 1, num};
     c->nids++;
     return ST_OK;
 }
@@ -1658,7 +1664,8 @@ static int slide_absorb(st_query_slide *c, struct agg_run *r, int64_t lo, int64_
     }
     for (size_t j = 0; j < r->nidg; j++) {
         size_t k = gslot(c, r->idg[j].g->key, r->idg[j].g->keylen);
-        if (c->gidx[k] != 0 && (rv = sid_put(c, r->idg[j].id, c->gidx[k] - 1)) != ST_OK) {
+        if (c->gidx[k] != 0 &&
+            (rv = sid_put(c, r->idg[j].id, c->gidx[k] - 1, r->idg[j].num)) != ST_OK) {
             return rv;
         }
     }
@@ -1687,8 +1694,7 @@ static int slide_read(st_store *st, st_query_slide *c, const st_query *q, int64_
 static bool slide_fits(const st_query *q)
 {
     int64_t span = q->to_ms - q->from_ms;
-    return q->step_ms % SLIDE_MS == 0 && q->top == 0 && q->agg != ST_AGG_DEFAULT &&
-           q->agg != ST_AGG_RATIO && q->agg != ST_AGG_DELTA && span >= 2 * SLIDE_MS &&
+    return q->step_ms % SLIDE_MS == 0 && q->top == 0 && q->agg != ST_AGG_DEFAULT && q->agg != ST_AGG_DELTA && span >= 2 * SLIDE_MS &&
            span <= SLIDE_MAX_SPAN_MS && q->from_ms > 0;
 }
 
@@ -2010,9 +2016,10 @@ void st_query_slide_set_fed(st_query_slide *c, st_query_slide_subscribe_fn subsc
 int st_query_slide_feed(st_query_slide *c, uint64_t txn, const st_fed_block *b)
 {
     bool dist = c->kind == STRATA__V1__KIND__DISTRIBUTION;
+    bool num = true;
     struct slide_group *g;
     int rv;
-    if (!c->fed || c->txn == 0 || txn <= c->txn || (g = sid_group(c, b->id)) == NULL) {
+    if (!c->fed || c->txn == 0 || txn <= c->txn || (g = sid_group(c, b->id, &num)) == NULL) {
         return ST_OK;
     }
     for (size_t i = 0; i < b->n; i++) {
@@ -2037,7 +2044,7 @@ int st_query_slide_feed(st_query_slide *c, uint64_t txn, const st_fed_block *b)
         bstat_add(&c->bs[k], t, dist ? 0 : b->v[i], dist);
         if (!dist) {
             acc_point(&g->b[k], t, b->v[i], b->lo != NULL ? b->lo[i] : b->v[i],
-                      b->hi != NULL ? b->hi[i] : b->v[i], true);
+                      b->hi != NULL ? b->hi[i] : b->v[i], num);
             continue;
         }
         if (b->sk == NULL || b->sk[i] == NULL) {

@@ -467,12 +467,14 @@ int64_t st_eng_window(st_eng *e)
 enum key_part {
     KEY_QUESTION, /* metric, by, step, range and matchers */
     KEY_RANGE,    /* metric, range and step */
-    KEY_SLIDE,    /* metric, by, step and matchers: any window */
+    KEY_SLIDE,    /* metric, by, step and matchers: any window; and a ratio's agg */
 };
 
-static bool key_skips(const char *k, enum key_part part)
+/* A ratio's matchers on its `over` label pick the numerator, not the
+ * series read: its slide is not the one of a sum with the same matchers. */
+static bool key_skips(const char *k, const char *v, enum key_part part)
 {
-    return strcmp(k, "agg") == 0 ||
+    return (strcmp(k, "agg") == 0 && (part != KEY_SLIDE || strcmp(v, "ratio") != 0)) ||
            (part == KEY_RANGE && (strcmp(k, "by") == 0 || strcmp(k, "match") == 0)) ||
            (part == KEY_SLIDE && (strcmp(k, "from") == 0 || strcmp(k, "to") == 0));
 }
@@ -485,7 +487,7 @@ static bool question_key(const st_qparam *p, size_t n, enum key_part part, char 
     for (size_t i = 0; i < n; i++) {
         size_t kl = strlen(p[i].key);
         size_t vl = strlen(p[i].value);
-        if (key_skips(p[i].key, part)) {
+        if (key_skips(p[i].key, p[i].value, part)) {
             continue;
         }
         if (len + kl + vl + 3 > cap) {

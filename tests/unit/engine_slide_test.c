@@ -207,6 +207,10 @@ static const struct question questions[] = {
     {M_MEM, "avg", "host,route", NULL, 30 * MIN, 0, true, "60s"},
     {M_REQ, "sum", "route", NULL, 5 * MIN, 0, true, "60s"},
     {M_LAT, "p95", "host", NULL, 10 * MIN, 0, true, "120s"},
+    /* a ratio: route b's share of the requests (over=route), and a sum
+     * with the same matcher, which reads only route b's series */
+    {M_REQ, "ratio", "role", "route=b", 5 * MIN, 0, true, NULL},
+    {M_REQ, "sum", "role", "route=b", 5 * MIN, 0, true, NULL},
 };
 #define NQ (sizeof(questions) / sizeof(questions[0]))
 
@@ -215,7 +219,7 @@ static void parse(const struct question *qs, int64_t now, st_query *q)
     char from[32];
     char to[32];
     char err[256];
-    st_qparam p[7];
+    st_qparam p[8];
     size_t n = 0;
     snprintf(from, sizeof(from), "%lld", (long long)(now - qs->end_back - qs->window));
     snprintf(to, sizeof(to), "%lld", (long long)(now - qs->end_back));
@@ -229,6 +233,9 @@ static void parse(const struct question *qs, int64_t now, st_query *q)
     }
     if (qs->step != NULL) {
         p[n++] = (st_qparam){"step", qs->step};
+    }
+    if (strcmp(qs->agg, "ratio") == 0) {
+        p[n++] = (st_qparam){"over", "route"};
     }
     assert_int_equal(st_query_parse(p, n, now, q, err, sizeof(err)), ST_OK);
     q->max_series = 100000;
@@ -347,7 +354,9 @@ static size_t slide_of(size_t i)
         const struct question *b = &questions[j];
         bool same_step =
             a->step == b->step || (a->step && b->step && strcmp(a->step, b->step) == 0);
-        if (a->metric == b->metric && strcmp(a->by, b->by) == 0 && same_step &&
+        /* a ratio's slide is its own (eng.c keys it so) */
+        bool same_kind = (strcmp(a->agg, "ratio") == 0) == (strcmp(b->agg, "ratio") == 0);
+        if (a->metric == b->metric && same_kind && strcmp(a->by, b->by) == 0 && same_step &&
             (a->match == b->match || (a->match && b->match && strcmp(a->match, b->match) == 0))) {
             return j;
         }
