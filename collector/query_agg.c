@@ -1275,12 +1275,10 @@ void st_query_fold_free(st_query_fold *f)
  * over its window and what arrives ahead of it are about 120,000 cells. */
 #define SLIDE_FED_MAX_CELLS 400000
 #define FED_BUCKET_MS 60000LL
-/* A fed slide's buckets reach at most this far past their oldest: a
- * point further ahead (a clock far off, past ingest's limits) starts the
- * slide over rather than allocate buckets up to it. */
-#define FED_MAX_REACH_MS (6 * 3600000LL)
-/* How far past the window a fill reads: points past it, committed before
- * the fill, make the slide read again once the window reaches them. */
+/* How far past the window a fill reads, and past its buckets a commit's
+ * point may extend them: points further ahead (agents' clocks off) are
+ * only noted (far_t), and the slide reads the store again once a window
+ * reaches them. */
 #define FED_AHEAD_MS (5 * 60000LL)
 /* Kept behind the reach of the windows asked: a window asked before a
  * newer one in the same step reaches back a step further than it counted
@@ -1320,7 +1318,7 @@ struct st_query_slide {
     st_query_slide_subscribe_fn subscribe;
     void *subscribe_arg;
     uint64_t txn;
-    int64_t far_t;              /* the oldest point past hi when filled; INT64_MAX: none */
+    int64_t far_t;              /* the oldest point not kept past hi; INT64_MAX: none */
     int64_t end;                /* the newest window's end bucket's end */
     struct slide_group **order; /* the groups by seq, while ordered */
     bool ordered;
@@ -1354,8 +1352,8 @@ static bool slide_agg_ok(int kind, enum st_agg agg, bool exact_sums)
         return true;
     }
     /* a ratio's numerator and denominator are sums: exact in any order */
-    return exact_sums && (agg == ST_AGG_SUM || agg == ST_AGG_AVG || agg == ST_AGG_RATE ||
-                          agg == ST_AGG_RATIO);
+    return exact_sums &&
+           (agg == ST_AGG_SUM || agg == ST_AGG_AVG || agg == ST_AGG_RATE || agg == ST_AGG_RATIO);
 }
 
 int st_query_slide_new(st_query_slide **out)
@@ -1694,8 +1692,9 @@ static int slide_read(st_store *st, st_query_slide *c, const st_query *q, int64_
 static bool slide_fits(const st_query *q)
 {
     int64_t span = q->to_ms - q->from_ms;
-    return q->step_ms % SLIDE_MS == 0 && q->top == 0 && q->agg != ST_AGG_DEFAULT && q->agg != ST_AGG_DELTA && span >= 2 * SLIDE_MS &&
-           span <= SLIDE_MAX_SPAN_MS && q->from_ms > 0;
+    return q->step_ms % SLIDE_MS == 0 && q->top == 0 && q->agg != ST_AGG_DEFAULT &&
+           q->agg != ST_AGG_DELTA && span >= 2 * SLIDE_MS && span <= SLIDE_MAX_SPAN_MS &&
+           q->from_ms > 0;
 }
 
 /* Forgets what changed since the buckets were read. A series added
@@ -2028,12 +2027,14 @@ int st_query_slide_feed(st_query_slide *c, uint64_t txn, const st_fed_block *b)
         if (t < c->lo) {
             continue; /* older than any window kept */
         }
+        if (t >= c->hi + FED_AHEAD_MS) {
+            /* far ahead (a clock off): not kept; the slide reads the
+             * store again once a window reaches it */
+            c->far_t = ST_MIN(c->far_t, t);
+            continue;
+        }
         if (t >= c->hi) {
             int64_t nhi = slide_floor(c, t) + c->bw;
-            if (nhi - c->lo > FED_MAX_REACH_MS) {
-                slide_reset(c); /* read again when next asked */
-                return ST_OK;
-            }
             if ((rv = slide_reserve(c, c->lo, nhi)) != ST_OK) {
                 slide_reset(c);
                 return rv;

@@ -545,6 +545,35 @@ static void slide_meets_a_series_added_past_its_window(void **state)
     st_store_close(st);
 }
 
+/* A frame from an agent whose clock runs 13 minutes ahead, committed
+ * after a fed slide's read: past what the slide keeps ahead of its
+ * window, it is only noted, and the slide reads the store again once a
+ * window reaches it. */
+static void fed_slide_meets_a_point_from_far_ahead(void **state)
+{
+    const struct question qs = {M_REQ, "sum", "host", NULL, 5 * MIN, 0, true, NULL};
+    st_query_slide *sl[NQ] = {NULL};
+    struct fed f = {.sl = sl};
+    st_store *st = open_store();
+    (void)state;
+    assert_int_equal(st_query_slide_new(&sl[0]), ST_OK);
+    st_query_slide_set_fed(sl[0], NULL, NULL);
+    assert_int_equal(st_feed_new(st, &f.fd), ST_OK);
+    assert_int_equal(st_feed_subscribe(f.fd, metrics[M_REQ].name, &f.metric[0]), ST_OK);
+    load(st, 80);
+    ask(st, sl[0], &qs, FIRST_NOW, 0); /* sizes it */
+    ask(st, sl[0], &qs, FIRST_NOW, 1); /* reads the store */
+    apply(st, 2, 93, false);
+    for (int m = 81; m <= 96; m++) {
+        load(st, m);
+        fed_take(&f);
+        ask(st, sl[0], &qs, T0 + (int64_t)m * MIN, m);
+    }
+    st_feed_free(f.fd);
+    st_query_slide_free(sl[0]);
+    st_store_close(st);
+}
+
 /* ---- the store's change notes ---- */
 
 static void changes_since_a_generation(void **state)
@@ -617,6 +646,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(fed_slides_match_full_scans, setup, teardown),
         cmocka_unit_test_setup_teardown(fed_slides_in_minutes_match_full_scans, setup, teardown),
         cmocka_unit_test_setup_teardown(fed_slides_read_again_after_a_loss, setup, teardown),
+        cmocka_unit_test_setup_teardown(fed_slide_meets_a_point_from_far_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(slide_meets_a_series_added_past_its_window, setup,
                                         teardown),
     };
