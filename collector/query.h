@@ -123,7 +123,8 @@ void st_query_fold_free(st_query_fold *f);
 /* A question asked again and again over a window that moves with the
  * clock, its points kept folded in 10 s buckets between askings: each
  * asking reads only what the store says changed since the last one
- * (st_store_changed_since) and the partial buckets at the window's edges.
+ * (st_store_changed_since) and the partial buckets at the window's edges
+ * (a fed slide, below, reads nothing: the commits are handed to it).
  * One slide serves one metric, matchers, by and step (steps of whole
  * buckets), with any range and agg the caller asks of it. The answer is the fold st_query_fold_run
  * gives (same groups, order and values), serving only the aggs whose merged value is exact:
@@ -145,13 +146,16 @@ void st_query_slide_free(st_query_slide *c);
 /* A fed slide (st_query_slide_set_fed, before its first use) reads the
  * store once, when first asked, and from then on takes the points of
  * every later commit from st_query_slide_feed, as the store's tap hands
- * them over (st_store_set_tap): moving its window reads nothing. Its
+ * them over (st_store_tap_set): moving its window reads nothing. Its
  * buckets reach past the window for the points that arrive early, and it
  * reads the store again when the window goes back past them, when a
  * series of its metric is added, or after st_query_slide_forget. Windows
  * on whole minutes are kept in minutes. */
 typedef struct st_fed_block {
     uint32_t id; /* the series */
+    int kind;    /* the frame's (Strata__V1__Kind): a block of another kind than
+                    the series' record is not fed (a full scan reads it as
+                    neither) */
     int64_t start_ms;
     int64_t interval_ms;
     size_t n;
@@ -160,10 +164,12 @@ typedef struct st_fed_block {
     const double *hi;     /* n maximums, or NULL: the values */
     st_sketch *const *sk; /* distributions: n sketches (NULL: none), or NULL */
 } st_fed_block;
-/* subscribe is called before the slide's first read of the store (and
- * each read after a reset): from then on the blocks of its metric must be
- * fed to it; non-zero leaves the slide unfilled (asked whole). */
-typedef int (*st_query_slide_subscribe_fn)(void *arg);
+/* subscribe(arg, true) is called before the slide's first read of the
+ * store (and each read after a reset): from then on the blocks of its
+ * metric must be fed to it; non-zero leaves the slide unfilled (asked
+ * whole). subscribe(arg, false) when it turns out grouped too finely to
+ * keep: it is fed no more. */
+typedef int (*st_query_slide_subscribe_fn)(void *arg, bool on);
 void st_query_slide_set_fed(st_query_slide *c, st_query_slide_subscribe_fn subscribe, void *arg);
 /* Folds a block that commit txn wrote, unless the slide's fill saw that
  * commit or its series is not one of the slide's. After the last block of

@@ -1280,6 +1280,9 @@ void st_query_fold_free(st_query_fold *f)
  * only noted (far_t), and the slide reads the store again once a window
  * reaches them. */
 #define FED_AHEAD_MS (5 * 60000LL)
+/* A window ending this far before the newest asked means the clock went
+ * back. */
+#define FED_CLOCK_BACK_MS (6 * 3600000LL)
 /* Kept behind the reach of the windows asked: a window asked before a
  * newer one in the same step reaches back a step further than it counted
  * (the reach counts from the newest end asked, kept across resets). */
@@ -1300,7 +1303,7 @@ struct st_query_slide {
     size_t cap;
     int64_t lo;
     int64_t hi;
-    int64_t span; /* the widest reach back from hi asked: older buckets go */
+    int64_t span; /* the widest reach back asked, from hi (fed: from end): older buckets go */
     struct bstat *bs;
     struct slide_group **g;
     size_t ng;
@@ -2018,7 +2021,8 @@ int st_query_slide_feed(st_query_slide *c, uint64_t txn, const st_fed_block *b)
     bool num = true;
     struct slide_group *g;
     int rv;
-    if (!c->fed || c->txn == 0 || txn <= c->txn || (g = sid_group(c, b->id, &num)) == NULL) {
+    if (!c->fed || c->txn == 0 || txn <= c->txn || b->kind != c->kind ||
+        (g = sid_group(c, b->id, &num)) == NULL) {
         return ST_OK;
     }
     for (size_t i = 0; i < b->n; i++) {
@@ -2085,14 +2089,17 @@ static int fed_fill(st_store *st, st_query_slide *c, const st_query *q, struct a
     int64_t A = slide_floor(c, from);
     int64_t B = slide_floor(c, to);
     int rv = ST_OK;
-    if (c->txn != 0 &&
-        (A < c->lo || B + c->bw > c->far_t || st_store_series_added_since(st, q->metric, c->gen))) {
-        slide_reset(c);
+    if (c->txn != 0 && (A < c->lo || A >= c->hi || B + c->bw > c->far_t ||
+                        st_store_series_added_since(st, q->metric, c->gen))) {
+        slide_reset(c); /* back past its buckets, or wholly past them (a pause) */
+    }
+    if (c->end - (B + c->bw) > FED_CLOCK_BACK_MS) {
+        c->end = c->span = 0; /* the clock went back: the reach counts anew */
     }
     if (c->txn == 0) {
         slide_reset(c);
         /* before the read: every commit it does not see is fed */
-        if (c->subscribe != NULL && c->subscribe(c->subscribe_arg) != 0) {
+        if (c->subscribe != NULL && c->subscribe(c->subscribe_arg, true) != 0) {
             return ST_EUNSUPPORTED;
         }
         c->gen = st_store_generation(st);
@@ -2176,6 +2183,9 @@ int st_query_slide_fold(st_store *st, st_query_slide *c, const st_query *q, st_q
         c->too_big = true;
         rv = ST_EUNSUPPORTED;
         slide_reset(c);
+        if (c->subscribe != NULL) {
+            c->subscribe(c->subscribe_arg, false); /* asked whole from now on */
+        }
     }
     if (rv == ST_OK) {
         /* What no window asked reaches back to goes. A fed slide's buckets

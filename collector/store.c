@@ -386,11 +386,11 @@ int st_store_commit(st_store_txn *t)
     } else {
         atomic_store(&st->pub_wm_1m, st->rs.wm_1m);
         atomic_store(&st->pub_wm_1h, st->rs.wm_1h);
-        /* After the commit: a reader that saw this generation sees its points. */
-        st_changes_publish(st->changes, t->changed);
+        /* The tap first: a reader that took the generation and then what
+         * the tap handed over has every block of the commits it covers. A
+         * transaction begun before the tap was set kept no blocks: the tap
+         * is told it lost them. */
         if (t->changed != NULL) {
-            /* A transaction begun before the tap was set kept no blocks:
-             * the tap is told it lost them. */
             bool lost = t->tap_lost || !t->tapping;
             pthread_mutex_lock(&st->tap_mu);
             if (st->tap != NULL) {
@@ -398,6 +398,8 @@ int st_store_commit(st_store_txn *t)
             }
             pthread_mutex_unlock(&st->tap_mu);
         }
+        /* After the commit: a reader that saw this generation sees its points. */
+        st_changes_publish(st->changes, t->changed);
     }
     txn_release(t);
     return rv;

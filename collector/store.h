@@ -187,9 +187,10 @@ bool st_store_series_added_since(st_store *st, const char *metric, uint64_t gen)
  * than reads them back (the engine's kept windows). txn is the commit's
  * LMDB id: a scan whose snapshot (st_store_scan_snap) is txn or later saw
  * the blocks, an earlier one did not. Called on the writer thread after
- * each such commit, in commit order, with the frames' series (labels
- * without the agent's; use id); it must be quick and must not call into the
- * store's writer. Aborted transactions are never handed over. When the
+ * each such commit, in commit order, before the commit's generation is
+ * published (st_store_generation), with the frames' series (labels
+ * without the agent's; use id); it holds up the writer, and must not call
+ * into the store's writer. Aborted transactions are never handed over. When the
  * store could not keep a commit's blocks (out of memory), the tap gets txn
  * 0 and none: what it folded misses points. */
 typedef struct st_tap_block {

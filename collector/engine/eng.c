@@ -306,10 +306,17 @@ static void sift_unasked(st_eng *e)
 /* A slide about to read the store for the first time: its metric's
  * blocks are kept from now on (slides that never fill, grouped too finely
  * to keep, cost the writer nothing). */
-static int slide_subscribe(void *arg)
+static int slide_subscribe(void *arg, bool on)
 {
     struct slide_sub *sub = arg;
     struct kept_slide *ks = &sub->e->slides[sub->i];
+    if (!on) {
+        if (ks->metric >= 0) {
+            st_feed_unsubscribe(sub->e->feed, ks->metric);
+        }
+        ks->metric = -1;
+        return ST_OK;
+    }
     return ks->metric >= 0 ? ST_OK : st_feed_subscribe(sub->e->feed, sub->name, &ks->metric);
 }
 
@@ -361,10 +368,12 @@ static void feed_take(st_eng *e)
 
 void st_eng_share_begin(st_eng *e)
 {
-    feed_take(e);
-    /* taken before the first question: a commit during the run counts
-     * as after it, which can only drop more next time */
+    /* taken before the first question, and before the feed: a commit
+     * during the run counts as after it, which can only drop more next
+     * time, and a commit it covers was handed to the feed before its
+     * generation was published (st_store_commit), so the slides have it */
     e->run_gen = st_store_generation(e->st);
+    feed_take(e);
     sift_kept(e);
     e->sharing = true;
 }

@@ -28,7 +28,6 @@ struct batch {
     struct batch *next;
     uint64_t txn;
     size_t n;
-    size_t bytes;
     struct staged *blk;
 };
 
@@ -38,6 +37,7 @@ struct st_feed {
     struct {
         char *name;
         uint64_t hash;
+        int refs; /* subscriptions: none, not kept */
     } metrics[MAX_METRICS];
     int nmetrics;
     /* by series id: 1 + its metric's index, -1 none, 0 not looked up yet
@@ -88,6 +88,13 @@ static int metric_of(const st_feed *fd, const char *name)
     return -1;
 }
 
+/* The metric of a block, when kept (subscribed). */
+static int kept_metric(const st_feed *fd, const char *name)
+{
+    int m = metric_of(fd, name);
+    return m >= 0 && fd->metrics[m].refs > 0 ? m : -1;
+}
+
 /* The kept metric of block b (-1: none), by its series id when known. */
 static int metric_of_block(st_feed *fd, const st_tap_block *b)
 {
@@ -99,7 +106,7 @@ static int metric_of_block(st_feed *fd, const st_tap_block *b)
             n *= 2;
         }
         if ((nv = realloc(fd->by_id, n * sizeof(*nv))) == NULL) {
-            return metric_of(fd, b->s->name); /* looked up each time */
+            return kept_metric(fd, b->s->name); /* looked up each time */
         }
         memset(nv + fd->nby_id, 0, (n - fd->nby_id) * sizeof(*nv));
         fd->by_id = nv;
@@ -108,7 +115,7 @@ static int metric_of_block(st_feed *fd, const st_tap_block *b)
     if (fd->by_id[b->id] != 0) {
         return fd->by_id[b->id] > 0 ? fd->by_id[b->id] - 1 : -1;
     }
-    m = metric_of(fd, b->s->name);
+    m = kept_metric(fd, b->s->name);
     fd->by_id[b->id] = m >= 0 ? m + 1 : -1;
     return m;
 }
@@ -126,6 +133,7 @@ static void stage(struct staged *out, int m, uint32_t id, const Strata__V1__Seri
     out->metric = m;
     memset(b, 0, sizeof(*b));
     b->id = id;
+    b->kind = (int)s->kind;
     b->start_ms = s->start_unix_ms;
     b->interval_ms = s->interval_ms;
     b->n = n;
@@ -134,8 +142,8 @@ static void stage(struct staged *out, int m, uint32_t id, const Strata__V1__Seri
         *p += n * sizeof(*sk);
         for (size_t i = 0; i < n; i++) {
             sk[i] = NULL;
-            /* a sketch that does not convert is left out, as a scan that
-             * cannot merge it would fail the question */
+            /* a sketch that does not convert (ingest validated it) is
+             * left out; a scan would fail the question on it */
             if (i < s->n_sketches && st_sketch_from_proto(s->sketches[i], &sk[i]) != ST_OK) {
                 sk[i] = NULL;
             }
@@ -197,7 +205,6 @@ static void on_tap(void *arg, uint64_t txn, const st_tap_block *b, size_t n)
     bt->next = NULL;
     bt->txn = txn;
     bt->n = 0;
-    bt->bytes = est;
     bt->blk = (struct staged *)(void *)(bt + 1);
     p = (char *)(bt->blk + nb);
     for (size_t i = 0; i < n; i++) {
@@ -272,15 +279,30 @@ int st_feed_subscribe(st_feed *fd, const char *metric, int *idx)
             rv = ST_ENOMEM;
         } else {
             fd->metrics[fd->nmetrics].hash = st_fnv1a(ST_FNV_SEED, metric, strlen(metric));
+            fd->metrics[fd->nmetrics].refs = 0;
             *idx = fd->nmetrics++;
-            /* series looked up as not kept may be of it */
-            for (size_t i = 0; i < fd->nby_id; i++) {
-                fd->by_id[i] = fd->by_id[i] < 0 ? 0 : fd->by_id[i];
-            }
+        }
+    }
+    if (rv == ST_OK && fd->metrics[*idx].refs++ == 0) {
+        /* series looked up as not kept may be of it */
+        for (size_t i = 0; i < fd->nby_id; i++) {
+            fd->by_id[i] = fd->by_id[i] < 0 ? 0 : fd->by_id[i];
         }
     }
     pthread_mutex_unlock(&fd->mu);
     return rv;
+}
+
+void st_feed_unsubscribe(st_feed *fd, int idx)
+{
+    pthread_mutex_lock(&fd->mu);
+    if (idx >= 0 && idx < fd->nmetrics && fd->metrics[idx].refs > 0 &&
+        --fd->metrics[idx].refs == 0) {
+        for (size_t i = 0; i < fd->nby_id; i++) {
+            fd->by_id[i] = fd->by_id[i] == idx + 1 ? -1 : fd->by_id[i];
+        }
+    }
+    pthread_mutex_unlock(&fd->mu);
 }
 
 int st_feed_drain(st_feed *fd, bool *lost, st_feed_block_fn fn, st_feed_commit_fn done, void *arg)

@@ -14,8 +14,8 @@
 /* Commits' points wait here between engine runs; past this the feed
  * drops them, keeps none until the engine has taken them, and says it lost
  * commits (the windows are then read again). At 1,000 hosts a run's worth
- * is a few MiB; at 6,000 agents of 200 series each (1.2 M samples/s), runs
- * slower than commits filled 256 MiB. */
+ * is a few MiB (a minute's, 66 MiB); at 6,000 agents of 200 series each
+ * (1.2 M samples/s) the engine's runs take longer than 10 s and fill it. */
 #define ST_FEED_MAX_BYTES (128u << 20)
 
 typedef struct st_feed st_feed;
@@ -30,6 +30,9 @@ void st_feed_free(st_feed *fd);
  * Call before the first read the blocks complete: a commit the tap hands
  * over after this returns is kept. */
 int st_feed_subscribe(st_feed *fd, const char *metric, int *idx);
+/* Drops one subscription of metric idx; with none left, its blocks are
+ * no longer kept. */
+void st_feed_unsubscribe(st_feed *fd, int idx);
 
 /* Hands every kept block to fn, commit by commit in commit order, then
  * done with the commit's txn. *lost tells whether commits were lost since

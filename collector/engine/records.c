@@ -128,9 +128,9 @@ static json_int_t seen_of(const json_t *f)
  * window, and nothing else of most of them; printing and writing 1,500
  * findings for that was a sixth of a step's first run at fleet size. A
  * finding's text is written when anything else changed; the moving fields
- * of those whose text holds older ones go into one record, ST_SEEN_KEY:
- * {id: [last_seen, window from, window to]}, which readers lay over the
- * texts (st_seen_patch). */
+ * of every finding go into one record, ST_SEEN_KEY: {id: [last_seen,
+ * window from, window to]}, written when it changed, which readers lay
+ * over the texts (st_seen_patch; an entry older than the text is not). */
 
 void st_seen_patch(json_t *f, const json_t *seen)
 {
@@ -159,8 +159,11 @@ json_t *st_seen_load(st_engine *en)
     return seen;
 }
 
-/* The seen record of the run's findings whose texts in the store (loaded)
- * hold older moving fields. */
+/* The seen record of every finding of the run, those whose texts are
+ * current too: a reader reads the texts and the record in two
+ * transactions, and one that read a text before the run rewrote it still
+ * finds its moving fields (and a batch that failed to write a text leaves
+ * the record right). */
 static json_t *seen_record(const struct st_run *run)
 {
     json_t *rec = json_object();
@@ -168,9 +171,8 @@ static json_t *seen_record(const struct st_run *run)
     json_t *f;
     json_object_foreach(run->findings, id, f)
     {
-        const json_t *was = json_object_get(run->loaded, id);
         const json_t *w = json_object_get(json_object_get(f, "evidence"), "window");
-        if (was != NULL && json_integer_value(json_array_get(was, 1)) != seen_of(f)) {
+        if (json_object_get(f, "last_seen_unix_ms") != NULL) {
             json_object_set_new(rec, id,
                                 json_pack("[I,I,I]", seen_of(f),
                                           json_integer_value(json_object_get(w, "from")),

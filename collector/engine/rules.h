@@ -137,8 +137,12 @@ bool st_eng_cancelled(st_eng *e);
  * The answers (and the folds walked group by group) outlive the run: the
  * next st_eng_share_begin at the same clock keeps those of the metrics no
  * commit since wrote a point before the clock to, so runs within one
- * engine step read the store only for what changed. Any other clock, or
- * st_eng_set_max_series, drops them. */
+ * engine step read the store only for what changed. At another clock only
+ * the answers of windows that ended before the last one are kept, while
+ * no point was written into them (the cold-table rule's closed days); an
+ * answer a run did not ask for goes at its end. st_eng_set_max_series
+ * drops them all. Slides are fed the commits' points (feed.h) when the
+ * store's tap is free: the first run takes it. */
 void st_eng_share_begin(st_eng *e);
 /* Lowers the series limit of the engine's answers (tests: the per-host
  * fallback of a question too large for one answer). 0 restores it. */

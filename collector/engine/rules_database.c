@@ -419,6 +419,8 @@ typedef struct coldq {
     st_answer *seq;       /* per day over days + 1, for tables without last_read */
     st_answer *idx;
     st_answer *live_days;
+    st_answer *seq_today;
+    st_answer *idx_today;
     double days;
     int64_t span_ms;
 } coldq;
@@ -430,6 +432,8 @@ static void coldq_free(coldq *q)
     st_answer_unref(q->seq);
     st_answer_unref(q->idx);
     st_answer_unref(q->live_days);
+    st_answer_unref(q->seq_today);
+    st_answer_unref(q->idx_today);
 }
 
 /* The daily counters of the closed days, up to today's start: the same
@@ -456,38 +460,22 @@ static int coldq_days(st_eng *e, coldq *q)
     return rv;
 }
 
-/* The scans of one table counted today, as of the clock (a table idle
- * over the closed days is asked about alone). */
-static int scans_today(st_eng *e, const st_ans_row *item, double *out)
+/* Today's scans, as of the clock, by table: asked once a run, when a
+ * table was idle over the closed days. */
+static int coldq_today(st_eng *e, coldq *q)
 {
-    static const char *const metrics[] = {"db.table.seq_scan", "db.table.idx_scan"};
-    static const char *const keys[] = {"table", "database", "host"};
-    char m[3][320]; /* a host name is up to 253 bytes */
-    const char *match[3];
     int64_t now = st_eng_now(e);
     int64_t since = ((now % DAY_MS) + DAY_MS) % DAY_MS;
-    *out = 0;
-    if (since == 0) {
+    int rv;
+    if (q->seq_today != NULL || since == 0) {
         return ST_OK;
     }
-    for (size_t k = 0; k < 3; k++) {
-        if (snprintf(m[k], sizeof(m[k]), "%s=%s", keys[k], st_ans_label(item, keys[k])) >=
-            (int)sizeof(m[k])) {
-            *out = NAN; /* cannot be asked: unknown */
-            return ST_OK;
-        }
-        match[k] = m[k];
+    if ((rv = st_rules_query(e, "db.table.seq_scan", "sum", TABLE_BY, NULL, 0, since, 0,
+                             &q->seq_today)) != ST_OK) {
+        return rv;
     }
-    for (size_t i = 0; i < ST_ARRAY_LEN(metrics); i++) {
-        st_answer *a = NULL;
-        int rv = st_eng_query(e, metrics[i], "sum", TABLE_BY, match, 3, since, &a);
-        if (rv != ST_OK) {
-            return rv;
-        }
-        *out += st_rules_total(a);
-        st_answer_unref(a);
-    }
-    return ST_OK;
+    return st_rules_query(e, "db.table.idx_scan", "sum", TABLE_BY, NULL, 0, since, 0,
+                          &q->idx_today);
 }
 
 static double points_sum(const st_ans_row *item)
@@ -503,7 +491,7 @@ static double points_sum(const st_ans_row *item)
  * seen in the first day of the range (so the data covers more than the
  * threshold) and no scan of either kind counted since, over the closed
  * days nor today. NAN: unknown. */
-static int days_from_counters(st_eng *e, const coldq *q, const st_ans_row *item, double *days)
+static int days_from_counters(st_eng *e, coldq *q, const st_ans_row *item, double *days)
 {
     const st_ans_row *lv = st_answer_find(q->live_days, item, TABLE_BY);
     int64_t from = q->live_days->from;
@@ -519,12 +507,12 @@ static int days_from_counters(st_eng *e, const coldq *q, const st_ans_row *item,
         *days = 0;
         return ST_OK;
     }
-    if ((rv = scans_today(e, item, &today)) != ST_OK) {
+    if ((rv = coldq_today(e, q)) != ST_OK) {
         return rv;
     }
-    *days = !isfinite(today) ? NAN
-            : today > 0      ? 0
-                             : (double)(st_eng_now(e) - from) / (double)DAY_MS;
+    today = zero_nan(st_rules_lookup(q->seq_today, item, TABLE_BY)) +
+            zero_nan(st_rules_lookup(q->idx_today, item, TABLE_BY));
+    *days = today > 0 ? 0 : (double)(st_eng_now(e) - from) / (double)DAY_MS;
     return ST_OK;
 }
 

@@ -574,6 +574,105 @@ static void fed_slide_meets_a_point_from_far_ahead(void **state)
     st_store_close(st);
 }
 
+/* A gauge's series sent again as a distribution (the store keys series by
+ * name and labels, not kind): a fed slide of the gauge is not fed the
+ * block, whose values it does not have. */
+static void fed_slide_skips_a_block_of_another_kind(void **state)
+{
+    const struct question qs = {M_MEM, "max", "host", NULL, 5 * MIN, 0, true, NULL};
+    st_query_slide *sl[NQ] = {NULL};
+    struct fed f = {.sl = sl};
+    st_store *st = open_store();
+    st_store_txn *t = NULL;
+    uint8_t id[16] = {0x5d, [15] = 1};
+    st_frame *fr;
+    st_query q;
+    st_query_fold *out = NULL;
+    bool dup = true;
+    int rv;
+    (void)state;
+    assert_int_equal(st_query_slide_new(&sl[0]), ST_OK);
+    st_query_slide_set_fed(sl[0], NULL, NULL);
+    assert_int_equal(st_feed_new(st, &f.fd), ST_OK);
+    assert_int_equal(st_feed_subscribe(f.fd, metrics[M_MEM].name, &f.metric[0]), ST_OK);
+    load(st, 80);
+    ask(st, sl[0], &qs, FIRST_NOW, 0);
+    ask(st, sl[0], &qs, FIRST_NOW, 1);
+    /* host 0's w.mem {route=a}, its gauge series, as a distribution */
+    fr = st_test_frame_new(id, ++next_seq[0], "h0", STRATA__V1__ROLE__EDGE, 1);
+    fr->series[fr->n_series] = mk_series(M_LAT, 0, 0, 80);
+    free(fr->series[fr->n_series]->name);
+    fr->series[fr->n_series]->name = strdup(metrics[M_MEM].name);
+    fr->n_series++;
+    assert_int_equal(st_store_begin(st, &t), ST_OK);
+    assert_int_equal(st_store_apply(t, fr, FIRST_NOW, &dup), ST_OK);
+    assert_int_equal(st_store_commit(t), ST_OK);
+    st_frame_free(fr);
+    fed_take(&f); /* crashed: the block's values are NULL */
+    parse(&qs, FIRST_NOW + MIN, &q);
+    rv = st_query_slide_fold(st, sl[0], &q, &out);
+    assert_true(rv == ST_OK || rv == ST_EUNSUPPORTED);
+    st_query_fold_free(out);
+    st_query_release(&q);
+    st_feed_free(f.fd);
+    st_query_slide_free(sl[0]);
+    st_store_close(st);
+}
+
+static int count_block(void *arg, int metric, uint64_t txn, const st_fed_block *b)
+{
+    (void)metric;
+    (void)txn;
+    (void)b;
+    (*(int *)arg)++;
+    return ST_OK;
+}
+
+static void no_commit(void *arg, uint64_t txn)
+{
+    (void)arg;
+    (void)txn;
+}
+
+/* The feed keeps the blocks of subscribed metrics only: none before the
+ * first subscription, a metric's after it, and none again once its last
+ * subscription is dropped (a slide grouped too finely to keep). */
+static void feed_keeps_subscribed_metrics_only(void **state)
+{
+    st_store *st = open_store();
+    st_feed *fd = NULL;
+    st_feed *other = NULL;
+    bool lost = true;
+    int n = 0;
+    int a = -1;
+    int b = -1;
+    (void)state;
+    assert_int_equal(st_feed_new(st, &fd), ST_OK);
+    assert_int_equal(st_feed_new(st, &other), ST_EEXIST); /* one tap a store */
+    apply(st, 0, 0, false);
+    assert_int_equal(st_feed_drain(fd, &lost, count_block, no_commit, &n), ST_OK);
+    assert_false(lost);
+    assert_int_equal(n, 0);
+    assert_int_equal(st_feed_subscribe(fd, metrics[M_REQ].name, &a), ST_OK);
+    assert_int_equal(st_feed_subscribe(fd, metrics[M_REQ].name, &b), ST_OK);
+    assert_int_equal(a, b);
+    apply(st, 0, 1, false);
+    assert_int_equal(st_feed_drain(fd, &lost, count_block, no_commit, &n), ST_OK);
+    assert_int_equal(n, NROUTE - 1); /* host 0's routes a, b, c */
+    st_feed_unsubscribe(fd, a);
+    apply(st, 0, 2, false);
+    n = 0;
+    assert_int_equal(st_feed_drain(fd, &lost, count_block, no_commit, &n), ST_OK);
+    assert_int_equal(n, NROUTE - 1); /* one subscription left */
+    st_feed_unsubscribe(fd, a);
+    apply(st, 0, 3, false);
+    n = 0;
+    assert_int_equal(st_feed_drain(fd, &lost, count_block, no_commit, &n), ST_OK);
+    assert_int_equal(n, 0);
+    st_feed_free(fd);
+    st_store_close(st);
+}
+
 /* ---- the store's change notes ---- */
 
 static void changes_since_a_generation(void **state)
@@ -647,6 +746,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(fed_slides_in_minutes_match_full_scans, setup, teardown),
         cmocka_unit_test_setup_teardown(fed_slides_read_again_after_a_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(fed_slide_meets_a_point_from_far_ahead, setup, teardown),
+        cmocka_unit_test_setup_teardown(feed_keeps_subscribed_metrics_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(fed_slide_skips_a_block_of_another_kind, setup, teardown),
         cmocka_unit_test_setup_teardown(slide_meets_a_series_added_past_its_window, setup,
                                         teardown),
     };
