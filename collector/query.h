@@ -178,5 +178,7 @@ int st_query_slide_feed(st_query_slide *c, uint64_t txn, const st_fed_block *b);
 void st_query_slide_fed_upto(st_query_slide *c, uint64_t txn);
 /* Forgets the buckets (the tap lost commits): read again when asked. */
 void st_query_slide_forget(st_query_slide *c);
+/* How many times a fed slide read its window from the store (tests). */
+unsigned st_query_slide_fills(const st_query_slide *c);
 
 #endif

@@ -1322,7 +1322,8 @@ struct st_query_slide {
     void *subscribe_arg;
     uint64_t txn;
     int64_t far_t;              /* the oldest point not kept past hi; INT64_MAX: none */
-    int64_t end;                /* the newest window's end bucket's end */
+    int64_t end;                /* the newest window's end bucket's end (not reset) */
+    unsigned fills;             /* reads of the store (st_query_slide_fills) */
     struct slide_group **order; /* the groups by seq, while ordered */
     bool ordered;
     struct sid {
@@ -2072,6 +2073,11 @@ void st_query_slide_fed_upto(st_query_slide *c, uint64_t txn)
     }
 }
 
+unsigned st_query_slide_fills(const st_query_slide *c)
+{
+    return c->fills;
+}
+
 void st_query_slide_forget(st_query_slide *c)
 {
     slide_reset(c);
@@ -2096,6 +2102,7 @@ static int fed_fill(st_store *st, st_query_slide *c, const st_query *q, struct a
     if (c->end - (B + c->bw) > FED_CLOCK_BACK_MS) {
         c->end = c->span = 0; /* the clock went back: the reach counts anew */
     }
+    c->end = ST_MAX(c->end, B + c->bw);
     if (c->txn == 0) {
         slide_reset(c);
         /* before the read: every commit it does not see is fed */
@@ -2103,7 +2110,11 @@ static int fed_fill(st_store *st, st_query_slide *c, const st_query *q, struct a
             return ST_EUNSUPPORTED;
         }
         c->gen = st_store_generation(st);
-        if ((rv = fed_read(st, c, q, A, B + c->bw + FED_AHEAD_MS)) != ST_OK) {
+        /* ahead of the newest window asked, not this one's: a baseline
+         * asked first ends minutes before the current window, whose
+         * newest points would otherwise lie past what was read */
+        c->fills++;
+        if ((rv = fed_read(st, c, q, A, c->end + FED_AHEAD_MS)) != ST_OK) {
             return rv;
         }
     }
@@ -2139,6 +2150,9 @@ void st_query_slide_learn(st_query_slide *c, const st_query_fold *f)
         c->bw = FED_BUCKET_MS;
     }
     c->too_big = f->r.ng * slide_cells(c, span) > slide_max_cells(c);
+    if (c->fed && f->q.to_ms > 0) {
+        c->end = ST_MAX(c->end, slide_floor(c, f->q.to_ms) + c->bw);
+    }
 }
 
 bool st_query_slide_fits(const st_query *q)

@@ -486,6 +486,10 @@ static void run_slides(bool fed, bool minutes, size_t max)
         }
     }
     if (fed) {
+        /* the hour-long baseline, asked before the current window of the
+         * same slide, read the store only when it had to: first, at the
+         * two reopenings, the late series and the forced read at run 29 */
+        assert_true(max > 0 || st_query_slide_fills(sl[0]) <= 5);
         /* the runs after the first took the minutes as they came */
         assert_true(f.blocks > 0);
         /* a feed bounded below a minute's frames lost some */
