@@ -1599,9 +1599,12 @@ static int sid_put(st_query_slide *c, uint32_t id, size_t gi, bool num)
 }
 
 /* One scan of the points of [lo_t, hi_t) into a run bucketed like the
- * kept buckets; qq holds the run's question. */
+ * kept buckets; qq holds the run's question. With snap (a fed slide's
+ * fill), the scan tells its snapshot, the series it met and the oldest
+ * point past hi_t: blocks past it are read too, and they are few (the
+ * newest minutes). */
 static int slide_scan(st_store *st, const st_query_slide *c, const st_query *q, int64_t lo_t,
-                      int64_t hi_t, struct agg_run *r, st_query *qq)
+                      int64_t hi_t, struct agg_run *r, st_query *qq, uint64_t *snap)
 {
     st_scan_cb cb = {on_series, on_block, r, on_rollup};
     int rv;
@@ -1620,7 +1623,14 @@ static int slide_scan(st_store *st, const st_query_slide *c, const st_query *q, 
     for (size_t k = 0; k < r->nb; k++) {
         bstat_init(&r->bs[k]);
     }
-    return scan_raw(st, r, &cb, lo_t, hi_t);
+    if (snap == NULL) {
+        return scan_raw(st, r, &cb, lo_t, hi_t);
+    }
+    r->track = true;
+    r->beyond = INT64_MAX;
+    r->lo = lo_t;
+    r->hi = hi_t;
+    return st_store_scan_snap(st, q->metric, r->scan_m, r->n_scan, lo_t, INT64_MAX, &cb, snap);
 }
 
 static void run_free(struct agg_run *r)
@@ -1678,10 +1688,11 @@ static int slide_absorb(st_query_slide *c, struct agg_run *r, int64_t lo, int64_
  * keep_hi <= lo_t); the run, with what is left (a partial bucket), goes
  * to *x. */
 static int slide_read(st_store *st, st_query_slide *c, const st_query *q, int64_t lo_t,
-                      int64_t hi_t, int64_t keep_hi, struct agg_run *x, st_query *xq)
+                      int64_t hi_t, int64_t keep_hi, struct agg_run *x, st_query *xq,
+                      uint64_t *snap)
 {
     int64_t keep_lo = slide_floor(c, lo_t);
-    int rv = slide_scan(st, c, q, lo_t, hi_t, x, xq);
+    int rv = slide_scan(st, c, q, lo_t, hi_t, x, xq, snap);
     if (rv == ST_OK && keep_lo < keep_hi) {
         rv = slide_reserve(c, keep_lo, keep_hi);
     }
@@ -1902,7 +1913,7 @@ static int edge_end(st_store *st, st_query_slide *c, const st_query *q, struct a
     if (s->tmax < q->to_ms) {
         *b = B + c->bw; /* every point of it is before the edge */
     } else if (s->tmin < q->to_ms) {
-        rv = slide_read(st, c, q, B, q->to_ms, B, &x[*nx], &xq[*nx]);
+        rv = slide_read(st, c, q, B, q->to_ms, B, &x[*nx], &xq[*nx], NULL);
         (*nx)++;
     }
     return rv;
@@ -1917,7 +1928,7 @@ static int edge_start(st_store *st, st_query_slide *c, const st_query *q, struct
     int rv = ST_OK;
     *a = s->tmin >= q->from_ms ? A : A + c->bw;
     if (s->tmin < q->from_ms && s->tmax >= q->from_ms) {
-        rv = slide_read(st, c, q, q->from_ms, A + c->bw, A, &x[*nx], &xq[*nx]);
+        rv = slide_read(st, c, q, q->from_ms, A + c->bw, A, &x[*nx], &xq[*nx], NULL);
         (*nx)++;
     }
     return rv;
@@ -1940,13 +1951,13 @@ static int slide_fill(st_store *st, st_query_slide *c, const st_query *q, struct
         c->lo = c->hi = A;
     }
     if (A < c->lo) {
-        rv = slide_read(st, c, q, A, c->lo, c->lo, &x[*nx], &xq[*nx]);
+        rv = slide_read(st, c, q, A, c->lo, c->lo, &x[*nx], &xq[*nx], NULL);
         run_free(&x[*nx]); /* it read whole buckets only */
         c->lo = rv == ST_OK ? A : c->lo;
     }
     *b = B;
     if (rv == ST_OK && B >= c->hi) {
-        rv = slide_read(st, c, q, c->hi, to, B, &x[*nx], &xq[*nx]);
+        rv = slide_read(st, c, q, c->hi, to, B, &x[*nx], &xq[*nx], NULL);
         (*nx)++;
         c->hi = rv == ST_OK ? B : c->hi;
     } else if (rv == ST_OK && to > B) {
@@ -1965,45 +1976,14 @@ static int slide_fill(st_store *st, st_query_slide *c, const st_query *q, struct
 static int fed_read(st_store *st, st_query_slide *c, const st_query *q, int64_t lo_t, int64_t hi_t)
 {
     struct agg_run r;
-    st_query qq = *q;
+    st_query qq;
     uint64_t snap = 0;
-    st_scan_cb cb = {on_series, on_block, &r, on_rollup};
-    int rv;
-    qq.from_ms = lo_t;
-    qq.to_ms = hi_t;
-    qq.step_ms = c->bw;
-    memset(&r, 0, sizeof(r));
-    if ((rv = setup(&r, &qq)) == ST_OK) {
-        r.kind = c->kind;
-        r.track = true;
-        r.beyond = INT64_MAX;
-        r.lo = lo_t;
-        r.hi = hi_t;
-        rv = (r.bs = malloc(r.nb * sizeof(*r.bs))) == NULL ? ST_ENOMEM : ST_OK;
-    }
-    for (size_t k = 0; rv == ST_OK && k < r.nb; k++) {
-        bstat_init(&r.bs[k]);
-    }
-    /* Blocks past hi_t are read too, for far_t: they are few (the newest
-     * minutes) and the scan reaches them anyway. */
+    int rv = slide_read(st, c, q, lo_t, hi_t, hi_t, &r, &qq, &snap);
     if (rv == ST_OK) {
-        rv = st_store_scan_snap(st, q->metric, r.scan_m, r.n_scan, lo_t, INT64_MAX, &cb, &snap);
-    }
-    if (rv == ST_OK) {
-        if (c->unit == NULL && json_object_get(r.meta, "unit") != NULL) {
-            c->unit = json_incref(json_object_get(r.meta, "unit"));
-        }
-        rv = slide_reserve(c, lo_t, hi_t);
-    }
-    if (rv == ST_OK && (rv = slide_absorb(c, &r, lo_t, hi_t)) == ST_OK) {
         c->lo = lo_t;
         c->hi = hi_t;
         c->txn = snap;
         c->far_t = r.beyond;
-    }
-    for (size_t i = 0; i < ST_QUERY_MAX_MATCHERS; i++) {
-        r.scan_m[i].re = NULL;
-        r.num_m[i].re = NULL;
     }
     run_free(&r);
     return rv;

@@ -144,11 +144,11 @@ static void sift_folds(st_eng *e, bool (*keep)(st_eng *e, const struct shared_fo
 
 /* Keeps the answers keep says to, in order, and frees the others (NULL:
  * frees all). */
-static void sift_answers(st_eng *e, bool (*keep)(st_eng *e, const char *key))
+static void sift_answers(st_eng *e, bool (*keep)(st_eng *e, const struct kept_answer *a))
 {
     size_t n = 0;
     for (size_t i = 0; i < e->nanswers; i++) {
-        if (keep != NULL && keep(e, e->answers[i].key)) {
+        if (keep != NULL && keep(e, &e->answers[i])) {
             e->answers[n++] = e->answers[i];
         } else {
             free(e->answers[i].key);
@@ -251,10 +251,23 @@ static bool kept_holds(st_eng *e, const char *key)
  * (the closed days of the cold-table counters) is asked again the same,
  * and holds while nothing was written into it; one of a window that
  * moved with the clock is never asked again. */
-static bool kept_across(st_eng *e, const char *key)
+static bool kept_across(st_eng *e, const struct kept_answer *a)
 {
-    int64_t to = key_to(key);
-    return to < e->kept_now && holds_until(e, key, to);
+    int64_t to = key_to(a->key);
+    return to < e->kept_now && holds_until(e, a->key, to);
+}
+
+static bool answer_holds(st_eng *e, const struct kept_answer *a)
+{
+    return kept_holds(e, a->key);
+}
+
+/* Answers a run did not ask for go at its end (kept across steps, but no
+ * longer asked: yesterday's closed days). */
+static bool answer_asked(st_eng *e, const struct kept_answer *a)
+{
+    (void)e;
+    return a->asked;
 }
 
 static bool fold_holds(st_eng *e, const struct shared_fold *f)
@@ -279,28 +292,12 @@ static void sift_kept(st_eng *e)
         sift_folds(e, NULL);
         sift_answers(e, kept_across);
     } else {
-        sift_answers(e, kept_holds);
+        sift_answers(e, answer_holds);
         sift_folds(e, fold_holds);
     }
     for (size_t i = 0; i < e->nanswers; i++) {
         e->answers[i].asked = false;
     }
-}
-
-/* Drops the answers the run did not ask for (kept across steps, but no
- * longer asked: yesterday's closed days). */
-static void sift_unasked(st_eng *e)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < e->nanswers; i++) {
-        if (e->answers[i].asked) {
-            e->answers[n++] = e->answers[i];
-        } else {
-            free(e->answers[i].key);
-            st_answer_unref(e->answers[i].a);
-        }
-    }
-    e->nanswers = n;
 }
 
 /* A slide about to read the store for the first time: its metric's
@@ -385,7 +382,7 @@ void st_eng_share_end(st_eng *e)
      * (at fleet size the others' sketches take over 100 MiB). */
     sift_folds(e, fold_walked);
     if (e->sharing) {
-        sift_unasked(e);
+        sift_answers(e, answer_asked);
         e->kept_now = e->now;
         e->kept_gen = e->run_gen;
     }

@@ -220,7 +220,6 @@ static void on_tap(void *arg, uint64_t txn, const st_tap_block *b, size_t n)
     }
     fd->tail = bt;
     fd->bytes += est;
-    fd->stats.commits++;
     fd->stats.blocks += nb;
     fd->stats.bytes_peak = ST_MAX(fd->stats.bytes_peak, fd->bytes);
 out:

@@ -43,7 +43,6 @@ typedef void (*st_feed_commit_fn)(void *arg, uint64_t txn);
 int st_feed_drain(st_feed *fd, bool *lost, st_feed_block_fn fn, st_feed_commit_fn done, void *arg);
 
 struct st_feed_stats {
-    uint64_t commits;  /* handed over with blocks kept */
     uint64_t blocks;   /* kept */
     uint64_t lost;     /* times commits were lost */
     size_t bytes_peak; /* the most that waited at once */

@@ -20,7 +20,7 @@
 
 struct st_run {
     json_t *findings; /* id -> finding: all of them, as the run changes them */
-    json_t *loaded;   /* id -> what the store holds of it (stored_json) */
+    json_t *loaded;   /* id -> the hash of its text in the store (finding_hash) */
     json_t *other;    /* store key -> record: baselines, loop state */
     uint64_t seen;    /* the hash of the seen record in the store; 0: unknown */
     bool committed;   /* every record written: findings and loaded are the store's */
@@ -182,13 +182,6 @@ static json_t *seen_record(const struct st_run *run)
     return rec;
 }
 
-/* What the store holds of a finding: [its hash (finding_hash), the time
- * it was last seen when written]. */
-static json_t *stored_json(const json_t *f)
-{
-    return json_pack("[I,I]", (json_int_t)finding_hash(f), seen_of(f));
-}
-
 static int load_one(void *arg, const char *key, const char *val, size_t len)
 {
     struct st_run *run = arg;
@@ -196,7 +189,7 @@ static int load_one(void *arg, const char *key, const char *val, size_t len)
     json_t *f = json_loadb(val, len, 0, NULL);
     if (f != NULL) {
         json_object_set_new(run->findings, id, f);
-        json_object_set_new(run->loaded, id, stored_json(f));
+        json_object_set_new(run->loaded, id, json_integer((json_int_t)finding_hash(f)));
     }
     return 0;
 }
@@ -348,11 +341,10 @@ static int queue_text(st_engine *en, struct pending *p, const char *key, json_t 
 {
     const json_t *was = loaded != NULL ? json_object_get(loaded, id) : NULL;
     uint64_t h = loaded != NULL ? finding_hash(rec) : 0;
-    json_int_t seen = loaded != NULL ? seen_of(rec) : 0;
     char *text;
     char *k;
     size_t len;
-    if (was != NULL && (uint64_t)json_integer_value(json_array_get(was, 0)) == h) {
+    if (was != NULL && (uint64_t)json_integer_value(was) == h) {
         return ST_OK;
     }
     text = json_dumps(rec, JSON_COMPACT);
@@ -374,8 +366,7 @@ static int queue_text(st_engine *en, struct pending *p, const char *key, json_t 
         p->items = items;
         p->cap = cap;
     }
-    if (loaded != NULL &&
-        json_object_set_new(loaded, id, json_pack("[I,I]", (json_int_t)h, seen)) != 0) {
+    if (loaded != NULL && json_object_set_new(loaded, id, json_integer((json_int_t)h)) != 0) {
         free(text);
         free(k);
         return ST_ENOMEM;
